@@ -1,0 +1,87 @@
+"""Writing a command's output folder all at once, and ``metrics.json``.
+
+A command writes into a hidden temporary folder beside its target and renames it into place
+only when it has finished, so a failed command leaves no partial output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+MARKER = ".ssc-jax-output"
+
+
+class OutputError(ValueError):
+    """The output folder cannot be written (it exists and is not an ssc-jax output)."""
+
+
+def _check_replaceable(target: Path) -> None:
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise OutputError(f"--out {target} exists and is not a folder")
+    if any(target.iterdir()) and not (target / MARKER).exists():
+        raise OutputError(
+            f"--out {target} exists, is not empty and was not written by ssc-jax; "
+            "choose another output folder"
+        )
+
+
+@contextmanager
+def atomic_output_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces ``target``, on failure it vanishes.
+
+    ``target`` may already exist only if it is empty or a previous ssc-jax output (it holds
+    the ``MARKER`` file). Parent folders created here are removed again on failure.
+    """
+    target = Path(target).absolute()
+    _check_replaceable(target)
+    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        yield tmp
+        (tmp / MARKER).write_text("written by ssc-jax; safe to replace with a new run\n")
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            os.replace(target, old / "previous")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in created:
+            if p.exists() and not any(p.iterdir()):
+                p.rmdir()
+        raise
+
+
+def to_jsonable(obj):
+    """Numpy arrays and scalars to lists and Python numbers; NaN and Inf to ``None``."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray | np.generic):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, obj) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(to_jsonable(obj), indent=1, allow_nan=False) + "\n")
+    return path

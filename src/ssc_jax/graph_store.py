@@ -1,0 +1,107 @@
+"""Compressed storage of SSC coefficient matrices, keyed by checkpoint and solver settings.
+
+One ``.npz`` file holds the L coefficient matrices of one checkpoint on one analysis set,
+with the layer names, the solver's diagnostics and the settings that produced them. A layer
+is stored as CSR (``scipy.sparse`` components) when that is smaller than dense, which it is
+for SSC at the paper's tau; the whole file is zlib-compressed either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+DIAGNOSTICS = ("iterations", "converged", "primal_residual", "dual_residual", "objective")
+
+
+class StoredGraphs(NamedTuple):
+    """What one file holds. ``coef`` is (L, n, n) float32 with rows reconstructing rows."""
+
+    layers: list[str]
+    coef: np.ndarray
+    diagnostics: dict[str, np.ndarray]
+    settings: dict
+
+
+def settings_key(settings: Mapping) -> str:
+    """A short stable hash of JSON-serialisable ``settings`` (key order does not matter)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def graph_path(cache_dir: str | Path, epoch: int, settings: Mapping) -> Path:
+    """Where the graphs of checkpoint ``epoch`` under ``settings`` live in ``cache_dir``."""
+    return Path(cache_dir) / f"epoch_{epoch:04d}_{settings_key(settings)}.npz"
+
+
+def _sparse_pays(nnz: int, n: int) -> bool:
+    """CSR costs 8 bytes per nonzero (value + column) plus the row pointers; dense 4 per cell."""
+    return 8 * nnz + 4 * (n + 1) < 4 * n * n
+
+
+def save_graphs(
+    path: str | Path,
+    layers: Sequence[str],
+    coef: np.ndarray,
+    diagnostics: Mapping[str, np.ndarray],
+    settings: Mapping,
+) -> Path:
+    """Write ``coef`` (L, n, n) with its layer names, diagnostics (each (L,)) and settings.
+
+    The file appears atomically: it is written beside ``path`` and renamed into place.
+    """
+    coef = np.asarray(coef, dtype=np.float32)
+    if coef.ndim != 3 or coef.shape[1] != coef.shape[2] or coef.shape[0] != len(layers):
+        raise ValueError(
+            f"coef must be (L, n, n) with L = len(layers) = {len(layers)}; got {coef.shape}"
+        )
+    arrays: dict[str, np.ndarray] = {
+        "layers": np.asarray(list(layers), dtype=str),
+        "settings_json": np.asarray(json.dumps(dict(settings), sort_keys=True, default=str)),
+        "n": np.asarray(coef.shape[1]),
+    }
+    for name in DIAGNOSTICS:
+        arrays[f"diag_{name}"] = np.asarray(diagnostics[name])
+    for i, c in enumerate(coef):
+        if _sparse_pays(int(np.count_nonzero(c)), c.shape[0]):
+            m = sp.csr_matrix(c)
+            arrays[f"c{i}_data"], arrays[f"c{i}_indices"] = m.data, m.indices
+            arrays[f"c{i}_indptr"] = m.indptr
+        else:
+            arrays[f"c{i}_dense"] = c
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_graphs(path: str | Path) -> StoredGraphs:
+    """Read a file written by ``save_graphs``; ``coef`` comes back dense, (L, n, n) float32."""
+    with np.load(path, allow_pickle=False) as f:
+        layers = [str(s) for s in f["layers"]]
+        n = int(f["n"])
+        coef = np.zeros((len(layers), n, n), dtype=np.float32)
+        for i in range(len(layers)):
+            if f"c{i}_dense" in f:
+                coef[i] = f[f"c{i}_dense"]
+            else:
+                parts = (f[f"c{i}_data"], f[f"c{i}_indices"], f[f"c{i}_indptr"])
+                coef[i] = sp.csr_matrix(parts, shape=(n, n)).toarray()
+        diagnostics = {name: f[f"diag_{name}"] for name in DIAGNOSTICS}
+        settings = json.loads(str(f["settings_json"]))
+    return StoredGraphs(layers, coef, diagnostics, settings)

@@ -1,0 +1,249 @@
+"""Paper-style figures: modularity curves, training dynamics, CKA heatmaps, embeddings, Fig 9.
+
+Every function returns a ``matplotlib.figure.Figure`` built without pyplot, so it works on
+any backend (Agg on a server, inline in a notebook); ``save_figure`` writes PNG and PDF.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+_HEATMAP_CMAP = "magma"
+_MAX_TICKS = 24
+
+
+def save_figure(fig: Figure, directory: str | Path, stem: str) -> Path:
+    """Write ``fig`` as ``stem.png`` and ``stem.pdf`` under ``directory``; return the PNG path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    png = directory / f"{stem}.png"
+    fig.savefig(png, dpi=130, bbox_inches="tight")
+    fig.savefig(directory / f"{stem}.pdf", bbox_inches="tight")
+    return png
+
+
+def _layer_ticks(n_layers: int) -> np.ndarray:
+    """Indices of the layers that get a tick label, at most ``_MAX_TICKS`` of them."""
+    step = max(1, int(np.ceil(n_layers / _MAX_TICKS)))
+    return np.arange(0, n_layers, step)
+
+
+def _depth_colours(n: int) -> list:
+    """One colour per layer, shallow (dark) to deep (bright)."""
+    cmap = colormaps["viridis"]
+    return [cmap(x) for x in np.linspace(0.0, 0.9, max(n, 1))]
+
+
+def plot_modularity_by_layer(
+    curves: Mapping[str, tuple[Sequence[str], Sequence[float]]],
+    *,
+    title: str = "Modularity of each layer's SSC graph",
+) -> Figure:
+    """Modularity (y) against layer depth (x), one line per entry of ``curves``.
+
+    ``curves`` maps a label (a run, an epoch) to ``(layer_names, modularity)`` with one value
+    per layer. With one curve the x ticks are the layer names; with several, whose depths may
+    differ, x is the layer's relative depth (0 = first conv layer, 1 = last).
+    """
+    fig = Figure(figsize=(7.0, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    single = len(curves) == 1
+    for label, (layers, values) in curves.items():
+        values = np.asarray(values, dtype=float)
+        n = len(values)
+        x = np.arange(1, n + 1) if single else np.linspace(0.0, 1.0, n)
+        ax.plot(x, values, marker="o", markersize=3.5, label=label)
+        if single:
+            ticks = _layer_ticks(n)
+            ax.set_xticks(ticks + 1, [layers[i] for i in ticks], rotation=60, ha="right")
+    ax.set_xlabel("layer" if single else "relative depth (first → last conv layer)")
+    ax.set_ylabel("modularity Q")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if not single:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _epoch_panel(ax, epochs, values, layers, ylabel: str, title: str) -> None:
+    """One Fig 1/2 panel: a line per layer over epochs, coloured shallow → deep."""
+    values = np.asarray(values, dtype=float)
+    for j, colour in enumerate(_depth_colours(values.shape[1])):
+        ax.plot(epochs, values[:, j], color=colour, marker="o", markersize=3, label=layers[j])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
+def plot_dynamics(
+    epochs: Sequence[int],
+    layers: Sequence[str],
+    modularity: np.ndarray,
+    ssc_cka_to_final: np.ndarray,
+    linear_cka_to_final: np.ndarray,
+    *,
+    title: str = "",
+) -> Figure:
+    """Fig 1/2 (a-c): per-epoch modularity, SSC-CKA to the final epoch, linear CKA to final.
+
+    Each array has shape (n_epochs, n_layers); the legend names the layers.
+    """
+    fig = Figure(figsize=(15.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3)
+    _epoch_panel(axes[0], epochs, modularity, layers, "modularity Q", "(a) SSC graph modularity")
+    _epoch_panel(
+        axes[1], epochs, ssc_cka_to_final, layers, "CKA to final epoch", "(b) SSC-CKA vs. final"
+    )
+    _epoch_panel(
+        axes[2],
+        epochs,
+        linear_cka_to_final,
+        layers,
+        "CKA to final epoch",
+        "(c) linear CKA vs. final",
+    )
+    for ax in axes[1:]:
+        ax.set_ylim(-0.02, 1.02)
+    n_layers = len(layers)
+    handles, labels = axes[0].get_legend_handles_labels()
+    shown = _layer_ticks(n_layers) if n_layers > 12 else np.arange(n_layers)
+    fig.legend(
+        [handles[i] for i in shown],
+        [labels[i] for i in shown],
+        loc="outside right center",
+        fontsize="small",
+        title="layer",
+    )
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _heatmap(ax, matrix: np.ndarray, layers: Sequence[str], title: str, cols: Sequence[str]):
+    """Draw one L1 x L2 CKA heatmap on ``ax`` with layer-name ticks; return the image."""
+    image = ax.imshow(
+        matrix, cmap=_HEATMAP_CMAP, vmin=0.0, vmax=1.0, origin="lower", interpolation="nearest"
+    )
+    rows = _layer_ticks(len(layers))
+    ax.set_yticks(rows, [layers[i] for i in rows], fontsize="x-small")
+    col_ticks = _layer_ticks(len(cols))
+    ax.set_xticks(col_ticks, [cols[i] for i in col_ticks], rotation=90, fontsize="x-small")
+    ax.set_title(title)
+    return image
+
+
+def plot_cka_heatmaps(
+    panels: Sequence[tuple[str, np.ndarray, Sequence[str]]],
+    *,
+    title: str = "",
+    colorbar_label: str = "SSC-CKA",
+    col_layers: Sequence[Sequence[str]] | None = None,
+) -> Figure:
+    """Pairwise CKA heatmaps side by side (Fig 3-7), sharing one [0, 1] colour bar.
+
+    ``panels`` holds ``(panel_title, matrix (L, L) or (L1, L2), row_layer_names)``;
+    ``col_layers`` gives the column names of each panel where they differ from its rows.
+    """
+    k = len(panels)
+    fig = Figure(figsize=(4.3 * k + 1.0, 4.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, k))
+    image = None
+    for i, (ax, (panel_title, matrix, layers)) in enumerate(zip(axes, panels, strict=True)):
+        cols = layers if col_layers is None else col_layers[i]
+        image = _heatmap(ax, np.asarray(matrix, dtype=float), layers, panel_title, cols)
+    fig.colorbar(image, ax=list(axes), shrink=0.85, label=colorbar_label)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _class_colours(n_classes: int) -> list:
+    cmap = colormaps["tab10" if n_classes <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n_classes)]
+
+
+def plot_spectral_embeddings(
+    embeddings: Sequence[tuple[str, np.ndarray]],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    title: str = "Spectral embeddings of the SSC graphs, coloured by class",
+) -> Figure:
+    """Fig 8: one 2-D scatter per layer; ``embeddings`` holds ``(layer_name, (n, 2))``."""
+    k = len(embeddings)
+    fig = Figure(figsize=(3.3 * k + 1.4, 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, k))
+    labels = np.asarray(labels)
+    colours = _class_colours(len(class_names))
+    for ax, (layer, points) in zip(axes, embeddings, strict=True):
+        points = np.asarray(points)
+        for c, name in enumerate(class_names):
+            sel = labels == c
+            ax.scatter(points[sel, 0], points[sel, 1], s=6, color=colours[c], label=name)
+        ax.set_title(layer, fontsize="medium")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("eigenvector 1")
+    axes[0].set_ylabel("eigenvector 2")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", fontsize="small", markerscale=2.5)
+    fig.suptitle(title)
+    return fig
+
+
+def _show_image(ax, image: np.ndarray, caption: str) -> None:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray_r", interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(caption, fontsize="small")
+
+
+def plot_wrong_input(
+    image: np.ndarray,
+    caption: str,
+    class_scores: np.ndarray,
+    class_names: Sequence[str],
+    neighbour_images: np.ndarray,
+    neighbour_captions: Sequence[str],
+    *,
+    highlight: Sequence[int] = (),
+) -> Figure:
+    """Fig 9: a confidently wrong input, its class-affinity distribution and top neighbours.
+
+    ``image`` is (H, W, C) uint8; ``class_scores`` (n_classes,) is the input's summed affinity
+    per class, shown normalised to sum 1; ``neighbour_images`` is (k, H, W, C), strongest
+    first. ``highlight`` holds class ids (true, predicted) whose bars are outlined.
+    """
+    k = len(neighbour_images)
+    cols = max(1, (k + 1) // 2)
+    fig = Figure(figsize=(4.0 + 4.2 + 1.5 * cols, 3.8), layout="constrained")
+    grid = fig.add_gridspec(2, 2 + cols, width_ratios=[1.6, 2.4] + [1.0] * cols)
+    _show_image(fig.add_subplot(grid[:, 0]), image, caption)
+
+    ax = fig.add_subplot(grid[:, 1])
+    scores = np.asarray(class_scores, dtype=float)
+    total = scores.sum()
+    share = scores / total if total > 0 else scores
+    bars = ax.barh(np.arange(len(share)), share, color=_class_colours(len(share)))
+    for c in highlight:
+        bars[c].set_edgecolor("black")
+        bars[c].set_linewidth(1.8)
+    ax.set_yticks(np.arange(len(share)), list(class_names), fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel("share of SSC affinity")
+    ax.set_title("class affinity", fontsize="small")
+
+    for j in range(k):
+        ax = fig.add_subplot(grid[j // cols, 2 + j % cols])
+        _show_image(ax, neighbour_images[j], neighbour_captions[j])
+    return fig
