@@ -7,5 +7,12 @@ from ssc_jax._version import __version__
 # graph analytics and similarity (issue 3)
 
 # models, data, training, capture (issue 4)
+from ssc_jax.capture import activation_grams, capture_activations, layer_names
+from ssc_jax.models import create_model, list_models
 
-__all__ = ["__version__"]
+__all__ = [
+    "activation_grams",
+    "capture_activations",
+    "create_model",
+    "layer_names",
+    "list_models","__version__"]
