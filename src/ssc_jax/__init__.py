@@ -5,12 +5,38 @@ from ssc_jax._version import __version__
 # solver (issue 2)
 
 # graph analytics and similarity (issue 3)
+from ssc_jax.cka import MinibatchCKA, cka, cka_matrix, linear_cka, minibatch_cka
+from ssc_jax.graph import (
+    LabelAgreement,
+    affinity_labels,
+    class_affinity,
+    label_agreement,
+    modularity,
+    top_neighbours,
+)
+from ssc_jax.hsic import HSICStack, hsic
+from ssc_jax.spectral import spectral_clustering, spectral_embedding
 
 # models, data, training, capture (issue 4)
 from ssc_jax.capture import activation_grams, capture_activations, layer_names
 from ssc_jax.models import create_model, list_models
 
 __all__ = [
+    "HSICStack",
+    "LabelAgreement",
+    "MinibatchCKA",
+    "affinity_labels",
+    "cka",
+    "cka_matrix",
+    "class_affinity",
+    "hsic",
+    "label_agreement",
+    "linear_cka",
+    "minibatch_cka",
+    "modularity",
+    "spectral_clustering",
+    "spectral_embedding",
+    "top_neighbours",
     "activation_grams",
     "capture_activations",
     "create_model",

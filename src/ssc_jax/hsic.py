@@ -1,0 +1,212 @@
+"""HSIC between stacks of n x n matrices: the statistic inside CKA (paper Eq. 3-4).
+
+Biased (Eq. 4), with H = I - 11^T / n::
+
+    HSIC(K, L) = <HKH, HLH>_F / (n - 1)^2
+
+Unbiased (Song et al. 2012), through U-centering (Szekely & Rizzo 2014)::
+
+    HSIC_u(K, L) = <U(K), U(L)>_F / (n (n - 3)),   n >= 4
+    U(K)_ij = K~_ij - r_i / (n-2) - c_j / (n-2) + s / ((n-1)(n-2))  for i != j,  U(K)_ii = 0
+
+where K~ is K with a zero diagonal and r, c, s are its row sums, column sums and total. For
+symmetric matrices (kernels, SSC affinities) ``<HKH, HLH>_F = tr(KHLH)``, which is Eq. 4; for
+other square matrices it is the Frobenius alignment of the centered matrices.
+
+Layout: the HSICs between every pair of two stacks are ONE matmul of the flattened centered
+matrices, ``(L1, n^2) @ (n^2, L2)``, taken over blocks of ``chunk_size`` rows of the n x n
+axis. Column means are one pass over the stacks; each block is then centered on the fly (its
+row means come from the block itself), so at most ``(L1 + L2) * chunk_size * n`` centered
+entries exist at any time, and the input is read about twice.
+
+Precision: each matrix is centered before any product is formed, so no step subtracts two
+large accumulated sums, and XLA reduces sums pairwise; float32 therefore keeps its digits on
+inputs with large offsets (a kernel + 1e4 loses about 1e-6 relative). Float64 inputs under
+``jax_enable_x64`` run in float64 throughout. Matmuls use ``Precision.HIGHEST`` so that GPUs do
+not drop to TF32.
+
+Zero variance: a self-HSIC below what rounding leaves of an exactly constant matrix is set to
+0, and so are its cross HSICs; CKA then reports 0 for that pair instead of a ratio of noise.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ssc_jax._checks import (
+    check_finite,
+    check_min_samples,
+    check_ndim,
+    check_same_n,
+    check_square,
+)
+
+CHUNK_BYTES = 256 * 2**20
+"""Default budget for the centered blocks that exist at once in `hsic_stack`."""
+
+# Rounding of an exactly constant matrix leaves centered entries of a few ulps of its
+# magnitude; self-HSICs under (_ZERO_ULPS * eps)^2 times the removed energy count as zero.
+_ZERO_ULPS = 32
+
+
+class HSICStack(NamedTuple):
+    """HSICs between two stacks of n x n matrices, Ks (L1, n, n) and Ls (L2, n, n).
+
+    Attributes:
+      cross: (L1, L2) HSIC(Ks[a], Ls[b]).
+      self_k: (L1,) HSIC(Ks[a], Ks[a]); 0 for a numerically constant matrix.
+      self_l: (L2,) HSIC(Ls[b], Ls[b]); 0 for a numerically constant matrix.
+    """
+
+    cross: jax.Array
+    self_k: jax.Array
+    self_l: jax.Array
+
+
+def default_chunk_size(n_matrices: int, n: int, itemsize: int, budget: int = CHUNK_BYTES) -> int:
+    """Rows per block so that ``n_matrices`` centered (rows, n) blocks fit in ``budget`` bytes."""
+    return max(1, min(n, budget // (n_matrices * n * itemsize)))
+
+
+def as_matrices(name: str, x, ndim: int) -> jax.Array:
+    """``x`` as a floating JAX array of square matrices with ``ndim`` axes; raise otherwise."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    check_ndim(name, x, ndim, "an (n, n) matrix" if ndim == 2 else "an (L, n, n) stack")
+    check_square(name, x)
+    # Reduced on the device: one scalar crosses to the host, not the whole stack.
+    check_finite(name, jnp.max(jnp.abs(x)))
+    return x
+
+
+def check_samples(n: int, unbiased: bool) -> None:
+    """Raise if n is too small for the (biased or unbiased) HSIC estimator."""
+    if unbiased:
+        check_min_samples("the unbiased HSIC estimator", n, 4, "it divides by n (n - 3)")
+    else:
+        check_min_samples("HSIC", n, 2, "it divides by (n - 1)^2")
+
+
+def hsic(K, L, *, unbiased: bool = False) -> jax.Array:
+    """HSIC between two n x n matrices (kernels or affinities); a scalar.
+
+    Args:
+      K: (n, n) matrix.
+      L: (n, n) matrix on the same n samples.
+      unbiased: the unbiased estimator of Song et al. (2012), n >= 4; it can be negative.
+    """
+    K, L = as_matrices("K", K, 2), as_matrices("L", L, 2)
+    check_same_n(("K", "L"), K.shape[-1], L.shape[-1])
+    check_samples(K.shape[-1], unbiased)
+    dtype = jnp.result_type(K, L)
+    out = hsic_stack_unchecked(K[None].astype(dtype), L[None].astype(dtype), unbiased, None)
+    return out.cross[0, 0]
+
+
+def hsic_stack(Ks, Ls=None, *, unbiased: bool = False, chunk_size: int | None = None) -> HSICStack:
+    """HSIC between every pair of two stacks of n x n matrices, in one chunked matmul.
+
+    Args:
+      Ks: (L1, n, n) stack.
+      Ls: (L2, n, n) stack on the same samples; ``None`` pairs Ks with itself.
+      unbiased: the unbiased estimator of Song et al. (2012), n >= 4.
+      chunk_size: rows of the n x n axis per block; by default the largest that keeps the
+        centered blocks within `CHUNK_BYTES`.
+    """
+    Ks = as_matrices("Ks", Ks, 3)
+    if Ls is not None:
+        Ls = as_matrices("Ls", Ls, 3)
+        check_same_n(("Ks", "Ls"), Ks.shape[-1], Ls.shape[-1])
+        dtype = jnp.result_type(Ks, Ls)
+        Ks, Ls = Ks.astype(dtype), Ls.astype(dtype)
+    check_samples(Ks.shape[-1], unbiased)
+    if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size > 0):
+        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+    return hsic_stack_unchecked(Ks, Ls, unbiased, chunk_size)
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def hsic_stack_unchecked(
+    Ks: jax.Array, Ls: jax.Array | None, unbiased: bool, chunk_size: int | None
+) -> HSICStack:
+    """`hsic_stack` on validated floating stacks of one dtype (the shared jitted core)."""
+    stacks = (Ks,) if Ls is None else (Ks, Ls)
+    n = Ks.shape[-1]
+    if chunk_size is None:
+        n_live = sum(s.shape[0] for s in stacks)
+        chunk_size = default_chunk_size(n_live, n, Ks.dtype.itemsize)
+    chunk_size = min(chunk_size, n)
+    columns = tuple(_column_centering(s, unbiased) for s in stacks)
+
+    def block_sums(start, size):
+        centered = [
+            _center_block(s, col, grand, start, size, unbiased)
+            for s, (col, grand) in zip(stacks, columns, strict=True)
+        ]
+        blocks = [block for block, _ in centered]
+        cross = jnp.matmul(blocks[0], blocks[-1].T, precision=lax.Precision.HIGHEST)
+        squares = tuple(jnp.sum(block * block, axis=-1) for block in blocks)
+        return cross, squares, tuple(row_energy for _, row_energy in centered)
+
+    n_full, rest = divmod(n, chunk_size)
+    zeros = jax.tree.map(
+        lambda a: jnp.zeros(a.shape, a.dtype),
+        jax.eval_shape(lambda: block_sums(0, chunk_size)),
+    )
+    sums = lax.fori_loop(
+        0,
+        n_full,
+        lambda i, acc: jax.tree.map(jnp.add, acc, block_sums(i * chunk_size, chunk_size)),
+        zeros,
+    )
+    if rest:
+        sums = jax.tree.map(jnp.add, sums, block_sums(n_full * chunk_size, rest))
+    cross, selfs, row_energy = sums
+
+    eps = jnp.finfo(Ks.dtype).eps
+    live = []
+    for self_sum, rows, (col, grand) in zip(selfs, row_energy, columns, strict=True):
+        removed = n * n * grand**2 + n * (rows + jnp.sum(col**2, axis=-1))
+        live.append(self_sum > (_ZERO_ULPS * eps) ** 2 * removed)
+    live_k, live_l = live[0], live[-1]
+    selfs = (jnp.where(live_k, selfs[0], 0), jnp.where(live_l, selfs[-1], 0))
+    cross = jnp.where(live_k[:, None] & live_l[None, :], cross, 0)
+    scale = n * (n - 3) if unbiased else (n - 1) ** 2
+    return HSICStack(cross / scale, selfs[0] / scale, selfs[1] / scale)
+
+
+def _column_centering(Ks: jax.Array, unbiased: bool) -> tuple[jax.Array, jax.Array]:
+    """Per matrix, what centering subtracts from each column (L, n) and adds back (L,)."""
+    n = Ks.shape[-1]
+    if not unbiased:
+        col = jnp.mean(Ks, axis=-2)
+        return col, jnp.mean(col, axis=-1)
+    col_sum = jnp.sum(Ks, axis=-2) - jnp.diagonal(Ks, axis1=-2, axis2=-1)
+    return col_sum / (n - 2), jnp.sum(col_sum, axis=-1) / ((n - 1) * (n - 2))
+
+
+def _center_block(
+    Ks: jax.Array, col: jax.Array, grand: jax.Array, start, size: int, unbiased: bool
+) -> tuple[jax.Array, jax.Array]:
+    """Rows [start, start + size) of every matrix, (U-)centered and flattened to (L, size * n).
+
+    Also returns the summed squares of the subtracted row terms, (L,), for the zero test.
+    """
+    n = Ks.shape[-1]
+    block = lax.dynamic_slice_in_dim(Ks, start, size, axis=-2)
+    if unbiased:
+        on_diag = (start + jnp.arange(size))[:, None] == jnp.arange(n)[None, :]
+        block = jnp.where(on_diag, 0, block)
+        row = jnp.sum(block, axis=-1) / (n - 2)
+    else:
+        row = jnp.mean(block, axis=-1)
+    centered = block - row[..., None] - col[:, None, :] + grand[:, None, None]
+    if unbiased:
+        centered = jnp.where(on_diag, 0, centered)
+    return centered.reshape(Ks.shape[0], size * n), jnp.sum(row**2, axis=-1)
