@@ -18,8 +18,12 @@ from ssc_jax.hsic import HSICStack, hsic
 from ssc_jax.spectral import spectral_clustering, spectral_embedding
 
 # models, data, training, capture (issue 4)
-from ssc_jax.capture import activation_grams, capture_activations, layer_names
+from ssc_jax.augment import normalize
+from ssc_jax.capture import activation_grams, capture_activations, layer_names, predict
+from ssc_jax.checkpoint import list_checkpoints, load_checkpoint
+from ssc_jax.datasets import analysis_indices, load_dataset, stratified_subset
 from ssc_jax.models import create_model, list_models
+from ssc_jax.train import TrainConfig, train
 
 __all__ = [
     "HSICStack",
@@ -41,4 +45,15 @@ __all__ = [
     "capture_activations",
     "create_model",
     "layer_names",
-    "list_models","__version__"]
+    "list_models",
+    "TrainConfig",
+    "analysis_indices",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_dataset",
+    "normalize",
+    "predict",
+    "stratified_subset",
+    "train",
+    "__version__",
+]

@@ -111,21 +111,46 @@ def _check_images(images) -> np.ndarray:
     return images
 
 
-def _batches(model: nnx.Module, images: np.ndarray, select: Selection, batch_size: int):
-    """Yield (start, {name: activation (b, ...) on device}) over ``images`` in batches.
-
-    The last batch is padded to ``batch_size`` so that one compiled function serves all."""
+def _batches(forward, model: nnx.Module, images: np.ndarray, batch_size: int):
+    """Yield (start, output) of ``forward(state, batch)`` over ``images`` in batches; the
+    output is a pytree of (b, ...) arrays. The last batch is padded to ``batch_size`` so that
+    one compiled function serves all."""
     check_positive("batch_size", batch_size)
-    graphdef, state = nnx.split(name_taps(model))
-    forward = _forward(graphdef, select)
+    state = nnx.state(model)
     size = min(int(batch_size), len(images))
     for start in range(0, len(images), size):
         batch = images[start : start + size]
         count = len(batch)
         if count < size:
             batch = np.concatenate([batch, np.zeros((size - count, *batch.shape[1:]), batch.dtype)])
-        values = forward(state, jnp.asarray(batch))
-        yield start, {name: value[:count] for name, value in values.items()}
+        output = forward(state, jnp.asarray(batch))
+        yield start, jax.tree.map(lambda value, count=count: value[:count], output)
+
+
+def _tap_batches(model: nnx.Module, images: np.ndarray, select: Selection, batch_size: int):
+    """:func:`_batches` of the selected taps, {name: (b, ...)}."""
+    forward = _forward(nnx.graphdef(name_taps(model)), select)
+    return _batches(forward, model, images, batch_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _probabilities(graphdef: nnx.GraphDef):
+    """Jitted (state, x (B, H, W, C)) -> softmax of the logits (B, classes), eval mode."""
+
+    def forward(state: nnx.State, x: jax.Array) -> jax.Array:
+        model = nnx.merge(graphdef, state)
+        model.eval()
+        return jax.nn.softmax(model(x), axis=-1)
+
+    return jax.jit(forward)
+
+
+def predict(model: nnx.Module, images, *, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (n, classes) float32 of ``images`` (n, H, W, C), preprocessed as
+    the model was trained, with BatchNorm in eval mode."""
+    images = _check_images(images)
+    forward = _probabilities(nnx.graphdef(model))
+    return np.concatenate([np.asarray(p) for _, p in _batches(forward, model, images, batch_size)])
 
 
 def capture_activations(
@@ -141,7 +166,7 @@ def capture_activations(
     images = _check_images(images)
     selected, select = _resolve(model, layers, images.shape)
     out = {name: np.empty((len(images), *shape), np.float32) for name, shape in selected}
-    for start, values in _batches(model, images, select, batch_size):
+    for start, values in _tap_batches(model, images, select, batch_size):
         for name, value in values.items():
             out[name][start : start + len(value)] = np.asarray(value)
     return out
@@ -175,7 +200,7 @@ def _features(
 ) -> dict[str, np.ndarray]:
     """Flattened activations {name: (n, d)} of the layers named in ``dims`` (name -> d)."""
     out = {name: np.empty((len(images), d), np.float32) for name, d in dims.items()}
-    for start, values in _batches(model, images, frozenset(dims), batch_size):
+    for start, values in _tap_batches(model, images, frozenset(dims), batch_size):
         for name, value in values.items():
             out[name][start : start + len(value)] = np.asarray(value).reshape(len(value), -1)
     return out
