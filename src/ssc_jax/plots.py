@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 _HEATMAP_CMAP = "magma"
 _MAX_TICKS = 24
@@ -76,6 +77,7 @@ def _epoch_panel(ax, epochs, values, layers, ylabel: str, title: str) -> None:
     for j, colour in enumerate(_depth_colours(values.shape[1])):
         ax.plot(epochs, values[:, j], color=colour, marker="o", markersize=3, label=layers[j])
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +36,33 @@ def _check_replaceable(target: Path) -> None:
         )
 
 
+def _missing_parents(target: Path) -> list[Path]:
+    return [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for p in folders:
+        if p.exists() and not any(p.iterdir()):
+            p.rmdir()
+
+
+@contextmanager
+def removed_on_failure(target: str | Path, keep: Callable[[Path], bool]) -> Iterator[Path]:
+    """For commands that write ``target`` in place (training, which must stay resumable):
+    if the block fails and ``target`` did not exist before, remove it unless ``keep(target)``
+    (say, it holds a finished checkpoint), and remove the parent folders it created."""
+    target = Path(target).absolute()
+    existed = target.exists()
+    created = _missing_parents(target)
+    try:
+        yield target
+    except BaseException:
+        if not existed and target.exists() and not keep(target):
+            shutil.rmtree(target)
+            _remove_empty(created)
+        raise
+
+
 @contextmanager
 def atomic_output_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``target``, on failure it vanishes.
@@ -45,7 +72,7 @@ def atomic_output_dir(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target).absolute()
     _check_replaceable(target)
-    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+    created = _missing_parents(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
@@ -60,9 +87,7 @@ def atomic_output_dir(target: str | Path) -> Iterator[Path]:
             os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        for p in created:
-            if p.exists() and not any(p.iterdir()):
-                p.rmdir()
+        _remove_empty(created)
         raise
 
 

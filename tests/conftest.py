@@ -1,0 +1,34 @@
+"""Shared fixtures. The pipeline tests share one tiny training run (digits, small_cnn,
+2 epochs) and one analysis of it, made once per session."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ssc_jax.run import main
+
+TINY_N = 80
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A 2-epoch small_cnn run on digits with a checkpoint per epoch."""
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    argv = ["train", "--model", "small_cnn", "--dataset", "digits", "--epochs", "2", "--no-augment"]
+    assert main([*argv, "--width", "0.5", "--seed", "0", "--out", str(run), "--quiet"]) == 0
+    return run
+
+
+def analysis_argv(n: int = TINY_N) -> list[str]:
+    """Small, fast analysis options shared by the tests."""
+    return ["--n", str(n), "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def analyzed(tiny_run, tmp_path_factory):
+    """(output folder, metrics) of `analyze` on the tiny run's last checkpoint."""
+    out = tmp_path_factory.mktemp("outputs") / "analyze"
+    assert main(["analyze", str(tiny_run), "--out", str(out), *analysis_argv()]) == 0
+    return out, json.loads((out / "metrics.json").read_text())

@@ -1,0 +1,128 @@
+"""End to end on tiny settings: train, analyze, dynamics, compare and the offline default."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import ssc_jax.analysis.graphs as graphs_module
+from ssc_jax.graph_store import load_graphs
+from ssc_jax.run import main
+
+from .conftest import TINY_N, analysis_argv
+
+ANALYZE_KEYS = {
+    "layers",
+    "modularity",
+    "ssc_cka",
+    "linear_cka",
+    "ssc_label_accuracy",
+    "network_accuracy",
+    "agreement",
+    "solver_diagnostics",
+}
+
+
+def _check_layer_metrics(metrics):
+    n_layers = len(metrics["layers"])
+    assert n_layers >= 2
+    assert len(metrics["modularity"]) == n_layers
+    for key in ("ssc_cka", "linear_cka"):
+        matrix = np.asarray(metrics[key], dtype=float)
+        assert matrix.shape == (n_layers, n_layers)
+        np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-4)
+        np.testing.assert_allclose(matrix, matrix.T, atol=1e-5)
+    for key in ("iterations", "converged"):
+        assert len(metrics["solver_diagnostics"][key]) == n_layers
+    assert all(metrics["solver_diagnostics"]["converged"])
+
+
+def _check_report(out, figures):
+    for stem in figures:
+        assert (out / "figures" / f"{stem}.png").stat().st_size > 1000
+        assert (out / "figures" / f"{stem}.pdf").exists()
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') >= len(figures)
+
+
+def test_train_writes_a_checkpoint_per_epoch(tiny_run):
+    from ssc_jax.checkpoint import list_checkpoints
+
+    assert list(list_checkpoints(tiny_run)) == [1, 2]
+
+
+def test_analyze(analyzed):
+    out, metrics = analyzed
+    assert metrics["command"] == "analyze" and metrics["epoch"] == 2
+    assert set(metrics) >= ANALYZE_KEYS
+    _check_layer_metrics(metrics)
+    for key in ("ssc_label_accuracy", "network_accuracy", "agreement"):
+        assert 0.0 <= metrics[key] <= 1.0
+    for wrong in metrics["confidently_wrong"]:
+        assert wrong["true"] != wrong["predicted"] and len(wrong["neighbours"]) == 8
+    figures = ["modularity_by_layer", "cka_heatmaps", "spectral_embeddings"]
+    figures += [f"wrong_input_{k + 1}" for k in range(len(metrics["confidently_wrong"]))]
+    _check_report(out, figures)
+    stored = load_graphs(out / metrics["graph_file"])
+    assert stored.layers == metrics["layers"]
+    assert stored.coef.shape == (len(stored.layers), TINY_N, TINY_N)
+    assert np.all(np.diagonal(stored.coef, axis1=1, axis2=2) == 0)
+
+
+def test_later_commands_reuse_stored_graphs(tiny_run, analyzed, tmp_path, monkeypatch):
+    """A second analysis of the same checkpoint and settings must not solve again."""
+
+    def no_solving(*args, **kwargs):
+        raise AssertionError("solved again instead of loading the stored graphs")
+
+    monkeypatch.setattr(graphs_module, "ssc_gram", no_solving)
+    out = tmp_path / "again"
+    assert main(["analyze", str(tiny_run), "--out", str(out), *analysis_argv()]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    np.testing.assert_allclose(again["modularity"], analyzed[1]["modularity"], rtol=1e-6)
+    with pytest.raises(AssertionError, match="solved again"):
+        main(["analyze", str(tiny_run), "--out", str(out), "--tau", "20", *analysis_argv()])
+
+
+def test_dynamics(tiny_run, analyzed, tmp_path):
+    out = tmp_path / "dynamics"
+    assert main(["dynamics", str(tiny_run), "--out", str(out), *analysis_argv()]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    _check_layer_metrics(metrics)
+    n_layers = len(metrics["layers"])
+    assert metrics["epochs"] == [1, 2]
+    for key in ("modularity_per_epoch", "ssc_cka_to_final", "linear_cka_to_final"):
+        assert np.asarray(metrics[key]).shape == (2, n_layers)
+    np.testing.assert_allclose(metrics["ssc_cka_to_final"][-1], 1.0, atol=1e-4)
+    np.testing.assert_allclose(metrics["modularity"], analyzed[1]["modularity"], rtol=1e-5)
+    assert set(metrics["heatmaps"]) == {"1", "2"}
+    assert len(metrics["graph_files"]) == 2
+    _check_report(out, ["dynamics", "epoch_heatmaps", "epoch_heatmaps_linear"])
+
+
+def test_compare(tiny_run, tmp_path):
+    out = tmp_path / "compare"
+    runs = [f"{tiny_run}@1", str(tiny_run)]
+    argv = ["compare", *runs, "--names", "epoch1", "final", "--out", str(out)]
+    assert main([*argv, *analysis_argv()]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["name"] for r in metrics["runs"]] == ["epoch1", "final"]
+    assert [r["epoch"] for r in metrics["runs"]] == [1, 2]
+    for run in metrics["runs"]:
+        _check_layer_metrics(run)
+        assert (out / run["graph_file"]).exists()
+    _check_report(out, ["compare_ssc_cka", "compare_linear_cka", "compare_modularity"])
+
+
+def test_offline_default(tmp_path, capsys):
+    out = tmp_path / "default"
+    assert main(["--out", str(out), "--epochs", "2", "--n", "60", "--quiet"]) == 0
+    assert str(out / "report.html") in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["command"] == "default"
+    assert set(metrics) >= ANALYZE_KEYS
+    _check_layer_metrics(metrics)
+    assert metrics["dynamics"]["epochs"] == [1, 2]
+    _check_report(out, ["modularity_by_layer", "cka_heatmaps", "dynamics"])
