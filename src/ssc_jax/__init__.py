@@ -1,11 +1,12 @@
 """ssc-jax: sparse subspace clustering analysis of neural networks, in JAX."""
 
 from ssc_jax._version import __version__
-
-# solver (issue 2)
-
-# graph analytics and similarity (issue 3)
+from ssc_jax.admm import ADMM, Status
+from ssc_jax.augment import normalize
+from ssc_jax.capture import activation_grams, capture_activations, layer_names, predict
+from ssc_jax.checkpoint import list_checkpoints, load_checkpoint
 from ssc_jax.cka import MinibatchCKA, cka, cka_matrix, linear_cka, minibatch_cka
+from ssc_jax.datasets import analysis_indices, load_dataset, stratified_subset
 from ssc_jax.graph import (
     LabelAgreement,
     affinity_labels,
@@ -15,45 +16,46 @@ from ssc_jax.graph import (
     top_neighbours,
 )
 from ssc_jax.hsic import HSICStack, hsic
-from ssc_jax.spectral import spectral_clustering, spectral_embedding
-
-# models, data, training, capture (issue 4)
-from ssc_jax.augment import normalize
-from ssc_jax.capture import activation_grams, capture_activations, layer_names, predict
-from ssc_jax.checkpoint import list_checkpoints, load_checkpoint
-from ssc_jax.datasets import analysis_indices, load_dataset, stratified_subset
 from ssc_jax.models import create_model, list_models
+from ssc_jax.solver import SSCResult, affinity, ssc, ssc_gram
+from ssc_jax.spectral import spectral_clustering, spectral_embedding
 from ssc_jax.train import TrainConfig, train
 
 __all__ = [
+    "ADMM",
     "HSICStack",
     "LabelAgreement",
     "MinibatchCKA",
+    "SSCResult",
+    "Status",
+    "TrainConfig",
+    "__version__",
+    "activation_grams",
+    "affinity",
     "affinity_labels",
+    "analysis_indices",
+    "capture_activations",
     "cka",
     "cka_matrix",
     "class_affinity",
+    "create_model",
     "hsic",
     "label_agreement",
-    "linear_cka",
-    "minibatch_cka",
-    "modularity",
-    "spectral_clustering",
-    "spectral_embedding",
-    "top_neighbours",
-    "activation_grams",
-    "capture_activations",
-    "create_model",
     "layer_names",
-    "list_models",
-    "TrainConfig",
-    "analysis_indices",
+    "linear_cka",
     "list_checkpoints",
+    "list_models",
     "load_checkpoint",
     "load_dataset",
+    "minibatch_cka",
+    "modularity",
     "normalize",
     "predict",
+    "spectral_clustering",
+    "spectral_embedding",
+    "ssc",
+    "ssc_gram",
     "stratified_subset",
+    "top_neighbours",
     "train",
-    "__version__",
 ]

@@ -8,6 +8,7 @@ under ``jax.jit`` they are skipped, because a traced array has no values to insp
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -20,7 +21,8 @@ def check_finite(name: str, x) -> None:
     """Raise if ``x`` holds NaN or Inf. A no-op on traced values."""
     if is_traced(x):
         return
-    if not bool(np.all(np.isfinite(np.asarray(x)))):
+    finite = jnp.isfinite(x).all() if isinstance(x, jax.Array) else np.isfinite(x).all()
+    if not bool(finite):
         raise ValueError(f"{name} contains NaN or Inf; clean or impute the input first")
 
 
@@ -42,8 +44,7 @@ def check_same_n(names: tuple[str, str], a_n: int, b_n: int) -> None:
     """Raise unless two inputs describe the same number of samples."""
     if a_n != b_n:
         raise ValueError(
-            f"{names[0]} and {names[1]} must describe the same samples; "
-            f"got n={a_n} and n={b_n}"
+            f"{names[0]} and {names[1]} must describe the same samples; got n={a_n} and n={b_n}"
         )
 
 

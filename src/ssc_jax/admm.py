@@ -1,0 +1,234 @@
+"""ADMM for the SSC matrix LASSO, with the linear system kept in step with an adaptive mu.
+
+The problem (Eq. 2 of the paper, rows convention) for a Gram matrix ``G = X X^T`` is::
+
+    min_C ||C||_1 + tau/2 ||X - C X||_F^2   s.t.  diag(C) = 0
+
+split as ``Z = C`` (Z carries the data fit, C the l1 norm and the zero diagonal)::
+
+    Z   = (tau G + mu C - Lam) (tau G + mu I)^-1
+    C   = S_{1/mu}(Z + Lam / mu),  diag(C) = 0
+    Lam = Lam + mu (Z - C)
+
+``(tau G + mu I)^-1`` comes from one eigendecomposition ``G = U diag(l) U^T``, so every mu
+has its exact inverse without refactoring. mu adapts by residual balancing (Boyd et al.
+2011, eq. 3.13) only between blocks of ``inner_iterations`` steps: an inner ``lax.scan`` at
+fixed mu inside an outer ``lax.while_loop``, so the inverse is rebuilt once per block.
+
+Rows of C are independent LASSO problems that share the factor, so the solver works on a
+block of rows (``rows``); the whole matrix is the block ``arange(n)``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+
+
+class Status(enum.IntEnum):
+    """Why the solver stopped; stored per problem, since exceptions cannot cross vmap."""
+
+    CONVERGED = 0
+    MAX_ITERATIONS = 1
+    NONFINITE = 2
+
+
+class DenseFactor(NamedTuple):
+    """``G = U diag(l) U^T`` with a full basis: U (n, n), l (n,).
+
+    For a given mu, ``prepare`` forms ``M = (tau G + mu I)^-1`` (one n^3 matmul); then
+    ``Z = (tau G + D) M = E + (D - mu E) M`` with ``E`` the rows of the identity, because
+    ``tau G M = I - mu M``. One (b, n) x (n, n) matmul per iteration.
+    """
+
+    vectors: Array
+    values: Array
+
+    def prepare(self, tau: float, mu: Array, eye_rows: Array) -> Array:
+        return (self.vectors / (tau * self.values + mu)) @ self.vectors.T
+
+    def z_update(self, inverse: Array, d: Array, eye_rows: Array, mu: Array) -> Array:
+        return eye_rows + (d - mu * eye_rows) @ inverse
+
+
+class LowRankFactor(NamedTuple):
+    """``G = U diag(l) U^T`` with a thin basis: U (n, r), l (r,), r < n.
+
+    Woodbury gives ``(tau G + mu I)^-1 B = (B - U diag(w) U^T B) / mu`` with
+    ``w = tau l / (tau l + mu)``, and ``tau G (tau G + mu I)^-1 = U diag(w) U^T``. So
+    ``Z = D / mu + ((mu U_rows - D U) * w / mu) U^T``: 4 b n r flops per iteration and no
+    n x n matrix besides the state.
+    """
+
+    vectors: Array
+    values: Array
+
+    def prepare(self, tau: float, mu: Array, eye_rows: Array) -> tuple[Array, Array]:
+        return tau * self.values / (tau * self.values + mu), eye_rows @ self.vectors
+
+    def z_update(self, prepared, d: Array, eye_rows: Array, mu: Array) -> Array:
+        weights, u_rows = prepared
+        return d / mu + ((mu * u_rows - d @ self.vectors) * (weights / mu)) @ self.vectors.T
+
+
+Factor = DenseFactor | LowRankFactor
+
+
+class ADMMState(NamedTuple):
+    """Iterates for a block of b rows of an n-sample problem.
+
+    Attributes:
+      coef: (b, n) the sparse coefficients C.
+      dual: (b, n) the multiplier Lam of the constraint Z = C.
+      mu: () the current penalty.
+      iteration: () ADMM steps taken.
+      primal_residual: () ||Z - C||_F after the last step.
+      dual_residual: () mu ||C - C_prev||_F after the last step.
+      status: () a ``Status`` value; MAX_ITERATIONS while running.
+      errors: (max_iterations // inner_iterations, 2) the residuals after each block, -1 where
+        no block ran.
+    """
+
+    coef: Array
+    dual: Array
+    mu: Array
+    iteration: Array
+    primal_residual: Array
+    dual_residual: Array
+    status: Array
+    errors: Array
+
+
+@dataclass(frozen=True)
+class ADMM:
+    """ADMM solver for SSC; hashable, so it is a static argument of the jitted drivers.
+
+    Attributes:
+      tau: weight of the data fit, > 0.
+      mu: initial ADMM penalty, > 0.
+      abs_tol, rel_tol: stopping tolerances on the primal and dual residuals (Boyd, Sec. 3.3),
+        the absolute one per matrix entry.
+      max_iterations: cap on ADMM steps; rounded up to whole blocks.
+      inner_iterations: steps per block at fixed mu (the inverse is rebuilt once a block).
+      balance: residual ratio that triggers a change of mu.
+      mu_factor: factor by which mu grows or shrinks.
+      mu_bounds: mu is kept inside these bounds.
+      relaxation: over-relaxation factor alpha in [1, 2) (Boyd, Sec. 3.4.3); 1 is plain ADMM.
+    """
+
+    tau: float = 10.0
+    mu: float = 10.0
+    abs_tol: float = 1e-6
+    rel_tol: float = 1e-3
+    max_iterations: int = 5000
+    inner_iterations: int = 10
+    balance: float = 10.0
+    mu_factor: float = 2.0
+    mu_bounds: tuple[float, float] = (1e-4, 1e8)
+    relaxation: float = 1.7
+
+    @property
+    def max_blocks(self) -> int:
+        return -(-self.max_iterations // self.inner_iterations)
+
+    def init(self, rows: Array, n: int, dtype) -> ADMMState:
+        b = rows.shape[0]
+        zeros = jnp.zeros((b, n), dtype)
+        return ADMMState(
+            coef=zeros,
+            dual=zeros,
+            mu=jnp.asarray(self.mu, dtype),
+            iteration=jnp.asarray(0, jnp.int32),
+            primal_residual=jnp.asarray(jnp.inf, dtype),
+            dual_residual=jnp.asarray(jnp.inf, dtype),
+            status=jnp.asarray(Status.MAX_ITERATIONS, jnp.int32),
+            errors=-jnp.ones((self.max_blocks, 2), dtype),
+        )
+
+    def step(self, factor: Factor, state: ADMMState, rows: Array) -> ADMMState:
+        """One block: ``inner_iterations`` ADMM steps at fixed mu, then the mu update."""
+        n = factor.vectors.shape[0]
+        eye_rows = jax.nn.one_hot(rows, n, dtype=state.coef.dtype)
+        off_diagonal = 1 - eye_rows
+        mu = state.mu
+        prepared = factor.prepare(self.tau, mu, eye_rows)
+
+        def iterate(coef, dual):
+            z = factor.z_update(prepared, mu * coef - dual, eye_rows, mu)
+            relaxed = self.relaxation * z + (1 - self.relaxation) * coef
+            shifted = relaxed + dual / mu
+            new_coef = jnp.sign(shifted) * jnp.maximum(jnp.abs(shifted) - 1 / mu, 0)
+            new_coef = new_coef * off_diagonal
+            return z, new_coef, dual + mu * (relaxed - new_coef)
+
+        def inner(carry, _):
+            _, coef, dual = iterate(*carry)
+            return (coef, dual), None
+
+        # The residuals are needed only after the block's last step.
+        (coef, dual), _ = lax.scan(
+            inner, (state.coef, state.dual), None, length=self.inner_iterations - 1
+        )
+        z, new_coef, dual = iterate(coef, dual)
+        primal = jnp.linalg.norm(z - new_coef)
+        dual_res = mu * jnp.linalg.norm(new_coef - coef)
+        scale = jnp.maximum(jnp.linalg.norm(z), jnp.linalg.norm(new_coef))
+        coef = new_coef
+        size = jnp.sqrt(jnp.asarray(coef.size, coef.dtype))
+        eps_primal = size * self.abs_tol + self.rel_tol * scale
+        eps_dual = size * self.abs_tol + self.rel_tol * jnp.linalg.norm(dual)
+        converged = (primal <= eps_primal) & (dual_res <= eps_dual)
+        finite = jnp.isfinite(primal) & jnp.isfinite(dual_res)
+
+        mu_next = jnp.where(
+            primal > self.balance * dual_res,
+            mu * self.mu_factor,
+            jnp.where(dual_res > self.balance * primal, mu / self.mu_factor, mu),
+        )
+        mu_next = jnp.clip(mu_next, *self.mu_bounds)
+        block = state.iteration // self.inner_iterations
+        status = jnp.where(converged, Status.CONVERGED, Status.MAX_ITERATIONS)
+        advanced = ADMMState(
+            coef=coef,
+            dual=dual,
+            mu=jnp.where(converged, mu, mu_next),
+            iteration=state.iteration + self.inner_iterations,
+            primal_residual=primal,
+            dual_residual=dual_res,
+            status=status.astype(jnp.int32),
+            errors=state.errors.at[block].set(jnp.stack([primal, dual_res])),
+        )
+        # A non-finite block (only reachable from extreme inputs) is dropped: the last finite
+        # iterate is kept and the status says why the solver stopped.
+        stalled = state._replace(status=jnp.asarray(Status.NONFINITE, jnp.int32))
+        return jax.tree.map(lambda a, b: jnp.where(finite, a, b), advanced, stalled)
+
+    def terminate(self, state: ADMMState) -> Array:
+        return (state.status != Status.MAX_ITERATIONS) | (
+            state.iteration >= self.max_blocks * self.inner_iterations
+        )
+
+    def run(self, factor: Factor, rows: Array) -> ADMMState:
+        """Iterate from C = Lam = 0 until converged, non-finite or out of iterations."""
+        n = factor.vectors.shape[0]
+        state = self.init(rows, n, factor.vectors.dtype)
+        return lax.while_loop(
+            lambda s: ~self.terminate(s), lambda s: self.step(factor, s, rows), state
+        )
+
+    def objective(self, factor: Factor, coef: Array, rows: Array) -> Array:
+        """``||C||_1 + tau/2 ||X - C X||_F^2`` over the block, as a sum of squares.
+
+        ``||(E - C) X||_F^2 = ||(E - C) U diag(sqrt l)||_F^2`` holds for any X with
+        ``X X^T = U diag(l) U^T``, and avoids the cancellation of the trace form.
+        """
+        eye_rows = jax.nn.one_hot(rows, factor.vectors.shape[0], dtype=coef.dtype)
+        residual = ((eye_rows - coef) @ factor.vectors) * jnp.sqrt(factor.values)
+        return jnp.abs(coef).sum() + 0.5 * self.tau * jnp.sum(residual**2)

@@ -1,0 +1,302 @@
+"""Sparse subspace clustering: the public solver API over the ADMM core.
+
+``ssc(X)`` takes samples as rows, ``ssc_gram(G)`` takes Gram matrices ``G = X X^T`` with any
+leading batch axes (for example the layers of one network on the same inputs). Both
+validate their input, scale every sample to unit norm (switchable), choose a dense or a
+low-rank factorisation, split the work into chunks that fit a memory budget, and run one
+compiled, vmapped ADMM program per chunk shape.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ssc_jax import _checks
+from ssc_jax.admm import ADMM, DenseFactor, Factor, LowRankFactor, Status
+from ssc_jax.memory import default_memory_budget, plan_chunks
+
+Array = jax.Array
+
+
+class SSCResult(NamedTuple):
+    """The SSC solution and its diagnostics; every field has the batch shape ``(...)`` first.
+
+    Attributes:
+      coef: (..., n, n) coefficients C with zero diagonal and ``X ~= C @ X``; ``C[i, j]`` is
+        the weight of sample j in rebuilding sample i.
+      objective: (...) ``||C||_1 + tau/2 ||X - C X||_F^2`` on the (normalised) data.
+      iterations: (...) ADMM steps taken.
+      converged: (...) whether the residual tolerances were met.
+      status: (...) a ``Status`` value (0 converged, 1 out of iterations, 2 non-finite).
+      primal_residual: (...) final ``||Z - C||_F``.
+      dual_residual: (...) final ``mu ||C - C_prev||_F``.
+      mu: (...) final ADMM penalty.
+      errors: (..., blocks, 2) primal and dual residual after each block of iterations, -1
+        after the last; for a problem solved in row blocks, the blocks' residuals combine in
+        quadrature.
+    """
+
+    coef: Array
+    objective: Array
+    iterations: Array
+    converged: Array
+    status: Array
+    primal_residual: Array
+    dual_residual: Array
+    mu: Array
+    errors: Array
+
+
+def affinity(coef) -> Array:
+    """The symmetric affinity graph ``|C| + |C|^T`` of (..., n, n) coefficients."""
+    coef = jnp.asarray(coef)
+    _checks.check_square("coef", coef)
+    return jnp.abs(coef) + jnp.abs(jnp.swapaxes(coef, -1, -2))
+
+
+def normalize_rows(x: Array) -> Array:
+    """Scale each row of (..., n, d) ``x`` to unit l2 norm; zero rows stay zero."""
+    norms = jnp.linalg.norm(x, axis=-1, keepdims=True)
+    return x / jnp.where(norms > 0, norms, 1)
+
+
+def normalize_gram(gram: Array) -> Array:
+    """The Gram of the unit-normalised samples, ``G_ij / sqrt(G_ii G_jj)``; zero rows stay zero."""
+    diag = jnp.diagonal(gram, axis1=-2, axis2=-1)
+    scale = jnp.where(diag > 0, jax.lax.rsqrt(jnp.where(diag > 0, diag, 1)), 0)
+    return gram * scale[..., :, None] * scale[..., None, :]
+
+
+def ssc(
+    X,
+    *,
+    tau: float = 10.0,
+    mu: float = 10.0,
+    normalize: bool = True,
+    low_rank: bool | None = None,
+    memory_budget_bytes: int | None = None,
+    progress: bool | None = None,
+    **solver_options,
+) -> SSCResult:
+    """Solve SSC for samples as rows: ``min ||C||_1 + tau/2 ||X - C X||_F^2``, diag(C) = 0.
+
+    Args:
+      X: (n, d) data, one sample per row; n >= 2.
+      tau: weight of the data fit (paper default 10).
+      mu: initial ADMM penalty (paper default 10), adapted by residual balancing.
+      normalize: scale each sample to unit l2 norm first, so that tau means the same at every
+        layer; an all-zero sample gets zero coefficients either way.
+      low_rank: use the rank-d Woodbury path; by default when d <= n / 2.
+      memory_budget_bytes: bound for one chunk of work (default: half the device memory).
+      progress: show a progress bar over chunks (default: when there is more than one).
+      **solver_options: further ``ADMM`` fields, such as ``rel_tol`` or ``max_iterations``.
+
+    Returns:
+      An ``SSCResult`` for the single problem.
+    """
+    _checks.check_ndim("X", X, 2, "a 2-D array of shape (n_samples, n_features)")
+    _checks.check_min_samples("X", np.shape(X)[0], 2, "each sample is rebuilt from the others")
+    _checks.check_finite("X", X)
+    x = jnp.asarray(X, _float_dtype(X))
+    if normalize:
+        x = normalize_rows(x)
+    n, d = x.shape
+    if low_rank is None:
+        low_rank = d <= n // 2
+    if not low_rank:
+        return ssc_gram(
+            x @ x.T,
+            tau=tau,
+            mu=mu,
+            normalize=False,
+            low_rank=False,
+            memory_budget_bytes=memory_budget_bytes,
+            progress=progress,
+            **solver_options,
+        )
+    solver = _make_solver(tau, mu, solver_options)
+    u, s, _ = jnp.linalg.svd(x, full_matrices=False)
+    factors = LowRankFactor(u[None], (s**2)[None])
+    return _solve(factors, solver, (), memory_budget_bytes, progress)
+
+
+def ssc_gram(
+    G,
+    *,
+    tau: float = 10.0,
+    mu: float = 10.0,
+    normalize: bool = True,
+    low_rank: bool | None = None,
+    memory_budget_bytes: int | None = None,
+    progress: bool | None = None,
+    **solver_options,
+) -> SSCResult:
+    """Solve SSC from Gram matrices ``G = X X^T``, for one problem or a batch of them.
+
+    Args:
+      G: (n, n) or (..., n, n) symmetric positive semidefinite Gram matrices; every leading
+        axis is a batch of independent problems on n samples (n >= 2).
+      low_rank: use the Woodbury path on the numerical rank r of G; by default when the
+        largest rank in the batch is at most n / 2.
+      tau, mu, normalize, memory_budget_bytes, progress, **solver_options: as in ``ssc``.
+
+    Returns:
+      An ``SSCResult`` with the batch shape of ``G``. When the batch needs several chunks, its
+      arrays are gathered on the host as NumPy arrays.
+    """
+    _checks.check_ndim("G", G, tuple(range(2, 8)), "a Gram matrix (n, n) or a stack (..., n, n)")
+    _checks.check_square("G", G)
+    n = np.shape(G)[-1]
+    _checks.check_min_samples("G", n, 2, "each sample is rebuilt from the others")
+    _checks.check_finite("G", G)
+    solver = _make_solver(tau, mu, solver_options)
+    batch_shape = np.shape(G)[:-2]
+    gram = jnp.asarray(G, _float_dtype(G)).reshape((-1, n, n))
+    asymmetry = float(jnp.max(jnp.abs(gram - jnp.swapaxes(gram, -1, -2))))
+    if asymmetry > 1e-4 * max(float(jnp.max(jnp.abs(gram))), 1e-30):
+        raise ValueError(f"G must be symmetric (a Gram matrix X X^T); max |G - G^T| = {asymmetry}")
+    if normalize:
+        gram = normalize_gram(gram)
+    values, vectors = _eigh(gram)
+    factors = _choose_factor(values, vectors, low_rank)
+    return _solve(factors, solver, batch_shape, memory_budget_bytes, progress)
+
+
+def _float_dtype(x) -> np.dtype:
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    return jax.dtypes.canonicalize_dtype(dtype if np.issubdtype(dtype, np.floating) else np.float32)
+
+
+def _make_solver(tau: float, mu: float, options: dict) -> ADMM:
+    _checks.check_positive("tau", tau)
+    _checks.check_positive("mu", mu)
+    try:
+        return ADMM(tau=float(tau), mu=float(mu), **options)
+    except TypeError as err:
+        raise ValueError(f"unknown solver option: {err}") from None
+
+
+@jax.jit
+def _eigh(gram: Array) -> tuple[Array, Array]:
+    values, vectors = jnp.linalg.eigh(gram)
+    return values, vectors
+
+
+def _choose_factor(values: Array, vectors: Array, low_rank: bool | None) -> Factor:
+    """A dense or low-rank factor of a batch of eigendecompositions (ascending values)."""
+    n = values.shape[-1]
+    host = np.asarray(values, np.float64)
+    top = host.max(axis=-1, keepdims=True)
+    if np.any(host.min(axis=-1, keepdims=True) < -1e-3 * np.maximum(top, 1e-30)):
+        raise ValueError("G must be positive semidefinite (a Gram matrix X X^T)")
+    tol = np.maximum(top, 1e-30) * n * np.finfo(np.dtype(values.dtype)).eps
+    rank = max(1, int((host > tol).sum(axis=-1).max()))
+    values = jnp.maximum(values, 0)
+    if low_rank is None:
+        low_rank = rank <= n // 2
+    if low_rank:
+        return LowRankFactor(vectors[..., -rank:], values[..., -rank:])
+    return DenseFactor(vectors, values)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_batch(solver: ADMM, factors: Factor, rows: Array):
+    def one(factor):
+        state = solver.run(factor, rows)
+        return state, solver.objective(factor, state.coef, rows)
+
+    return jax.vmap(one)(factors)
+
+
+def _solve(
+    factors: Factor,
+    solver: ADMM,
+    batch_shape: tuple[int, ...],
+    budget: int | None,
+    progress: bool | None,
+) -> SSCResult:
+    """Run the solver over a batch of factors, chunked over problems and rows by ``budget``."""
+    batch, n, rank = factors.vectors.shape
+    itemsize = np.dtype(factors.vectors.dtype).itemsize
+    budget = default_memory_budget() if budget is None else int(budget)
+    plan = plan_chunks(n, batch, rank, itemsize, budget)
+    problem_chunks = [
+        range(s, min(s + plan.problems, batch)) for s in range(0, batch, plan.problems)
+    ]
+    row_blocks = math.ceil(n / plan.rows)
+    units = len(problem_chunks) * row_blocks
+    bar = tqdm(
+        total=units,
+        desc="SSC",
+        unit="chunk",
+        disable=(units == 1) if progress is None else not progress,
+    )
+    pieces = []
+    for chunk in problem_chunks:
+        # Pad the last chunk with copies so that every chunk reuses one compiled program.
+        index = np.minimum(np.arange(chunk.start, chunk.start + plan.problems), chunk.stop - 1)
+        chunk_factors = jax.tree.map(lambda a, index=index: a[index], factors)
+        blocks = []
+        for start in range(0, n, plan.rows):
+            # Rows past n become -1: a zero row of the identity is an all-zero LASSO problem
+            # that stays at C = 0 and adds nothing to the residuals or the objective.
+            rows = jnp.arange(start, start + plan.rows)
+            rows = jnp.where(rows < n, rows, -1)
+            blocks.append(_run_batch(solver, chunk_factors, rows))
+            bar.update()
+        pieces.append(_merge_row_blocks(blocks, n, len(chunk)))
+    bar.close()
+    result = pieces[0] if len(pieces) == 1 else jax.tree.map(_concat_host, *pieces)
+    result = jax.tree.map(lambda a: a.reshape(batch_shape + a.shape[1:]), result)
+    nonfinite = int(np.sum(np.asarray(result.status) == Status.NONFINITE))
+    if nonfinite:
+        warnings.warn(
+            f"{nonfinite} SSC problem(s) hit non-finite values and stopped early; their "
+            "coefficients are the last finite iterate",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return result
+
+
+def _concat_host(*arrays) -> np.ndarray:
+    return np.concatenate([np.asarray(a) for a in arrays])
+
+
+def _merge_row_blocks(blocks, n: int, problems: int) -> SSCResult:
+    """Join the (state, objective) of row blocks into one ``SSCResult`` per problem."""
+    states = [state for state, _ in blocks]
+    coef = jnp.concatenate([s.coef for s in states], axis=1)[:, :n]
+    objective = sum(o for _, o in blocks)
+    first = states[0]
+    if len(states) == 1:
+        history = first.errors
+        primal, dual = first.primal_residual, first.dual_residual
+    else:
+        stacked = jnp.stack([s.errors for s in states])
+        history = jnp.where(
+            jnp.all(stacked < 0, axis=0), -1, jnp.sqrt(jnp.sum(jnp.maximum(stacked, 0) ** 2, 0))
+        )
+        primal = jnp.sqrt(sum(s.primal_residual**2 for s in states))
+        dual = jnp.sqrt(sum(s.dual_residual**2 for s in states))
+    status = functools.reduce(jnp.maximum, [s.status for s in states])
+    result = SSCResult(
+        coef=coef,
+        objective=objective,
+        iterations=functools.reduce(jnp.maximum, [s.iteration for s in states]),
+        converged=status == Status.CONVERGED,
+        status=status,
+        primal_residual=primal,
+        dual_residual=dual,
+        mu=first.mu,
+        errors=history,
+    )
+    return jax.tree.map(lambda a: a[:problems], result)

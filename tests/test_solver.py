@@ -1,0 +1,212 @@
+"""The SSC solver against an exact float64 reference, and its batching, chunking and errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.linear_model import Lasso
+
+import ssc_jax
+from ssc_jax.admm import ADMM, DenseFactor, LowRankFactor, Status
+from ssc_jax.memory import plan_chunks, problem_bytes
+from ssc_jax.synthetic import union_of_subspaces
+
+TAU = 10.0
+
+
+def unit_rows(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def objective(x, coef):
+    x = unit_rows(np.asarray(x, np.float64))
+    coef = np.asarray(coef, np.float64)
+    return np.abs(coef).sum() + TAU / 2 * np.sum((x - coef @ x) ** 2)
+
+
+def exact_ssc(x):
+    """Eq. 2 solved exactly: one float64 Lasso per sample, alpha = 1 / (tau d)."""
+    x = unit_rows(np.asarray(x, np.float64))
+    n, d = x.shape
+    coef = np.zeros((n, n))
+    for i in range(n):
+        others = np.delete(np.arange(n), i)
+        lasso = Lasso(alpha=1 / (TAU * d), fit_intercept=False, tol=1e-12, max_iter=200_000)
+        coef[i, others] = lasso.fit(x[others].T, x[i]).coef_
+    return coef
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Noisy unions of subspaces: 60 samples in d = 24 (d < n) and d = 150 (d > n)."""
+    return {
+        d: union_of_subspaces(12, 5, 3, d, noise=0.05, seed=d)[0].astype(np.float32)
+        for d in (24, 150)
+    }
+
+
+@pytest.mark.parametrize("d", [24, 150])
+def test_default_float32_reaches_float64_optimum(data, d):
+    x = data[d]
+    result = ssc_jax.ssc(x)
+    optimum = objective(x, exact_ssc(x))
+    gap = (objective(x, result.coef) - optimum) / optimum
+    assert abs(gap) < 1e-4
+    assert bool(result.converged) and int(result.status) == Status.CONVERGED
+    assert float(result.objective) == pytest.approx(objective(x, result.coef), rel=1e-4)
+    coef = np.asarray(result.coef)
+    assert coef.shape == (60, 60) and np.all(np.diag(coef) == 0)
+    assert int(result.iterations) % ADMM().inner_iterations == 0
+
+
+def test_mu_adapts_and_the_inverse_follows_it(data):
+    x = unit_rows(data[150].astype(np.float64))
+    gram = x @ x.T
+    values, vectors = np.linalg.eigh(gram)
+    dense = DenseFactor(jnp.asarray(vectors, jnp.float32), jnp.asarray(values, jnp.float32))
+    eye = jnp.eye(60)
+    for mu in (0.5, 10.0, 80.0):
+        inverse = np.asarray(dense.prepare(TAU, mu, eye))
+        np.testing.assert_allclose(inverse, np.linalg.inv(TAU * gram + mu * np.eye(60)), atol=2e-5)
+    # A start far from the balanced mu forces many mu changes; the answer must not move.
+    start_low = ssc_jax.ssc(data[150], mu=0.5)
+    start_high = ssc_jax.ssc(data[150], mu=500.0)
+    assert float(start_low.mu) != 0.5 and float(start_high.mu) != 500.0
+    optimum = objective(data[150], exact_ssc(data[150]))
+    for result in (start_low, start_high):
+        assert abs(objective(data[150], result.coef) - optimum) / optimum < 1e-4
+
+
+def test_low_rank_update_equals_dense_update(data):
+    x = unit_rows(data[24].astype(np.float64))
+    values, vectors = np.linalg.eigh(x @ x.T)
+    dense = DenseFactor(jnp.asarray(vectors), jnp.asarray(values))
+    thin = LowRankFactor(jnp.asarray(vectors[:, -24:]), jnp.asarray(values[-24:]))
+    rows = jnp.arange(10, 30)
+    eye_rows = jax.nn.one_hot(rows, 60)
+    d = jnp.asarray(np.random.default_rng(0).normal(size=(20, 60)))
+    for mu in (1.0, 37.0):
+        want = dense.z_update(dense.prepare(TAU, mu, eye_rows), d, eye_rows, mu)
+        got = thin.z_update(thin.prepare(TAU, mu, eye_rows), d, eye_rows, mu)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("d", [24, 150])
+def test_gram_and_feature_paths_agree(data, d):
+    x = data[d]
+    from_features = ssc_jax.ssc(x)
+    from_gram = ssc_jax.ssc_gram(x @ x.T)
+    dense = ssc_jax.ssc_gram(x @ x.T, low_rank=False)
+    for result in (from_gram, dense):
+        assert float(result.objective) == pytest.approx(float(from_features.objective), rel=1e-4)
+        np.testing.assert_allclose(result.coef, from_features.coef, atol=2e-3)
+
+
+def test_batch_equals_single_problems(data):
+    grams = np.stack([x @ x.T for x in (data[24], data[150], 2 * data[150])])
+    batched = ssc_jax.ssc_gram(grams)
+    assert batched.coef.shape == (3, 60, 60) and batched.iterations.shape == (3,)
+    for i, gram in enumerate(grams):
+        single = ssc_jax.ssc_gram(gram, low_rank=False)
+        np.testing.assert_allclose(batched.coef[i], single.coef, atol=1e-5)
+        assert int(batched.iterations[i]) == int(single.iterations)
+    nested = ssc_jax.ssc_gram(grams[[0, 1, 2, 0]].reshape(2, 2, 60, 60))
+    assert nested.coef.shape == (2, 2, 60, 60)
+    np.testing.assert_allclose(nested.coef[1, 1], batched.coef[0], atol=1e-5)
+
+
+def test_chunks_from_a_memory_budget_give_the_same_answer(data):
+    grams = np.stack([x @ x.T for x in (data[24], data[150], data[150] + 0.01)])
+    whole = ssc_jax.ssc_gram(grams, low_rank=False)
+    one_problem = problem_bytes(60, 60, 60, 4)
+    by_problem = ssc_jax.ssc_gram(grams, low_rank=False, memory_budget_bytes=one_problem)
+    np.testing.assert_allclose(by_problem.coef, whole.coef, atol=1e-5)
+    # Row blocks of 16: four blocks, the last one padded; each block is its own LASSO set
+    # with its own mu and stopping test, so it lands on the same optimum to the tolerance.
+    rows_budget = problem_bytes(60, 60, 16, 4)
+    by_rows = ssc_jax.ssc_gram(grams, low_rank=False, memory_budget_bytes=rows_budget)
+    assert isinstance(by_rows.coef, np.ndarray)
+    assert np.all(by_rows.converged)
+    np.testing.assert_allclose(by_rows.objective, whole.objective, rtol=1e-4)
+    tight = {"rel_tol": 1e-6, "abs_tol": 1e-9, "low_rank": False}
+    np.testing.assert_allclose(
+        ssc_jax.ssc_gram(grams, memory_budget_bytes=rows_budget, **tight).coef,
+        ssc_jax.ssc_gram(grams, **tight).coef,
+        atol=2e-3,
+    )
+
+
+def test_chunk_plan():
+    assert plan_chunks(100, 8, 100, 4, budget=10**9) == (8, 100)
+    assert plan_chunks(100, 8, 100, 4, budget=3 * problem_bytes(100, 100, 100, 4)) == (3, 100)
+    plan = plan_chunks(1000, 2, 1000, 4, budget=problem_bytes(1000, 1000, 100, 4))
+    assert plan == (1, 96)
+    with pytest.raises(ValueError, match="memory budget"):
+        plan_chunks(1000, 1, 1000, 4, budget=1000)
+
+
+def test_zero_sample_stays_isolated(data):
+    x = data[24].copy()
+    x[7] = 0
+    for result in (ssc_jax.ssc(x), ssc_jax.ssc_gram(x @ x.T), ssc_jax.ssc(x, normalize=False)):
+        coef = np.asarray(result.coef)
+        assert np.all(np.isfinite(coef))
+        assert np.all(coef[7] == 0) and np.all(coef[:, 7] == 0)
+        assert np.isfinite(float(result.objective))
+
+
+def test_normalization_is_switchable(data):
+    x = data[24] * np.linspace(0.5, 3, 60, dtype=np.float32)[:, None]
+    normalized = ssc_jax.ssc(x)
+    np.testing.assert_allclose(ssc_jax.ssc(unit_rows(x)).coef, normalized.coef, atol=1e-5)
+    raw = ssc_jax.ssc(x, normalize=False)
+    assert not np.allclose(raw.coef, normalized.coef, atol=1e-3)
+
+
+def test_affinity():
+    coef = np.array([[0.0, -2.0, 0.5], [1.0, 0.0, 0.0], [0.0, 0.25, 0.0]])
+    want = np.abs(coef) + np.abs(coef).T
+    np.testing.assert_allclose(ssc_jax.affinity(coef), want)
+    assert ssc_jax.affinity(np.stack([coef, coef])).shape == (2, 3, 3)
+
+
+def test_float64_under_strict_promotion(data):
+    x = data[150].astype(np.float64)
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("strict"):
+        result = ssc_jax.ssc(x, rel_tol=1e-7, abs_tol=1e-12)
+        assert result.coef.dtype == jnp.float64
+        optimum = objective(x, exact_ssc(x))
+        assert abs(objective(x, result.coef) - optimum) / optimum < 1e-8
+
+
+def test_nonfinite_iterates_stop_with_a_status():
+    vectors = jnp.full((4, 4), jnp.nan)
+    state = ADMM().run(DenseFactor(vectors, jnp.ones(4)), jnp.arange(4))
+    assert int(state.status) == Status.NONFINITE
+    assert np.all(np.isfinite(state.coef))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: ssc_jax.ssc(np.array([[1.0, np.nan], [0.0, 1.0]])), "NaN or Inf"),
+        (lambda: ssc_jax.ssc(np.array([[1.0, np.inf], [0.0, 1.0]])), "NaN or Inf"),
+        (lambda: ssc_jax.ssc(np.ones(5)), "2-D"),
+        (lambda: ssc_jax.ssc(np.ones((2, 3, 4))), "2-D"),
+        (lambda: ssc_jax.ssc(np.ones((1, 4))), "at least 2 samples"),
+        (lambda: ssc_jax.ssc(np.eye(3), tau=0), "tau"),
+        (lambda: ssc_jax.ssc(np.eye(3), tau=-1.0), "tau"),
+        (lambda: ssc_jax.ssc(np.eye(3), mu=0), "mu"),
+        (lambda: ssc_jax.ssc(np.eye(3), step_size=2), "unknown solver option"),
+        (lambda: ssc_jax.ssc_gram(np.ones((3, 4))), "square"),
+        (lambda: ssc_jax.ssc_gram(np.ones(3)), "Gram matrix"),
+        (lambda: ssc_jax.ssc_gram(np.ones((1, 1))), "at least 2 samples"),
+        (lambda: ssc_jax.ssc_gram(np.full((3, 3), np.nan)), "NaN or Inf"),
+        (lambda: ssc_jax.ssc_gram(np.triu(np.ones((3, 3)))), "symmetric"),
+        (lambda: ssc_jax.ssc_gram(-np.eye(3) + 0.1, normalize=False), "positive semidefinite"),
+        (lambda: ssc_jax.affinity(np.ones((2, 3))), "square"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
