@@ -7,6 +7,7 @@ from ssc_jax.capture import activation_grams, capture_activations, layer_names, 
 from ssc_jax.checkpoint import list_checkpoints, load_checkpoint
 from ssc_jax.cka import MinibatchCKA, cka, cka_matrix, linear_cka, minibatch_cka
 from ssc_jax.datasets import analysis_indices, load_dataset, stratified_subset
+from ssc_jax.estimator import SparseSubspaceClustering
 from ssc_jax.graph import (
     LabelAgreement,
     affinity_labels,
@@ -27,6 +28,7 @@ __all__ = [
     "LabelAgreement",
     "MinibatchCKA",
     "SSCResult",
+    "SparseSubspaceClustering",
     "Status",
     "TrainConfig",
     "__version__",
