@@ -163,9 +163,14 @@ def _linear_cka(X: jax.Array, Y: jax.Array, unbiased: bool) -> jax.Array:
 
 
 def _center_features(X: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean-centered features, and whether any variance survives rounding of the mean."""
-    mean = jnp.mean(X, axis=0)
-    Xc = X - mean
+    """Mean-centered features, and whether any variance survives rounding of the mean.
+
+    The first sample is subtracted before the mean is taken (shifted data), so that a large
+    offset of the features costs float32 no digits; constant features center to exactly 0.
+    """
+    shifted = X - X[0]
+    mean = jnp.mean(shifted, axis=0)
+    Xc = shifted - mean
     eps = jnp.finfo(X.dtype).eps
     live = jnp.sum(Xc**2) > (_ZERO_ULPS * eps) ** 2 * X.shape[0] * jnp.sum(mean**2)
     return Xc, live

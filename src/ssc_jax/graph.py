@@ -7,10 +7,12 @@ label + 1 and must be given when the labels are traced (under ``jax.jit``).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ssc_jax._checks import check_finite, check_ndim, check_square, is_traced
 
@@ -53,15 +55,7 @@ def modularity(A, labels, *, n_classes: int | None = None) -> jax.Array:
     if not is_traced(A) and bool(jnp.any(A < 0)):
         raise ValueError("A has negative affinities; modularity needs weights >= 0")
     labels, n_classes = _as_labels("labels", labels, A.shape[-1], n_classes)
-    same = labels[:, None] == labels[None, :]
-    total = jnp.sum(A, axis=(-2, -1))
-    safe_total = jnp.where(total > 0, total, 1)
-    inside = jnp.sum(jnp.where(same, A, 0), axis=(-2, -1)) / safe_total
-    onehot = jax.nn.one_hot(labels, n_classes, dtype=A.dtype)
-    out_share = (A.sum(axis=-1) @ onehot) / safe_total[..., None]
-    in_share = (A.sum(axis=-2) @ onehot) / safe_total[..., None]
-    q = inside - jnp.sum(out_share * in_share, axis=-1)
-    return jnp.where(total > 0, q, 0)
+    return _modularity(A, labels, n_classes)
 
 
 def class_affinity(A, labels, *, n_classes: int | None = None) -> jax.Array:
@@ -79,9 +73,7 @@ def class_affinity(A, labels, *, n_classes: int | None = None) -> jax.Array:
     """
     A = _as_graph(A)
     labels, n_classes = _as_labels("labels", labels, A.shape[-1], n_classes)
-    onehot = jax.nn.one_hot(labels, n_classes, dtype=A.dtype)
-    self_weight = jnp.diagonal(A, axis1=-2, axis2=-1)[..., None]
-    return A @ onehot - self_weight * onehot
+    return _class_affinity(A, labels, n_classes)
 
 
 def affinity_labels(A, labels, *, n_classes: int | None = None) -> jax.Array:
@@ -97,9 +89,9 @@ def affinity_labels(A, labels, *, n_classes: int | None = None) -> jax.Array:
     Returns:
       (..., n) int32 labels.
     """
-    scores = class_affinity(A, labels, n_classes=n_classes)
-    isolated = jnp.all(scores == 0, axis=-1)
-    return jnp.where(isolated, -1, jnp.argmax(scores, axis=-1).astype(jnp.int32))
+    A = _as_graph(A)
+    labels, n_classes = _as_labels("labels", labels, A.shape[-1], n_classes)
+    return _affinity_labels(A, labels, n_classes)
 
 
 def label_agreement(
@@ -158,6 +150,33 @@ def top_neighbours(A, i, k: int = 8) -> tuple[jax.Array, jax.Array]:
     return indices.astype(jnp.int32), weights
 
 
+@partial(jax.jit, static_argnums=2)
+def _modularity(A: jax.Array, labels: jax.Array, n_classes: int) -> jax.Array:
+    same = labels[:, None] == labels[None, :]
+    total = jnp.sum(A, axis=(-2, -1))
+    safe_total = jnp.where(total > 0, total, 1)
+    inside = jnp.sum(jnp.where(same, A, 0), axis=(-2, -1)) / safe_total
+    onehot = jax.nn.one_hot(labels, n_classes, dtype=A.dtype)
+    out_share = (A.sum(axis=-1) @ onehot) / safe_total[..., None]
+    in_share = (A.sum(axis=-2) @ onehot) / safe_total[..., None]
+    q = inside - jnp.sum(out_share * in_share, axis=-1)
+    return jnp.where(total > 0, q, 0)
+
+
+@partial(jax.jit, static_argnums=2)
+def _class_affinity(A: jax.Array, labels: jax.Array, n_classes: int) -> jax.Array:
+    onehot = jax.nn.one_hot(labels, n_classes, dtype=A.dtype)
+    self_weight = jnp.diagonal(A, axis1=-2, axis2=-1)[..., None]
+    return jnp.matmul(A, onehot, precision=jax.lax.Precision.HIGHEST) - self_weight * onehot
+
+
+@partial(jax.jit, static_argnums=2)
+def _affinity_labels(A: jax.Array, labels: jax.Array, n_classes: int) -> jax.Array:
+    scores = _class_affinity(A, labels, n_classes)
+    isolated = jnp.all(scores == 0, axis=-1)
+    return jnp.where(isolated, -1, jnp.argmax(scores, axis=-1).astype(jnp.int32))
+
+
 def _as_graph(A) -> jax.Array:
     """``A`` as a floating JAX array of square matrices, checked for NaN and Inf."""
     A = jnp.asarray(A)
@@ -187,7 +206,8 @@ def _as_labels(name: str, labels, n: int, n_classes: int | None) -> tuple[jax.Ar
         if n_classes is None:
             raise ValueError(f"pass n_classes when {name} is traced (under jax.jit)")
         return labels, n_classes
-    low, high = int(jnp.min(labels)), int(jnp.max(labels))
+    concrete = np.asarray(labels)
+    low, high = int(concrete.min()), int(concrete.max())
     n_classes = high + 1 if n_classes is None else n_classes
     if low < 0 or high >= n_classes:
         raise ValueError(f"{name} must lie in [0, n_classes) = [0, {n_classes}); got {low}..{high}")

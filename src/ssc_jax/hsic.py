@@ -19,14 +19,16 @@ axis. Column means are one pass over the stacks; each block is then centered on 
 row means come from the block itself), so at most ``(L1 + L2) * chunk_size * n`` centered
 entries exist at any time, and the input is read about twice.
 
-Precision: each matrix is centered before any product is formed, so no step subtracts two
-large accumulated sums, and XLA reduces sums pairwise; float32 therefore keeps its digits on
-inputs with large offsets (a kernel + 1e4 loses about 1e-6 relative). Float64 inputs under
-``jax_enable_x64`` run in float64 throughout. Matmuls use ``Precision.HIGHEST`` so that GPUs do
-not drop to TF32.
+Precision: centering is invariant to a constant, so each matrix first loses one of its own
+entries (shifted data), and is centered before any product is formed; no step subtracts two
+large accumulated sums, and XLA reduces sums pairwise. Float32 therefore keeps its digits on
+inputs with large offsets (a kernel + 1e4 changes CKA by ~1e-7). Float64 inputs under
+``jax_enable_x64`` run in float64 throughout. Matmuls use ``Precision.HIGHEST`` so that GPUs
+do not drop to TF32.
 
-Zero variance: a self-HSIC below what rounding leaves of an exactly constant matrix is set to
-0, and so are its cross HSICs; CKA then reports 0 for that pair instead of a ratio of noise.
+Zero variance: a matrix that centering removes up to rounding (a constant matrix, or
+``a_i + b_j``) has its self-HSIC set to 0 and its cross HSICs too; CKA then reports 0 for
+that pair instead of a ratio of rounding noise. A constant matrix centers to exactly 0.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ from ssc_jax._checks import (
 CHUNK_BYTES = 256 * 2**20
 """Default budget for the centered blocks that exist at once in `hsic_stack`."""
 
-# Rounding of an exactly constant matrix leaves centered entries of a few ulps of its
-# magnitude; self-HSICs under (_ZERO_ULPS * eps)^2 times the removed energy count as zero.
+# Centering leaves rounding noise of a few ulps of what it removes; self-HSICs under
+# (_ZERO_ULPS * eps)^2 times the removed energy count as zero.
 _ZERO_ULPS = 32
 
 
@@ -143,36 +145,35 @@ def hsic_stack_unchecked(
         chunk_size = default_chunk_size(n_live, n, Ks.dtype.itemsize)
     chunk_size = min(chunk_size, n)
     columns = tuple(_column_centering(s, unbiased) for s in stacks)
+    n_blocks = -(-n // chunk_size)
 
-    def block_sums(start, size):
+    def add_block(i, sums):
+        # The last block is shifted back to end at row n; rows an earlier block already
+        # counted are masked, so every block has the same static shape.
+        start = jnp.minimum(i * chunk_size, n - chunk_size)
+        fresh = start + jnp.arange(chunk_size) >= i * chunk_size
         centered = [
-            _center_block(s, col, grand, start, size, unbiased)
-            for s, (col, grand) in zip(stacks, columns, strict=True)
+            _center_block(s, cols, start, fresh, unbiased)
+            for s, cols in zip(stacks, columns, strict=True)
         ]
         blocks = [block for block, _ in centered]
         cross = jnp.matmul(blocks[0], blocks[-1].T, precision=lax.Precision.HIGHEST)
         squares = tuple(jnp.sum(block * block, axis=-1) for block in blocks)
-        return cross, squares, tuple(row_energy for _, row_energy in centered)
+        new = (cross, squares, tuple(row_energy for _, row_energy in centered))
+        return jax.tree.map(jnp.add, sums, new)
 
-    n_full, rest = divmod(n, chunk_size)
-    zeros = jax.tree.map(
-        lambda a: jnp.zeros(a.shape, a.dtype),
-        jax.eval_shape(lambda: block_sums(0, chunk_size)),
+    L1, L2 = Ks.shape[0], stacks[-1].shape[0]
+    zeros = (
+        jnp.zeros((L1, L2), Ks.dtype),
+        tuple(jnp.zeros(s.shape[0], Ks.dtype) for s in stacks),
+        tuple(jnp.zeros(s.shape[0], Ks.dtype) for s in stacks),
     )
-    sums = lax.fori_loop(
-        0,
-        n_full,
-        lambda i, acc: jax.tree.map(jnp.add, acc, block_sums(i * chunk_size, chunk_size)),
-        zeros,
-    )
-    if rest:
-        sums = jax.tree.map(jnp.add, sums, block_sums(n_full * chunk_size, rest))
-    cross, selfs, row_energy = sums
+    cross, selfs, row_energy = lax.fori_loop(0, n_blocks, add_block, zeros)
 
     eps = jnp.finfo(Ks.dtype).eps
     live = []
-    for self_sum, rows, (col, grand) in zip(selfs, row_energy, columns, strict=True):
-        removed = n * n * grand**2 + n * (rows + jnp.sum(col**2, axis=-1))
+    for self_sum, rows, cols in zip(selfs, row_energy, columns, strict=True):
+        removed = n * n * cols.grand**2 + n * (rows + jnp.sum(cols.col**2, axis=-1))
         live.append(self_sum > (_ZERO_ULPS * eps) ** 2 * removed)
     live_k, live_l = live[0], live[-1]
     selfs = (jnp.where(live_k, selfs[0], 0), jnp.where(live_l, selfs[-1], 0))
@@ -181,32 +182,50 @@ def hsic_stack_unchecked(
     return HSICStack(cross / scale, selfs[0] / scale, selfs[1] / scale)
 
 
-def _column_centering(Ks: jax.Array, unbiased: bool) -> tuple[jax.Array, jax.Array]:
-    """Per matrix, what centering subtracts from each column (L, n) and adds back (L,)."""
+class _Columns(NamedTuple):
+    """Column statistics of a stack (L, n, n), taken after subtracting a per-matrix offset.
+
+    Centering is invariant to subtracting a constant, so every matrix first loses ``shift``,
+    one of its off-diagonal entries (the shifted-data method for the variance): the sums
+    then run over values as small as the matrix's variation, and float32 keeps its digits
+    under a large offset.
+    """
+
+    shift: jax.Array  # (L,)
+    col: jax.Array  # (L, n) subtracted from each column of the shifted matrix
+    grand: jax.Array  # (L,) added back
+
+
+def _column_centering(Ks: jax.Array, unbiased: bool) -> _Columns:
     n = Ks.shape[-1]
+    shift = Ks[:, 0, 1]
+    shifted = Ks - shift[:, None, None]
     if not unbiased:
-        col = jnp.mean(Ks, axis=-2)
-        return col, jnp.mean(col, axis=-1)
-    col_sum = jnp.sum(Ks, axis=-2) - jnp.diagonal(Ks, axis1=-2, axis2=-1)
-    return col_sum / (n - 2), jnp.sum(col_sum, axis=-1) / ((n - 1) * (n - 2))
+        col = jnp.mean(shifted, axis=-2)
+        return _Columns(shift, col, jnp.mean(col, axis=-1))
+    col_sum = jnp.sum(shifted, axis=-2) - jnp.diagonal(shifted, axis1=-2, axis2=-1)
+    return _Columns(shift, col_sum / (n - 2), jnp.sum(col_sum, axis=-1) / ((n - 1) * (n - 2)))
 
 
 def _center_block(
-    Ks: jax.Array, col: jax.Array, grand: jax.Array, start, size: int, unbiased: bool
+    Ks: jax.Array, columns: _Columns, start, fresh: jax.Array, unbiased: bool
 ) -> tuple[jax.Array, jax.Array]:
-    """Rows [start, start + size) of every matrix, (U-)centered and flattened to (L, size * n).
+    """Rows [start, start + b) of every matrix, (U-)centered and flattened to (L, b * n).
 
-    Also returns the summed squares of the subtracted row terms, (L,), for the zero test.
+    Rows where ``fresh`` (b,) is False are zeroed. Also returns the summed squares of the
+    subtracted row terms, (L,), for the zero-variance test.
     """
     n = Ks.shape[-1]
-    block = lax.dynamic_slice_in_dim(Ks, start, size, axis=-2)
+    size = fresh.shape[0]
+    block = lax.dynamic_slice_in_dim(Ks, start, size, axis=-2) - columns.shift[:, None, None]
     if unbiased:
         on_diag = (start + jnp.arange(size))[:, None] == jnp.arange(n)[None, :]
         block = jnp.where(on_diag, 0, block)
         row = jnp.sum(block, axis=-1) / (n - 2)
     else:
         row = jnp.mean(block, axis=-1)
-    centered = block - row[..., None] - col[:, None, :] + grand[:, None, None]
-    if unbiased:
-        centered = jnp.where(on_diag, 0, centered)
+    row = jnp.where(fresh, row, 0)
+    centered = block - row[..., None] - columns.col[:, None, :] + columns.grand[:, None, None]
+    keep = fresh[:, None] & ~on_diag if unbiased else fresh[:, None]
+    centered = jnp.where(keep, centered, 0)
     return centered.reshape(Ks.shape[0], size * n), jnp.sum(row**2, axis=-1)

@@ -76,5 +76,7 @@ def _spectral_embedding(A: jax.Array, n_components: int, normalized: bool) -> ja
     top = top * jnp.where(peak < 0, -1, 1)
     if not normalized:
         return top
+    # An isolated node's entries are rounding noise that row scaling would blow up to 1.
+    top = jnp.where(degree[:, None] > 0, top, 0)
     norm = jnp.linalg.norm(top, axis=-1, keepdims=True)
     return top / jnp.where(norm > 0, norm, 1)
