@@ -21,14 +21,15 @@ def tiny_run(tmp_path_factory):
     return run
 
 
-def analysis_argv(n: int = TINY_N) -> list[str]:
-    """Small, fast analysis options shared by the tests."""
-    return ["--n", str(n), "--quiet"]
+@pytest.fixture(scope="session")
+def fast_analysis() -> list[str]:
+    """Small, fast analysis options shared by the tests: N = 80 inputs, no progress bars."""
+    return ["--n", str(TINY_N), "--quiet"]
 
 
 @pytest.fixture(scope="session")
-def analyzed(tiny_run, tmp_path_factory):
+def analyzed(tiny_run, fast_analysis, tmp_path_factory):
     """(output folder, metrics) of `analyze` on the tiny run's last checkpoint."""
     out = tmp_path_factory.mktemp("outputs") / "analyze"
-    assert main(["analyze", str(tiny_run), "--out", str(out), *analysis_argv()]) == 0
+    assert main(["analyze", str(tiny_run), "--out", str(out), *fast_analysis]) == 0
     return out, json.loads((out / "metrics.json").read_text())

@@ -6,8 +6,6 @@ import pytest
 
 from ssc_jax.run import main
 
-from .conftest import analysis_argv
-
 COMMANDS = ["default", "train", "analyze", "dynamics", "compare"]
 
 
@@ -52,17 +50,17 @@ def test_missing_run_folder(tmp_path, capsys):
     _fails_cleanly(argv, capsys, out, "no training run")
 
 
-def test_missing_checkpoint(tiny_run, tmp_path, capsys):
+def test_missing_checkpoint(tiny_run, tmp_path, capsys, fast_analysis):
     out = tmp_path / "out"
-    argv = ["analyze", str(tiny_run), "--epoch", "7", "--out", str(out), *analysis_argv()]
+    argv = ["analyze", str(tiny_run), "--epoch", "7", "--out", str(out), *fast_analysis]
     _fails_cleanly(argv, capsys, out, "no checkpoint for epoch 7")
 
 
-def test_unreadable_analysis_data(tiny_run, tmp_path, capsys):
+def test_unreadable_analysis_data(tiny_run, tmp_path, capsys, fast_analysis):
     out = tmp_path / "deeper" / "out"
     bad = tmp_path / "broken.zip"
     bad.write_text("not a zip")
-    argv = ["dynamics", str(tiny_run), "--data", str(bad), "--out", str(out), *analysis_argv()]
+    argv = ["dynamics", str(tiny_run), "--data", str(bad), "--out", str(out), *fast_analysis]
     assert main(argv) == 2
     assert "cannot read" in capsys.readouterr().err
     assert not (tmp_path / "deeper").exists()
@@ -74,9 +72,9 @@ def test_n_larger_than_dataset(tiny_run, tmp_path, capsys):
     _fails_cleanly(argv, capsys, out, "holds only")
 
 
-def test_refuses_to_replace_a_foreign_folder(tiny_run, tmp_path, capsys):
+def test_refuses_to_replace_a_foreign_folder(tiny_run, tmp_path, capsys, fast_analysis):
     (tmp_path / "notes.txt").write_text("mine")
-    argv = ["analyze", str(tiny_run), "--out", str(tmp_path), *analysis_argv()]
+    argv = ["analyze", str(tiny_run), "--out", str(tmp_path), *fast_analysis]
     assert main(argv) == 2
     assert "not written by ssc-jax" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

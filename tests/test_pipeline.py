@@ -11,8 +11,6 @@ import ssc_jax.analysis.graphs as graphs_module
 from ssc_jax.graph_store import load_graphs
 from ssc_jax.run import main
 
-from .conftest import TINY_N, analysis_argv
-
 ANALYZE_KEYS = {
     "layers",
     "modularity",
@@ -67,11 +65,13 @@ def test_analyze(analyzed):
     _check_report(out, figures)
     stored = load_graphs(out / metrics["graph_file"])
     assert stored.layers == metrics["layers"]
-    assert stored.coef.shape == (len(stored.layers), TINY_N, TINY_N)
+    assert stored.coef.shape == (len(stored.layers), metrics["n"], metrics["n"])
     assert np.all(np.diagonal(stored.coef, axis1=1, axis2=2) == 0)
 
 
-def test_later_commands_reuse_stored_graphs(tiny_run, analyzed, tmp_path, monkeypatch):
+def test_later_commands_reuse_stored_graphs(
+    tiny_run, analyzed, tmp_path, monkeypatch, fast_analysis
+):
     """A second analysis of the same checkpoint and settings must not solve again."""
 
     def no_solving(*args, **kwargs):
@@ -79,16 +79,16 @@ def test_later_commands_reuse_stored_graphs(tiny_run, analyzed, tmp_path, monkey
 
     monkeypatch.setattr(graphs_module, "ssc_gram", no_solving)
     out = tmp_path / "again"
-    assert main(["analyze", str(tiny_run), "--out", str(out), *analysis_argv()]) == 0
+    assert main(["analyze", str(tiny_run), "--out", str(out), *fast_analysis]) == 0
     again = json.loads((out / "metrics.json").read_text())
     np.testing.assert_allclose(again["modularity"], analyzed[1]["modularity"], rtol=1e-6)
     with pytest.raises(AssertionError, match="solved again"):
-        main(["analyze", str(tiny_run), "--out", str(out), "--tau", "20", *analysis_argv()])
+        main(["analyze", str(tiny_run), "--out", str(out), "--tau", "20", *fast_analysis])
 
 
-def test_dynamics(tiny_run, analyzed, tmp_path):
+def test_dynamics(tiny_run, analyzed, tmp_path, fast_analysis):
     out = tmp_path / "dynamics"
-    assert main(["dynamics", str(tiny_run), "--out", str(out), *analysis_argv()]) == 0
+    assert main(["dynamics", str(tiny_run), "--out", str(out), *fast_analysis]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     _check_layer_metrics(metrics)
     n_layers = len(metrics["layers"])
@@ -102,11 +102,11 @@ def test_dynamics(tiny_run, analyzed, tmp_path):
     _check_report(out, ["dynamics", "epoch_heatmaps", "epoch_heatmaps_linear"])
 
 
-def test_compare(tiny_run, tmp_path):
+def test_compare(tiny_run, tmp_path, fast_analysis):
     out = tmp_path / "compare"
     runs = [f"{tiny_run}@1", str(tiny_run)]
     argv = ["compare", *runs, "--names", "epoch1", "final", "--out", str(out)]
-    assert main([*argv, *analysis_argv()]) == 0
+    assert main([*argv, *fast_analysis]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["name"] for r in metrics["runs"]] == ["epoch1", "final"]
     assert [r["epoch"] for r in metrics["runs"]] == [1, 2]

@@ -18,6 +18,7 @@ from pathlib import Path
 from ssc_jax.analysis.outputs import (
     OutputError,
     atomic_output_dir,
+    check_output_dir,
     removed_on_failure,
     write_json,
 )
@@ -130,6 +131,7 @@ def cmd_train(args) -> Path:
 def cmd_analyze(args) -> Path:
     from ssc_jax.analysis.checkpoint import analyze_checkpoint, write_checkpoint
 
+    check_output_dir(args.out)
     analysis, solver = _settings(args)
     result = analyze_checkpoint(
         args.run,
@@ -148,6 +150,7 @@ def cmd_analyze(args) -> Path:
 def cmd_dynamics(args) -> Path:
     from ssc_jax.analysis.dynamics import training_dynamics, write_dynamics
 
+    check_output_dir(args.out)
     analysis, solver = _settings(args)
     result = training_dynamics(
         args.run,
@@ -166,6 +169,7 @@ def cmd_dynamics(args) -> Path:
 def cmd_compare(args) -> Path:
     from ssc_jax.analysis.compare import compare_runs, write_comparison
 
+    check_output_dir(args.out)
     analysis, solver = _settings(args)
     results = compare_runs(
         args.runs, names=args.names, analysis=analysis, solver=solver, progress=not args.quiet
@@ -180,6 +184,7 @@ def cmd_default(args) -> Path:
     from ssc_jax.analysis.checkpoint import analyze_checkpoint, write_checkpoint
     from ssc_jax.analysis.dynamics import training_dynamics, write_dynamics
 
+    check_output_dir(args.out)
     analysis, solver = _settings(args)
     start = time.perf_counter()
     with atomic_output_dir(args.out) as tmp:
@@ -217,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train small_cnn on scikit-learn's digits with per-epoch checkpoints, "
         "analyse every conv layer, run the training dynamics and write one report.",
     )
-    p.add_argument("--epochs", type=int, default=6, help="training epochs (default: 6)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs (default: 5)")
     _out_option(p, DEFAULT_OUT)
     _add_analysis_options(p, n=500)
     p.set_defaults(func=cmd_default)
@@ -237,11 +242,24 @@ def build_parser() -> argparse.ArgumentParser:
         default="cifar10",
         help="digits, cifar10, cifar100, or a folder / zip of class folders (default: %(default)s)",
     )
+    p.add_argument(
+        "--test-data",
+        help="held-out images (name or folder / zip); required when --dataset is a path",
+    )
     p.add_argument("--epochs", type=int, help="training epochs (default: the paper's 100)")
     p.add_argument("--data-fraction", type=float, help="train on a stratified fraction, e.g. 0.05")
     p.add_argument("--seed", type=int, help="seed of initialisation, data order and subset")
-    p.add_argument("--width", type=float, help="channel-width multiplier")
-    p.add_argument("--batch-size", type=int, help="training batch size (default: 128)")
+    p.add_argument("--width", type=float, help="channel-width multiplier (default: 1)")
+    p.add_argument(
+        "--batch-size", dest="train_batch_size", type=int, help="batch size (default: 128)"
+    )
+    p.add_argument("--lr", type=float, help="initial learning rate (default: 0.1)")
+    p.add_argument(
+        "--lr-decay-epochs", type=int, help="multiply the lr by 0.2 every this many epochs (30)"
+    )
+    p.add_argument(
+        "--no-augment", action="store_true", help="no random crop and flip (e.g. for digits)"
+    )
     p.add_argument("--out", help="run folder (default: runs/MODEL-DATASET-sSEED)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)

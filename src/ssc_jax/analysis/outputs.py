@@ -24,7 +24,9 @@ class OutputError(ValueError):
     """The output folder cannot be written (it exists and is not an ssc-jax output)."""
 
 
-def _check_replaceable(target: Path) -> None:
+def check_output_dir(target: str | Path) -> None:
+    """Raise ``OutputError`` unless ``target`` is absent, empty or a previous ssc-jax output."""
+    target = Path(target)
     if not target.exists():
         return
     if not target.is_dir():
@@ -71,7 +73,7 @@ def atomic_output_dir(target: str | Path) -> Iterator[Path]:
     the ``MARKER`` file). Parent folders created here are removed again on failure.
     """
     target = Path(target).absolute()
-    _check_replaceable(target)
+    check_output_dir(target)
     created = _missing_parents(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
