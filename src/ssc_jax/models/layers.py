@@ -1,13 +1,42 @@
 """Building blocks shared by the architectures: tapped convolution and classifier, BatchNorm
-with PyTorch's defaults, pooling. Images are NHWC float32."""
+with PyTorch's defaults, pooling. Images are NHWC float32.
+
+Weights are drawn on the host with NumPy, seeded from the module's JAX key: eager JAX would
+compile one random-number kernel per distinct weight shape, which dominates building a deep
+net on a CPU (tens of seconds for a DenseNet).
+"""
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ssc_jax.models.taps import Tapped, tap
+
+
+def _host_rng(key: jax.Array) -> np.random.Generator:
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+
+
+def he_normal_fan_out(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """N(0, 2 / fan_out) for a (kh, kw, in, out) kernel, as torchvision initialises ResNets."""
+    fan_out = math.prod(shape[:-2]) * shape[-1]
+    return jnp.asarray(_host_rng(key).normal(0.0, math.sqrt(2.0 / fan_out), shape), dtype)
+
+
+def fan_in_uniform(fan_in: int):
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for a linear layer's weights and
+    bias; ``fan_in`` is the layer's input size (the bias shape does not tell it)."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        return jnp.asarray(_host_rng(key).uniform(-bound, bound, shape), dtype)
+
+    return init
 
 
 class Conv(nnx.Conv, Tapped):
@@ -31,7 +60,7 @@ class Conv(nnx.Conv, Tapped):
             strides=strides,
             padding=((pad, pad), (pad, pad)),
             use_bias=False,
-            kernel_init=nnx.initializers.variance_scaling(2.0, "fan_out", "normal"),
+            kernel_init=he_normal_fan_out,
             rngs=rngs,
         )
 
@@ -41,6 +70,10 @@ class Conv(nnx.Conv, Tapped):
 
 class Classifier(nnx.Linear, Tapped):
     """``nnx.Linear`` on pooled features whose logits are a ``"blocks"`` tap."""
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
+        init = fan_in_uniform(in_features)
+        super().__init__(in_features, out_features, kernel_init=init, bias_init=init, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return tap(self, "blocks", super().__call__(x))

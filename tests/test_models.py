@@ -1,0 +1,139 @@
+"""The model zoo: names, conv counts, shapes, width, BatchNorm modes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import ssc_jax
+from ssc_jax import create_model, layer_names, list_models
+from ssc_jax.models.densenet import DenseNet
+
+CONV_COUNTS = {
+    "resnet18": 20,
+    "resnet34": 36,
+    "resnet50": 53,
+    "resnet101": 104,
+    "resnet152": 155,
+    "wrn28_2": 28,
+    "wrn64_2": 64,
+    "wrn64_10": 64,
+    "wrn10_1": 10,
+    "densenet121": 120,
+    "densenet169": 168,
+    "densenet201": 200,
+    "densenet161": 160,
+    "vgg11": 8,
+    "vgg13": 10,
+    "vgg16": 13,
+    "vgg19": 16,
+    "vgg24": 21,
+    "vgg29": 26,
+    "small_cnn": 5,
+}
+
+
+def logits_shape(model: nnx.Module, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of the eval-mode output, traced without computing."""
+    graphdef, state = nnx.split(model)
+
+    def forward(state, x):
+        m = nnx.merge(graphdef, state)
+        m.eval()
+        return m(x)
+
+    return jax.eval_shape(forward, state, jax.ShapeDtypeStruct(input_shape, jnp.float32)).shape
+
+
+@pytest.mark.parametrize(("name", "count"), CONV_COUNTS.items())
+def test_conv_count_and_output_shape(name, count):
+    model = create_model(name, num_classes=7, width=0.0625)
+    assert len(layer_names(model, "conv")) == count
+    assert logits_shape(model, (2, 32, 32, 3)) == (2, 7)
+
+
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [("resnet36", "resnet34"), ("resnet53", "resnet50"), ("ResNet104", "resnet101")],
+)
+def test_paper_aliases(alias, name):
+    a = layer_names(create_model(alias, width=0.0625))
+    assert a == layer_names(create_model(name, width=0.0625))
+
+
+def test_list_models_and_unknown_name():
+    names = list_models()
+    for name in ("small_cnn", "vgg29", "resnet152", "resnet53", "wrn28_2", "densenet121"):
+        assert name in names
+    with pytest.raises(ValueError, match=r"unknown model 'resnet19'.*vgg16.*densenet121"):
+        create_model("resnet19")
+    with pytest.raises(ValueError, match="6n \\+ 4"):
+        create_model("wrn27_2")
+    with pytest.raises(ValueError, match="width"):
+        create_model("small_cnn", width=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "channels"),
+    [
+        ("small_cnn", 8, 1),
+        ("small_cnn", 32, 3),
+        ("vgg11", 32, 3),
+        ("resnet18", 8, 1),
+        ("resnet50", 8, 3),
+        ("wrn10_2", 8, 3),
+        ("tiny_densenet", 8, 3),
+    ],
+)
+def test_forward_runs_and_batchnorm_modes(name, size, channels):
+    # Every architecture's forward is traced above; here one net per family computes.
+    # tiny_densenet runs densenet121's code with one layer per dense block.
+    if name == "tiny_densenet":
+        model = DenseNet(
+            (1, 1, 1, 1), 4, num_classes=5, in_channels=channels, width=1.0, rngs=nnx.Rngs(0)
+        )
+    else:
+        model = create_model(name, num_classes=5, width=0.0625, in_channels=channels)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, size, size, channels)), jnp.float32)
+    before = jax.tree.leaves(nnx.state(model, nnx.BatchStat))
+    logits = model(x)  # training mode: batch statistics, running averages updated
+    assert logits.shape == (3, 5)
+    assert np.all(np.isfinite(logits))
+    after = jax.tree.leaves(nnx.state(model, nnx.BatchStat))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    model.eval()  # running averages: deterministic, and the averages stay put
+    np.testing.assert_array_equal(model(x), model(x))
+    for a, b in zip(after, jax.tree.leaves(nnx.state(model, nnx.BatchStat)), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_vgg_rejects_inputs_too_small_to_pool():
+    model = create_model("vgg11", width=0.0625)
+    with pytest.raises(ValueError, match="at least 32x32"):
+        model(jnp.zeros((1, 16, 16, 3)))
+
+
+def test_width_scales_channels_and_seed_sets_weights():
+    def n_params(model):
+        return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+    assert (
+        n_params(create_model("resnet18", width=0.25))
+        < n_params(create_model("resnet18", width=0.5)) / 3
+    )
+    a, b, c = (create_model("small_cnn", seed=s) for s in (0, 0, 1))
+    kernel = lambda m: np.asarray(m.block1[0].conv.kernel[...])
+    np.testing.assert_array_equal(kernel(a), kernel(b))
+    assert not np.array_equal(kernel(a), kernel(c))
+
+
+def test_public_api_exports():
+    for name in (
+        "create_model",
+        "list_models",
+        "capture_activations",
+        "activation_grams",
+        "layer_names",
+    ):
+        assert callable(getattr(ssc_jax, name))
