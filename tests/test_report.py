@@ -135,3 +135,16 @@ def test_atomic_output_refuses_foreign_folder(tmp_path):
     with pytest.raises(OutputError, match="not written by ssc-jax"), atomic_output_dir(tmp_path):
         pass
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_findings_read_the_numbers():
+    from ssc_jax.analysis import findings
+
+    assert findings.modularity_grows(LAYERS, [0.2, 0.3, 0.5]).holds
+    assert not findings.modularity_grows(LAYERS, [0.5, 0.3, 0.2]).holds
+    table1 = {"agreement": 0.9, "ssc_label_accuracy": 0.8, "network_accuracy": 0.85}
+    assert "agreement 90.0%" in findings.labels_agree(table1, "conv3").evidence
+    settling = np.array([[0.99, 0.8, 0.5], [1.0, 0.9, 0.7], [1.0, 1.0, 1.0]])
+    assert findings.bottom_up_convergence(LAYERS, settling, "SSC-CKA").holds
+    assert not findings.bottom_up_convergence(LAYERS, settling[:, ::-1], "SSC-CKA").holds
+    assert findings.linear_converges_faster(settling * 0.9, settling).holds

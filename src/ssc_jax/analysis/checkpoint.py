@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ssc_jax import plots
+from ssc_jax.analysis import findings
 from ssc_jax.analysis.graphs import LayerGraphs, checkpoint_graphs, export_graphs
 from ssc_jax.analysis.inputs import (
     AnalysisInputs,
@@ -166,6 +167,12 @@ def write_checkpoint(result: CheckpointAnalysis, out_dir: Path, report: Report) 
     tag = f"epoch {result.epoch}"
     graph_file = export_graphs(result.graphs, result.epoch, out_dir / "graphs")
 
+    found = [
+        findings.modularity_grows(layers, result.modularity),
+        findings.labels_agree(result.table1, layers[-1]),
+    ]
+    report.heading(f"The paper's findings on this checkpoint ({tag})")
+    report.table(["finding", "holds here", "evidence"], findings.as_rows(found))
     report.heading(f"Table 1: SSC labels of the last conv layer ({layers[-1]}) vs. the network")
     t = result.table1
     report.table(
@@ -224,6 +231,7 @@ def write_checkpoint(result: CheckpointAnalysis, out_dir: Path, report: Report) 
         "linear_cka": result.linear_cka,
         **result.table1,
         "neighbour_labels": "ground truth",
+        "findings": findings.as_json(found),
         "solver_diagnostics": result.graphs.diagnostics,
         "confidently_wrong": [
             {

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ssc_jax import plots
+from ssc_jax.analysis import findings
 from ssc_jax.analysis.graphs import checkpoint_graphs
 from ssc_jax.analysis.inputs import (
     AnalysisInputs,
@@ -127,6 +128,15 @@ def write_dynamics(result: Dynamics, out_dir: Path, report: Report) -> dict:
     sections, and return its ``metrics.json`` entries."""
     figures = out_dir / "figures"
     layers = result.layers
+    found = []
+    if len(result.epochs) > 1:
+        found = [
+            findings.bottom_up_convergence(layers, result.ssc_cka_to_final, "SSC-CKA"),
+            findings.bottom_up_convergence(layers, result.linear_cka_to_final, "linear CKA"),
+            findings.linear_converges_faster(result.ssc_cka_to_final, result.linear_cka_to_final),
+        ]
+        report.heading("The paper's findings on this run's training")
+        report.table(["finding", "holds here", "evidence"], findings.as_rows(found))
     report.heading("Training dynamics (Fig 1/2)")
     fig = plots.plot_dynamics(
         result.epochs,
@@ -192,4 +202,5 @@ def write_dynamics(result: Dynamics, out_dir: Path, report: Report) -> dict:
             str(e): {"ssc_cka": m[0], "linear_cka": m[1]} for e, m in result.heatmaps.items()
         },
         "graph_files": graph_files,
+        "findings": findings.as_json(found),
     }

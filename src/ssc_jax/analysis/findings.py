@@ -1,0 +1,72 @@
+"""The paper's qualitative findings, checked on one run's numbers: each is a sentence with
+the measured values and whether it holds here."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Finding(NamedTuple):
+    claim: str
+    holds: bool
+    evidence: str
+
+
+def modularity_grows(layers: list[str], modularity: np.ndarray) -> Finding:
+    """Sec. 4.1: deeper layers separate the classes more (first vs. last layer, and trend)."""
+    q = np.asarray(modularity, dtype=float)
+    rising = int(np.sum(np.diff(q) > 0))
+    return Finding(
+        "Modularity grows from the first conv layer to the last (Sec. 4.1)",
+        bool(q[-1] > q[0]),
+        f"{layers[0]} {q[0]:.3f} -> {layers[-1]} {q[-1]:.3f}; "
+        f"{rising} of {len(q) - 1} steps between consecutive layers rise",
+    )
+
+
+def labels_agree(table1: dict[str, float], layer: str) -> Finding:
+    """Sec. 6.2 / Table 1: the last layer's SSC labels agree with most predictions."""
+    agreement = table1["agreement"]
+    return Finding(
+        "The last conv layer's SSC labels agree with the network's predictions for most "
+        "inputs (Table 1)",
+        bool(agreement > 0.5),
+        f"{layer}: agreement {agreement:.1%}, SSC-label accuracy "
+        f"{table1['ssc_label_accuracy']:.1%}, network accuracy {table1['network_accuracy']:.1%}",
+    )
+
+
+def bottom_up_convergence(layers: list[str], to_final: np.ndarray, name: str) -> Finding:
+    """Sec. 4.2: shallow layers reach their final state earlier than deep ones, read as the
+    mean CKA to the final epoch (over the epochs before it) falling with depth."""
+    mean = np.asarray(to_final, dtype=float)[:-1].mean(axis=0)
+    rank = np.argsort(np.argsort(mean))
+    rho = float(np.corrcoef(np.arange(len(mean)), rank)[0, 1]) if np.ptp(rank) > 0 else 0.0
+    return Finding(
+        f"Shallow layers converge before deep ones ({name} to the final epoch, Sec. 4.2)",
+        bool(mean[0] > mean[-1] and rho < 0),
+        f"mean {name} to final over the earlier epochs: {layers[0]} {mean[0]:.3f}, "
+        f"{layers[-1]} {mean[-1]:.3f}; rank correlation with depth {rho:.2f}",
+    )
+
+
+def linear_converges_faster(ssc_to_final: np.ndarray, linear_to_final: np.ndarray) -> Finding:
+    """Sec. 4.3: linear CKA approaches the final state faster than SSC-CKA."""
+    ssc = float(np.mean(np.asarray(ssc_to_final)[:-1]))
+    linear = float(np.mean(np.asarray(linear_to_final)[:-1]))
+    return Finding(
+        "Linear CKA reaches the final state faster than SSC-CKA (Sec. 4.3)",
+        bool(linear > ssc),
+        f"mean over layers and earlier epochs: linear CKA {linear:.3f}, SSC-CKA {ssc:.3f}",
+    )
+
+
+def as_rows(findings: list[Finding]) -> list[list]:
+    """Report-table rows: claim, holds, evidence."""
+    return [[f.claim, f.holds, f.evidence] for f in findings]
+
+
+def as_json(findings: list[Finding]) -> list[dict]:
+    return [f._asdict() for f in findings]
