@@ -79,13 +79,13 @@ def _check_config(config: TrainConfig) -> None:
         check_positive(f"TrainConfig.{name}", getattr(config, name))
     if config.data_fraction > 1:
         raise ValueError(f"TrainConfig.data_fraction must be in (0, 1]; got {config.data_fraction}")
+    if config.test_dataset is None and config.dataset not in (*TFDS_NAMES, "digits"):
+        raise ValueError("TrainConfig.test_dataset must name the test set when dataset is a path")
 
 
 def _load_data(config: TrainConfig):
     """Training and test sets (images uint8, labels int32) and the class names."""
     x_train, y_train, classes = load_dataset(config.dataset, "train", data_dir=config.data_dir)
-    if config.test_dataset is None and config.dataset not in (*TFDS_NAMES, "digits"):
-        raise ValueError("TrainConfig.test_dataset must name the test set when dataset is a path")
     test_name = config.test_dataset or config.dataset
     x_test, y_test, _ = load_dataset(test_name, "test", data_dir=config.data_dir)
     if config.data_fraction < 1:

@@ -1,0 +1,135 @@
+"""Training steps, checkpoints and resuming."""
+
+import dataclasses
+import hashlib
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from ssc_jax import (
+    TrainConfig,
+    create_model,
+    list_checkpoints,
+    load_checkpoint,
+    load_dataset,
+    train,
+)
+from ssc_jax.augment import channel_stats
+from ssc_jax.checkpoint import restore_checkpoint, save_checkpoint
+from ssc_jax.train import evaluate, make_optimizer, make_train_step
+
+TINY = TrainConfig(
+    model="small_cnn",
+    dataset="digits",
+    width=0.25,
+    epochs=1,
+    batch_size=32,
+    data_fraction=0.2,
+    augment=False,
+)
+
+
+def files_digest(folder) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    history = train(TINY, run, progress=False)
+    return run, history
+
+
+def test_train_steps_reduce_the_loss():
+    images, labels, _ = load_dataset("digits")
+    images, labels = images[:64], labels[:64]
+    config = dataclasses.replace(TINY, learning_rate=0.05)
+    model = create_model("small_cnn", width=0.25, in_channels=1)
+    optimizer = make_optimizer(model, config, steps_per_epoch=1)
+    step = make_train_step(config, *channel_stats(images))
+    losses = [float(step(model, optimizer, images, labels, jax.random.key(i))[0]) for i in range(5)]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+    model = create_model("small_cnn", width=0.25, in_channels=1)
+    optimizer = make_optimizer(model, TINY, steps_per_epoch=3)
+    images, labels, _ = load_dataset("digits")
+    step = make_train_step(TINY, *channel_stats(images))
+    step(model, optimizer, images[:16], labels[:16], jax.random.key(0))  # non-trivial momentum
+    save_checkpoint(tmp_path, 1, model, optimizer, {"epoch": 1})
+    other = create_model("small_cnn", width=0.25, in_channels=1, seed=5)
+    other_optimizer = make_optimizer(other, TINY, steps_per_epoch=3)
+    assert restore_checkpoint(tmp_path, 1, other, other_optimizer) == {"epoch": 1}
+    pairs = [
+        (nnx.state(model), nnx.state(other)),
+        (nnx.state(optimizer), nnx.state(other_optimizer)),
+    ]
+    for saved, restored in pairs:
+        for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(restored), strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+
+
+def test_run_folder_and_load_checkpoint(one_epoch_run):
+    run, history = one_epoch_run
+    assert list_checkpoints(run) == [1]
+    assert [m["epoch"] for m in history] == [1]
+    assert history[0]["lr"] == 0.1
+    assert history[0]["test_accuracy"] > 0.3
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["model"] == "small_cnn"
+    assert config["in_channels"] == 1
+    assert len(config["mean"]) == 1
+    model, info = load_checkpoint(run)
+    assert info["epoch"] == 1
+    assert info["metrics"] == history[0]
+    x_test, y_test, _ = load_dataset("digits", "test")
+    _, accuracy = evaluate(model, x_test, y_test, info, batch_size=100)
+    assert accuracy == pytest.approx(history[0]["test_accuracy"])
+
+
+def test_resume_continues_at_the_next_epoch(one_epoch_run, tmp_path):
+    run, _ = one_epoch_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run, resumed)
+    epoch_one = files_digest(resumed / "checkpoints" / "epoch_0001")
+    # a write killed half-way through epoch 2 left a temporary folder behind
+    (resumed / "checkpoints" / ".tmp_epoch_0002" / "model").mkdir(parents=True)
+    assert list_checkpoints(resumed) == [1]
+    history = train(dataclasses.replace(TINY, epochs=2), resumed, progress=False)
+    assert [m["epoch"] for m in history] == [1, 2]
+    assert list_checkpoints(resumed) == [1, 2]
+    assert files_digest(resumed / "checkpoints" / "epoch_0001") == epoch_one
+    assert not (resumed / "checkpoints" / ".tmp_epoch_0002").exists()
+    # the resumed run equals an uninterrupted one
+    straight = train(dataclasses.replace(TINY, epochs=2), tmp_path / "straight", progress=False)
+    assert straight[1]["train_loss"] == pytest.approx(history[1]["train_loss"], rel=1e-6)
+    a, _ = load_checkpoint(resumed)
+    b, _ = load_checkpoint(tmp_path / "straight")
+    for x, y in zip(jax.tree.leaves(nnx.state(a)), jax.tree.leaves(nnx.state(b)), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    # a finished run is returned as is
+    assert train(dataclasses.replace(TINY, epochs=2), resumed, progress=False) == history
+
+
+def test_errors(one_epoch_run, tmp_path):
+    run, _ = one_epoch_run
+    with pytest.raises(ValueError, match=r"another config \(width: 0.25 -> 0.5\)"):
+        train(dataclasses.replace(TINY, width=0.5), run, progress=False)
+    with pytest.raises(ValueError, match=r"no checkpoint of epoch 7 .* available epochs: \[1\]"):
+        load_checkpoint(run, 7)
+    with pytest.raises(ValueError, match="not a training run folder"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="test_dataset must name the test set"):
+        train(dataclasses.replace(TINY, dataset=str(tmp_path)), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        train(dataclasses.replace(TINY, epochs=0), tmp_path / "y", progress=False)
