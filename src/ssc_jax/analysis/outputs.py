@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +65,17 @@ def removed_on_failure(target: str | Path, keep: Callable[[Path], bool]) -> Iter
         raise
 
 
+def _fresh_dir(target: Path, kind: str) -> Path:
+    """A new hidden folder beside ``target``, with the permissions the umask gives."""
+    while True:
+        path = target.with_name(f".{target.name}.{kind}-{secrets.token_hex(4)}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
 @contextmanager
 def atomic_output_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``target``, on failure it vanishes.
@@ -76,12 +87,12 @@ def atomic_output_dir(target: str | Path) -> Iterator[Path]:
     check_output_dir(target)
     created = _missing_parents(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    tmp = _fresh_dir(target, "tmp")
     try:
         yield tmp
         (tmp / MARKER).write_text("written by ssc-jax; safe to replace with a new run\n")
         if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            old = _fresh_dir(target, "old")
             os.replace(target, old / "previous")
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
