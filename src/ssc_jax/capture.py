@@ -26,6 +26,11 @@ from ssc_jax.models.taps import KINDS, name_taps, recording
 DEFAULT_MEMORY_BUDGET = 1 << 30
 
 Selection = str | frozenset[str]
+Taps = list[tuple[str, str, tuple[int, ...]]]
+
+# (graphdef, input shape) -> taps: tracing a deep net takes seconds, and an analysis traces
+# the same architecture once per checkpoint.
+_TRACES: dict[tuple[nnx.GraphDef, tuple[int, ...]], Taps] = {}
 
 
 @functools.lru_cache(maxsize=16)
@@ -42,9 +47,11 @@ def _forward(graphdef: nnx.GraphDef, select: Selection):
     return jax.jit(forward)
 
 
-def _trace(model: nnx.Module, input_shape: tuple[int, ...]) -> list[tuple[str, str, tuple]]:
+def _trace(model: nnx.Module, input_shape: tuple[int, ...]) -> Taps:
     """(kind, name, per-sample shape) of every tap, in forward order, without computing."""
     graphdef, state = nnx.split(name_taps(model))
+    if (graphdef, input_shape) in _TRACES:
+        return _TRACES[graphdef, input_shape]
     order: list[tuple[str, str]] = []
 
     def forward(state: nnx.State, x: jax.Array) -> dict[str, jax.Array]:
@@ -56,7 +63,9 @@ def _trace(model: nnx.Module, input_shape: tuple[int, ...]) -> list[tuple[str, s
         return tape.values
 
     shapes = jax.eval_shape(forward, state, jax.ShapeDtypeStruct(input_shape, jnp.float32))
-    return [(kind, name, tuple(shapes[name].shape[1:])) for kind, name in order]
+    taps = [(kind, name, tuple(shapes[name].shape[1:])) for kind, name in order]
+    _TRACES[graphdef, input_shape] = taps
+    return taps
 
 
 def _default_input_shape(model: nnx.Module) -> tuple[int, ...]:
@@ -71,7 +80,7 @@ def _resolve(
     model: nnx.Module, layers: str | Sequence[str], input_shape: tuple[int, ...]
 ) -> tuple[list[tuple[str, tuple]], Selection]:
     """The selected taps as (name, per-sample shape) in forward order, and their selection."""
-    taps = _trace(model, (1, *tuple(input_shape)[1:]))
+    taps = _trace(model, (1, *(int(d) for d in input_shape[1:])))
     if isinstance(layers, str):
         if layers not in KINDS:
             raise ValueError(
