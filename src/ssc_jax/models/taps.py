@@ -6,6 +6,9 @@ the model, e.g. ``"layer2.0.conv1"``, set by :func:`name_taps`) when the recordi
 it, and remembers the order in which taps fired, which is the forward order. A recording
 works under ``jax.jit`` and ``jax.eval_shape``: names and order are known at trace time.
 
+NNX's ``sow`` + ``nnx.capture`` also names values by module path, but returns them sorted
+by path, which loses the forward order the analysis needs; a tape keeps it.
+
 Two kinds of taps exist: ``"conv"`` (every convolution output) and ``"blocks"`` (block,
 pooling and classifier outputs, the layers of Sec. 4 of the paper).
 """
