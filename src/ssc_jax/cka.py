@@ -23,6 +23,7 @@ from ssc_jax.hsic import (
     check_samples,
     hsic_stack,
     hsic_stack_unchecked,
+    largest_magnitude,
 )
 
 
@@ -47,14 +48,16 @@ def cka_matrix(Ks, Ls=None, *, unbiased: bool = False, chunk_size: int | None = 
 
     Each matrix is centered once and the pairwise HSICs are a single
     ``(L1, n^2) @ (n^2, L2)`` product over blocks of ``chunk_size`` rows, so memory beyond
-    the inputs stays within ``(L1 + L2) * chunk_size * n`` entries (see `ssc_jax.hsic`).
+    the inputs stays within ``(L1 + L2) * chunk_size * n`` entries, ``L1 * chunk_size * n``
+    without ``Ls`` (see `ssc_jax.hsic`).
 
     Args:
       Ks: (L1, n, n) stack, e.g. the SSC affinities of L1 layers.
       Ls: (L2, n, n) stack on the same samples (another network or epoch); ``None`` compares
         Ks with itself.
       unbiased: use the unbiased HSIC (n >= 4).
-      chunk_size: rows per block; by default as many as fit in `ssc_jax.hsic.CHUNK_BYTES`.
+      chunk_size: most rows per block; by default from a memory budget, see
+        `ssc_jax.hsic.block_rows`.
 
     Returns:
       (L1, L2) CKA matrix; (L1, L1) and symmetric when ``Ls`` is ``None``.
@@ -143,7 +146,7 @@ def _as_features(name: str, x) -> jax.Array:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     check_ndim(name, x, 2, "an (n_samples, n_features) matrix")
-    check_finite(name, jnp.max(jnp.abs(x)))
+    check_finite(name, largest_magnitude(x))
     return x
 
 
