@@ -19,11 +19,10 @@ from ssc_jax._checks import check_finite, check_ndim, check_same_n
 from ssc_jax.hsic import (
     _ZERO_ULPS,
     HSICStack,
-    as_matrices,
     check_samples,
+    checked_hsic_stack,
     hsic_stack,
-    hsic_stack_unchecked,
-    largest_magnitude,
+    hsic_stack_core,
 )
 
 
@@ -35,12 +34,7 @@ def cka(K, L, *, unbiased: bool = False) -> jax.Array:
       L: (n, n) matrix over the same samples.
       unbiased: use the unbiased HSIC (n >= 4); the result can then be negative.
     """
-    K, L = as_matrices("K", K, 2), as_matrices("L", L, 2)
-    check_same_n(("K", "L"), K.shape[-1], L.shape[-1])
-    check_samples(K.shape[-1], unbiased)
-    dtype = jnp.result_type(K, L)
-    h = hsic_stack_unchecked(K[None].astype(dtype), L[None].astype(dtype), unbiased, None)
-    return _cka_from_hsic(h)[0, 0]
+    return _cka_from_hsic(checked_hsic_stack(K, L, ("K", "L"), 2, unbiased=unbiased))[0, 0]
 
 
 def cka_matrix(Ks, Ls=None, *, unbiased: bool = False, chunk_size: int | None = None) -> jax.Array:
@@ -134,6 +128,7 @@ def minibatch_cka(*, unbiased: bool = True, chunk_size: int | None = None) -> Mi
     return MinibatchCKA(init, update, _cka_from_hsic)
 
 
+@jax.jit
 def _cka_from_hsic(h: HSICStack) -> jax.Array:
     """(L1, L2) CKA from cross and self HSICs; 0 where either self-HSIC is 0."""
     den = jnp.sqrt(h.self_k)[:, None] * jnp.sqrt(h.self_l)[None, :]
@@ -146,7 +141,7 @@ def _as_features(name: str, x) -> jax.Array:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     check_ndim(name, x, 2, "an (n_samples, n_features) matrix")
-    check_finite(name, largest_magnitude(x))
+    check_finite(name, x)
     return x
 
 
@@ -157,7 +152,7 @@ def _linear_cka(X: jax.Array, Y: jax.Array, unbiased: bool) -> jax.Array:
     (Xc, x_live), (Yc, y_live) = _center_features(X), _center_features(Y)
     dot = partial(jnp.matmul, precision=lax.Precision.HIGHEST)
     if unbiased or d1 * d2 >= n * (d1 + d2):
-        h = hsic_stack_unchecked(dot(Xc, Xc.T)[None], dot(Yc, Yc.T)[None], unbiased, None)
+        h, _ = hsic_stack_core(dot(Xc, Xc.T)[None], dot(Yc, Yc.T)[None], unbiased, None)
         value = _cka_from_hsic(h)[0, 0]
     else:
         cross = jnp.sum(dot(Yc.T, Xc) ** 2)

@@ -93,23 +93,6 @@ def block_rows(
     return -(-n // n_blocks)
 
 
-@jax.jit
-def largest_magnitude(x: jax.Array) -> jax.Array:
-    """max |x|, finite exactly when x is: one fused pass on the device, one scalar to the host."""
-    return jnp.max(jnp.abs(x))
-
-
-def as_matrices(name: str, x, ndim: int) -> jax.Array:
-    """``x`` as a floating JAX array of square matrices with ``ndim`` axes; raise otherwise."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.result_type(float))
-    check_ndim(name, x, ndim, "an (n, n) matrix" if ndim == 2 else "an (L, n, n) stack")
-    check_square(name, x)
-    check_finite(name, largest_magnitude(x))
-    return x
-
-
 def check_samples(n: int, unbiased: bool) -> None:
     """Raise if n is too small for the (biased or unbiased) HSIC estimator."""
     if unbiased:
@@ -126,12 +109,7 @@ def hsic(K, L, *, unbiased: bool = False) -> jax.Array:
       L: (n, n) matrix on the same n samples.
       unbiased: the unbiased estimator of Song et al. (2012), n >= 4; it can be negative.
     """
-    K, L = as_matrices("K", K, 2), as_matrices("L", L, 2)
-    check_same_n(("K", "L"), K.shape[-1], L.shape[-1])
-    check_samples(K.shape[-1], unbiased)
-    dtype = jnp.result_type(K, L)
-    out = hsic_stack_unchecked(K[None].astype(dtype), L[None].astype(dtype), unbiased, None)
-    return out.cross[0, 0]
+    return checked_hsic_stack(K, L, ("K", "L"), 2, unbiased=unbiased).cross[0, 0]
 
 
 def hsic_stack(Ks, Ls=None, *, unbiased: bool = False, chunk_size: int | None = None) -> HSICStack:
@@ -144,23 +122,52 @@ def hsic_stack(Ks, Ls=None, *, unbiased: bool = False, chunk_size: int | None = 
       chunk_size: most rows of the n x n axis per block (blocks are balanced); by default
         from a memory budget, see `block_rows`.
     """
-    Ks = as_matrices("Ks", Ks, 3)
-    if Ls is not None:
-        Ls = as_matrices("Ls", Ls, 3)
-        check_same_n(("Ks", "Ls"), Ks.shape[-1], Ls.shape[-1])
-        dtype = jnp.result_type(Ks, Ls)
-        Ks, Ls = Ks.astype(dtype), Ls.astype(dtype)
-    check_samples(Ks.shape[-1], unbiased)
+    return checked_hsic_stack(Ks, Ls, ("Ks", "Ls"), 3, unbiased=unbiased, chunk_size=chunk_size)
+
+
+def checked_hsic_stack(
+    K, L, names: tuple[str, str], ndim: int, *, unbiased: bool, chunk_size: int | None = None
+) -> HSICStack:
+    """`hsic_stack` for two matrices (``ndim`` 2) or two stacks (``ndim`` 3) named ``names``.
+
+    Validates shapes and n, runs `hsic_stack_core`, and raises if it met NaN or Inf.
+    """
+    what = "an (n, n) matrix" if ndim == 2 else "an (L, n, n) stack"
+    arrays = []
+    for name, x in zip(names, (K, L), strict=True):
+        if x is None:
+            continue
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.result_type(float))
+        check_ndim(name, x, ndim, what)
+        check_square(name, x)
+        arrays.append(x if ndim == 3 else x[None])
+    if len(arrays) == 2:
+        check_same_n(names, arrays[0].shape[-1], arrays[1].shape[-1])
+    check_samples(arrays[0].shape[-1], unbiased)
     if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size > 0):
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
-    return hsic_stack_unchecked(Ks, Ls, unbiased, chunk_size)
+    dtype = jnp.result_type(*arrays)
+    arrays = [x.astype(dtype) for x in arrays]
+    out, magnitudes = hsic_stack_core(
+        arrays[0], arrays[1] if len(arrays) == 2 else None, unbiased, chunk_size
+    )
+    for name, magnitude in zip(names, magnitudes, strict=False):
+        check_finite(name, magnitude)
+    return out
 
 
 @partial(jax.jit, static_argnums=(2, 3))
-def hsic_stack_unchecked(
+def hsic_stack_core(
     Ks: jax.Array, Ls: jax.Array | None, unbiased: bool, chunk_size: int | None
-) -> HSICStack:
-    """`hsic_stack` on validated floating stacks of one dtype (the shared jitted core)."""
+) -> tuple[HSICStack, tuple[jax.Array, ...]]:
+    """`hsic_stack` on floating stacks of one dtype, unchecked (the shared jitted core).
+
+    Also returns, per stack, the largest column mean magnitude: NaN and Inf entries reach
+    it, so it is finite exactly when the stack is (barring float overflow), and checking it
+    costs no pass over the input of its own.
+    """
     stacks = (Ks,) if Ls is None else (Ks, Ls)
     n = Ks.shape[-1]
     n_live = sum(s.shape[0] for s in stacks)
@@ -179,17 +186,18 @@ def hsic_stack_unchecked(
         ]
         blocks = [block for block, _ in centered]
         cross = jnp.matmul(blocks[0], blocks[-1].T, precision=lax.Precision.HIGHEST)
-        squares = tuple(jnp.sum(block * block, axis=-1) for block in blocks)
+        squares = () if Ls is None else tuple(jnp.sum(b * b, axis=-1) for b in blocks)
         new = (cross, squares, tuple(row_energy for _, row_energy in centered))
         return jax.tree.map(jnp.add, sums, new)
 
     L1, L2 = Ks.shape[0], stacks[-1].shape[0]
     zeros = (
         jnp.zeros((L1, L2), Ks.dtype),
-        tuple(jnp.zeros(s.shape[0], Ks.dtype) for s in stacks),
+        () if Ls is None else (jnp.zeros(L1, Ks.dtype), jnp.zeros(L2, Ks.dtype)),
         tuple(jnp.zeros(s.shape[0], Ks.dtype) for s in stacks),
     )
     cross, selfs, row_energy = lax.fori_loop(0, n_blocks, add_block, zeros)
+    selfs = selfs or (jnp.diagonal(cross),)
 
     eps = jnp.finfo(Ks.dtype).eps
     live = []
@@ -200,7 +208,8 @@ def hsic_stack_unchecked(
     selfs = (jnp.where(live_k, selfs[0], 0), jnp.where(live_l, selfs[-1], 0))
     cross = jnp.where(live_k[:, None] & live_l[None, :], cross, 0)
     scale = n * (n - 3) if unbiased else (n - 1) ** 2
-    return HSICStack(cross / scale, selfs[0] / scale, selfs[1] / scale)
+    magnitudes = tuple(jnp.max(jnp.abs(cols.col)) for cols in columns)
+    return HSICStack(cross / scale, selfs[0] / scale, selfs[1] / scale), magnitudes
 
 
 class _Columns(NamedTuple):
