@@ -197,7 +197,7 @@ def hsic_stack_core(
         tuple(jnp.zeros(s.shape[0], Ks.dtype) for s in stacks),
     )
     cross, selfs, row_energy = lax.fori_loop(0, n_blocks, add_block, zeros)
-    selfs = selfs or (jnp.diagonal(cross),)
+    selfs = selfs or (jnp.diagonal(cross),)  # a stack paired with itself: the Gram's diagonal
 
     eps = jnp.finfo(Ks.dtype).eps
     live = []
