@@ -137,6 +137,8 @@ def test_label_agreement_is_table_1():
     assert float(by_network.agreement) == pytest.approx(np.mean(vote == predictions))
     with pytest.raises(ValueError, match="predictions has 39 entries"):
         label_agreement(A, labels, predictions[:-1])
+    with pytest.raises(ValueError, match="neighbour_labels has 39 entries"):
+        label_agreement(A, labels, predictions, neighbour_labels=predictions[:-1])
 
 
 def test_top_neighbours():

@@ -116,7 +116,10 @@ def label_agreement(
     n = A.shape[-1]
     labels = _check_labels("labels", labels, n)
     predictions = _check_labels("predictions", predictions, n)
-    votes = labels if neighbour_labels is None else neighbour_labels
+    if neighbour_labels is None:
+        votes = labels
+    else:
+        votes = _check_labels("neighbour_labels", neighbour_labels, n)
     ssc = affinity_labels(A, votes, n_classes=n_classes)
     return LabelAgreement(
         ssc_label_accuracy=jnp.mean(ssc == labels),
