@@ -179,11 +179,15 @@ def plot_spectral_embeddings(
 ) -> Figure:
     """Fig 8: one 2-D scatter per layer; ``embeddings`` holds ``(layer_name, (n, 2))``."""
     k = len(embeddings)
-    fig = Figure(figsize=(3.3 * k + 1.4, 3.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, k))
+    cols = min(k, 3)
+    rows = -(-k // cols)
+    fig = Figure(figsize=(4.0 * cols + 1.6, 3.8 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes[k:]:
+        ax.set_axis_off()
     labels = np.asarray(labels)
     colours = _class_colours(len(class_names))
-    for ax, (layer, points) in zip(axes, embeddings, strict=True):
+    for ax, (layer, points) in zip(axes, embeddings, strict=False):
         points = np.asarray(points)
         for c, name in enumerate(class_names):
             sel = labels == c
@@ -192,7 +196,7 @@ def plot_spectral_embeddings(
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel("eigenvector 1")
-    axes[0].set_ylabel("eigenvector 2")
+        ax.set_ylabel("eigenvector 2")
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside right center", fontsize="small", markerscale=2.5)
     fig.suptitle(title)

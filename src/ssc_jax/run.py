@@ -10,11 +10,13 @@ HTML report. Every analysis command writes its output folder atomically (all or 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ssc_jax._version import __version__
 from ssc_jax.analysis.outputs import (
     OutputError,
     atomic_output_dir,
@@ -114,8 +116,20 @@ def _train(config, run: Path, progress: bool) -> None:
         train(config, run, progress=progress)
 
 
-def _finish(out_dir: Path, report: Report, metrics: dict, command: str) -> None:
-    metrics = {"command": command, **metrics}
+def _finish(out_dir: Path, report: Report, metrics: dict, args) -> None:
+    """Add the settings to the report and metrics, then write ``metrics.json`` and the report."""
+    analysis, solver = _settings(args)
+    settings = {
+        "analysis": dataclasses.asdict(analysis),
+        "solver": solver.key(),
+        "memory_budget_bytes": solver.memory_budget_bytes,
+    }
+    report.heading("Settings")
+    rows = [
+        [f"{group}.{k}", v] for group in ("analysis", "solver") for k, v in settings[group].items()
+    ]
+    report.table(["setting", "value"], rows, caption="ssc-jax " + __version__)
+    metrics = {"command": args.command, **metrics, "settings": settings, "version": __version__}
     write_json(out_dir / "metrics.json", metrics)
     report.write(out_dir / "report.html")
 
@@ -143,7 +157,7 @@ def cmd_analyze(args) -> Path:
     )
     with atomic_output_dir(args.out) as tmp:
         report = Report(f"ssc-jax analysis: {Path(args.run).name}, epoch {result.epoch}")
-        _finish(tmp, report, write_checkpoint(result, tmp, report), "analyze")
+        _finish(tmp, report, write_checkpoint(result, tmp, report), args)
     return Path(args.out)
 
 
@@ -162,7 +176,7 @@ def cmd_dynamics(args) -> Path:
     )
     with atomic_output_dir(args.out) as tmp:
         report = Report(f"ssc-jax training dynamics: {Path(args.run).name}")
-        _finish(tmp, report, write_dynamics(result, tmp, report), "dynamics")
+        _finish(tmp, report, write_dynamics(result, tmp, report), args)
     return Path(args.out)
 
 
@@ -176,7 +190,7 @@ def cmd_compare(args) -> Path:
     )
     with atomic_output_dir(args.out) as tmp:
         report = Report(f"ssc-jax comparison of {len(results)} runs")
-        _finish(tmp, report, write_comparison(results, tmp, report), "compare")
+        _finish(tmp, report, write_comparison(results, tmp, report), args)
     return Path(args.out)
 
 
@@ -204,7 +218,7 @@ def cmd_default(args) -> Path:
         metrics = write_checkpoint(result, tmp, report)
         metrics["dynamics"] = write_dynamics(dynamics, tmp, report)
         metrics["wall_seconds"] = time.perf_counter() - start
-        _finish(tmp, report, metrics, "default")
+        _finish(tmp, report, metrics, args)
     return Path(args.out)
 
 
