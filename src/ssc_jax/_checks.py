@@ -17,11 +17,16 @@ def is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+@jax.jit
+def _all_finite(x: jax.Array) -> jax.Array:
+    return jnp.isfinite(x).all()
+
+
 def check_finite(name: str, x) -> None:
     """Raise if ``x`` holds NaN or Inf. A no-op on traced values."""
     if is_traced(x):
         return
-    finite = jnp.isfinite(x).all() if isinstance(x, jax.Array) else np.isfinite(x).all()
+    finite = _all_finite(x) if isinstance(x, jax.Array) else np.isfinite(x).all()
     if not bool(finite):
         raise ValueError(f"{name} contains NaN or Inf; clean or impute the input first")
 
