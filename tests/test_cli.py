@@ -41,7 +41,8 @@ def test_unreadable_training_data(tmp_path, capsys):
     run = tmp_path / "run"
     missing = tmp_path / "no_such_images.zip"
     argv = ["train", "--model", "small_cnn", "--dataset", str(missing), "--out", str(run)]
-    _fails_cleanly(argv, capsys, run, "no_such_images.zip")
+    _fails_cleanly(argv, capsys, run, "--test-data must name the test images")
+    _fails_cleanly([*argv, "--test-data", "digits"], capsys, run, "no_such_images.zip")
 
 
 def test_missing_run_folder(tmp_path, capsys):

@@ -135,6 +135,10 @@ def _finish(out_dir: Path, report: Report, metrics: dict, args) -> None:
 
 
 def cmd_train(args) -> Path:
+    from ssc_jax.datasets import TFDS_NAMES
+
+    if args.dataset not in ("digits", *TFDS_NAMES) and args.test_data is None:
+        raise ValueError("--dataset is a folder or zip, so --test-data must name the test images")
     config = _train_config(args)
     out = Path(args.out or f"runs/{args.model}-{Path(str(args.dataset)).stem}-s{config.seed}")
     _train(config, out, progress=not args.quiet)
