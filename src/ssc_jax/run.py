@@ -27,7 +27,7 @@ from ssc_jax.analysis.outputs import (
 from ssc_jax.analysis.settings import AnalysisSet, SolverSettings
 from ssc_jax.report import Report
 
-DEFAULT_OUT = "ssc_out"
+DEFAULT_OUT = "ssc_out/default"
 
 
 def _add_analysis_options(p: argparse.ArgumentParser, *, n: int = 1000) -> None:
@@ -35,7 +35,7 @@ def _add_analysis_options(p: argparse.ArgumentParser, *, n: int = 1000) -> None:
     g.add_argument(
         "--data",
         help="dataset name (digits, cifar10, cifar100) or image folder / zip to analyse on; "
-        "default: the dataset the run was trained on",
+        "default: the test set the run was evaluated on",
     )
     g.add_argument("--split", default="test", help="dataset split (default: %(default)s)")
     g.add_argument("--n", type=int, default=n, help="analysis inputs N (default: %(default)s)")
