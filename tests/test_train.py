@@ -133,3 +133,6 @@ def test_errors(one_epoch_run, tmp_path):
         train(dataclasses.replace(TINY, dataset=str(tmp_path)), tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         train(dataclasses.replace(TINY, epochs=0), tmp_path / "y", progress=False)
+    with pytest.raises(ValueError, match="unknown model"):
+        train(dataclasses.replace(TINY, model="resnet7"), tmp_path / "z", progress=False)
+    assert not (tmp_path / "z").exists()

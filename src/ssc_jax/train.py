@@ -203,11 +203,11 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True) -> list[dict[s
         run["config"] = dataclasses.asdict(config)
     else:
         run = _run_info(config, x_train, classes)
-        out_dir.mkdir(parents=True, exist_ok=True)
+    model = model_from_run_config(run)  # a wrong model name fails before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", run)
     remove_incomplete(out_dir)
 
-    model = model_from_run_config(run)
     optimizer = make_optimizer(model, config, len(x_train) // min(config.batch_size, len(x_train)))
     done = list_checkpoints(out_dir)
     history = [read_metrics(out_dir, epoch) for epoch in done]
