@@ -10,10 +10,16 @@ split as ``Z = C`` (Z carries the data fit, C the l1 norm and the zero diagonal)
     C   = S_{1/mu}(Z + Lam / mu),  diag(C) = 0
     Lam = Lam + mu (Z - C)
 
+with over-relaxation (Boyd et al. 2011, Sec. 3.4.3), Z replaced by ``a Z + (1 - a) C`` in the
+last two lines. Both C and Lam are functions of ``V = a Z + (1 - a) C_prev + Lam / mu``:
+``C = S_{1/mu}(V)`` off the diagonal and ``Lam = mu (V - C)``. So the iteration carries V
+alone, one (b, n) array instead of two, and reads as ``V <- V + a (Z(V) - S(V))``; a change
+of mu keeps C and Lam by mapping ``V -> C + (mu / mu_new) (V - C)``.
+
 ``(tau G + mu I)^-1`` comes from one eigendecomposition ``G = U diag(l) U^T``, so every mu
 has its exact inverse without refactoring. mu adapts by residual balancing (Boyd et al.
 2011, eq. 3.13) only between blocks of ``inner_iterations`` steps: an inner ``lax.scan`` at
-fixed mu inside an outer ``lax.while_loop``, so the inverse is rebuilt once per block.
+fixed mu inside an outer ``lax.while_loop``, and the inverse is rebuilt only when mu moved.
 
 Rows of C are independent LASSO problems that share the factor, so the solver works on a
 block of rows (``rows``); the whole matrix is the block ``arange(n)``.
@@ -81,12 +87,22 @@ class LowRankFactor(NamedTuple):
 Factor = DenseFactor | LowRankFactor
 
 
+def _eye_rows(rows: Array, n: int, dtype) -> Array:
+    """(b, n) rows ``rows`` of the n x n identity; a row index of -1 gives a zero row.
+
+    Written as an iota comparison so that XLA fuses it into its consumers instead of reading
+    a stored (b, n) array inside the loop.
+    """
+    columns = lax.broadcasted_iota(rows.dtype, (rows.shape[0], n), 1)
+    return (rows[:, None] == columns).astype(dtype)
+
+
 class ADMMState(NamedTuple):
     """Iterates for a block of b rows of an n-sample problem.
 
     Attributes:
-      coef: (b, n) the sparse coefficients C.
-      dual: (b, n) the multiplier Lam of the constraint Z = C.
+      shifted: (b, n) V, from which C and Lam follow (see the module docstring).
+      coef: (b, n) the sparse coefficients C = S_{1/mu}(V) off the diagonal.
       mu: () the current penalty.
       iteration: () ADMM steps taken.
       primal_residual: () ||Z - C||_F after the last step.
@@ -96,8 +112,8 @@ class ADMMState(NamedTuple):
         no block ran.
     """
 
+    shifted: Array
     coef: Array
-    dual: Array
     mu: Array
     iteration: Array
     primal_residual: Array
@@ -116,7 +132,7 @@ class ADMM:
       abs_tol, rel_tol: stopping tolerances on the primal and dual residuals (Boyd, Sec. 3.3),
         the absolute one per matrix entry.
       max_iterations: cap on ADMM steps; rounded up to whole blocks.
-      inner_iterations: steps per block at fixed mu (the inverse is rebuilt once a block).
+      inner_iterations: steps per block at fixed mu; mu may change between blocks.
       balance: residual ratio that triggers a change of mu.
       mu_factor: factor by which mu grows or shrinks.
       mu_bounds: mu is kept inside these bounds.
@@ -142,8 +158,8 @@ class ADMM:
         b = rows.shape[0]
         zeros = jnp.zeros((b, n), dtype)
         return ADMMState(
+            shifted=zeros,
             coef=zeros,
-            dual=zeros,
             mu=jnp.asarray(self.mu, dtype),
             iteration=jnp.asarray(0, jnp.int32),
             primal_residual=jnp.asarray(jnp.inf, dtype),
@@ -152,35 +168,35 @@ class ADMM:
             errors=-jnp.ones((self.max_blocks, 2), dtype),
         )
 
-    def step(self, factor: Factor, state: ADMMState, rows: Array) -> ADMMState:
-        """One block: ``inner_iterations`` ADMM steps at fixed mu, then the mu update."""
+    def step(self, factor: Factor, state: ADMMState, rows: Array, prepared) -> ADMMState:
+        """One block: ``inner_iterations`` ADMM steps at fixed mu, then the mu update.
+
+        ``prepared`` is ``factor.prepare(tau, state.mu, eye_rows)`` for the current mu.
+        """
         n = factor.vectors.shape[0]
-        eye_rows = jax.nn.one_hot(rows, n, dtype=state.coef.dtype)
-        off_diagonal = 1 - eye_rows
+        dtype = state.coef.dtype
         mu = state.mu
-        prepared = factor.prepare(self.tau, mu, eye_rows)
 
-        def iterate(coef, dual):
-            z = factor.z_update(prepared, mu * coef - dual, eye_rows, mu)
-            relaxed = self.relaxation * z + (1 - self.relaxation) * coef
-            shifted = relaxed + dual / mu
-            new_coef = jnp.sign(shifted) * jnp.maximum(jnp.abs(shifted) - 1 / mu, 0)
-            new_coef = new_coef * off_diagonal
-            return z, new_coef, dual + mu * (relaxed - new_coef)
+        def threshold(shifted):
+            soft = jnp.sign(shifted) * jnp.maximum(jnp.abs(shifted) - 1 / mu, 0)
+            return soft * (1 - _eye_rows(rows, n, dtype))
 
-        def inner(carry, _):
-            _, coef, dual = iterate(*carry)
-            return (coef, dual), None
+        def iterate(shifted):
+            coef = threshold(shifted)
+            d = mu * (2 * coef - shifted)
+            z = factor.z_update(prepared, d, _eye_rows(rows, n, dtype), mu)
+            return z, coef, shifted + self.relaxation * (z - coef)
 
         # The residuals are needed only after the block's last step.
-        (coef, dual), _ = lax.scan(
-            inner, (state.coef, state.dual), None, length=self.inner_iterations - 1
+        shifted = lax.fori_loop(
+            0, self.inner_iterations - 1, lambda _, v: iterate(v)[2], state.shifted
         )
-        z, new_coef, dual = iterate(coef, dual)
-        primal = jnp.linalg.norm(z - new_coef)
-        dual_res = mu * jnp.linalg.norm(new_coef - coef)
-        scale = jnp.maximum(jnp.linalg.norm(z), jnp.linalg.norm(new_coef))
-        coef = new_coef
+        z, previous, shifted = iterate(shifted)
+        coef = threshold(shifted)
+        dual = mu * (shifted - coef)
+        primal = jnp.linalg.norm(z - coef)
+        dual_res = mu * jnp.linalg.norm(coef - previous)
+        scale = jnp.maximum(jnp.linalg.norm(z), jnp.linalg.norm(coef))
         size = jnp.sqrt(jnp.asarray(coef.size, coef.dtype))
         eps_primal = size * self.abs_tol + self.rel_tol * scale
         eps_dual = size * self.abs_tol + self.rel_tol * jnp.linalg.norm(dual)
@@ -192,13 +208,13 @@ class ADMM:
             mu * self.mu_factor,
             jnp.where(dual_res > self.balance * primal, mu / self.mu_factor, mu),
         )
-        mu_next = jnp.clip(mu_next, *self.mu_bounds)
+        mu_next = jnp.where(converged, mu, jnp.clip(mu_next, *self.mu_bounds))
         block = state.iteration // self.inner_iterations
         status = jnp.where(converged, Status.CONVERGED, Status.MAX_ITERATIONS)
         advanced = ADMMState(
+            shifted=coef + (mu / mu_next) * (shifted - coef),
             coef=coef,
-            dual=dual,
-            mu=jnp.where(converged, mu, mu_next),
+            mu=mu_next,
             iteration=state.iteration + self.inner_iterations,
             primal_residual=primal,
             dual_residual=dual_res,
@@ -219,9 +235,22 @@ class ADMM:
         """Iterate from C = Lam = 0 until converged, non-finite or out of iterations."""
         n = factor.vectors.shape[0]
         state = self.init(rows, n, factor.vectors.dtype)
-        return lax.while_loop(
-            lambda s: ~self.terminate(s), lambda s: self.step(factor, s, rows), state
+        eye_rows = _eye_rows(rows, n, state.coef.dtype)
+        prepare = lambda mu: factor.prepare(self.tau, mu, eye_rows)
+
+        def body(carry):
+            state, prepared = carry
+            advanced = self.step(factor, state, rows, prepared)
+            # mu settles after a few blocks; rebuild the inverse only when it moved. (Under
+            # vmap the predicate is batched and both branches run, which costs what an
+            # unconditional rebuild would.)
+            prepared = lax.cond(advanced.mu != state.mu, prepare, lambda _: prepared, advanced.mu)
+            return advanced, prepared
+
+        state, _ = lax.while_loop(
+            lambda carry: ~self.terminate(carry[0]), body, (state, prepare(state.mu))
         )
+        return state
 
     def objective(self, factor: Factor, coef: Array, rows: Array) -> Array:
         """``||C||_1 + tau/2 ||X - C X||_F^2`` over the block, as a sum of squares.
@@ -229,6 +258,6 @@ class ADMM:
         ``||(E - C) X||_F^2 = ||(E - C) U diag(sqrt l)||_F^2`` holds for any X with
         ``X X^T = U diag(l) U^T``, and avoids the cancellation of the trace form.
         """
-        eye_rows = jax.nn.one_hot(rows, factor.vectors.shape[0], dtype=coef.dtype)
+        eye_rows = _eye_rows(rows, factor.vectors.shape[0], coef.dtype)
         residual = ((eye_rows - coef) @ factor.vectors) * jnp.sqrt(factor.values)
         return jnp.abs(coef).sum() + 0.5 * self.tau * jnp.sum(residual**2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -105,27 +106,22 @@ def ssc(
     _checks.check_ndim("X", X, 2, "a 2-D array of shape (n_samples, n_features)")
     _checks.check_min_samples("X", np.shape(X)[0], 2, "each sample is rebuilt from the others")
     _checks.check_finite("X", X)
+    solver = _make_solver(tau, mu, solver_options)
     x = jnp.asarray(X, _float_dtype(X))
     if normalize:
         x = normalize_rows(x)
     n, d = x.shape
     if low_rank is None:
         low_rank = d <= n // 2
-    if not low_rank:
-        return ssc_gram(
-            x @ x.T,
-            tau=tau,
-            mu=mu,
-            normalize=False,
-            low_rank=False,
-            memory_budget_bytes=memory_budget_bytes,
-            progress=progress,
-            **solver_options,
-        )
-    solver = _make_solver(tau, mu, solver_options)
-    u, s, _ = jnp.linalg.svd(x, full_matrices=False)
-    factors = LowRankFactor(u[None], (s**2)[None])
-    return _solve(factors, solver, (), memory_budget_bytes, progress)
+    if low_rank:
+        u, s, _ = jnp.linalg.svd(x, full_matrices=False)
+        factor = LowRankFactor(u[None], (s**2)[None])
+        chunk_factor = lambda index: factor
+    else:
+        gram = (x @ x.T)[None]
+        chunk_factor = lambda index: _gram_factor(gram, low_rank=False)
+    rank = d if low_rank else n
+    return _solve(chunk_factor, 1, n, rank, x.dtype, solver, (), memory_budget_bytes, progress)
 
 
 def ssc_gram(
@@ -143,9 +139,10 @@ def ssc_gram(
 
     Args:
       G: (n, n) or (..., n, n) symmetric positive semidefinite Gram matrices; every leading
-        axis is a batch of independent problems on n samples (n >= 2).
+        axis is a batch of independent problems on n samples (n >= 2). A NumPy stack stays on
+        the host and goes to the device one chunk at a time.
       low_rank: use the Woodbury path on the numerical rank r of G; by default when the
-        largest rank in the batch is at most n / 2.
+        largest rank in a chunk is at most n / 2.
       tau, mu, normalize, memory_budget_bytes, progress, **solver_options: as in ``ssc``.
 
     Returns:
@@ -159,15 +156,21 @@ def ssc_gram(
     _checks.check_finite("G", G)
     solver = _make_solver(tau, mu, solver_options)
     batch_shape = np.shape(G)[:-2]
-    gram = jnp.asarray(G, _float_dtype(G)).reshape((-1, n, n))
-    asymmetry = float(jnp.max(jnp.abs(gram - jnp.swapaxes(gram, -1, -2))))
-    if asymmetry > 1e-4 * max(float(jnp.max(jnp.abs(gram))), 1e-30):
-        raise ValueError(f"G must be symmetric (a Gram matrix X X^T); max |G - G^T| = {asymmetry}")
-    if normalize:
-        gram = normalize_gram(gram)
-    values, vectors = _eigh(gram)
-    factors = _choose_factor(values, vectors, low_rank)
-    return _solve(factors, solver, batch_shape, memory_budget_bytes, progress)
+    dtype = _float_dtype(G)
+    stack = G.reshape((-1, n, n)) if isinstance(G, jax.Array) else np.reshape(G, (-1, n, n))
+
+    def chunk_factor(index: np.ndarray) -> Factor:
+        gram = jnp.asarray(stack[index], dtype)
+        asymmetry = float(jnp.max(jnp.abs(gram - jnp.swapaxes(gram, -1, -2))))
+        if asymmetry > 1e-4 * max(float(jnp.max(jnp.abs(gram))), 1e-30):
+            raise ValueError(
+                f"G must be symmetric (a Gram matrix X X^T); max |G - G^T| = {asymmetry}"
+            )
+        return _gram_factor(normalize_gram(gram) if normalize else gram, low_rank)
+
+    return _solve(
+        chunk_factor, len(stack), n, n, dtype, solver, batch_shape, memory_budget_bytes, progress
+    )
 
 
 def _float_dtype(x) -> np.dtype:
@@ -190,8 +193,9 @@ def _eigh(gram: Array) -> tuple[Array, Array]:
     return values, vectors
 
 
-def _choose_factor(values: Array, vectors: Array, low_rank: bool | None) -> Factor:
-    """A dense or low-rank factor of a batch of eigendecompositions (ascending values)."""
+def _gram_factor(gram: Array, low_rank: bool | None) -> Factor:
+    """A dense or low-rank factor of a (B, n, n) stack of Grams, from its eigendecomposition."""
+    values, vectors = _eigh(gram)
     n = values.shape[-1]
     host = np.asarray(values, np.float64)
     top = host.max(axis=-1, keepdims=True)
@@ -213,19 +217,30 @@ def _run_batch(solver: ADMM, factors: Factor, rows: Array):
         state = solver.run(factor, rows)
         return state, solver.objective(factor, state.coef, rows)
 
+    if factors.vectors.shape[0] == 1:
+        # Unbatched, the solver's lax.cond is a real branch (vmap would make it a select).
+        single = one(jax.tree.map(lambda a: a[0], factors))
+        return jax.tree.map(lambda a: a[None], single)
     return jax.vmap(one)(factors)
 
 
 def _solve(
-    factors: Factor,
+    chunk_factor: Callable[[np.ndarray], Factor],
+    batch: int,
+    n: int,
+    rank: int,
+    dtype,
     solver: ADMM,
     batch_shape: tuple[int, ...],
     budget: int | None,
     progress: bool | None,
 ) -> SSCResult:
-    """Run the solver over a batch of factors, chunked over problems and rows by ``budget``."""
-    batch, n, rank = factors.vectors.shape
-    itemsize = np.dtype(factors.vectors.dtype).itemsize
+    """Solve ``batch`` problems on n samples, chunked over problems and rows by ``budget``.
+
+    ``chunk_factor(index)`` factors the problems ``index`` (an int array) only when their chunk
+    is reached, so that at most one chunk of Grams and factors is on the device at a time.
+    """
+    itemsize = np.dtype(dtype).itemsize
     budget = default_memory_budget() if budget is None else int(budget)
     plan = plan_chunks(n, batch, rank, itemsize, budget)
     problem_chunks = [
@@ -243,7 +258,7 @@ def _solve(
     for chunk in problem_chunks:
         # Pad the last chunk with copies so that every chunk reuses one compiled program.
         index = np.minimum(np.arange(chunk.start, chunk.start + plan.problems), chunk.stop - 1)
-        chunk_factors = jax.tree.map(lambda a, index=index: a[index], factors)
+        chunk_factors = chunk_factor(index)
         blocks = []
         for start in range(0, n, plan.rows):
             # Rows past n become -1: a zero row of the identity is an all-zero LASSO problem
@@ -252,7 +267,9 @@ def _solve(
             rows = jnp.where(rows < n, rows, -1)
             blocks.append(_run_batch(solver, chunk_factors, rows))
             bar.update()
-        pieces.append(_merge_row_blocks(blocks, n, len(chunk)))
+        merged = _merge_row_blocks(blocks, n, len(chunk))
+        # With several chunks, each result leaves the device before the next chunk starts.
+        pieces.append(merged if len(problem_chunks) == 1 else jax.device_get(merged))
     bar.close()
     result = pieces[0] if len(pieces) == 1 else jax.tree.map(_concat_host, *pieces)
     result = jax.tree.map(lambda a: a.reshape(batch_shape + a.shape[1:]), result)
@@ -267,8 +284,8 @@ def _solve(
     return result
 
 
-def _concat_host(*arrays) -> np.ndarray:
-    return np.concatenate([np.asarray(a) for a in arrays])
+def _concat_host(*arrays: np.ndarray) -> np.ndarray:
+    return np.concatenate(arrays)
 
 
 def _merge_row_blocks(blocks, n: int, problems: int) -> SSCResult:
