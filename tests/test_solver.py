@@ -64,9 +64,8 @@ def test_mu_adapts_and_the_inverse_follows_it(data):
     gram = x @ x.T
     values, vectors = np.linalg.eigh(gram)
     dense = DenseFactor(jnp.asarray(vectors, jnp.float32), jnp.asarray(values, jnp.float32))
-    eye = jnp.eye(60)
     for mu in (0.5, 10.0, 80.0):
-        inverse = np.asarray(dense.prepare(TAU, mu, eye))
+        inverse = np.asarray(dense.prepare(TAU, mu, jnp.arange(60))[0])
         np.testing.assert_allclose(inverse, np.linalg.inv(TAU * gram + mu * np.eye(60)), atol=2e-5)
     # A start far from the balanced mu forces many mu changes; the answer must not move.
     start_low = ssc_jax.ssc(data[150], mu=0.5)
@@ -82,13 +81,18 @@ def test_low_rank_update_equals_dense_update(data):
     values, vectors = np.linalg.eigh(x @ x.T)
     dense = DenseFactor(jnp.asarray(vectors), jnp.asarray(values))
     thin = LowRankFactor(jnp.asarray(vectors[:, -24:]), jnp.asarray(values[-24:]))
-    rows = jnp.arange(10, 30)
-    eye_rows = jax.nn.one_hot(rows, 60)
-    d = jnp.asarray(np.random.default_rng(0).normal(size=(20, 60)))
+    rows = jnp.array([*range(10, 30), 60])  # 60 pads: a zero row of the identity
+    d = jnp.asarray(np.random.default_rng(0).normal(size=(21, 60)))
+    gram = x @ x.T
     for mu in (1.0, 37.0):
-        want = dense.z_update(dense.prepare(TAU, mu, eye_rows), d, eye_rows, mu)
-        got = thin.z_update(thin.prepare(TAU, mu, eye_rows), d, eye_rows, mu)
+        want = dense.z_update(dense.prepare(TAU, mu, rows), d, mu)
+        got = thin.z_update(thin.prepare(TAU, mu, rows), d, mu)
         np.testing.assert_allclose(got, want, atol=1e-4)
+        eye_rows = np.eye(61, 60)[np.asarray(rows)]
+        exact = (TAU * eye_rows @ gram + np.asarray(d)) @ np.linalg.inv(
+            TAU * gram + mu * np.eye(60)
+        )
+        np.testing.assert_allclose(want, exact, atol=1e-4)
 
 
 @pytest.mark.parametrize("d", [24, 150])

@@ -49,19 +49,23 @@ class Status(enum.IntEnum):
 class DenseFactor(NamedTuple):
     """``G = U diag(l) U^T`` with a full basis: U (n, n), l (n,).
 
-    For a given mu, ``prepare`` forms ``M = (tau G + mu I)^-1`` (one n^3 matmul); then
-    ``Z = (tau G + D) M = E + (D - mu E) M`` with ``E`` the rows of the identity, because
-    ``tau G M = I - mu M``. One (b, n) x (n, n) matmul per iteration.
+    For a given mu, ``prepare`` forms ``M = (tau G + mu I)^-1`` (one n^3 matmul) and
+    ``Q = E - mu M[rows]``, with ``E`` the rows of the identity; then
+    ``Z = (tau G + D) M = D M + Q``, because ``tau G M = I - mu M``. One (b, n) x (n, n)
+    matmul per iteration.
     """
 
     vectors: Array
     values: Array
 
-    def prepare(self, tau: float, mu: Array, eye_rows: Array) -> Array:
-        return (self.vectors / (tau * self.values + mu)) @ self.vectors.T
+    def prepare(self, tau: float, mu: Array, rows: Array) -> tuple[Array, Array]:
+        n = self.vectors.shape[0]
+        inverse = (self.vectors / (tau * self.values + mu)) @ self.vectors.T
+        return inverse, _eye_rows(rows, n, inverse.dtype) - mu * _take_rows(inverse, rows)
 
-    def z_update(self, inverse: Array, d: Array, eye_rows: Array, mu: Array) -> Array:
-        return eye_rows + (d - mu * eye_rows) @ inverse
+    def z_update(self, prepared, d: Array, mu: Array) -> Array:
+        inverse, offset = prepared
+        return d @ inverse + offset
 
 
 class LowRankFactor(NamedTuple):
@@ -76,10 +80,10 @@ class LowRankFactor(NamedTuple):
     vectors: Array
     values: Array
 
-    def prepare(self, tau: float, mu: Array, eye_rows: Array) -> tuple[Array, Array]:
-        return tau * self.values / (tau * self.values + mu), eye_rows @ self.vectors
+    def prepare(self, tau: float, mu: Array, rows: Array) -> tuple[Array, Array]:
+        return tau * self.values / (tau * self.values + mu), _take_rows(self.vectors, rows)
 
-    def z_update(self, prepared, d: Array, eye_rows: Array, mu: Array) -> Array:
+    def z_update(self, prepared, d: Array, mu: Array) -> Array:
         weights, u_rows = prepared
         return d / mu + ((mu * u_rows - d @ self.vectors) * (weights / mu)) @ self.vectors.T
 
@@ -88,13 +92,13 @@ Factor = DenseFactor | LowRankFactor
 
 
 def _eye_rows(rows: Array, n: int, dtype) -> Array:
-    """(b, n) rows ``rows`` of the n x n identity; a row index of -1 gives a zero row.
+    """(b, n) rows ``rows`` of the n x n identity; a row index of n (padding) gives a zero row."""
+    return (rows[:, None] == jnp.arange(n)[None, :]).astype(dtype)
 
-    Written as an iota comparison so that XLA fuses it into its consumers instead of reading
-    a stored (b, n) array inside the loop.
-    """
-    columns = lax.broadcasted_iota(rows.dtype, (rows.shape[0], n), 1)
-    return (rows[:, None] == columns).astype(dtype)
+
+def _take_rows(matrix: Array, rows: Array) -> Array:
+    """``matrix[rows]``, with zero rows for the padding index n."""
+    return jnp.take(matrix, rows, axis=0, mode="fill", fill_value=0)
 
 
 class ADMMState(NamedTuple):
@@ -171,27 +175,36 @@ class ADMM:
     def step(self, factor: Factor, state: ADMMState, rows: Array, prepared) -> ADMMState:
         """One block: ``inner_iterations`` ADMM steps at fixed mu, then the mu update.
 
-        ``prepared`` is ``factor.prepare(tau, state.mu, eye_rows)`` for the current mu.
+        ``prepared`` is ``factor.prepare(tau, state.mu, rows)`` for the current mu.
         """
         n = factor.vectors.shape[0]
-        dtype = state.coef.dtype
         mu = state.mu
+        # One boolean mask (1 byte an entry) is all the loop reads besides its arrays.
+        diagonal = rows[:, None] == jnp.arange(n)[None, :]
 
         def threshold(shifted):
             soft = jnp.sign(shifted) * jnp.maximum(jnp.abs(shifted) - 1 / mu, 0)
-            return soft * (1 - _eye_rows(rows, n, dtype))
+            return jnp.where(diagonal, 0, soft)
 
-        def iterate(shifted):
-            coef = threshold(shifted)
-            d = mu * (2 * coef - shifted)
-            z = factor.z_update(prepared, d, _eye_rows(rows, n, dtype), mu)
-            return z, coef, shifted + self.relaxation * (z - coef)
+        def rhs(shifted):
+            return mu * (2 * threshold(shifted) - shifted)
+
+        # The carry holds V and the z-update's right-hand side d(V): after the matmul the
+        # elementwise work reads V and Z and writes both, with S(V) recomputed, not stored.
+        def iterate(shifted, d):
+            z = factor.z_update(prepared, d, mu)
+            shifted = shifted + self.relaxation * (z - threshold(shifted))
+            return z, shifted, rhs(shifted)
 
         # The residuals are needed only after the block's last step.
-        shifted = lax.fori_loop(
-            0, self.inner_iterations - 1, lambda _, v: iterate(v)[2], state.shifted
+        shifted, d = lax.fori_loop(
+            0,
+            self.inner_iterations - 1,
+            lambda _, carry: iterate(*carry)[1:],
+            (state.shifted, rhs(state.shifted)),
         )
-        z, previous, shifted = iterate(shifted)
+        previous = threshold(shifted)
+        z, shifted, _ = iterate(shifted, d)
         coef = threshold(shifted)
         dual = mu * (shifted - coef)
         primal = jnp.linalg.norm(z - coef)
@@ -235,8 +248,7 @@ class ADMM:
         """Iterate from C = Lam = 0 until converged, non-finite or out of iterations."""
         n = factor.vectors.shape[0]
         state = self.init(rows, n, factor.vectors.dtype)
-        eye_rows = _eye_rows(rows, n, state.coef.dtype)
-        prepare = lambda mu: factor.prepare(self.tau, mu, eye_rows)
+        prepare = lambda mu: factor.prepare(self.tau, mu, rows)
 
         def body(carry):
             state, prepared = carry

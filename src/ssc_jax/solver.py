@@ -261,10 +261,9 @@ def _solve(
         chunk_factors = chunk_factor(index)
         blocks = []
         for start in range(0, n, plan.rows):
-            # Rows past n become -1: a zero row of the identity is an all-zero LASSO problem
+            # Rows past n become n: a zero row of the identity is an all-zero LASSO problem
             # that stays at C = 0 and adds nothing to the residuals or the objective.
-            rows = jnp.arange(start, start + plan.rows)
-            rows = jnp.where(rows < n, rows, -1)
+            rows = jnp.minimum(jnp.arange(start, start + plan.rows), n)
             blocks.append(_run_batch(solver, chunk_factors, rows))
             bar.update()
         merged = _merge_row_blocks(blocks, n, len(chunk))
