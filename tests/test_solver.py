@@ -214,3 +214,25 @@ def test_nonfinite_iterates_stop_with_a_status():
 def test_bad_input_raises_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_ill_conditioned_real_data_reaches_the_optimum():
+    """Digits pixels: a Gram whose spectrum spans many decades, like a CNN layer's."""
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data[:80].astype(np.float32)
+    optimum = objective(x, exact_ssc(x))
+    for result in (ssc_jax.ssc_gram(x @ x.T), ssc_jax.ssc(x), ssc_jax.ssc(x, low_rank=False)):
+        assert abs(objective(x, result.coef) - optimum) / optimum < 1e-4
+
+
+def test_rank_keeps_small_eigenvalues_that_the_factor_resolves():
+    """Eigenvalues at 1e-6 of the largest are real for a float64 factor: never truncated."""
+    from ssc_jax.solver import _choose_factor, _factor_eps
+
+    values = jnp.asarray(np.r_[np.full(40, 1e-6), np.ones(20)], jnp.float32)
+    vectors = jnp.eye(60)[None]
+    precise = _choose_factor(values[None], vectors, None, _factor_eps(jnp.float32, True))
+    assert isinstance(precise, DenseFactor) and precise.values.shape == (1, 60)
+    coarse = _choose_factor(values[None], vectors, None, _factor_eps(jnp.float32, False))
+    assert isinstance(coarse, LowRankFactor) and coarse.values.shape == (1, 20)

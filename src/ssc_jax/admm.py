@@ -146,7 +146,7 @@ class ADMM:
     tau: float = 10.0
     mu: float = 10.0
     abs_tol: float = 1e-6
-    rel_tol: float = 1e-3
+    rel_tol: float = 3e-4
     max_iterations: int = 5000
     inner_iterations: int = 10
     balance: float = 10.0

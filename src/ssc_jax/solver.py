@@ -83,6 +83,7 @@ def ssc(
     mu: float = 10.0,
     normalize: bool = True,
     low_rank: bool | None = None,
+    precise_factor: bool = True,
     memory_budget_bytes: int | None = None,
     progress: bool | None = None,
     **solver_options,
@@ -96,6 +97,9 @@ def ssc(
       normalize: scale each sample to unit l2 norm first, so that tau means the same at every
         layer; an all-zero sample gets zero coefficients either way.
       low_rank: use the rank-d Woodbury path; by default when d <= n / 2.
+      precise_factor: take the one-off factorisation (SVD or eigh) in float64 for float32
+        input, then iterate in float32. Off, it is faster (most on GPUs) but the objective
+        may stall about 1e-4 above the optimum on ill-conditioned data.
       memory_budget_bytes: bound for one chunk of work (default: half the device memory).
       progress: show a progress bar over chunks (default: when there is more than one).
       **solver_options: further ``ADMM`` fields, such as ``rel_tol`` or ``max_iterations``.
@@ -108,20 +112,19 @@ def ssc(
     _checks.check_finite("X", X)
     solver = _make_solver(tau, mu, solver_options)
     x = jnp.asarray(X, _float_dtype(X))
-    if normalize:
-        x = normalize_rows(x)
     n, d = x.shape
     if low_rank is None:
         low_rank = d <= n // 2
     if low_rank:
-        u, s, _ = jnp.linalg.svd(x, full_matrices=False)
-        factor = LowRankFactor(u[None], (s**2)[None])
-        chunk_factor = lambda index: factor
+        u, values = _factorize(_thin_svd, x, normalize, precise_factor)
+        factor = LowRankFactor(u[None], values[None])
     else:
-        gram = (x @ x.T)[None]
-        chunk_factor = lambda index: _gram_factor(gram, low_rank=False)
+        values, vectors = _factorize(_features_eigh, x, normalize, precise_factor)
+        factor = _choose_factor(values, vectors, False, _factor_eps(x.dtype, precise_factor))
     rank = d if low_rank else n
-    return _solve(chunk_factor, 1, n, rank, x.dtype, solver, (), memory_budget_bytes, progress)
+    return _solve(
+        lambda index: factor, 1, n, rank, x.dtype, solver, (), memory_budget_bytes, progress
+    )
 
 
 def ssc_gram(
@@ -131,6 +134,7 @@ def ssc_gram(
     mu: float = 10.0,
     normalize: bool = True,
     low_rank: bool | None = None,
+    precise_factor: bool = True,
     memory_budget_bytes: int | None = None,
     progress: bool | None = None,
     **solver_options,
@@ -143,7 +147,8 @@ def ssc_gram(
         the host and goes to the device one chunk at a time.
       low_rank: use the Woodbury path on the numerical rank r of G; by default when the
         largest rank in a chunk is at most n / 2.
-      tau, mu, normalize, memory_budget_bytes, progress, **solver_options: as in ``ssc``.
+      tau, mu, normalize, precise_factor, memory_budget_bytes, progress, **solver_options: as
+        in ``ssc``.
 
     Returns:
       An ``SSCResult`` with the batch shape of ``G``. When the batch needs several chunks, its
@@ -166,7 +171,8 @@ def ssc_gram(
             raise ValueError(
                 f"G must be symmetric (a Gram matrix X X^T); max |G - G^T| = {asymmetry}"
             )
-        return _gram_factor(normalize_gram(gram) if normalize else gram, low_rank)
+        values, vectors = _factorize(_eigh, gram, normalize, precise_factor)
+        return _choose_factor(values, vectors, low_rank, _factor_eps(dtype, precise_factor))
 
     return _solve(
         chunk_factor, len(stack), n, n, dtype, solver, batch_shape, memory_budget_bytes, progress
@@ -187,21 +193,58 @@ def _make_solver(tau: float, mu: float, options: dict) -> ADMM:
         raise ValueError(f"unknown solver option: {err}") from None
 
 
-@jax.jit
-def _eigh(gram: Array) -> tuple[Array, Array]:
-    values, vectors = jnp.linalg.eigh(gram)
-    return values, vectors
+@functools.partial(jax.jit, static_argnums=1)
+def _eigh(gram: Array, normalize: bool) -> tuple[Array, Array]:
+    """Eigenvalues (ascending) and vectors of (B, n, n) Grams, normalised first if asked."""
+    return jnp.linalg.eigh(normalize_gram(gram) if normalize else gram)
 
 
-def _gram_factor(gram: Array, low_rank: bool | None) -> Factor:
-    """A dense or low-rank factor of a (B, n, n) stack of Grams, from its eigendecomposition."""
-    values, vectors = _eigh(gram)
+@functools.partial(jax.jit, static_argnums=1)
+def _features_eigh(x: Array, normalize: bool) -> tuple[Array, Array]:
+    """The eigendecomposition of the (1, n, n) Gram of (n, d) features."""
+    x = normalize_rows(x) if normalize else x
+    return jnp.linalg.eigh((x @ x.T)[None])
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _thin_svd(x: Array, normalize: bool) -> tuple[Array, Array]:
+    """``(U, s^2)`` of (n, d) features, so that ``X X^T = U diag(s^2) U^T``."""
+    u, s, _ = jnp.linalg.svd(normalize_rows(x) if normalize else x, full_matrices=False)
+    return u, s**2
+
+
+def _factor_eps(dtype, precise: bool) -> float:
+    """Machine epsilon of the precision ``_factorize`` works in for ``dtype`` input."""
+    return float(np.finfo(np.float64 if precise else dtype).eps)
+
+
+def _factorize(fn, a: Array, normalize: bool, precise: bool) -> tuple[Array, Array]:
+    """``fn(a, normalize)``, an eigh or a thin SVD, in float64 when ``precise`` and ``a`` is
+    float32; the factors come back in ``a``'s dtype.
+
+    Float32 normalisation and eigendecomposition of an ill-conditioned Gram (activations of
+    neighbouring samples) put a floor near 1e-4 on the objective's accuracy, whatever the
+    ADMM tolerance; factoring in float64 and iterating in float32 removes it.
+    """
+    if not precise or a.dtype != jnp.float32:
+        return fn(a, normalize)
+    with jax.enable_x64(True):
+        first, second = fn(a.astype(jnp.float64), normalize)
+        return first.astype(jnp.float32), second.astype(jnp.float32)
+
+
+def _choose_factor(values: Array, vectors: Array, low_rank: bool | None, eps: float) -> Factor:
+    """A dense or low-rank factor from a batch of eigendecompositions (ascending values).
+
+    The numerical rank counts eigenvalues above ``n * eps * max``, with ``eps`` the precision
+    the decomposition was computed in: dropping more would solve a truncated problem.
+    """
     n = values.shape[-1]
     host = np.asarray(values, np.float64)
     top = host.max(axis=-1, keepdims=True)
     if np.any(host.min(axis=-1, keepdims=True) < -1e-3 * np.maximum(top, 1e-30)):
         raise ValueError("G must be positive semidefinite (a Gram matrix X X^T)")
-    tol = np.maximum(top, 1e-30) * n * np.finfo(np.dtype(values.dtype)).eps
+    tol = np.maximum(top, 1e-30) * n * eps
     rank = max(1, int((host > tol).sum(axis=-1).max()))
     values = jnp.maximum(values, 0)
     if low_rank is None:
