@@ -134,6 +134,14 @@ def _finish(out_dir: Path, report: Report, metrics: dict, args) -> None:
     report.write(out_dir / "report.html")
 
 
+def _publish(args, title: str, write, result) -> Path:
+    """Write ``result`` with ``write(result, folder, report)`` into ``args.out``, atomically."""
+    with atomic_output_dir(args.out) as tmp:
+        report = Report(title)
+        _finish(tmp, report, write(result, tmp, report), args)
+    return Path(args.out)
+
+
 def cmd_train(args) -> Path:
     from ssc_jax.datasets import TFDS_NAMES
 
@@ -159,10 +167,8 @@ def cmd_analyze(args) -> Path:
         n_wrong=args.wrong,
         progress=not args.quiet,
     )
-    with atomic_output_dir(args.out) as tmp:
-        report = Report(f"ssc-jax analysis: {Path(args.run).name}, epoch {result.epoch}")
-        _finish(tmp, report, write_checkpoint(result, tmp, report), args)
-    return Path(args.out)
+    title = f"ssc-jax analysis: {Path(args.run).name}, epoch {result.epoch}"
+    return _publish(args, title, write_checkpoint, result)
 
 
 def cmd_dynamics(args) -> Path:
@@ -178,10 +184,8 @@ def cmd_dynamics(args) -> Path:
         heatmap_epochs=args.heatmap_epochs,
         progress=not args.quiet,
     )
-    with atomic_output_dir(args.out) as tmp:
-        report = Report(f"ssc-jax training dynamics: {Path(args.run).name}")
-        _finish(tmp, report, write_dynamics(result, tmp, report), args)
-    return Path(args.out)
+    title = f"ssc-jax training dynamics: {Path(args.run).name}"
+    return _publish(args, title, write_dynamics, result)
 
 
 def cmd_compare(args) -> Path:
@@ -192,10 +196,8 @@ def cmd_compare(args) -> Path:
     results = compare_runs(
         args.runs, names=args.names, analysis=analysis, solver=solver, progress=not args.quiet
     )
-    with atomic_output_dir(args.out) as tmp:
-        report = Report(f"ssc-jax comparison of {len(results)} runs")
-        _finish(tmp, report, write_comparison(results, tmp, report), args)
-    return Path(args.out)
+    title = f"ssc-jax comparison of {len(results)} runs"
+    return _publish(args, title, write_comparison, results)
 
 
 def cmd_default(args) -> Path:
