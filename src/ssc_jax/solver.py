@@ -3,8 +3,9 @@
 ``ssc(X)`` takes samples as rows, ``ssc_gram(G)`` takes Gram matrices ``G = X X^T`` with any
 leading batch axes (for example the layers of one network on the same inputs). Both
 validate their input, scale every sample to unit norm (switchable), choose a dense or a
-low-rank factorisation, split the work into chunks that fit a memory budget, and run one
-compiled, vmapped ADMM program per chunk shape.
+low-rank factorisation, split the work into chunks that fit a memory budget (and over the
+local devices, when there are several), and run one compiled, vmapped ADMM program per chunk
+shape.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -21,7 +22,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ssc_jax import _checks
-from ssc_jax.admm import ADMM, DenseFactor, Factor, LowRankFactor, Status
+from ssc_jax.admm import ADMM, Factor, LowRankFactor, Status
+from ssc_jax.devices import device_mesh, replicate, shard_leading
+from ssc_jax.factor import (
+    choose_factor,
+    factor_eps,
+    factorize,
+    features_eigh,
+    gram_eigh,
+    thin_svd,
+)
 from ssc_jax.memory import default_memory_budget, plan_chunks
 
 Array = jax.Array
@@ -63,19 +73,6 @@ def affinity(coef) -> Array:
     return jnp.abs(coef) + jnp.abs(jnp.swapaxes(coef, -1, -2))
 
 
-def normalize_rows(x: Array) -> Array:
-    """Scale each row of (..., n, d) ``x`` to unit l2 norm; zero rows stay zero."""
-    norms = jnp.linalg.norm(x, axis=-1, keepdims=True)
-    return x / jnp.where(norms > 0, norms, 1)
-
-
-def normalize_gram(gram: Array) -> Array:
-    """The Gram of the unit-normalised samples, ``G_ij / sqrt(G_ii G_jj)``; zero rows stay zero."""
-    diag = jnp.diagonal(gram, axis1=-2, axis2=-1)
-    scale = jnp.where(diag > 0, jax.lax.rsqrt(jnp.where(diag > 0, diag, 1)), 0)
-    return gram * scale[..., :, None] * scale[..., None, :]
-
-
 def ssc(
     X,
     *,
@@ -86,6 +83,7 @@ def ssc(
     precise_factor: bool = True,
     memory_budget_bytes: int | None = None,
     progress: bool | None = None,
+    devices: Sequence[jax.Device] | None = None,
     **solver_options,
 ) -> SSCResult:
     """Solve SSC for samples as rows: ``min ||C||_1 + tau/2 ||X - C X||_F^2``, diag(C) = 0.
@@ -100,8 +98,11 @@ def ssc(
       precise_factor: take the one-off factorisation (SVD or eigh) in float64 for float32
         input, then iterate in float32. Off, it is faster (most on GPUs) but the objective
         may stall about 1e-4 above the optimum on ill-conditioned data.
-      memory_budget_bytes: bound for one chunk of work (default: half the device memory).
+      memory_budget_bytes: bound for one chunk of work on one device (default: half the
+        device memory).
       progress: show a progress bar over chunks (default: when there is more than one).
+      devices: devices to spread the work over (default: every local device); with more
+        than one, the rows of the problem are split among them.
       **solver_options: further ``ADMM`` fields, such as ``rel_tol`` or ``max_iterations``.
 
     Returns:
@@ -116,14 +117,23 @@ def ssc(
     if low_rank is None:
         low_rank = d <= n // 2
     if low_rank:
-        u, values = _factorize(_thin_svd, x, normalize, precise_factor)
+        u, values = factorize(thin_svd, x, normalize, precise_factor)
         factor = LowRankFactor(u[None], values[None])
     else:
-        values, vectors = _factorize(_features_eigh, x, normalize, precise_factor)
-        factor = _choose_factor(values, vectors, False, _factor_eps(x.dtype, precise_factor))
+        values, vectors = factorize(features_eigh, x, normalize, precise_factor)
+        factor = choose_factor(values, vectors, False, factor_eps(x.dtype, precise_factor))
     rank = d if low_rank else n
     return _solve(
-        lambda index: factor, 1, n, rank, x.dtype, solver, (), memory_budget_bytes, progress
+        lambda index, place: place(factor),
+        1,
+        n,
+        rank,
+        x.dtype,
+        solver,
+        (),
+        memory_budget_bytes,
+        progress,
+        devices,
     )
 
 
@@ -137,6 +147,7 @@ def ssc_gram(
     precise_factor: bool = True,
     memory_budget_bytes: int | None = None,
     progress: bool | None = None,
+    devices: Sequence[jax.Device] | None = None,
     **solver_options,
 ) -> SSCResult:
     """Solve SSC from Gram matrices ``G = X X^T``, for one problem or a batch of them.
@@ -147,6 +158,9 @@ def ssc_gram(
         the host and goes to the device one chunk at a time.
       low_rank: use the Woodbury path on the numerical rank r of G; by default when the
         largest rank in a chunk is at most n / 2.
+      devices: devices to spread the work over (default: every local device); with more
+        than one, a batch is split by problems (each answer equals the single-device one),
+        a single problem by rows.
       tau, mu, normalize, precise_factor, memory_budget_bytes, progress, **solver_options: as
         in ``ssc``.
 
@@ -164,18 +178,28 @@ def ssc_gram(
     dtype = _float_dtype(G)
     stack = G.reshape((-1, n, n)) if isinstance(G, jax.Array) else np.reshape(G, (-1, n, n))
 
-    def chunk_factor(index: np.ndarray) -> Factor:
-        gram = jnp.asarray(stack[index], dtype)
+    def chunk_factor(index: np.ndarray, place: Callable) -> Factor:
+        gram = place(jnp.asarray(stack[index], dtype))
         asymmetry = float(jnp.max(jnp.abs(gram - jnp.swapaxes(gram, -1, -2))))
         if asymmetry > 1e-4 * max(float(jnp.max(jnp.abs(gram))), 1e-30):
             raise ValueError(
                 f"G must be symmetric (a Gram matrix X X^T); max |G - G^T| = {asymmetry}"
             )
-        values, vectors = _factorize(_eigh, gram, normalize, precise_factor)
-        return _choose_factor(values, vectors, low_rank, _factor_eps(dtype, precise_factor))
+        values, vectors = factorize(gram_eigh, gram, normalize, precise_factor)
+        eps = factor_eps(dtype, precise_factor)
+        return place(choose_factor(values, vectors, low_rank, eps))
 
     return _solve(
-        chunk_factor, len(stack), n, n, dtype, solver, batch_shape, memory_budget_bytes, progress
+        chunk_factor,
+        len(stack),
+        n,
+        n,
+        dtype,
+        solver,
+        batch_shape,
+        memory_budget_bytes,
+        progress,
+        devices,
     )
 
 
@@ -193,69 +217,9 @@ def _make_solver(tau: float, mu: float, options: dict) -> ADMM:
         raise ValueError(f"unknown solver option: {err}") from None
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _eigh(gram: Array, normalize: bool) -> tuple[Array, Array]:
-    """Eigenvalues (ascending) and vectors of (B, n, n) Grams, normalised first if asked."""
-    return jnp.linalg.eigh(normalize_gram(gram) if normalize else gram)
+def _solve_rows(solver: ADMM, factors: Factor, rows: Array):
+    """(state, objective) of the rows ``rows`` of each problem in ``factors``."""
 
-
-@functools.partial(jax.jit, static_argnums=1)
-def _features_eigh(x: Array, normalize: bool) -> tuple[Array, Array]:
-    """The eigendecomposition of the (1, n, n) Gram of (n, d) features."""
-    x = normalize_rows(x) if normalize else x
-    return jnp.linalg.eigh((x @ x.T)[None])
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _thin_svd(x: Array, normalize: bool) -> tuple[Array, Array]:
-    """``(U, s^2)`` of (n, d) features, so that ``X X^T = U diag(s^2) U^T``."""
-    u, s, _ = jnp.linalg.svd(normalize_rows(x) if normalize else x, full_matrices=False)
-    return u, s**2
-
-
-def _factor_eps(dtype, precise: bool) -> float:
-    """Machine epsilon of the precision ``_factorize`` works in for ``dtype`` input."""
-    return float(np.finfo(np.float64 if precise else dtype).eps)
-
-
-def _factorize(fn, a: Array, normalize: bool, precise: bool) -> tuple[Array, Array]:
-    """``fn(a, normalize)``, an eigh or a thin SVD, in float64 when ``precise`` and ``a`` is
-    float32; the factors come back in ``a``'s dtype.
-
-    Float32 normalisation and eigendecomposition of an ill-conditioned Gram (activations of
-    neighbouring samples) put a floor near 1e-4 on the objective's accuracy, whatever the
-    ADMM tolerance; factoring in float64 and iterating in float32 removes it.
-    """
-    if not precise or a.dtype != jnp.float32:
-        return fn(a, normalize)
-    with jax.enable_x64(True):
-        first, second = fn(a.astype(jnp.float64), normalize)
-        return first.astype(jnp.float32), second.astype(jnp.float32)
-
-
-def _choose_factor(values: Array, vectors: Array, low_rank: bool | None, eps: float) -> Factor:
-    """A dense or low-rank factor from a batch of eigendecompositions (ascending values).
-
-    The numerical rank counts eigenvalues above ``n * eps * max``, with ``eps`` the precision
-    the decomposition was computed in: dropping more would solve a truncated problem.
-    """
-    n = values.shape[-1]
-    host = np.asarray(values, np.float64)
-    top = host.max(axis=-1, keepdims=True)
-    if np.any(host.min(axis=-1, keepdims=True) < -1e-3 * np.maximum(top, 1e-30)):
-        raise ValueError("G must be positive semidefinite (a Gram matrix X X^T)")
-    tol = np.maximum(top, 1e-30) * n * eps
-    rank = max(1, int((host > tol).sum(axis=-1).max()))
-    values = jnp.maximum(values, 0)
-    if low_rank is None:
-        low_rank = rank <= n // 2
-    if low_rank:
-        return LowRankFactor(vectors[..., -rank:], values[..., -rank:])
-    return DenseFactor(vectors, values)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _run_batch(solver: ADMM, factors: Factor, rows: Array):
     def one(factor):
         state = solver.run(factor, rows)
         return state, solver.objective(factor, state.coef, rows)
@@ -267,8 +231,17 @@ def _run_batch(solver: ADMM, factors: Factor, rows: Array):
     return jax.vmap(one)(factors)
 
 
+_run_batch = jax.jit(_solve_rows, static_argnums=0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_row_group(solver: ADMM, factors: Factor, rows: Array):
+    """``_solve_rows`` for each of the (width, b) row blocks ``rows``, one per device."""
+    return jax.vmap(functools.partial(_solve_rows, solver, factors))(rows)
+
+
 def _solve(
-    chunk_factor: Callable[[np.ndarray], Factor],
+    chunk_factor: Callable[[np.ndarray, Callable], Factor],
     batch: int,
     n: int,
     rank: int,
@@ -277,20 +250,33 @@ def _solve(
     batch_shape: tuple[int, ...],
     budget: int | None,
     progress: bool | None,
+    devices: Sequence[jax.Device] | None,
 ) -> SSCResult:
     """Solve ``batch`` problems on n samples, chunked over problems and rows by ``budget``.
 
-    ``chunk_factor(index)`` factors the problems ``index`` (an int array) only when their chunk
-    is reached, so that at most one chunk of Grams and factors is on the device at a time.
+    ``chunk_factor(index, place)`` factors the problems ``index`` (an int array) only when
+    their chunk is reached, so that at most one chunk of Grams and factors is on the device
+    at a time; ``place`` puts its arrays on the devices. With several devices, a batch is
+    sharded over problems and a single problem over row blocks (see ``devices.py``);
+    ``budget`` holds per device.
     """
     itemsize = np.dtype(dtype).itemsize
     budget = default_memory_budget() if budget is None else int(budget)
     plan = plan_chunks(n, batch, rank, itemsize, budget)
-    problem_chunks = [
-        range(s, min(s + plan.problems, batch)) for s in range(0, batch, plan.problems)
-    ]
-    row_blocks = math.ceil(n / plan.rows)
-    units = len(problem_chunks) * row_blocks
+    mesh = device_mesh(devices)
+    problems, rows_per_block, width = plan.problems, plan.rows, 1
+    if mesh is None:
+        place = _unplaced
+    elif batch > 1:
+        # Whole problems per device; the chunk is padded to a multiple of the device count.
+        problems = min(plan.problems * mesh.size, -(-batch // mesh.size) * mesh.size)
+        place = functools.partial(shard_leading, mesh=mesh)
+    else:
+        rows_per_block, width = min(plan.rows, -(-n // mesh.size)), mesh.size
+        place = functools.partial(replicate, mesh=mesh)
+    problem_chunks = [range(s, min(s + problems, batch)) for s in range(0, batch, problems)]
+    group_rows = rows_per_block * width
+    units = len(problem_chunks) * math.ceil(n / group_rows)
     bar = tqdm(
         total=units,
         desc="SSC",
@@ -300,14 +286,19 @@ def _solve(
     pieces = []
     for chunk in problem_chunks:
         # Pad the last chunk with copies so that every chunk reuses one compiled program.
-        index = np.minimum(np.arange(chunk.start, chunk.start + plan.problems), chunk.stop - 1)
-        chunk_factors = chunk_factor(index)
+        index = np.minimum(np.arange(chunk.start, chunk.start + problems), chunk.stop - 1)
+        chunk_factors = chunk_factor(index, place)
         blocks = []
-        for start in range(0, n, plan.rows):
+        for start in range(0, n, group_rows):
             # Rows past n become n: a zero row of the identity is an all-zero LASSO problem
             # that stays at C = 0 and adds nothing to the residuals or the objective.
-            rows = jnp.minimum(jnp.arange(start, start + plan.rows), n)
-            blocks.append(_run_batch(solver, chunk_factors, rows))
+            rows = np.minimum(np.arange(start, start + group_rows), n)
+            if width == 1:
+                blocks.append(_run_batch(solver, chunk_factors, jnp.asarray(rows)))
+            else:
+                rows = shard_leading(jnp.asarray(rows.reshape(width, rows_per_block)), mesh)
+                group = _run_row_group(solver, chunk_factors, rows)
+                blocks.extend(jax.tree.map(lambda a, i=i: a[i], group) for i in range(width))
             bar.update()
         merged = _merge_row_blocks(blocks, n, len(chunk))
         # With several chunks, each result leaves the device before the next chunk starts.
@@ -324,6 +315,10 @@ def _solve(
             stacklevel=3,
         )
     return result
+
+
+def _unplaced(tree):
+    return tree
 
 
 def _concat_host(*arrays: np.ndarray) -> np.ndarray:
