@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import ssc_jax.analysis.graphs as graphs_module
+from ssc_jax.analysis.checkpoint import MIN_EMBEDDED, embedded_inputs
 from ssc_jax.graph_store import load_graphs
 from ssc_jax.run import main
 
@@ -60,6 +61,9 @@ def test_analyze(analyzed):
         assert 0.0 <= metrics[key] <= 1.0
     for wrong in metrics["confidently_wrong"]:
         assert wrong["true"] != wrong["predicted"] and len(wrong["neighbours"]) == 8
+    correct = round(metrics["network_accuracy"] * metrics["n"])
+    want = correct if correct >= MIN_EMBEDDED else metrics["n"]
+    assert metrics["embedded_inputs"] == want  # Fig 8: the correctly classified inputs
     figures = ["modularity_by_layer", "cka_heatmaps", "spectral_embeddings"]
     figures += [f"wrong_input_{k + 1}" for k in range(len(metrics["confidently_wrong"]))]
     _check_report(out, figures)
@@ -67,6 +71,17 @@ def test_analyze(analyzed):
     assert stored.layers == metrics["layers"]
     assert stored.coef.shape == (len(stored.layers), metrics["n"], metrics["n"])
     assert np.all(np.diagonal(stored.coef, axis1=1, axis2=2) == 0)
+
+
+def test_fig8_embeds_the_correctly_classified_inputs():
+    labels = np.arange(40) % 4
+    predicted = labels.copy()
+    predicted[[3, 7, 11]] = (labels[[3, 7, 11]] + 1) % 4
+    np.testing.assert_array_equal(
+        embedded_inputs(labels, predicted), np.delete(np.arange(40), [3, 7, 11])
+    )
+    # Too few correct inputs for a meaningful picture: every input is embedded.
+    np.testing.assert_array_equal(embedded_inputs(labels, (labels + 1) % 4), np.arange(40))
 
 
 def test_later_commands_reuse_stored_graphs(

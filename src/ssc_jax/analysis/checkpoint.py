@@ -48,7 +48,8 @@ class WrongInput(NamedTuple):
 
 class CheckpointAnalysis(NamedTuple):
     """Everything ``analyze`` computes. Arrays: ``probs`` (n, K), ``modularity`` (L,),
-    ``ssc_cka`` and ``linear_cka`` (L, L), ``embeddings`` [(layer, (n, 2))]."""
+    ``ssc_cka`` and ``linear_cka`` (L, L), ``embedded`` (m,) the inputs in Fig 8 and
+    ``embeddings`` [(layer, (m, 2))]."""
 
     run: str
     epoch: int
@@ -59,6 +60,7 @@ class CheckpointAnalysis(NamedTuple):
     ssc_cka: np.ndarray
     linear_cka: np.ndarray
     table1: dict[str, float]
+    embedded: np.ndarray
     embeddings: list[tuple[str, np.ndarray]]
     wrong: list[WrongInput]
 
@@ -66,6 +68,17 @@ class CheckpointAnalysis(NamedTuple):
 def embedding_layers(n_layers: int, count: int = 6) -> list[int]:
     """Up to ``count`` layer indices spread evenly from the first layer to the last."""
     return sorted({round(x) for x in np.linspace(0, n_layers - 1, min(count, n_layers))})
+
+
+# Fewer correctly classified inputs than this, and Fig 8 embeds every input instead.
+MIN_EMBEDDED = 10
+
+
+def embedded_inputs(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Indices of the inputs for Fig 8: the correctly classified ones, as in the paper
+    (Sec. 6.1), or every input when fewer than ``MIN_EMBEDDED`` are."""
+    correct = np.flatnonzero(np.asarray(predicted) == np.asarray(labels))
+    return correct if correct.size >= MIN_EMBEDDED else np.arange(len(labels))
 
 
 def confidently_wrong(
@@ -119,8 +132,13 @@ def analyze_checkpoint(
         last, inputs.labels, probs.argmax(axis=1), n_classes=len(inputs.class_names)
     )
     table1 = {name: float(getattr(agreement, name)) for name in agreement._fields}
+    embedded = embedded_inputs(inputs.labels, probs.argmax(axis=1))
+    subgraph = np.ix_(embedded, embedded)
     embeddings = [
-        (graphs.layers[i], np.asarray(spectral_embedding(A[i], n_components=2, normalized=False)))
+        (
+            graphs.layers[i],
+            np.asarray(spectral_embedding(A[i][subgraph], n_components=2, normalized=False)),
+        )
         for i in embedding_layers(len(graphs.layers))
     ]
     wrong = confidently_wrong(last, inputs.labels, probs, n_wrong)
@@ -134,6 +152,7 @@ def analyze_checkpoint(
         ssc_cka,
         linear_cka,
         table1,
+        embedded,
         embeddings,
         wrong,
     )
@@ -203,11 +222,19 @@ def write_checkpoint(result: CheckpointAnalysis, out_dir: Path, report: Report) 
     )
     report.figure(plots.save_figure(fig, figures, "cka_heatmaps"))
     report.heading("Spectral embeddings of the SSC graphs (Fig 8)")
-    fig = plots.plot_spectral_embeddings(result.embeddings, result.inputs.labels, names)
+    labels = result.inputs.labels
+    fig = plots.plot_spectral_embeddings(result.embeddings, labels[result.embedded], names)
+    correct = int(np.sum(result.probs.argmax(axis=1) == labels))
     report.figure(
         plots.save_figure(fig, figures, "spectral_embeddings"),
-        "Top two eigenvectors of each layer's affinity graph; all analysis inputs, "
-        "coloured by their true class.",
+        "Top two eigenvectors of each layer's affinity graph restricted to "
+        + (
+            f"all {labels.size} analysis inputs (fewer than {MIN_EMBEDDED} are classified "
+            "correctly)"
+            if correct < MIN_EMBEDDED
+            else f"the {result.embedded.size} correctly classified inputs, as in the paper"
+        )
+        + ", coloured by their true class.",
     )
     report.heading("Confidently wrong inputs and their SSC neighbourhoods (Fig 9)")
     if not result.wrong:
@@ -231,6 +258,7 @@ def write_checkpoint(result: CheckpointAnalysis, out_dir: Path, report: Report) 
         "linear_cka": result.linear_cka,
         **result.table1,
         "neighbour_labels": "ground truth",
+        "embedded_inputs": int(result.embedded.size),
         "findings": findings.as_json(found),
         "solver_diagnostics": result.graphs.diagnostics,
         "confidently_wrong": [
