@@ -140,4 +140,6 @@ def test_offline_default(tmp_path, capsys):
     assert set(metrics) >= ANALYZE_KEYS
     _check_layer_metrics(metrics)
     assert metrics["dynamics"]["epochs"] == [1, 2]
+    assert metrics["run"] == metrics["dynamics"]["run"] == str((out / "run").absolute())
+    assert (out / "run").is_dir()
     _check_report(out, ["modularity_by_layer", "cka_heatmaps", "dynamics"])

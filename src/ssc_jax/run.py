@@ -56,7 +56,8 @@ def _add_analysis_options(p: argparse.ArgumentParser, *, n: int = 1000) -> None:
         help="solve on raw activations instead of unit-norm samples",
     )
     s.add_argument("--max-iter", type=int, help="cap on ADMM iterations")
-    s.add_argument("--rel-tol", type=float, help="relative stopping tolerance")
+    s.add_argument("--rel-tol", type=float, help="relative tolerance on the ADMM residuals")
+    s.add_argument("--gap-tol", type=float, help="tolerance on the estimated objective gap")
     s.add_argument(
         "--memory-gb", type=float, help="memory budget for one chunk of solver work (GiB)"
     )
@@ -73,6 +74,8 @@ def _settings(args) -> tuple[AnalysisSet, SolverSettings]:
         options["max_iterations"] = args.max_iter
     if args.rel_tol is not None:
         options["rel_tol"] = args.rel_tol
+    if args.gap_tol is not None:
+        options["gap_tol"] = args.gap_tol
     budget = None if args.memory_gb is None else int(args.memory_gb * 2**30)
     analysis = AnalysisSet(args.data, args.split, args.n, args.seed, args.layers, args.batch_size)
     solver = SolverSettings(args.tau, args.mu, not args.no_normalize, options, budget)
@@ -223,6 +226,8 @@ def cmd_default(args) -> Path:
         )
         metrics = write_checkpoint(result, tmp, report)
         metrics["dynamics"] = write_dynamics(dynamics, tmp, report)
+        # The run is trained inside the temporary folder; record where it ends up.
+        metrics["run"] = metrics["dynamics"]["run"] = str(Path(args.out).absolute() / "run")
         metrics["wall_seconds"] = time.perf_counter() - start
         _finish(tmp, report, metrics, args)
     return Path(args.out)
