@@ -57,6 +57,8 @@ def test_default_float32_reaches_float64_optimum(data, d):
     coef = np.asarray(result.coef)
     assert coef.shape == (60, 60) and np.all(np.diag(coef) == 0)
     assert int(result.iterations) % ADMM().inner_iterations == 0
+    assert float(result.gap_estimate) <= ADMM().gap_tol
+    assert result.errors.shape[-1] == 3
 
 
 def test_mu_adapts_and_the_inverse_follows_it(data):
@@ -65,7 +67,7 @@ def test_mu_adapts_and_the_inverse_follows_it(data):
     values, vectors = np.linalg.eigh(gram)
     dense = DenseFactor(jnp.asarray(vectors, jnp.float32), jnp.asarray(values, jnp.float32))
     for mu in (0.5, 10.0, 80.0):
-        inverse = np.asarray(dense.prepare(TAU, mu, jnp.arange(60))[0])
+        inverse = np.asarray(dense.prepare(TAU, mu))
         np.testing.assert_allclose(inverse, np.linalg.inv(TAU * gram + mu * np.eye(60)), atol=2e-5)
     # A start far from the balanced mu forces many mu changes; the answer must not move.
     start_low = ssc_jax.ssc(data[150], mu=0.5)
@@ -101,6 +103,39 @@ def test_balancing_finds_a_good_mu_from_a_poor_start():
         assert int(adapted.iterations) <= 1.5 * default < 0.5 * int(fixed.iterations)
 
 
+def test_gap_extrapolation():
+    from ssc_jax.admm import _extrapolated_gap
+
+    gap = lambda fall, previous: float(_extrapolated_gap(jnp.float32(fall), jnp.float32(previous)))
+    assert gap(1e-4, 2e-4) == pytest.approx(1e-4)  # rate 1/2 leaves as much again
+    assert gap(8e-5, 1e-4) == pytest.approx(3.2e-4)  # rate 0.8 leaves 4x the last fall
+    assert gap(1e-5, 1e-3) == pytest.approx(1e-5)  # never below the last fall
+    assert gap(1e-5, np.inf) == pytest.approx(1.9e-4)  # unknown rate: the capped one
+    assert gap(1e-5, -1e-6) == pytest.approx(1.9e-4)  # after a rise: the capped one
+    assert gap(-2e-6, 1e-5) == pytest.approx(2e-6)  # a rise counts by its size
+    assert gap(np.inf, 1e-5) == np.inf  # no objective yet
+
+
+def test_gap_estimate_tracks_the_measured_gap(data):
+    """Through the run: the estimate after each block against the exact gap of its C."""
+    x = data[150]
+    optimum = objective(x, exact_ssc(x))
+    for blocks in range(5, 10):
+        result = ssc_jax.ssc(x, max_iterations=10 * blocks, gap_tol=0.0)
+        gap = (objective(x, result.coef) - optimum) / optimum
+        estimate = float(result.gap_estimate)
+        assert float(result.objective) == pytest.approx(objective(x, result.coef), rel=1e-4)
+        # The first estimate has no rate yet and assumes a slow one; then it tracks the gap.
+        assert estimate >= gap / 3 and (blocks == 5 or estimate <= 3 * gap)
+    early = ssc_jax.ssc(x, max_iterations=10, gap_tol=0.0)
+    assert not np.isfinite(float(early.gap_estimate))
+    assert float(early.objective) == pytest.approx(objective(x, early.coef), rel=1e-4)
+    # Without the gap test the residuals alone decide, and stop sooner at this tolerance.
+    residuals_only = ssc_jax.ssc(x, gap_tol=np.inf, rel_tol=1e-2)
+    assert bool(residuals_only.converged)
+    assert int(residuals_only.iterations) < int(ssc_jax.ssc(x, rel_tol=1e-2).iterations)
+
+
 def test_low_rank_update_equals_dense_update(data):
     x = unit_rows(data[24].astype(np.float64))
     values, vectors = np.linalg.eigh(x @ x.T)
@@ -109,11 +144,12 @@ def test_low_rank_update_equals_dense_update(data):
     rows = jnp.array([*range(10, 30), 60])  # 60 pads: a zero row of the identity
     d = jnp.asarray(np.random.default_rng(0).normal(size=(21, 60)))
     gram = x @ x.T
+    eye_rows = np.eye(61, 60)[np.asarray(rows)]
     for mu in (1.0, 37.0):
-        want = dense.z_update(dense.prepare(TAU, mu, rows), d, mu)
-        got = thin.z_update(thin.prepare(TAU, mu, rows), d, mu)
+        operand = d - mu * eye_rows  # the update takes D - mu E
+        want = dense.z_update(dense.prepare(TAU, mu), operand, mu, eye_rows == 1)
+        got = thin.z_update(thin.prepare(TAU, mu), operand, mu, eye_rows == 1)
         np.testing.assert_allclose(got, want, atol=1e-4)
-        eye_rows = np.eye(61, 60)[np.asarray(rows)]
         exact = (TAU * eye_rows @ gram + np.asarray(d)) @ np.linalg.inv(
             TAU * gram + mu * np.eye(60)
         )

@@ -38,13 +38,6 @@ def gram_eigh(gram: Array, normalize: bool) -> tuple[Array, Array]:
 
 
 @functools.partial(jax.jit, static_argnums=1)
-def features_eigh(x: Array, normalize: bool) -> tuple[Array, Array]:
-    """The eigendecomposition of the (1, n, n) Gram of (n, d) features."""
-    x = normalize_rows(x) if normalize else x
-    return jnp.linalg.eigh((x @ x.T)[None])
-
-
-@functools.partial(jax.jit, static_argnums=1)
 def thin_svd(x: Array, normalize: bool) -> tuple[Array, Array]:
     """``(U, s^2)`` of (n, d) features, so that ``X X^T = U diag(s^2) U^T``."""
     u, s, _ = jnp.linalg.svd(normalize_rows(x) if normalize else x, full_matrices=False)

@@ -18,7 +18,14 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-DIAGNOSTICS = ("iterations", "converged", "primal_residual", "dual_residual", "objective")
+DIAGNOSTICS = (
+    "iterations",
+    "converged",
+    "primal_residual",
+    "dual_residual",
+    "gap_estimate",
+    "objective",
+)
 
 
 class StoredGraphs(NamedTuple):

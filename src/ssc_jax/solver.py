@@ -28,7 +28,6 @@ from ssc_jax.factor import (
     choose_factor,
     factor_eps,
     factorize,
-    features_eigh,
     gram_eigh,
     thin_svd,
 )
@@ -49,10 +48,12 @@ class SSCResult(NamedTuple):
       status: (...) a ``Status`` value (0 converged, 1 out of iterations, 2 non-finite).
       primal_residual: (...) final ``||Z - C||_F``.
       dual_residual: (...) final ``mu ||C - C_prev||_F``.
+      gap_estimate: (...) the relative objective gap extrapolated from the last blocks (the
+        ``gap_tol`` test).
       mu: (...) final ADMM penalty.
-      errors: (..., blocks, 2) primal and dual residual after each block of iterations, -1
-        after the last; for a problem solved in row blocks, the blocks' residuals combine in
-        quadrature.
+      errors: (..., blocks, 3) primal and dual residuals and gap estimate after each block of
+        iterations, -1 after the last; for a problem solved in row blocks, the blocks'
+        residuals combine in quadrature and their gap estimates by the largest.
     """
 
     coef: Array
@@ -62,6 +63,7 @@ class SSCResult(NamedTuple):
     status: Array
     primal_residual: Array
     dual_residual: Array
+    gap_estimate: Array
     mu: Array
     errors: Array
 
@@ -120,7 +122,9 @@ def ssc(
         u, values = factorize(thin_svd, x, normalize, precise_factor)
         factor = LowRankFactor(u[None], values[None])
     else:
-        values, vectors = factorize(features_eigh, x, normalize, precise_factor)
+        # The Gram in the input's precision, as ssc_gram receives it; only the normalisation
+        # and the eigendecomposition need float64.
+        values, vectors = factorize(gram_eigh, (x @ x.T)[None], normalize, precise_factor)
         factor = choose_factor(values, vectors, False, factor_eps(x.dtype, precise_factor))
     rank = d if low_rank else n
     return _solve(
@@ -218,17 +222,12 @@ def _make_solver(tau: float, mu: float, options: dict) -> ADMM:
 
 
 def _solve_rows(solver: ADMM, factors: Factor, rows: Array):
-    """(state, objective) of the rows ``rows`` of each problem in ``factors``."""
-
-    def one(factor):
-        state = solver.run(factor, rows)
-        return state, solver.objective(factor, state.coef, rows)
-
+    """The final state of the rows ``rows`` of each problem in ``factors``."""
     if factors.vectors.shape[0] == 1:
         # Unbatched, the solver's lax.cond is a real branch (vmap would make it a select).
-        single = one(jax.tree.map(lambda a: a[0], factors))
+        single = solver.run(jax.tree.map(lambda a: a[0], factors), rows)
         return jax.tree.map(lambda a: a[None], single)
-    return jax.vmap(one)(factors)
+    return jax.vmap(lambda factor: solver.run(factor, rows))(factors)
 
 
 _run_batch = jax.jit(_solve_rows, static_argnums=0)
@@ -325,32 +324,25 @@ def _concat_host(*arrays: np.ndarray) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-def _merge_row_blocks(blocks, n: int, problems: int) -> SSCResult:
-    """Join the (state, objective) of row blocks into one ``SSCResult`` per problem."""
-    states = [state for state, _ in blocks]
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _merge_row_blocks(states, n: int, problems: int) -> SSCResult:
+    """Join the final states of row blocks into one ``SSCResult`` per problem."""
     coef = jnp.concatenate([s.coef for s in states], axis=1)[:, :n]
-    objective = sum(o for _, o in blocks)
-    first = states[0]
-    if len(states) == 1:
-        history = first.errors
-        primal, dual = first.primal_residual, first.dual_residual
-    else:
-        stacked = jnp.stack([s.errors for s in states])
-        history = jnp.where(
-            jnp.all(stacked < 0, axis=0), -1, jnp.sqrt(jnp.sum(jnp.maximum(stacked, 0) ** 2, 0))
-        )
-        primal = jnp.sqrt(sum(s.primal_residual**2 for s in states))
-        dual = jnp.sqrt(sum(s.dual_residual**2 for s in states))
+    stacked = jnp.stack([s.errors for s in states])
+    ran = jnp.any(stacked >= 0, axis=0)
+    residuals = jnp.sqrt(jnp.sum(jnp.maximum(stacked[..., :2], 0) ** 2, axis=0))
+    history = jnp.where(ran, jnp.concatenate([residuals, stacked[..., 2:].max(0)], -1), -1)
     status = functools.reduce(jnp.maximum, [s.status for s in states])
     result = SSCResult(
         coef=coef,
-        objective=objective,
+        objective=sum(s.objective for s in states),
         iterations=functools.reduce(jnp.maximum, [s.iteration for s in states]),
         converged=status == Status.CONVERGED,
         status=status,
-        primal_residual=primal,
-        dual_residual=dual,
-        mu=first.mu,
+        primal_residual=jnp.sqrt(sum(s.primal_residual**2 for s in states)),
+        dual_residual=jnp.sqrt(sum(s.dual_residual**2 for s in states)),
+        gap_estimate=functools.reduce(jnp.maximum, [s.gap_estimate for s in states]),
+        mu=states[0].mu,
         errors=history,
     )
     return jax.tree.map(lambda a: a[:problems], result)

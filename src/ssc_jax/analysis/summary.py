@@ -8,7 +8,14 @@ from ssc_jax.cka import cka_matrix
 from ssc_jax.graph import modularity
 from ssc_jax.graph_store import DIAGNOSTICS
 
-SOLVER_HEADERS = ["iterations", "converged", "primal residual", "dual residual", "objective"]
+SOLVER_HEADERS = [
+    "iterations",
+    "converged",
+    "primal residual",
+    "dual residual",
+    "gap estimate",
+    "objective",
+]
 
 
 def graph_summary(
