@@ -22,7 +22,7 @@ has its exact inverse without refactoring. mu adapts only between blocks of
 the inverse is rebuilt only when mu moved. The rule balances the residuals relative to their
 tolerances, ``r = (primal / eps_primal) / (dual / eps_dual)``, and scales mu by ``sqrt(r)``
 (Wohlberg 2017, "ADMM penalty parameter selection by residual balancing"): the mu where both
-stopping tests are met together. On CNN activations it needs 2-3x fewer iterations than
+residual tests are met together. On CNN activations it needs 2-3x fewer iterations than
 doubling and halving on absolute residuals (Boyd et al. 2011, eq. 3.13), and as few on
 unions of subspaces.
 
