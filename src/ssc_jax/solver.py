@@ -44,7 +44,8 @@ class SSCResult(NamedTuple):
         the weight of sample j in rebuilding sample i.
       objective: (...) ``||C||_1 + tau/2 ||X - C X||_F^2`` on the (normalised) data.
       iterations: (...) ADMM steps taken.
-      converged: (...) whether the residual tolerances were met.
+      converged: (...) whether both stopping tests passed: the residuals within their
+        tolerances and the estimated gap within ``gap_tol``.
       status: (...) a ``Status`` value (0 converged, 1 out of iterations, 2 non-finite).
       primal_residual: (...) final ``||Z - C||_F``.
       dual_residual: (...) final ``mu ||C - C_prev||_F``.
