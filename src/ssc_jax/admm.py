@@ -114,7 +114,7 @@ def _plus_eye(matrix: Array, diagonal: Array) -> Array:
 
 def _eye_rows(rows: Array, n: int, dtype) -> Array:
     """(b, n) rows ``rows`` of the n x n identity; a row index of n (padding) gives a zero row."""
-    return (rows[:, None] == jnp.arange(n)[None, :]).astype(dtype)
+    return _diagonal_mask(rows, n).astype(dtype)
 
 
 class ADMMState(NamedTuple):
