@@ -144,14 +144,23 @@ def run_case(n: int, d: int, args) -> dict:
 
 
 def run_batch(n: int, batch: int, args) -> None:
+    """A batch of problems in one ``ssc_gram`` call, against one call per problem."""
     grams = []
     for seed in range(batch):
         x, _ = union_of_subspaces(n // 10, 10, 10, 2 * n, noise=0.05, seed=seed)
         grams.append(x @ x.T)
     stack = jnp.asarray(np.stack(grams), jnp.float32)
-    _, first = timed(lambda: ssc_jax.ssc_gram(stack, tau=TAU).coef)
+    result, first = timed(lambda: ssc_jax.ssc_gram(stack, tau=TAU))
     _, warm = timed(lambda: ssc_jax.ssc_gram(stack, tau=TAU).coef, repeat=args.repeat)
-    print(f"batch of {batch} problems, n={n}, d={2 * n}: first {first:.2f} s, warm {warm:.2f} s")
+    each = lambda: [ssc_jax.ssc_gram(gram, tau=TAU).coef for gram in stack]
+    timed(each)
+    _, single = timed(each, repeat=args.repeat)
+    iterations = np.asarray(result.iterations)
+    print(
+        f"batch of {batch} problems, n={n}, d={2 * n}: first {first:.2f} s, warm {warm:.2f} s; "
+        f"one call per problem {single:.2f} s ({single / warm:.2f}x the batch); "
+        f"iterations {iterations.min()}-{iterations.max()}"
+    )
 
 
 def fmt(value, spec: str) -> str:

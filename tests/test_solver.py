@@ -7,6 +7,7 @@ import pytest
 from sklearn.linear_model import Lasso
 
 import ssc_jax
+from ssc_jax import solver as solver_module
 from ssc_jax.admm import ADMM, DenseFactor, LowRankFactor, Status
 from ssc_jax.memory import plan_chunks, problem_bytes
 from ssc_jax.synthetic import union_of_subspaces
@@ -167,7 +168,11 @@ def test_gram_and_feature_paths_agree(data, d):
         np.testing.assert_allclose(result.coef, from_features.coef, atol=2e-3)
 
 
-def test_batch_equals_single_problems(data):
+@pytest.mark.parametrize("sequential", [True, False], ids=["one-by-one", "side-by-side"])
+def test_batch_equals_single_problems(data, sequential, monkeypatch):
+    # The CPU solves a batch one problem at a time, an accelerator side by side (vmap, with
+    # the optional work shared across the batch); both must give the single-problem answers.
+    monkeypatch.setattr(solver_module, "_sequential_batches", lambda mesh: sequential)
     grams = np.stack([x @ x.T for x in (data[24], data[150], 2 * data[150])])
     batched = ssc_jax.ssc_gram(grams)
     assert batched.coef.shape == (3, 60, 60) and batched.iterations.shape == (3,)

@@ -213,10 +213,18 @@ class ADMM:
             errors=-jnp.ones((self.max_blocks, 3), dtype),
         )
 
-    def step(self, factor: Factor, state: ADMMState, rows: Array, prepared) -> ADMMState:
+    def step(
+        self,
+        factor: Factor,
+        state: ADMMState,
+        rows: Array,
+        prepared,
+        axis_name: str | None = None,
+    ) -> ADMMState:
         """One block: ``inner_iterations`` ADMM steps at fixed mu, then the mu update.
 
-        ``prepared`` is ``factor.prepare(tau, state.mu)`` for the current mu.
+        ``prepared`` is ``factor.prepare(tau, state.mu)`` for the current mu. ``axis_name``
+        names the vmap axis of a batch of problems, if any (see ``run``).
         """
         n = factor.vectors.shape[0]
         mu = state.mu
@@ -257,10 +265,11 @@ class ADMM:
         # The objective costs a matmul: it is taken only once the residuals are near their
         # tolerances, where the gap test can matter (NaN marks a block without it).
         near = (primal <= _NEAR * eps_primal) & (dual_res <= _NEAR * eps_dual)
+        nan = jnp.asarray(jnp.nan, coef.dtype)
         objective = lax.cond(
-            near,
-            lambda: self.objective(factor, coef, rows),
-            lambda: jnp.asarray(jnp.nan, coef.dtype),
+            _anywhere(near, axis_name),
+            lambda: jnp.where(near, self.objective(factor, coef, rows), nan),
+            lambda: nan,
         )
         decrease = jnp.where(
             objective == state.objective,
@@ -313,27 +322,39 @@ class ADMM:
             state.iteration >= self.max_blocks * self.inner_iterations
         )
 
-    def run(self, factor: Factor, rows: Array) -> ADMMState:
+    def run(self, factor: Factor, rows: Array, axis_name: str | None = None) -> ADMMState:
         """Iterate from C = Lam = 0 until converged, non-finite or out of iterations; the
-        final state carries the objective at its C."""
+        final state carries the objective at its C.
+
+        Under ``jax.vmap(..., axis_name=axis_name)`` over problems, the optional work (the
+        objective, a new inverse) is done for the whole batch when any problem needs it and
+        kept only where it is needed; without the name, vmap would turn each ``lax.cond``
+        into a select that always does it.
+        """
         state = self.init(factor, rows)
         prepare = lambda mu: factor.prepare(self.tau, mu)
 
         def body(carry):
             state, prepared = carry
-            advanced = self.step(factor, state, rows, prepared)
-            # mu settles after a few blocks; rebuild the inverse only when it moved. (Under
-            # vmap the predicate is batched and both branches run, which costs what an
-            # unconditional rebuild would.)
-            prepared = lax.cond(advanced.mu != state.mu, prepare, lambda _: prepared, advanced.mu)
+            advanced = self.step(factor, state, rows, prepared, axis_name)
+            # mu settles after a few blocks; rebuild the inverse only when it moved.
+            moved = advanced.mu != state.mu
+            prepared = lax.cond(
+                _anywhere(moved, axis_name),
+                lambda: jnp.where(moved, prepare(advanced.mu), prepared),
+                lambda: prepared,
+            )
             return advanced, prepared
 
         state, _ = lax.while_loop(
             lambda carry: ~self.terminate(carry[0]), body, (state, prepare(state.mu))
         )
+        missing = jnp.isnan(state.objective)
         return lax.cond(
-            jnp.isnan(state.objective),
-            lambda s: s._replace(objective=self.objective(factor, s.coef, rows)),
+            _anywhere(missing, axis_name),
+            lambda s: s._replace(
+                objective=jnp.where(missing, self.objective(factor, s.coef, rows), s.objective)
+            ),
             lambda s: s,
             state,
         )
@@ -347,6 +368,13 @@ class ADMM:
         eye_rows = _eye_rows(rows, factor.vectors.shape[0], coef.dtype)
         residual = ((eye_rows - coef) @ factor.vectors) * jnp.sqrt(factor.values)
         return jnp.abs(coef).sum() + 0.5 * self.tau * jnp.sum(residual**2)
+
+
+def _anywhere(flag: Array, axis_name: str | None) -> Array:
+    """``flag`` for one problem; whether it holds for any problem along a named vmap axis."""
+    if axis_name is None:
+        return flag
+    return lax.psum(flag.astype(jnp.int32), axis_name) > 0
 
 
 def _extrapolated_gap(decrease: Array, previous: Array) -> Array:

@@ -4,8 +4,8 @@
 leading batch axes (for example the layers of one network on the same inputs). Both
 validate their input, scale every sample to unit norm (switchable), choose a dense or a
 low-rank factorisation, split the work into chunks that fit a memory budget (and over the
-local devices, when there are several), and run one compiled, vmapped ADMM program per chunk
-shape.
+local devices, when there are several), and run one compiled ADMM program per chunk shape:
+on a CPU it solves the problems of a chunk one after another, on an accelerator side by side.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from tqdm.auto import tqdm
 
 from ssc_jax import _checks
@@ -222,22 +223,39 @@ def _make_solver(tau: float, mu: float, options: dict) -> ADMM:
         raise ValueError(f"unknown solver option: {err}") from None
 
 
-def _solve_rows(solver: ADMM, factors: Factor, rows: Array):
-    """The final state of the rows ``rows`` of each problem in ``factors``."""
+def _solve_rows(solver: ADMM, factors: Factor, rows: Array, sequential: bool):
+    """The final state of the rows ``rows`` of each problem in ``factors``.
+
+    ``sequential`` solves the problems one after another (``lax.map``), each stopping on its
+    own test; otherwise they run side by side (``vmap``) until the slowest one stops, the
+    others idling through its iterations.
+    """
+    solve = functools.partial(solver.run, rows=rows)
     if factors.vectors.shape[0] == 1:
-        # Unbatched, the solver's lax.cond is a real branch (vmap would make it a select).
-        single = solver.run(jax.tree.map(lambda a: a[0], factors), rows)
-        return jax.tree.map(lambda a: a[None], single)
-    return jax.vmap(lambda factor: solver.run(factor, rows))(factors)
+        return jax.tree.map(lambda a: a[None], solve(jax.tree.map(lambda a: a[0], factors)))
+    if sequential:
+        return lax.map(solve, factors)
+    return jax.vmap(functools.partial(solve, axis_name=_PROBLEMS), axis_name=_PROBLEMS)(factors)
 
 
-_run_batch = jax.jit(_solve_rows, static_argnums=0)
+_PROBLEMS = "problems"
+_run_batch = jax.jit(_solve_rows, static_argnums=(0, 3))
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _run_row_group(solver: ADMM, factors: Factor, rows: Array):
     """``_solve_rows`` for each of the (width, b) row blocks ``rows``, one per device."""
-    return jax.vmap(functools.partial(_solve_rows, solver, factors))(rows)
+    return jax.vmap(lambda r: _solve_rows(solver, factors, r, False))(rows)
+
+
+def _sequential_batches(mesh) -> bool:
+    """Whether a batch on one device is best solved a problem at a time.
+
+    One problem's matmuls already keep every CPU core busy, so on a CPU nothing is gained by
+    running problems side by side, and each stops as soon as it converges (CNN layers of one
+    network need 100 to 250 iterations). An accelerator needs the batch to fill it.
+    """
+    return mesh is None and jax.default_backend() == "cpu"
 
 
 def _solve(
@@ -274,6 +292,7 @@ def _solve(
     else:
         rows_per_block, width = min(plan.rows, -(-n // mesh.size)), mesh.size
         place = functools.partial(replicate, mesh=mesh)
+    sequential = _sequential_batches(mesh)
     problem_chunks = [range(s, min(s + problems, batch)) for s in range(0, batch, problems)]
     group_rows = rows_per_block * width
     units = len(problem_chunks) * math.ceil(n / group_rows)
@@ -294,7 +313,7 @@ def _solve(
             # that stays at C = 0 and adds nothing to the residuals or the objective.
             rows = np.minimum(np.arange(start, start + group_rows), n)
             if width == 1:
-                blocks.append(_run_batch(solver, chunk_factors, jnp.asarray(rows)))
+                blocks.append(_run_batch(solver, chunk_factors, jnp.asarray(rows), sequential))
             else:
                 rows = shard_leading(jnp.asarray(rows.reshape(width, rows_per_block)), mesh)
                 group = _run_row_group(solver, chunk_factors, rows)
