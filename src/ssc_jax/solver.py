@@ -223,29 +223,37 @@ def _make_solver(tau: float, mu: float, options: dict) -> ADMM:
         raise ValueError(f"unknown solver option: {err}") from None
 
 
-def _solve_rows(solver: ADMM, factors: Factor, rows: Array, sequential: bool):
+def _solve_rows(
+    solver: ADMM, factors: Factor, rows: Array, sequential: bool, axis_name: str | None = None
+):
     """The final state of the rows ``rows`` of each problem in ``factors``.
 
     ``sequential`` solves the problems one after another (``lax.map``), each stopping on its
     own test; otherwise they run side by side (``vmap``) until the slowest one stops, the
-    others idling through its iterations.
+    others idling through its iterations. ``axis_name`` names the vmap axis this call is
+    mapped over, if any (see ``ADMM.run``).
     """
-    solve = functools.partial(solver.run, rows=rows)
     if factors.vectors.shape[0] == 1:
-        return jax.tree.map(lambda a: a[None], solve(jax.tree.map(lambda a: a[0], factors)))
+        single = solver.run(jax.tree.map(lambda a: a[0], factors), rows, axis_name)
+        return jax.tree.map(lambda a: a[None], single)
+    solve = functools.partial(solver.run, rows=rows)
     if sequential:
         return lax.map(solve, factors)
     return jax.vmap(functools.partial(solve, axis_name=_PROBLEMS), axis_name=_PROBLEMS)(factors)
 
 
-_PROBLEMS = "problems"
+_PROBLEMS, _ROW_BLOCKS = "problems", "row_blocks"
 _run_batch = jax.jit(_solve_rows, static_argnums=(0, 3))
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _run_row_group(solver: ADMM, factors: Factor, rows: Array):
-    """``_solve_rows`` for each of the (width, b) row blocks ``rows``, one per device."""
-    return jax.vmap(lambda r: _solve_rows(solver, factors, r, False))(rows)
+def _run_row_group(solver: ADMM, factor: Factor, rows: Array):
+    """``_solve_rows`` of one problem for each of the (width, b) row blocks ``rows``, one per
+    device."""
+    return jax.vmap(
+        lambda block: _solve_rows(solver, factor, block, False, _ROW_BLOCKS),
+        axis_name=_ROW_BLOCKS,
+    )(rows)
 
 
 def _sequential_batches(mesh) -> bool:
