@@ -224,7 +224,7 @@ class ADMM:
         """One block: ``inner_iterations`` ADMM steps at fixed mu, then the mu update.
 
         ``prepared`` is ``factor.prepare(tau, state.mu)`` for the current mu. ``axis_name``
-        names the vmap axis of a batch of problems, if any (see ``run``).
+        names the vmap axis this solve is mapped over, if any (see ``run``).
         """
         n = factor.vectors.shape[0]
         mu = state.mu
@@ -326,10 +326,10 @@ class ADMM:
         """Iterate from C = Lam = 0 until converged, non-finite or out of iterations; the
         final state carries the objective at its C.
 
-        Under ``jax.vmap(..., axis_name=axis_name)`` over problems, the optional work (the
-        objective, a new inverse) is done for the whole batch when any problem needs it and
-        kept only where it is needed; without the name, vmap would turn each ``lax.cond``
-        into a select that always does it.
+        Under ``jax.vmap(..., axis_name=axis_name)`` (over problems, or over row blocks of
+        one problem), the optional work (the objective, a new inverse) is done for the whole
+        batch when any member needs it and kept only where it is needed; without the name,
+        vmap would turn each ``lax.cond`` into a select that always does it.
         """
         state = self.init(factor, rows)
         prepare = lambda mu: factor.prepare(self.tau, mu)
