@@ -176,8 +176,8 @@ def run_batch(n: int, batch: int, args) -> None:
     )
 
 
-def fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def fmt(value, spec: str, unit: str = "") -> str:
+    return "-" if value is None else format(value, spec) + unit
 
 
 def main() -> None:
@@ -209,7 +209,7 @@ def main() -> None:
             print(
                 f"| {r['n']} | {r['d']} | {r['first_s']:.2f} | {r['warm_s']:.3f} | "
                 f"{r['iterations']} | {r['gap']:.1e} | {fmt(r.get('paper_s'), '.2f')} | "
-                f"{fmt(r.get('paper_gap'), '.1e')} | {fmt(r.get('speedup'), '.1f')}x | "
+                f"{fmt(r.get('paper_gap'), '.1e')} | {fmt(r.get('speedup'), '.1f', 'x')} | "
                 f"{r.get('round_speedups', '-')} | "
                 f"{fmt(r.get('sklearn_s'), '.1f')} | {fmt(r.get('sklearn_gap'), '.1e')} | "
                 f"{r['matmul_s']:.4f} | {r['per_iter_over_matmul']:.2f} | "
