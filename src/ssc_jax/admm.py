@@ -181,8 +181,8 @@ class ADMM:
     tau: float = 10.0
     mu: float = 10.0
     abs_tol: float = 1e-6
-    rel_tol: float = 1e-3
-    gap_tol: float = 3e-5
+    rel_tol: float = 1.5e-3
+    gap_tol: float = 4e-5
     max_iterations: int = 5000
     inner_iterations: int = 10
     balance: float = 1.2
