@@ -6,7 +6,8 @@ subspaces of dimension 10), on the default JAX device:
 - ssc-jax (float32): first call (with compilation) and warm wall time, iterations, and the
   objective gap to the float64 optimum;
 - the paper's released ADMM in NumPy float64 (pinv taken once, mu doubled/halved but never
-  refactored, the data fit recomputed every iteration, 100 iterations);
+  refactored, the data fit recomputed every iteration, 100 iterations), for n <=
+  ``--paper-max-n``;
 - scikit-learn ``Lasso`` per sample in float64 (exact), for n <= ``--sklearn-max-n``;
 - one n x n x n float32 matmul, and ssc-jax's time per iteration divided by it: once as
   the warm total over the iterations (factorisation included), once as the marginal cost of
@@ -28,6 +29,7 @@ speed-up is the best over the best, and the range beside it is the ratio within 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -122,7 +124,7 @@ def run_case(n: int, d: int, args) -> dict:
     for _ in range(rounds):
         matmul.append(matmul_seconds(n))
         warm.append(timed(solve, x32)[1])
-        if not args.skip_paper:
+        if n <= args.paper_max_n:
             paper_coef, seconds = timed(paper_admm, x)
             paper.append(seconds)
     row = {
@@ -185,13 +187,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.2, 2.0], help="d / n")
     parser.add_argument("--sklearn-max-n", type=int, default=1000)
-    parser.add_argument("--skip-paper", action="store_true")
+    parser.add_argument("--paper-max-n", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=0, help="also time a batch of problems")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
     device = jax.devices()[0]
-    print(f"device: {device.device_kind} ({device.platform}); host: {platform.processor()}")
+    print(
+        f"device: {device.device_kind} ({device.platform}); "
+        f"host: {platform.machine()}, {os.cpu_count()} cores; jax {jax.__version__}"
+    )
     if args.batch:
         for n in args.sizes:
             run_batch(n, args.batch, args)
