@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ssc_jax import cka, cka_matrix
-from ssc_jax.hsic import block_rows
+from ssc_jax.similarity.hsic import block_rows
 
 
 def best_time(fn, repeats: int) -> float:

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from sklearn.linear_model import Lasso  # noqa: E402
 
 import ssc_jax  # noqa: E402
-from ssc_jax.synthetic import union_of_subspaces  # noqa: E402
+from ssc_jax.solver.synthetic import union_of_subspaces  # noqa: E402
 
 TAU = 10.0
 

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 
 from ssc_jax import TrainConfig, create_model, load_dataset
-from ssc_jax.augment import channel_stats
-from ssc_jax.train import make_optimizer, make_train_step
+from ssc_jax.training.augment import channel_stats
+from ssc_jax.training.trainer import make_optimizer, make_train_step
 
 
 def time_steps(config: TrainConfig, images: np.ndarray, labels: np.ndarray, steps: int) -> float:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ssc_jax.run import main
+from ssc_jax.pipeline.cli import main
 
 TINY_N = 80
 

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from ssc_jax import activation_grams, capture_activations, create_model, layer_names, predict
-from ssc_jax.capture import _plan
+from ssc_jax.nets.capture import _plan
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ssc_jax import cka, cka_matrix, hsic, linear_cka, minibatch_cka
-from ssc_jax.hsic import hsic_stack
+from ssc_jax.similarity.hsic import hsic_stack
 
 
 def ref_hsic(K, L, unbiased=False):

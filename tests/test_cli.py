@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ssc_jax.run import main
+from ssc_jax.pipeline.cli import main
 
 COMMANDS = ["default", "train", "analyze", "dynamics", "compare"]
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ssc_jax import analysis_indices, load_dataset, normalize, stratified_subset
-from ssc_jax.augment import channel_stats, random_crop_flip
+from ssc_jax.training.augment import channel_stats, random_crop_flip
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CIFAR_TEST_ZIP = SHARED / "cifar10-test.zip"

@@ -5,8 +5,8 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 from sklearn.base import clone
 
-from ssc_jax.estimator import SparseSubspaceClustering
-from ssc_jax.synthetic import union_of_subspaces
+from ssc_jax.graphs.estimator import SparseSubspaceClustering
+from ssc_jax.solver.synthetic import union_of_subspaces
 
 
 def clustering_accuracy(truth, found):

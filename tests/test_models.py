@@ -8,7 +8,7 @@ from flax import nnx
 
 import ssc_jax
 from ssc_jax import create_model, layer_names, list_models
-from ssc_jax.models.densenet import DenseNet
+from ssc_jax.nets.zoo.densenet import DenseNet
 
 CONV_COUNTS = {
     "resnet18": 20,

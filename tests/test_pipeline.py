@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-import ssc_jax.analysis.graphs as graphs_module
-from ssc_jax.analysis.checkpoint import MIN_EMBEDDED, embedded_inputs
-from ssc_jax.graph_store import load_graphs
-from ssc_jax.run import main
+import ssc_jax.pipeline.layer_graphs as graphs_module
+from ssc_jax.pipeline.analyze import MIN_EMBEDDED, embedded_inputs
+from ssc_jax.pipeline.cli import main
+from ssc_jax.pipeline.graph_store import load_graphs
 
 ANALYZE_KEYS = {
     "layers",
@@ -47,7 +47,7 @@ def _check_report(out, figures):
 
 
 def test_train_writes_a_checkpoint_per_epoch(tiny_run):
-    from ssc_jax.checkpoint import list_checkpoints
+    from ssc_jax.training.checkpoints import list_checkpoints
 
     assert list(list_checkpoints(tiny_run)) == [1, 2]
 

@@ -9,10 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from ssc_jax import plots
-from ssc_jax.analysis.outputs import MARKER, OutputError, atomic_output_dir, write_json
-from ssc_jax.graph_store import graph_path, load_graphs, save_graphs, settings_key
-from ssc_jax.report import Report
+from ssc_jax.pipeline import plots
+from ssc_jax.pipeline.graph_store import graph_path, load_graphs, save_graphs, settings_key
+from ssc_jax.pipeline.outputs import MARKER, OutputError, atomic_output_dir, write_json
+from ssc_jax.pipeline.report import Report
 
 LAYERS = ["conv1", "conv2", "conv3"]
 
@@ -139,7 +139,7 @@ def test_atomic_output_refuses_foreign_folder(tmp_path):
 
 
 def test_findings_read_the_numbers():
-    from ssc_jax.analysis import findings
+    from ssc_jax.pipeline import findings
 
     assert findings.modularity_grows(LAYERS, [0.2, 0.3, 0.5]).holds
     assert not findings.modularity_grows(LAYERS, [0.5, 0.3, 0.2]).holds

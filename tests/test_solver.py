@@ -7,10 +7,10 @@ import pytest
 from sklearn.linear_model import Lasso
 
 import ssc_jax
-from ssc_jax import solver as solver_module
-from ssc_jax.admm import ADMM, DenseFactor, LowRankFactor, Status
-from ssc_jax.memory import plan_chunks, problem_bytes
-from ssc_jax.synthetic import union_of_subspaces
+from ssc_jax.core.memory import plan_chunks, problem_bytes
+from ssc_jax.solver import solve as solver_module
+from ssc_jax.solver.admm import ADMM, DenseFactor, LowRankFactor, Status
+from ssc_jax.solver.synthetic import union_of_subspaces
 
 TAU = 10.0
 
@@ -105,7 +105,7 @@ def test_balancing_finds_a_good_mu_from_a_poor_start():
 
 
 def test_gap_extrapolation():
-    from ssc_jax.admm import _extrapolated_gap
+    from ssc_jax.solver.admm import _extrapolated_gap
 
     gap = lambda fall, previous: float(_extrapolated_gap(jnp.float32(fall), jnp.float32(previous)))
     assert gap(1e-4, 2e-4) == pytest.approx(1e-4)  # rate 1/2 leaves as much again
@@ -294,7 +294,7 @@ def test_ill_conditioned_real_data_reaches_the_optimum():
 
 def test_rank_keeps_small_eigenvalues_that_the_factor_resolves():
     """Eigenvalues at 1e-6 of the largest are real for a float64 factor: never truncated."""
-    from ssc_jax.factor import choose_factor, factor_eps
+    from ssc_jax.solver.factor import choose_factor, factor_eps
 
     values = jnp.asarray(np.r_[np.full(40, 1e-6), np.ones(20)], jnp.float32)
     vectors = jnp.eye(60)[None]
@@ -306,7 +306,7 @@ def test_rank_keeps_small_eigenvalues_that_the_factor_resolves():
 
 _SHARDED = """
 import jax, numpy as np, ssc_jax
-from ssc_jax.synthetic import union_of_subspaces
+from ssc_jax.solver.synthetic import union_of_subspaces
 assert len(jax.devices()) == 4
 xs = [union_of_subspaces(12, 5, 6, d, noise=0.05, seed=s)[0] for s, d in enumerate((20, 90, 90))]
 grams = np.stack([x @ x.T for x in xs]).astype(np.float32)

@@ -18,9 +18,9 @@ from ssc_jax import (
     load_dataset,
     train,
 )
-from ssc_jax.augment import channel_stats
-from ssc_jax.checkpoint import restore_checkpoint, save_checkpoint
-from ssc_jax.train import evaluate, make_optimizer, make_train_step
+from ssc_jax.training.augment import channel_stats
+from ssc_jax.training.checkpoints import restore_checkpoint, save_checkpoint
+from ssc_jax.training.trainer import evaluate, make_optimizer, make_train_step
 
 TINY = TrainConfig(
     model="small_cnn",

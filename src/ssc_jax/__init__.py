@@ -1,63 +1,75 @@
-"""ssc-jax: sparse subspace clustering analysis of neural networks, in JAX."""
+"""ssc-jax: sparse subspace clustering analysis of neural networks, in JAX.
+
+The public names are loaded on first use, so that ``import ssc_jax; ssc_jax.ssc(X)`` imports
+the solver alone (jax and numpy), and neither flax, optax, orbax, tensorflow-datasets nor
+matplotlib.
+
+>>> import numpy as np, ssc_jax
+>>> X = np.random.default_rng(0).normal(size=(40, 8))
+>>> ssc_jax.ssc(X).coef.shape
+(40, 40)
+"""
+
+from __future__ import annotations
+
+import importlib
 
 from ssc_jax._version import __version__
-from ssc_jax.admm import ADMM, Status
-from ssc_jax.augment import normalize
-from ssc_jax.capture import activation_grams, capture_activations, layer_names, predict
-from ssc_jax.checkpoint import list_checkpoints, load_checkpoint
-from ssc_jax.cka import MinibatchCKA, cka, cka_matrix, linear_cka, minibatch_cka
-from ssc_jax.datasets import analysis_indices, load_dataset, stratified_subset
-from ssc_jax.estimator import SparseSubspaceClustering
-from ssc_jax.graph import (
-    LabelAgreement,
-    affinity_labels,
-    class_affinity,
-    label_agreement,
-    modularity,
-    top_neighbours,
-)
-from ssc_jax.hsic import HSICStack, hsic
-from ssc_jax.models import create_model, list_models
-from ssc_jax.solver import SSCResult, affinity, ssc, ssc_gram
-from ssc_jax.spectral import spectral_clustering, spectral_embedding
-from ssc_jax.train import TrainConfig, train
 
-__all__ = [
-    "ADMM",
-    "HSICStack",
-    "LabelAgreement",
-    "MinibatchCKA",
-    "SSCResult",
-    "SparseSubspaceClustering",
-    "Status",
-    "TrainConfig",
-    "__version__",
-    "activation_grams",
-    "affinity",
-    "affinity_labels",
-    "analysis_indices",
-    "capture_activations",
-    "cka",
-    "cka_matrix",
-    "class_affinity",
-    "create_model",
-    "hsic",
-    "label_agreement",
-    "layer_names",
-    "linear_cka",
-    "list_checkpoints",
-    "list_models",
-    "load_checkpoint",
-    "load_dataset",
-    "minibatch_cka",
-    "modularity",
-    "normalize",
-    "predict",
-    "spectral_clustering",
-    "spectral_embedding",
-    "ssc",
-    "ssc_gram",
-    "stratified_subset",
-    "top_neighbours",
-    "train",
-]
+_HOMES = {
+    "solver": ("ADMM", "SSCResult", "SolverOptions", "Status", "affinity", "ssc", "ssc_gram"),
+    "similarity": (
+        "HSICStack",
+        "MinibatchCKA",
+        "cka",
+        "cka_matrix",
+        "hsic",
+        "linear_cka",
+        "minibatch_cka",
+    ),
+    "graphs": (
+        "LabelAgreement",
+        "SparseSubspaceClustering",
+        "affinity_labels",
+        "class_affinity",
+        "label_agreement",
+        "modularity",
+        "spectral_clustering",
+        "spectral_embedding",
+        "top_neighbours",
+    ),
+    "nets": (
+        "activation_grams",
+        "capture_activations",
+        "create_model",
+        "layer_names",
+        "list_models",
+        "predict",
+    ),
+    "training": (
+        "TrainConfig",
+        "analysis_indices",
+        "list_checkpoints",
+        "load_checkpoint",
+        "load_dataset",
+        "normalize",
+        "stratified_subset",
+        "train",
+    ),
+}
+_HOME_OF = {name: room for room, names in _HOMES.items() for name in names}
+
+__all__ = ["__version__", *sorted(_HOME_OF)]
+
+
+def __getattr__(name: str):
+    room = _HOME_OF.get(name)
+    if room is None:
+        raise AttributeError(f"module 'ssc_jax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ssc_jax.{room}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME_OF))

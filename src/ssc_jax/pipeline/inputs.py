@@ -1,0 +1,91 @@
+"""Loading what an analysis needs, with clear errors: a checkpoint and the analysis inputs."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ssc_jax.pipeline.config import AnalysisSet
+from ssc_jax.training.augment import normalize
+from ssc_jax.training.checkpoints import list_checkpoints, read_run_config
+from ssc_jax.training.datasets import analysis_indices, load_dataset
+
+
+class AnalysisInputs(NamedTuple):
+    """The n analysis inputs: ``images`` (n, H, W, C) uint8, ``labels`` (n,), the class
+    names, the ``indices`` into the dataset split, and ``key`` identifying them for caching."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    indices: np.ndarray
+    key: dict
+
+
+def run_epochs(run_dir: str | Path) -> list[int]:
+    """The epochs with a checkpoint in ``run_dir``, ascending; raise if there are none."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no training run at {run_dir} (expected a folder from `train`)")
+    epochs = sorted(list_checkpoints(run_dir))
+    if not epochs:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoints; train first")
+    return epochs
+
+
+def resolve_epoch(run_dir: str | Path, epoch: int | None) -> int:
+    """``epoch`` if ``run_dir`` has its checkpoint, the last one when None; else raise."""
+    epochs = run_epochs(run_dir)
+    if epoch is None:
+        return epochs[-1]
+    if epoch not in epochs:
+        raise FileNotFoundError(
+            f"no checkpoint for epoch {epoch} in {run_dir}; it has epochs {epochs}"
+        )
+    return epoch
+
+
+def run_info(run_dir: str | Path) -> dict:
+    """The run's recorded configuration (``config``, ``mean``, ``std``, ``class_names``...)."""
+    return read_run_config(Path(run_dir))
+
+
+def held_out_data(info) -> str:
+    """The dataset a checkpoint was tested on during training (name or path), from ``info``."""
+    config = info["config"]
+    return config["test_dataset"] or config["dataset"]
+
+
+def preprocess(images: np.ndarray, info) -> np.ndarray:
+    """Images (n, H, W, C) uint8 as the checkpoint's model saw them in training (float32)."""
+    return np.asarray(normalize(images, info["mean"], info["std"]))
+
+
+def load_inputs(analysis: AnalysisSet, default_data: str) -> AnalysisInputs:
+    """A stratified sample of ``analysis.n`` inputs of ``analysis.data`` (or ``default_data``)."""
+    data = analysis.data or default_data
+    try:
+        images, labels, class_names = load_dataset(data, analysis.split)
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"cannot read the {analysis.split!r} split of data {data!r}: {err}"
+            " (pass --data with a dataset name, or a readable folder or zip of images)"
+        ) from err
+    labels = np.asarray(labels)
+    if analysis.n > len(labels):
+        raise ValueError(
+            f"N = {analysis.n} analysis inputs asked for, but the {analysis.split!r} split of "
+            f"{data!r} holds only {len(labels)}; pass a smaller --n"
+        )
+    indices = np.asarray(analysis_indices(labels, analysis.n, seed=analysis.seed))
+    key = {
+        "data": str(Path(data).resolve()) if Path(data).exists() else str(data),
+        "split": analysis.split,
+        "indices": hashlib.sha256(indices.astype(np.int64).tobytes()).hexdigest()[:16],
+    }
+    return AnalysisInputs(
+        np.asarray(images)[indices], labels[indices], list(class_names), indices, key
+    )

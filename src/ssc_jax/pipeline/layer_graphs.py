@@ -1,0 +1,101 @@
+"""The SSC graphs of one checkpoint: activation Grams, the batched solve, and its cache.
+
+A checkpoint's graphs are stored in ``<run>/ssc_graphs/`` under a key made of the analysis
+set and the solver settings, so a later command on the same checkpoint loads them instead
+of solving again. The Grams are recomputed each time (one forward pass) because linear CKA
+needs them and they are dense.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ssc_jax.nets.capture import activation_grams, predict
+from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.graph_store import DIAGNOSTICS, graph_path, load_graphs, save_graphs
+from ssc_jax.pipeline.inputs import AnalysisInputs, preprocess
+from ssc_jax.solver.solve import affinity, ssc_gram
+from ssc_jax.training.checkpoints import load_checkpoint
+
+CACHE_DIR = "ssc_graphs"
+
+
+class LayerGraphs(NamedTuple):
+    """The L analysed layers of one checkpoint on n inputs.
+
+    Attributes:
+      layers: the L layer names, forward order.
+      grams: (L, n, n) linear-kernel Grams ``X_l X_l^T`` of the flattened activations.
+      coef: (L, n, n) SSC coefficients, rows rebuild rows.
+      diagnostics: name -> (L,) solver diagnostics (``graph_store.DIAGNOSTICS``).
+      probs: (n, K) the network's class probabilities on the inputs.
+      key: what the cache key is made of (inputs, layers, solver settings).
+      path: the stored ``.npz`` file, or None if it could not be written.
+    """
+
+    layers: list[str]
+    grams: np.ndarray
+    coef: np.ndarray
+    diagnostics: dict[str, np.ndarray]
+    probs: np.ndarray
+    key: dict
+    path: Path | None
+
+    @property
+    def affinity(self) -> np.ndarray:
+        """(L, n, n) symmetric affinity graphs ``|C| + |C|^T``."""
+        return np.asarray(affinity(self.coef))
+
+
+def checkpoint_graphs(
+    run_dir: str | Path,
+    epoch: int,
+    inputs: AnalysisInputs,
+    *,
+    analysis: AnalysisSet,
+    solver: SolverSettings,
+    progress: bool = True,
+) -> LayerGraphs:
+    """Load the checkpoint of ``epoch`` in ``run_dir`` and return its graphs on ``inputs``:
+    the layers' Grams and predictions are computed, the SSC graphs solved or loaded."""
+    model, info = load_checkpoint(Path(run_dir), epoch)
+    images = preprocess(inputs.images, info)
+    names, grams = activation_grams(
+        model,
+        images,
+        layers=analysis.layers,
+        batch_size=analysis.batch_size,
+        memory_budget_bytes=solver.memory_budget_bytes,
+    )
+    names = list(names)
+    grams = np.asarray(grams)
+    probs = np.asarray(predict(model, images, batch_size=analysis.batch_size))
+    key = {"inputs": inputs.key, "layers": names, "solver": solver.key()}
+    path = graph_path(Path(run_dir) / CACHE_DIR, epoch, key)
+    if path.exists():
+        stored = load_graphs(path)
+        return LayerGraphs(names, grams, stored.coef, stored.diagnostics, probs, key, path)
+    result = ssc_gram(grams, progress=progress, **solver.kwargs())
+    coef = np.asarray(result.coef, dtype=np.float32)
+    diagnostics = {name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS}
+    try:
+        save_graphs(path, names, coef, diagnostics, key)
+    except OSError as err:
+        warnings.warn(f"could not store the SSC graphs in {path.parent}: {err}", stacklevel=2)
+        path = None
+    return LayerGraphs(names, grams, coef, diagnostics, probs, key, path)
+
+
+def export_graphs(graphs: LayerGraphs, epoch: int, directory: str | Path) -> Path:
+    """Put the graphs' ``.npz`` file into ``directory`` (a copy of the cached file if any)."""
+    target = graph_path(directory, epoch, graphs.key)
+    if graphs.path is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(graphs.path, target)
+        return target
+    return save_graphs(target, graphs.layers, graphs.coef, graphs.diagnostics, graphs.key)

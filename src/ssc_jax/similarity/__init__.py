@@ -1,0 +1,6 @@
+"""Similarity between layers: HSIC and CKA (the paper's SSC-CKA and linear CKA)."""
+
+from ssc_jax.similarity.cka import MinibatchCKA, cka, cka_matrix, linear_cka, minibatch_cka
+from ssc_jax.similarity.hsic import HSICStack, hsic
+
+__all__ = ["HSICStack", "MinibatchCKA", "cka", "cka_matrix", "hsic", "linear_cka", "minibatch_cka"]

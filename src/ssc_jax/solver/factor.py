@@ -1,0 +1,85 @@
+"""The one-off factorisation behind the solver: ``G = U diag(l) U^T``, dense or low rank.
+
+The eigendecomposition (or a thin SVD of the features) is taken once per problem, in float64
+for float32 input when asked, and gives the exact ``(tau G + mu I)^-1`` for every mu the
+solver picks. Its numerical rank decides between the dense and the Woodbury update.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssc_jax.solver.admm import DenseFactor, Factor, LowRankFactor
+
+Array = jax.Array
+
+
+def normalize_rows(x: Array) -> Array:
+    """Scale each row of (..., n, d) ``x`` to unit l2 norm; zero rows stay zero."""
+    norms = jnp.linalg.norm(x, axis=-1, keepdims=True)
+    return x / jnp.where(norms > 0, norms, 1)
+
+
+def normalize_gram(gram: Array) -> Array:
+    """The Gram of the unit-normalised samples, ``G_ij / sqrt(G_ii G_jj)``; zero rows stay zero."""
+    diag = jnp.diagonal(gram, axis1=-2, axis2=-1)
+    scale = jnp.where(diag > 0, jax.lax.rsqrt(jnp.where(diag > 0, diag, 1)), 0)
+    return gram * scale[..., :, None] * scale[..., None, :]
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def gram_eigh(gram: Array, normalize: bool) -> tuple[Array, Array]:
+    """Eigenvalues (ascending) and vectors of (B, n, n) Grams, normalised first if asked."""
+    return jnp.linalg.eigh(normalize_gram(gram) if normalize else gram)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def thin_svd(x: Array, normalize: bool) -> tuple[Array, Array]:
+    """``(U, s^2)`` of (n, d) features, so that ``X X^T = U diag(s^2) U^T``."""
+    u, s, _ = jnp.linalg.svd(normalize_rows(x) if normalize else x, full_matrices=False)
+    return u, s**2
+
+
+def factor_eps(dtype, precise: bool) -> float:
+    """Machine epsilon of the precision ``factorize`` works in for ``dtype`` input."""
+    return float(np.finfo(np.float64 if precise else dtype).eps)
+
+
+def factorize(fn, a: Array, normalize: bool, precise: bool) -> tuple[Array, Array]:
+    """``fn(a, normalize)``, an eigh or a thin SVD, in float64 when ``precise`` and ``a`` is
+    float32; the factors come back in ``a``'s dtype.
+
+    Float32 normalisation and eigendecomposition of an ill-conditioned Gram (activations of
+    neighbouring samples) put a floor near 1e-4 on the objective's accuracy, whatever the
+    ADMM tolerance; factoring in float64 and iterating in float32 removes it.
+    """
+    if not precise or a.dtype != jnp.float32:
+        return fn(a, normalize)
+    with jax.enable_x64(True):
+        first, second = fn(a.astype(jnp.float64), normalize)
+        return first.astype(jnp.float32), second.astype(jnp.float32)
+
+
+def choose_factor(values: Array, vectors: Array, low_rank: bool | None, eps: float) -> Factor:
+    """A dense or low-rank factor from a batch of eigendecompositions (ascending values).
+
+    The numerical rank counts eigenvalues above ``n * eps * max``, with ``eps`` the precision
+    the decomposition was computed in: dropping more would solve a truncated problem.
+    """
+    n = values.shape[-1]
+    host = np.asarray(values, np.float64)
+    top = host.max(axis=-1, keepdims=True)
+    if np.any(host.min(axis=-1, keepdims=True) < -1e-3 * np.maximum(top, 1e-30)):
+        raise ValueError("G must be positive semidefinite (a Gram matrix X X^T)")
+    tol = np.maximum(top, 1e-30) * n * eps
+    rank = max(1, int((host > tol).sum(axis=-1).max()))
+    values = jnp.maximum(values, 0)
+    if low_rank is None:
+        low_rank = rank <= n // 2
+    if low_rank:
+        return LowRankFactor(vectors[..., -rank:], values[..., -rank:])
+    return DenseFactor(vectors, values)

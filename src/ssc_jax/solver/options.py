@@ -1,0 +1,71 @@
+"""How an SSC problem is prepared and run, apart from what it solves (``ADMM``'s fields)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+
+from ssc_jax.solver.admm import ADMM
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Options shared by ``ssc``, ``ssc_gram``, the estimator and the command line.
+
+    Attributes:
+      normalize: scale each sample to unit l2 norm first, so that tau means the same at every
+        layer; an all-zero sample gets zero coefficients either way.
+      low_rank: use the Woodbury path on the rank of the data; ``None`` decides by size
+        (rank at most n / 2).
+      precise_factor: take the one-off factorisation in float64 for float32 input, then
+        iterate in float32.
+      memory_budget_bytes: bound for one chunk of work on one device; ``None`` is the
+        default policy (``ssc_jax.core.memory.default_memory_budget``).
+      progress: a progress bar over chunks; ``None`` shows one when there is more than one.
+      devices: devices to spread the work over; ``None`` is every local device.
+    """
+
+    normalize: bool = field(default=True, metadata={"help": "unit-norm samples first"})
+    low_rank: bool | None = field(default=None, metadata={"help": "force the low-rank path"})
+    precise_factor: bool = field(default=True, metadata={"help": "float64 factorisation"})
+    memory_budget_bytes: int | None = field(
+        default=None, metadata={"help": "memory budget for one chunk of solver work (bytes)"}
+    )
+    progress: bool | None = field(default=None, metadata={"help": "progress bar over chunks"})
+    devices: Sequence[jax.Device] | None = field(
+        default=None, metadata={"help": "devices to spread the work over"}
+    )
+
+
+ADMM_FIELDS = frozenset(f.name for f in dataclasses.fields(ADMM))
+OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(SolverOptions))
+
+
+def resolve(
+    solver: ADMM | None, options: SolverOptions | None, settings: Mapping[str, Any]
+) -> tuple[ADMM, SolverOptions]:
+    """``solver`` and ``options`` (defaults when ``None``) with ``settings`` applied.
+
+    ``settings`` are keyword overrides, each a field of ``ADMM`` (``tau``, ``rel_tol``, ...)
+    or of ``SolverOptions`` (``normalize``, ``devices``, ...).
+
+    Raises:
+      ValueError: for a name that is neither.
+    """
+    unknown = sorted(set(settings) - ADMM_FIELDS - OPTION_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"unknown solver setting(s) {', '.join(unknown)}; valid: "
+            f"{', '.join(sorted(ADMM_FIELDS | OPTION_FIELDS))}"
+        )
+    solver = dataclasses.replace(
+        solver or ADMM(), **{k: v for k, v in settings.items() if k in ADMM_FIELDS}
+    )
+    options = dataclasses.replace(
+        options or SolverOptions(), **{k: v for k, v in settings.items() if k in OPTION_FIELDS}
+    )
+    return solver, options

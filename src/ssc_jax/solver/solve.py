@@ -1,0 +1,376 @@
+"""Sparse subspace clustering: the public solver API over the ADMM core.
+
+``ssc(X)`` takes samples as rows, ``ssc_gram(G)`` takes Gram matrices ``G = X X^T`` with any
+leading batch axes (for example the layers of one network on the same inputs). Both
+validate their input, scale every sample to unit norm (switchable), choose a dense or a
+low-rank factorisation, split the work into chunks that fit a memory budget (and over the
+local devices, when there are several), and run one compiled ADMM program per chunk shape:
+on a CPU it solves the problems of a chunk one after another, on an accelerator side by side.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from tqdm.auto import tqdm
+
+from ssc_jax.core import checks
+from ssc_jax.core.memory import default_memory_budget, plan_chunks
+from ssc_jax.solver.admm import ADMM, Factor, LowRankFactor, Status
+from ssc_jax.solver.devices import device_mesh, replicate, shard_leading
+from ssc_jax.solver.factor import (
+    choose_factor,
+    factor_eps,
+    factorize,
+    gram_eigh,
+    thin_svd,
+)
+
+Array = jax.Array
+
+
+class SSCResult(NamedTuple):
+    """The SSC solution and its diagnostics; every field has the batch shape ``(...)`` first.
+
+    Attributes:
+      coef: (..., n, n) coefficients C with zero diagonal and ``X ~= C @ X``; ``C[i, j]`` is
+        the weight of sample j in rebuilding sample i.
+      objective: (...) ``||C||_1 + tau/2 ||X - C X||_F^2`` on the (normalised) data.
+      iterations: (...) ADMM steps taken.
+      converged: (...) whether both stopping tests passed: the residuals within their
+        tolerances and the estimated gap within ``gap_tol``.
+      status: (...) a ``Status`` value (0 converged, 1 out of iterations, 2 non-finite).
+      primal_residual: (...) final ``||Z - C||_F``.
+      dual_residual: (...) final ``mu ||C - C_prev||_F``.
+      gap_estimate: (...) the relative objective gap extrapolated from the last blocks (the
+        ``gap_tol`` test).
+      mu: (...) final ADMM penalty.
+      errors: (..., blocks, 3) primal and dual residuals and gap estimate after each block of
+        iterations, -1 after the last; for a problem solved in row blocks, the blocks'
+        residuals combine in quadrature and their gap estimates by the largest.
+    """
+
+    coef: Array
+    objective: Array
+    iterations: Array
+    converged: Array
+    status: Array
+    primal_residual: Array
+    dual_residual: Array
+    gap_estimate: Array
+    mu: Array
+    errors: Array
+
+
+def affinity(coef) -> Array:
+    """The symmetric affinity graph ``|C| + |C|^T`` of (..., n, n) coefficients."""
+    coef = jnp.asarray(coef)
+    checks.check_square("coef", coef)
+    return jnp.abs(coef) + jnp.abs(jnp.swapaxes(coef, -1, -2))
+
+
+def ssc(
+    X,
+    *,
+    tau: float = 10.0,
+    mu: float = 10.0,
+    normalize: bool = True,
+    low_rank: bool | None = None,
+    precise_factor: bool = True,
+    memory_budget_bytes: int | None = None,
+    progress: bool | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    **solver_options,
+) -> SSCResult:
+    """Solve SSC for samples as rows: ``min ||C||_1 + tau/2 ||X - C X||_F^2``, diag(C) = 0.
+
+    Args:
+      X: (n, d) data, one sample per row; n >= 2.
+      tau: weight of the data fit (paper default 10).
+      mu: initial ADMM penalty (paper default 10), adapted by residual balancing.
+      normalize: scale each sample to unit l2 norm first, so that tau means the same at every
+        layer; an all-zero sample gets zero coefficients either way.
+      low_rank: use the rank-d Woodbury path; by default when d <= n / 2.
+      precise_factor: take the one-off factorisation (SVD or eigh) in float64 for float32
+        input, then iterate in float32. Off, it is faster (most on GPUs) but the objective
+        may stall about 1e-4 above the optimum on ill-conditioned data.
+      memory_budget_bytes: bound for one chunk of work on one device (default: half the
+        device memory).
+      progress: show a progress bar over chunks (default: when there is more than one).
+      devices: devices to spread the work over (default: every local device); with more
+        than one, the rows of the problem are split among them.
+      **solver_options: further ``ADMM`` fields, such as ``rel_tol`` or ``max_iterations``.
+
+    Returns:
+      An ``SSCResult`` for the single problem.
+    """
+    checks.check_ndim("X", X, 2, "a 2-D array of shape (n_samples, n_features)")
+    checks.check_min_samples("X", np.shape(X)[0], 2, "each sample is rebuilt from the others")
+    checks.check_finite("X", X)
+    solver = _make_solver(tau, mu, solver_options)
+    x = jnp.asarray(X, _float_dtype(X))
+    n, d = x.shape
+    if low_rank is None:
+        low_rank = d <= n // 2
+    if low_rank:
+        u, values = factorize(thin_svd, x, normalize, precise_factor)
+        factor = LowRankFactor(u[None], values[None])
+    else:
+        # The Gram in the input's precision, as ssc_gram receives it; only the normalisation
+        # and the eigendecomposition need float64.
+        values, vectors = factorize(gram_eigh, (x @ x.T)[None], normalize, precise_factor)
+        factor = choose_factor(values, vectors, False, factor_eps(x.dtype, precise_factor))
+    rank = d if low_rank else n
+    return _solve(
+        lambda index, place: place(factor),
+        1,
+        n,
+        rank,
+        x.dtype,
+        solver,
+        (),
+        memory_budget_bytes,
+        progress,
+        devices,
+    )
+
+
+def ssc_gram(
+    G,
+    *,
+    tau: float = 10.0,
+    mu: float = 10.0,
+    normalize: bool = True,
+    low_rank: bool | None = None,
+    precise_factor: bool = True,
+    memory_budget_bytes: int | None = None,
+    progress: bool | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    **solver_options,
+) -> SSCResult:
+    """Solve SSC from Gram matrices ``G = X X^T``, for one problem or a batch of them.
+
+    Args:
+      G: (n, n) or (..., n, n) symmetric positive semidefinite Gram matrices; every leading
+        axis is a batch of independent problems on n samples (n >= 2). A NumPy stack stays on
+        the host and goes to the device one chunk at a time.
+      low_rank: use the Woodbury path on the numerical rank r of G; by default when the
+        largest rank in a chunk is at most n / 2.
+      devices: devices to spread the work over (default: every local device); with more
+        than one, a batch is split by problems (each answer equals the single-device one),
+        a single problem by rows.
+      tau, mu, normalize, precise_factor, memory_budget_bytes, progress, **solver_options: as
+        in ``ssc``.
+
+    Returns:
+      An ``SSCResult`` with the batch shape of ``G``. When the batch needs several chunks, its
+      arrays are gathered on the host as NumPy arrays.
+    """
+    checks.check_ndim("G", G, tuple(range(2, 8)), "a Gram matrix (n, n) or a stack (..., n, n)")
+    checks.check_square("G", G)
+    n = np.shape(G)[-1]
+    checks.check_min_samples("G", n, 2, "each sample is rebuilt from the others")
+    checks.check_finite("G", G)
+    solver = _make_solver(tau, mu, solver_options)
+    batch_shape = np.shape(G)[:-2]
+    dtype = _float_dtype(G)
+    stack = G.reshape((-1, n, n)) if isinstance(G, jax.Array) else np.reshape(G, (-1, n, n))
+
+    def chunk_factor(index: np.ndarray, place: Callable) -> Factor:
+        gram = place(jnp.asarray(stack[index], dtype))
+        asymmetry = float(jnp.max(jnp.abs(gram - jnp.swapaxes(gram, -1, -2))))
+        if asymmetry > 1e-4 * max(float(jnp.max(jnp.abs(gram))), 1e-30):
+            raise ValueError(
+                f"G must be symmetric (a Gram matrix X X^T); max |G - G^T| = {asymmetry}"
+            )
+        values, vectors = factorize(gram_eigh, gram, normalize, precise_factor)
+        eps = factor_eps(dtype, precise_factor)
+        return place(choose_factor(values, vectors, low_rank, eps))
+
+    return _solve(
+        chunk_factor,
+        len(stack),
+        n,
+        n,
+        dtype,
+        solver,
+        batch_shape,
+        memory_budget_bytes,
+        progress,
+        devices,
+    )
+
+
+def _float_dtype(x) -> np.dtype:
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    return jax.dtypes.canonicalize_dtype(dtype if np.issubdtype(dtype, np.floating) else np.float32)
+
+
+def _make_solver(tau: float, mu: float, options: dict) -> ADMM:
+    checks.check_positive("tau", tau)
+    checks.check_positive("mu", mu)
+    try:
+        return ADMM(tau=float(tau), mu=float(mu), **options)
+    except TypeError as err:
+        raise ValueError(f"unknown solver option: {err}") from None
+
+
+def _solve_rows(
+    solver: ADMM, factors: Factor, rows: Array, sequential: bool, axis_name: str | None = None
+):
+    """The final state of the rows ``rows`` of each problem in ``factors``.
+
+    ``sequential`` solves the problems one after another (``lax.map``), each stopping on its
+    own test; otherwise they run side by side (``vmap``) until the slowest one stops, the
+    others idling through its iterations. ``axis_name`` names the vmap axis this call is
+    mapped over, if any (see ``ADMM.run``).
+    """
+    if factors.vectors.shape[0] == 1:
+        single = solver.run(jax.tree.map(lambda a: a[0], factors), rows, axis_name)
+        return jax.tree.map(lambda a: a[None], single)
+    solve = functools.partial(solver.run, rows=rows)
+    if sequential:
+        return lax.map(solve, factors)
+    return jax.vmap(functools.partial(solve, axis_name=_PROBLEMS), axis_name=_PROBLEMS)(factors)
+
+
+_PROBLEMS, _ROW_BLOCKS = "problems", "row_blocks"
+_run_batch = jax.jit(_solve_rows, static_argnums=(0, 3))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_row_group(solver: ADMM, factor: Factor, rows: Array):
+    """``_solve_rows`` of one problem for each of the (width, b) row blocks ``rows``, one per
+    device."""
+    return jax.vmap(
+        lambda block: _solve_rows(solver, factor, block, False, _ROW_BLOCKS),
+        axis_name=_ROW_BLOCKS,
+    )(rows)
+
+
+def _sequential_batches(mesh) -> bool:
+    """Whether a batch on one device is best solved a problem at a time.
+
+    One problem's matmuls already keep every CPU core busy, so on a CPU nothing is gained by
+    running problems side by side, and each stops as soon as it converges (CNN layers of one
+    network need 100 to 250 iterations). An accelerator needs the batch to fill it.
+    """
+    return mesh is None and jax.default_backend() == "cpu"
+
+
+def _solve(
+    chunk_factor: Callable[[np.ndarray, Callable], Factor],
+    batch: int,
+    n: int,
+    rank: int,
+    dtype,
+    solver: ADMM,
+    batch_shape: tuple[int, ...],
+    budget: int | None,
+    progress: bool | None,
+    devices: Sequence[jax.Device] | None,
+) -> SSCResult:
+    """Solve ``batch`` problems on n samples, chunked over problems and rows by ``budget``.
+
+    ``chunk_factor(index, place)`` factors the problems ``index`` (an int array) only when
+    their chunk is reached, so that at most one chunk of Grams and factors is on the device
+    at a time; ``place`` puts its arrays on the devices. With several devices, a batch is
+    sharded over problems and a single problem over row blocks (see ``devices.py``);
+    ``budget`` holds per device.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    budget = default_memory_budget() if budget is None else int(budget)
+    plan = plan_chunks(n, batch, rank, itemsize, budget)
+    mesh = device_mesh(devices)
+    problems, rows_per_block, width = plan.problems, plan.rows, 1
+    if mesh is None:
+        place = _unplaced
+    elif batch > 1:
+        # Whole problems per device; the chunk is padded to a multiple of the device count.
+        problems = min(plan.problems * mesh.size, -(-batch // mesh.size) * mesh.size)
+        place = functools.partial(shard_leading, mesh=mesh)
+    else:
+        rows_per_block, width = min(plan.rows, -(-n // mesh.size)), mesh.size
+        place = functools.partial(replicate, mesh=mesh)
+    sequential = _sequential_batches(mesh)
+    problem_chunks = [range(s, min(s + problems, batch)) for s in range(0, batch, problems)]
+    group_rows = rows_per_block * width
+    units = len(problem_chunks) * math.ceil(n / group_rows)
+    bar = tqdm(
+        total=units,
+        desc="SSC",
+        unit="chunk",
+        disable=(units == 1) if progress is None else not progress,
+    )
+    pieces = []
+    for chunk in problem_chunks:
+        # Pad the last chunk with copies so that every chunk reuses one compiled program.
+        index = np.minimum(np.arange(chunk.start, chunk.start + problems), chunk.stop - 1)
+        chunk_factors = chunk_factor(index, place)
+        blocks = []
+        for start in range(0, n, group_rows):
+            # Rows past n become n: a zero row of the identity is an all-zero LASSO problem
+            # that stays at C = 0 and adds nothing to the residuals or the objective.
+            rows = np.minimum(np.arange(start, start + group_rows), n)
+            if width == 1:
+                blocks.append(_run_batch(solver, chunk_factors, jnp.asarray(rows), sequential))
+            else:
+                rows = shard_leading(jnp.asarray(rows.reshape(width, rows_per_block)), mesh)
+                group = _run_row_group(solver, chunk_factors, rows)
+                blocks.extend(jax.tree.map(lambda a, i=i: a[i], group) for i in range(width))
+            bar.update()
+        merged = _merge_row_blocks(blocks, n, len(chunk))
+        # With several chunks, each result leaves the device before the next chunk starts.
+        pieces.append(merged if len(problem_chunks) == 1 else jax.device_get(merged))
+    bar.close()
+    result = pieces[0] if len(pieces) == 1 else jax.tree.map(_concat_host, *pieces)
+    result = jax.tree.map(lambda a: a.reshape(batch_shape + a.shape[1:]), result)
+    nonfinite = int(np.sum(np.asarray(result.status) == Status.NONFINITE))
+    if nonfinite:
+        warnings.warn(
+            f"{nonfinite} SSC problem(s) hit non-finite values and stopped early; their "
+            "coefficients are the last finite iterate",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return result
+
+
+def _unplaced(tree):
+    return tree
+
+
+def _concat_host(*arrays: np.ndarray) -> np.ndarray:
+    return np.concatenate(arrays)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _merge_row_blocks(states, n: int, problems: int) -> SSCResult:
+    """Join the final states of row blocks into one ``SSCResult`` per problem."""
+    coef = jnp.concatenate([s.coef for s in states], axis=1)[:, :n]
+    stacked = jnp.stack([s.errors for s in states])
+    ran = jnp.any(stacked >= 0, axis=0)
+    residuals = jnp.sqrt(jnp.sum(jnp.maximum(stacked[..., :2], 0) ** 2, axis=0))
+    history = jnp.where(ran, jnp.concatenate([residuals, stacked[..., 2:].max(0)], -1), -1)
+    status = functools.reduce(jnp.maximum, [s.status for s in states])
+    result = SSCResult(
+        coef=coef,
+        objective=sum(s.objective for s in states),
+        iterations=functools.reduce(jnp.maximum, [s.iteration for s in states]),
+        converged=status == Status.CONVERGED,
+        status=status,
+        primal_residual=jnp.sqrt(sum(s.primal_residual**2 for s in states)),
+        dual_residual=jnp.sqrt(sum(s.dual_residual**2 for s in states)),
+        gap_estimate=functools.reduce(jnp.maximum, [s.gap_estimate for s in states]),
+        mu=states[0].mu,
+        errors=history,
+    )
+    return jax.tree.map(lambda a: a[:problems], result)
