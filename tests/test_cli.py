@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from ssc_jax.pipeline.cli import main
+from ssc_jax.pipeline import analyze
+from ssc_jax.pipeline.arguments import analysis_settings, given
+from ssc_jax.pipeline.cli import build_parser, main
+from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
+from ssc_jax.solver.admm import ADMM
+from ssc_jax.solver.options import SolverOptions
+from ssc_jax.training.trainer import TrainConfig
 
 COMMANDS = ["default", "train", "analyze", "dynamics", "compare"]
 
@@ -23,10 +31,67 @@ def test_help(command, capsys):
         assert "--out" in text
 
 
+def _help_of(command: str, flag: str) -> str:
+    subparsers = build_parser()._subparsers._group_actions[0]
+    (action,) = [a for a in subparsers.choices[command]._actions if flag in a.option_strings]
+    return action.help
+
+
+def test_options_take_defaults_and_help_from_the_dataclasses():
+    parser = build_parser()
+    analysis, solver = analysis_settings(parser.parse_args(["analyze", "run"]))
+    assert analysis == AnalysisSet(n=1000)  # analyze keeps its own N
+    assert solver == SolverSettings()
+    analysis, solver = analysis_settings(parser.parse_args(["default"]))
+    assert analysis == AnalysisSet() and analysis.n == 500
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(ADMM)}
+    assert _help_of("analyze", "--max-iter").startswith(helps["max_iterations"])
+    assert _help_of("compare", "--tau") == helps["tau"] + " (default: %(default)s)"
+    n_help = dataclasses.fields(AnalysisSet)[2].metadata["help"]
+    assert _help_of("dynamics", "--n") == n_help + " (default: %(default)s)"
+    assert parser.parse_args(["train", "--model", "m"]).__dict__["TrainConfig.epochs"] == 100
+
+
+def test_options_set_the_settings():
+    argv = ["analyze", "run", "--tau", "20", "--max-iter", "70", "--gap-tol", "1e-3"]
+    argv += ["--no-normalize", "--memory-gb", "0.5", "--n", "80", "--layers", "blocks"]
+    analysis, solver = analysis_settings(build_parser().parse_args(argv))
+    assert analysis == AnalysisSet(n=80, layers="blocks")
+    assert solver.admm == ADMM(tau=20.0, max_iterations=70, gap_tol=1e-3)
+    assert solver.options == SolverOptions(normalize=False, memory_budget_bytes=2**29)
+    config = TrainConfig(
+        model="vgg11", dataset="cifar10", epochs=3, learning_rate=0.05, augment=False
+    )
+    args = build_parser().parse_args(
+        ["train", "--model", "vgg11", "--epochs", "3", "--lr", "0.05", "--no-augment"]
+    )
+    assert TrainConfig(**given(args, TrainConfig)) == config
+
+
+@pytest.mark.parametrize("option", [["--tau", "0"], ["--n", "-5"], ["--max-iter", "2.5"]])
+def test_bad_option_values_are_usage_errors(option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", "run", *option])
+    assert exit_info.value.code == 2
+    assert f"argument {option[0]}" in capsys.readouterr().err
+
+
+def test_an_internal_error_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not the user's doing")
+
+    monkeypatch.setattr(analyze, "analyze_checkpoint", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["analyze", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert "ssc-jax: error" not in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def _fails_cleanly(argv, capsys, target, match):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and match in err
+    assert err.startswith("ssc-jax: error: ") and match in err
+    assert err.count("\n") == 1  # one line
     assert not target.exists()
     assert not [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}")]
 
@@ -51,12 +116,14 @@ def test_missing_run_folder(tmp_path, capsys):
     _fails_cleanly(argv, capsys, out, "no training run")
 
 
+@pytest.mark.slow  # trains the shared tiny run
 def test_missing_checkpoint(tiny_run, tmp_path, capsys, fast_analysis):
     out = tmp_path / "out"
     argv = ["analyze", str(tiny_run), "--epoch", "7", "--out", str(out), *fast_analysis]
     _fails_cleanly(argv, capsys, out, "no checkpoint for epoch 7")
 
 
+@pytest.mark.slow  # trains the shared tiny run
 def test_unreadable_analysis_data(tiny_run, tmp_path, capsys, fast_analysis):
     out = tmp_path / "deeper" / "out"
     bad = tmp_path / "broken.zip"
@@ -67,12 +134,14 @@ def test_unreadable_analysis_data(tiny_run, tmp_path, capsys, fast_analysis):
     assert not (tmp_path / "deeper").exists()
 
 
+@pytest.mark.slow  # trains the shared tiny run
 def test_n_larger_than_dataset(tiny_run, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["analyze", str(tiny_run), "--out", str(out), "--n", "100000", "--quiet"]
     _fails_cleanly(argv, capsys, out, "holds only")
 
 
+@pytest.mark.slow  # trains the shared tiny run
 def test_refuses_to_replace_a_foreign_folder(tiny_run, tmp_path, capsys, fast_analysis):
     (tmp_path / "notes.txt").write_text("mine")
     argv = ["analyze", str(tiny_run), "--out", str(tmp_path), *fast_analysis]

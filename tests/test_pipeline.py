@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 import ssc_jax.pipeline.layer_graphs as graphs_module
-from ssc_jax.pipeline.analyze import MIN_EMBEDDED, embedded_inputs
+from ssc_jax.nets.capture import predict
+from ssc_jax.pipeline.analyze import MIN_EMBEDDED, analyze_checkpoint, embedded_inputs
 from ssc_jax.pipeline.cli import main
+from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.graph_store import load_graphs
+from ssc_jax.solver.admm import ADMM
+from ssc_jax.solver.solve import ssc_gram
+from ssc_jax.training.checkpoints import load_checkpoint
+from ssc_jax.training.datasets import analysis_indices, load_dataset
 
 ANALYZE_KEYS = {
     "layers",
@@ -46,19 +53,45 @@ def _check_report(out, figures):
     assert page.count('src="data:image/png;base64,') >= len(figures)
 
 
+def _recomputed_table1(run, metrics, stored):
+    """Table 1 from scratch: the network's predictions on the analysis inputs, and SSC labels
+    as the class of largest summed affinity on the stored last-layer graph."""
+    images, labels, _ = load_dataset("digits", "test")
+    pick = analysis_indices(labels, metrics["n"], seed=0)
+    model, info = load_checkpoint(run, metrics["epoch"])
+    mean, std = (np.asarray(info[k], np.float32) for k in ("mean", "std"))
+    scaled = (images[pick].astype(np.float32) / np.float32(255) - mean) / std
+    predicted = np.asarray(predict(model, scaled)).argmax(axis=1)
+    labels = labels[pick]
+    coef = stored.coef[-1].astype(np.float64)
+    A = np.abs(coef) + np.abs(coef).T
+    np.fill_diagonal(A, 0.0)
+    scores = A @ np.eye(10)[labels]
+    ssc = np.where(scores.max(axis=1) > 0, scores.argmax(axis=1), -1)
+    return {
+        "ssc_label_accuracy": np.mean(ssc == labels),
+        "network_accuracy": np.mean(predicted == labels),
+        "agreement": np.mean(ssc == predicted),
+    }
+
+
+@pytest.mark.slow
 def test_train_writes_a_checkpoint_per_epoch(tiny_run):
     from ssc_jax.training.checkpoints import list_checkpoints
 
     assert list(list_checkpoints(tiny_run)) == [1, 2]
 
 
-def test_analyze(analyzed):
+@pytest.mark.slow
+def test_analyze(tiny_run, analyzed):
     out, metrics = analyzed
     assert metrics["command"] == "analyze" and metrics["epoch"] == 2
     assert set(metrics) >= ANALYZE_KEYS
     _check_layer_metrics(metrics)
-    for key in ("ssc_label_accuracy", "network_accuracy", "agreement"):
-        assert 0.0 <= metrics[key] <= 1.0
+    stored = load_graphs(out / metrics["graph_file"])
+    recomputed = _recomputed_table1(tiny_run, metrics, stored)
+    for key, value in recomputed.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6), key
     for wrong in metrics["confidently_wrong"]:
         assert wrong["true"] != wrong["predicted"] and len(wrong["neighbours"]) == 8
     correct = round(metrics["network_accuracy"] * metrics["n"])
@@ -67,7 +100,6 @@ def test_analyze(analyzed):
     figures = ["modularity_by_layer", "cka_heatmaps", "spectral_embeddings"]
     figures += [f"wrong_input_{k + 1}" for k in range(len(metrics["confidently_wrong"]))]
     _check_report(out, figures)
-    stored = load_graphs(out / metrics["graph_file"])
     assert stored.layers == metrics["layers"]
     assert stored.coef.shape == (len(stored.layers), metrics["n"], metrics["n"])
     assert np.all(np.diagonal(stored.coef, axis1=1, axis2=2) == 0)
@@ -84,6 +116,43 @@ def test_fig8_embeds_the_correctly_classified_inputs():
     np.testing.assert_array_equal(embedded_inputs(labels, (labels + 1) % 4), np.arange(40))
 
 
+@pytest.mark.slow
+def test_computing_writes_nothing(tiny_run, analyzed, tmp_path, monkeypatch, fast_analysis):
+    """A notebook gets the metrics without a file written: no cache, cwd untouched."""
+    before = sorted(p for p in tiny_run.rglob("*"))
+    monkeypatch.chdir(tmp_path)
+    result = analyze_checkpoint(
+        tiny_run, analysis=AnalysisSet(n=int(fast_analysis[1])), cache=False, progress=False
+    )
+    assert list(tmp_path.iterdir()) == []
+    assert sorted(p for p in tiny_run.rglob("*")) == before
+    assert result.graphs.path is None
+    metrics = json.loads(json.dumps(result.metrics, allow_nan=False))
+    assert metrics == result.metrics  # JSON types already
+    expected = {k: v for k, v in analyzed[1].items() if k not in ("command", "settings", "version")}
+    assert set(metrics) == set(expected)
+    np.testing.assert_allclose(metrics["modularity"], expected["modularity"], rtol=1e-5)
+    assert metrics["graph_file"] == expected["graph_file"]
+
+
+def test_solver_settings_keep_the_cache_key_and_call_the_solver_flat():
+    settings = SolverSettings.of(tau=20.0, rel_tol=1e-3, memory_budget_bytes=2**20)
+    # The key of stored graphs: unchanged from before the settings held an ADMM.
+    before = {"normalize": True, **dataclasses.asdict(ADMM(tau=20.0, mu=10.0, rel_tol=1e-3))}
+    assert settings.key() == before
+    assert SolverSettings().key() == {"normalize": True, **dataclasses.asdict(ADMM())}
+    kwargs = settings.kwargs()
+    assert kwargs["tau"] == 20.0 and kwargs["memory_budget_bytes"] == 2**20
+    assert "progress" not in kwargs
+    x = np.random.default_rng(0).normal(size=(12, 4))
+    result = ssc_gram(x @ x.T, progress=False, **kwargs)
+    direct = ssc_gram(x @ x.T, tau=20.0, rel_tol=1e-3)
+    np.testing.assert_allclose(result.coef, direct.coef, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown solver setting"):
+        SolverSettings.of(tol=1.0)
+
+
+@pytest.mark.slow
 def test_later_commands_reuse_stored_graphs(
     tiny_run, analyzed, tmp_path, monkeypatch, fast_analysis
 ):
@@ -101,6 +170,7 @@ def test_later_commands_reuse_stored_graphs(
         main(["analyze", str(tiny_run), "--out", str(out), "--tau", "20", *fast_analysis])
 
 
+@pytest.mark.slow
 def test_dynamics(tiny_run, analyzed, tmp_path, fast_analysis):
     out = tmp_path / "dynamics"
     assert main(["dynamics", str(tiny_run), "--out", str(out), *fast_analysis]) == 0
@@ -117,6 +187,7 @@ def test_dynamics(tiny_run, analyzed, tmp_path, fast_analysis):
     _check_report(out, ["dynamics", "epoch_heatmaps", "epoch_heatmaps_linear"])
 
 
+@pytest.mark.slow
 def test_compare(tiny_run, tmp_path, fast_analysis):
     out = tmp_path / "compare"
     runs = [f"{tiny_run}@1", str(tiny_run)]
@@ -131,6 +202,7 @@ def test_compare(tiny_run, tmp_path, fast_analysis):
     _check_report(out, ["compare_ssc_cka", "compare_linear_cka", "compare_modularity"])
 
 
+@pytest.mark.slow
 def test_offline_default(tmp_path, capsys):
     out = tmp_path / "default"
     assert main(["--out", str(out), "--epochs", "2", "--n", "60", "--quiet"]) == 0

@@ -14,13 +14,14 @@ import numpy as np
 
 from ssc_jax.graphs.communities import class_affinity, label_agreement, top_neighbours
 from ssc_jax.graphs.spectral import spectral_embedding
-from ssc_jax.pipeline import findings, plots
+from ssc_jax.pipeline import findings
 from ssc_jax.pipeline.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SOLVER,
     AnalysisSet,
     SolverSettings,
 )
+from ssc_jax.pipeline.findings import Finding
 from ssc_jax.pipeline.inputs import (
     AnalysisInputs,
     held_out_data,
@@ -28,9 +29,16 @@ from ssc_jax.pipeline.inputs import (
     resolve_epoch,
     run_info,
 )
-from ssc_jax.pipeline.layer_graphs import LayerGraphs, checkpoint_graphs, export_graphs
-from ssc_jax.pipeline.report import Report
-from ssc_jax.pipeline.summary import SOLVER_HEADERS, graph_summary, solver_rows
+from ssc_jax.pipeline.layer_graphs import (
+    GraphSource,
+    LayerGraphs,
+    checkpoint_graphs,
+    export_name,
+    export_source,
+    run_cache,
+)
+from ssc_jax.pipeline.outputs import to_jsonable
+from ssc_jax.pipeline.summary import graph_summary
 
 
 class WrongInput(NamedTuple):
@@ -48,7 +56,10 @@ class WrongInput(NamedTuple):
 class CheckpointAnalysis(NamedTuple):
     """Everything ``analyze`` computes. Arrays: ``probs`` (n, K), ``modularity`` (L,),
     ``ssc_cka`` and ``linear_cka`` (L, L), ``embedded`` (m,) the inputs in Fig 8 and
-    ``embeddings`` [(layer, (m, 2))]."""
+    ``embeddings`` [(layer, (m, 2))]. ``metrics`` holds the ``metrics.json`` entries (JSON
+    types only); ``exports`` maps the path of the graph file in the output folder to its
+    source.
+    """
 
     run: str
     epoch: int
@@ -62,6 +73,9 @@ class CheckpointAnalysis(NamedTuple):
     embedded: np.ndarray
     embeddings: list[tuple[str, np.ndarray]]
     wrong: list[WrongInput]
+    findings: list[Finding]
+    metrics: dict
+    exports: dict[str, GraphSource]
 
 
 def embedding_layers(n_layers: int, count: int = 6) -> list[int]:
@@ -94,13 +108,13 @@ def confidently_wrong(
         neighbours, weights = top_neighbours(A, int(i), k=k)
         out.append(
             WrongInput(
-                int(i),
-                int(labels[i]),
-                int(predicted[i]),
-                float(confidence[i]),
-                scores[i],
-                np.asarray(neighbours),
-                np.asarray(weights),
+                index=int(i),
+                true=int(labels[i]),
+                predicted=int(predicted[i]),
+                confidence=float(confidence[i]),
+                class_scores=scores[i],
+                neighbours=np.asarray(neighbours),
+                weights=np.asarray(weights),
             )
         )
     return out
@@ -113,13 +127,23 @@ def analyze_checkpoint(
     analysis: AnalysisSet = DEFAULT_ANALYSIS,
     solver: SolverSettings = DEFAULT_SOLVER,
     n_wrong: int = 3,
+    cache: bool = True,
     progress: bool = True,
 ) -> CheckpointAnalysis:
-    """Analyse the checkpoint of ``epoch`` (default: the last) of the run in ``run_dir``."""
+    """Analyse the checkpoint of ``epoch`` (default: the last) of the run in ``run_dir``.
+
+    Writes nothing, except a new solution into the run's graph cache when ``cache`` is on.
+    """
     epoch = resolve_epoch(run_dir, epoch)
     inputs = load_inputs(analysis, held_out_data(run_info(run_dir)))
     graphs = checkpoint_graphs(
-        run_dir, epoch, inputs, analysis=analysis, solver=solver, progress=progress
+        run_dir,
+        epoch,
+        inputs,
+        analysis=analysis,
+        solver=solver,
+        cache_dir=run_cache(run_dir, cache),
+        progress=progress,
     )
     probs = graphs.probs
     A = graphs.affinity
@@ -141,125 +165,28 @@ def analyze_checkpoint(
         for i in embedding_layers(len(graphs.layers))
     ]
     wrong = confidently_wrong(last, inputs.labels, probs, n_wrong)
-    return CheckpointAnalysis(
-        str(run_dir),
-        epoch,
-        inputs,
-        graphs,
-        probs,
-        modularity,
-        ssc_cka,
-        linear_cka,
-        table1,
-        embedded,
-        embeddings,
-        wrong,
-    )
-
-
-def _wrong_figure(result: CheckpointAnalysis, w: WrongInput):
-    names = result.inputs.class_names
-    images = result.inputs.images
-    caption = f"true: {names[w.true]}\npredicted: {names[w.predicted]} ({w.confidence:.2f})"
-    captions = [
-        f"{names[result.inputs.labels[j]]} ({a:.2f})"
-        for j, a in zip(w.neighbours, w.weights, strict=True)
-    ]
-    return plots.plot_wrong_input(
-        images[w.index],
-        caption,
-        w.class_scores,
-        names,
-        images[w.neighbours],
-        captions,
-        highlight=(w.true, w.predicted),
-    )
-
-
-def write_checkpoint(result: CheckpointAnalysis, out_dir: Path, report: Report) -> dict:
-    """Write figures and graphs of ``result`` under ``out_dir``, add its report sections,
-    and return its ``metrics.json`` entries."""
-    figures = out_dir / "figures"
-    layers = result.graphs.layers
-    names = result.inputs.class_names
-    tag = f"epoch {result.epoch}"
-    graph_file = export_graphs(result.graphs, result.epoch, out_dir / "graphs")
-
     found = [
-        findings.modularity_grows(layers, result.modularity),
-        findings.labels_agree(result.table1, layers[-1]),
+        findings.modularity_grows(graphs.layers, modularity),
+        findings.labels_agree(table1, graphs.layers[-1]),
     ]
-    report.heading(f"The paper's findings on this checkpoint ({tag})")
-    report.table(["finding", "holds here", "evidence"], findings.as_rows(found))
-    report.heading(f"Table 1: SSC labels of the last conv layer ({layers[-1]}) vs. the network")
-    t = result.table1
-    report.table(
-        ["SSC label accuracy", "network accuracy", "agreement"],
-        [[t["ssc_label_accuracy"], t["network_accuracy"], t["agreement"]]],
-        caption="SSC label: the class with the largest summed affinity (neighbours' true labels).",
-    )
-    report.heading("Modularity of each layer's SSC graph (class labels as communities)")
-    fig = plots.plot_modularity_by_layer(
-        {tag: (layers, result.modularity)}, title=f"Modularity per layer, {tag}"
-    )
-    report.figure(plots.save_figure(fig, figures, "modularity_by_layer"))
-    report.table(
-        ["layer", "modularity", *SOLVER_HEADERS],
-        [
-            [name, float(q), *row]
-            for name, q, row in zip(
-                layers, result.modularity, solver_rows(result.graphs.diagnostics), strict=True
-            )
-        ],
-        caption="Solver diagnostics per layer (ADMM).",
-    )
-    report.heading("Pairwise similarity of all layers (Fig 3-7 style)")
-    fig = plots.plot_cka_heatmaps(
-        [("SSC-CKA", result.ssc_cka, layers), ("linear CKA", result.linear_cka, layers)],
-        title=f"Layer-by-layer CKA, {tag}",
-        colorbar_label="CKA",
-    )
-    report.figure(plots.save_figure(fig, figures, "cka_heatmaps"))
-    report.heading("Spectral embeddings of the SSC graphs (Fig 8)")
-    labels = result.inputs.labels
-    fig = plots.plot_spectral_embeddings(result.embeddings, labels[result.embedded], names)
-    correct = int(np.sum(result.probs.argmax(axis=1) == labels))
-    report.figure(
-        plots.save_figure(fig, figures, "spectral_embeddings"),
-        "Top two eigenvectors of each layer's affinity graph restricted to "
-        + (
-            f"all {labels.size} analysis inputs (fewer than {MIN_EMBEDDED} are classified "
-            "correctly)"
-            if correct < MIN_EMBEDDED
-            else f"the {result.embedded.size} correctly classified inputs, as in the paper"
-        )
-        + ", coloured by their true class.",
-    )
-    report.heading("Confidently wrong inputs and their SSC neighbourhoods (Fig 9)")
-    if not result.wrong:
-        report.text("The network classified every analysis input correctly.")
-    for k, w in enumerate(result.wrong):
-        report.figure(
-            plots.save_figure(_wrong_figure(result, w), figures, f"wrong_input_{k + 1}"),
-            f"Input {w.index}: its class-affinity distribution on {layers[-1]} and its "
-            "8 strongest neighbours (class, affinity).",
-        )
-    return {
-        "run": result.run,
-        "epoch": result.epoch,
-        "n": len(result.inputs.labels),
-        "data": result.inputs.key["data"],
-        "split": result.inputs.key["split"],
+    graph_file = export_name(graphs, epoch)
+    names = inputs.class_names
+    metrics = {
+        "run": str(run_dir),
+        "epoch": epoch,
+        "n": len(inputs.labels),
+        "data": inputs.key["data"],
+        "split": inputs.key["split"],
         "class_names": names,
-        "layers": layers,
-        "modularity": result.modularity,
-        "ssc_cka": result.ssc_cka,
-        "linear_cka": result.linear_cka,
-        **result.table1,
+        "layers": graphs.layers,
+        "modularity": modularity,
+        "ssc_cka": ssc_cka,
+        "linear_cka": linear_cka,
+        **table1,
         "neighbour_labels": "ground truth",
-        "embedded_inputs": int(result.embedded.size),
+        "embedded_inputs": int(embedded.size),
         "findings": findings.as_json(found),
-        "solver_diagnostics": result.graphs.diagnostics,
+        "solver_diagnostics": graphs.diagnostics,
         "confidently_wrong": [
             {
                 "index": w.index,
@@ -270,7 +197,24 @@ def write_checkpoint(result: CheckpointAnalysis, out_dir: Path, report: Report) 
                 "neighbours": w.neighbours,
                 "neighbour_weights": w.weights,
             }
-            for w in result.wrong
+            for w in wrong
         ],
-        "graph_file": graph_file.relative_to(out_dir),
+        "graph_file": graph_file,
     }
+    return CheckpointAnalysis(
+        run=str(run_dir),
+        epoch=epoch,
+        inputs=inputs,
+        graphs=graphs,
+        probs=probs,
+        modularity=modularity,
+        ssc_cka=ssc_cka,
+        linear_cka=linear_cka,
+        table1=table1,
+        embedded=embedded,
+        embeddings=embeddings,
+        wrong=wrong,
+        findings=found,
+        metrics=to_jsonable(metrics),
+        exports={graph_file: export_source(graphs)},
+    )

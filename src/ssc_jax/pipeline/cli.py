@@ -10,158 +10,79 @@ HTML report. Every analysis command writes its output folder atomically (all or 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ssc_jax._version import __version__
-from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.arguments import (
+    TRAIN_OPTIONS,
+    add_analysis_options,
+    add_options,
+    analysis_settings,
+    changed,
+    given,
+)
+from ssc_jax.pipeline.config import AnalysisSet
+from ssc_jax.pipeline.inputs import InputError
 from ssc_jax.pipeline.outputs import (
     OutputError,
     atomic_output_dir,
     check_output_dir,
     removed_on_failure,
-    write_json,
 )
-from ssc_jax.pipeline.report import Report
+from ssc_jax.pipeline.report import Report, Section
+from ssc_jax.training.checkpoints import list_checkpoints
+from ssc_jax.training.datasets import TFDS_NAMES
+from ssc_jax.training.trainer import TrainConfig, train
 
 DEFAULT_OUT = "ssc_out/default"
-
-
-def _add_analysis_options(p: argparse.ArgumentParser, *, n: int = 1000) -> None:
-    g = p.add_argument_group("analysis inputs")
-    g.add_argument(
-        "--data",
-        help="dataset name (digits, cifar10, cifar100) or image folder / zip to analyse on; "
-        "default: the test set the run was evaluated on",
-    )
-    g.add_argument("--split", default="test", help="dataset split (default: %(default)s)")
-    g.add_argument("--n", type=int, default=n, help="analysis inputs N (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the stratified N-input sample")
-    g.add_argument(
-        "--layers",
-        choices=["conv", "blocks"],
-        default="conv",
-        help="every convolution output, or block outputs (default: %(default)s)",
-    )
-    g.add_argument("--batch-size", type=int, default=256, help="forward-pass batch size")
-    s = p.add_argument_group("SSC solver")
-    s.add_argument("--tau", type=float, default=10.0, help="data-fit weight (default: 10)")
-    s.add_argument("--mu", type=float, default=10.0, help="initial ADMM penalty (default: 10)")
-    s.add_argument(
-        "--no-normalize",
-        action="store_true",
-        help="solve on raw activations instead of unit-norm samples",
-    )
-    s.add_argument("--max-iter", type=int, help="cap on ADMM iterations")
-    s.add_argument("--rel-tol", type=float, help="relative tolerance on the ADMM residuals")
-    s.add_argument("--gap-tol", type=float, help="tolerance on the estimated objective gap")
-    s.add_argument(
-        "--memory-gb", type=float, help="memory budget for one chunk of solver work (GiB)"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _out_option(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--out", default=default, help="output folder (default: %(default)s)")
 
 
-def _settings(args) -> tuple[AnalysisSet, SolverSettings]:
-    options = {}
-    if args.max_iter is not None:
-        options["max_iterations"] = args.max_iter
-    if args.rel_tol is not None:
-        options["rel_tol"] = args.rel_tol
-    if args.gap_tol is not None:
-        options["gap_tol"] = args.gap_tol
-    budget = None if args.memory_gb is None else int(args.memory_gb * 2**30)
-    analysis = AnalysisSet(args.data, args.split, args.n, args.seed, args.layers, args.batch_size)
-    solver = SolverSettings(args.tau, args.mu, not args.no_normalize, options, budget)
-    return analysis, solver
+def _analysis_options(p: argparse.ArgumentParser, *, n: int = 1000) -> None:
+    add_analysis_options(p, n=n)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-_TRAIN_OPTIONS = {
-    "model": "model",
-    "dataset": "dataset",
-    "test_data": "test_dataset",
-    "epochs": "epochs",
-    "data_fraction": "data_fraction",
-    "seed": "seed",
-    "width": "width",
-    "train_batch_size": "batch_size",
-    "lr": "learning_rate",
-    "lr_decay_epochs": "lr_decay_epochs",
-}
-
-
-def _train_config(args, **fixed):
-    """A ``TrainConfig`` from the options the user gave; the rest keep the paper recipe."""
-    from ssc_jax.training.trainer import TrainConfig
-
-    given = {
-        field: getattr(args, option)
-        for option, field in _TRAIN_OPTIONS.items()
-        if getattr(args, option, None) is not None
-    }
-    if getattr(args, "no_augment", False):
-        given["augment"] = False
-    return TrainConfig(**{**given, **fixed})
+def _train_config(args, **fixed) -> TrainConfig:
+    """A ``TrainConfig`` from the training options of ``args``, then ``fixed``."""
+    return TrainConfig(**{**given(args, TrainConfig), **fixed})
 
 
 def _train(config, run: Path, progress: bool) -> None:
-    """Train into ``run``; a run that fails before its first checkpoint leaves nothing."""
-    from ssc_jax.training.checkpoints import list_checkpoints
-    from ssc_jax.training.trainer import train
+    """Train into ``run``; a run that fails before its first checkpoint leaves nothing.
 
+    The trainer checks its configuration, data and model name, raising ``ValueError``, before
+    its first step; those are the user's errors.
+    """
     with removed_on_failure(run, keep=lambda path: bool(list_checkpoints(path))):
-        train(config, run, progress=progress)
-
-
-def _finish(out_dir: Path, report: Report, metrics: dict, args) -> None:
-    """Add the settings to the report and metrics, then write ``metrics.json`` and the report."""
-    analysis, solver = _settings(args)
-    settings = {
-        "analysis": dataclasses.asdict(analysis),
-        "solver": solver.key(),
-        "memory_budget_bytes": solver.memory_budget_bytes,
-    }
-    report.heading("Settings")
-    rows = [
-        [f"{group}.{k}", v] for group in ("analysis", "solver") for k, v in settings[group].items()
-    ]
-    report.table(["setting", "value"], rows, caption="ssc-jax " + __version__)
-    metrics = {"command": args.command, **metrics, "settings": settings, "version": __version__}
-    write_json(out_dir / "metrics.json", metrics)
-    report.write(out_dir / "report.html")
-
-
-def _publish(args, title: str, write, result) -> Path:
-    """Write ``result`` with ``write(result, folder, report)`` into ``args.out``, atomically."""
-    with atomic_output_dir(args.out) as tmp:
-        report = Report(title)
-        _finish(tmp, report, write(result, tmp, report), args)
-    return Path(args.out)
+        try:
+            train(config, run, progress=progress)
+        except ValueError as err:
+            raise InputError(str(err)) from err
 
 
 def cmd_train(args) -> Path:
-    from ssc_jax.training.datasets import TFDS_NAMES
-
-    if args.dataset not in ("digits", *TFDS_NAMES) and args.test_data is None:
-        raise ValueError("--dataset is a folder or zip, so --test-data must name the test images")
     config = _train_config(args)
-    out = Path(args.out or f"runs/{args.model}-{Path(str(args.dataset)).stem}-s{config.seed}")
+    if config.dataset not in ("digits", *TFDS_NAMES) and config.test_dataset is None:
+        raise InputError("--dataset is a folder or zip, so --test-data must name the test images")
+    out = Path(args.out or f"runs/{config.model}-{Path(str(config.dataset)).stem}-s{config.seed}")
     _train(config, out, progress=not args.quiet)
     print(f"run: {out.absolute()}")
     return out
 
 
 def cmd_analyze(args) -> Path:
-    from ssc_jax.pipeline.analyze import analyze_checkpoint, write_checkpoint
+    from ssc_jax.pipeline.analyze import analyze_checkpoint
+    from ssc_jax.pipeline.publish import publish
+    from ssc_jax.pipeline.render import render_checkpoint
 
     check_output_dir(args.out)
-    analysis, solver = _settings(args)
+    analysis, solver = analysis_settings(args)
     result = analyze_checkpoint(
         args.run,
         epoch=args.epoch,
@@ -171,14 +92,24 @@ def cmd_analyze(args) -> Path:
         progress=not args.quiet,
     )
     title = f"ssc-jax analysis: {Path(args.run).name}, epoch {result.epoch}"
-    return _publish(args, title, write_checkpoint, result)
+    return publish(
+        args.out,
+        command=args.command,
+        report=Report(title, render_checkpoint(result)),
+        metrics=result.metrics,
+        exports=result.exports,
+        analysis=analysis,
+        solver=solver,
+    )
 
 
 def cmd_dynamics(args) -> Path:
-    from ssc_jax.pipeline.dynamics import training_dynamics, write_dynamics
+    from ssc_jax.pipeline.dynamics import training_dynamics
+    from ssc_jax.pipeline.publish import publish
+    from ssc_jax.pipeline.render import render_dynamics
 
     check_output_dir(args.out)
-    analysis, solver = _settings(args)
+    analysis, solver = analysis_settings(args)
     result = training_dynamics(
         args.run,
         analysis=analysis,
@@ -188,48 +119,82 @@ def cmd_dynamics(args) -> Path:
         progress=not args.quiet,
     )
     title = f"ssc-jax training dynamics: {Path(args.run).name}"
-    return _publish(args, title, write_dynamics, result)
+    return publish(
+        args.out,
+        command=args.command,
+        report=Report(title, render_dynamics(result)),
+        metrics=result.metrics,
+        exports=result.exports,
+        analysis=analysis,
+        solver=solver,
+    )
 
 
 def cmd_compare(args) -> Path:
-    from ssc_jax.pipeline.compare import compare_runs, write_comparison
+    from ssc_jax.pipeline.compare import compare_runs
+    from ssc_jax.pipeline.publish import publish
+    from ssc_jax.pipeline.render import render_comparison
 
     check_output_dir(args.out)
-    analysis, solver = _settings(args)
-    results = compare_runs(
+    analysis, solver = analysis_settings(args)
+    result = compare_runs(
         args.runs, names=args.names, analysis=analysis, solver=solver, progress=not args.quiet
     )
-    title = f"ssc-jax comparison of {len(results)} runs"
-    return _publish(args, title, write_comparison, results)
+    title = f"ssc-jax comparison of {len(result.runs)} runs"
+    return publish(
+        args.out,
+        command=args.command,
+        report=Report(title, render_comparison(result)),
+        metrics=result.metrics,
+        exports=result.exports,
+        analysis=analysis,
+        solver=solver,
+    )
 
 
 def cmd_default(args) -> Path:
-    from ssc_jax.pipeline.analyze import analyze_checkpoint, write_checkpoint
-    from ssc_jax.pipeline.dynamics import training_dynamics, write_dynamics
+    from ssc_jax.pipeline.analyze import analyze_checkpoint
+    from ssc_jax.pipeline.dynamics import training_dynamics
+    from ssc_jax.pipeline.publish import write_outputs
+    from ssc_jax.pipeline.render import render_checkpoint, render_dynamics
 
     check_output_dir(args.out)
-    analysis, solver = _settings(args)
+    analysis, solver = analysis_settings(args)
+    progress = not args.quiet
     start = time.perf_counter()
-    with atomic_output_dir(args.out) as tmp:
-        run = tmp / "run"
+    with atomic_output_dir(args.out) as folder:
+        run = folder / "run"
         config = _train_config(args, model="small_cnn", dataset="digits", augment=False)
-        _train(config, run, progress=not args.quiet)
+        _train(config, run, progress=progress)
         result = analyze_checkpoint(
-            run, analysis=analysis, solver=solver, n_wrong=3, progress=not args.quiet
+            run, analysis=analysis, solver=solver, n_wrong=3, progress=progress
         )
-        dynamics = training_dynamics(run, analysis=analysis, solver=solver, progress=not args.quiet)
-        report = Report("ssc-jax: a small CNN on scikit-learn's digits")
-        report.text(
+        dynamics = training_dynamics(run, analysis=analysis, solver=solver, progress=progress)
+        intro = Section()
+        intro.text(
             f"small_cnn trained for {len(dynamics.epochs)} epochs on the digits training split; "
-            f"every conv layer analysed on N = {args.n} stratified test digits "
-            f"(tau = {solver.tau}, mu = {solver.mu}). Output folder: {Path(args.out).absolute()}."
+            f"every conv layer analysed on N = {analysis.n} stratified test digits "
+            f"(tau = {solver.admm.tau}, mu = {solver.admm.mu}). "
+            f"Output folder: {Path(args.out).absolute()}."
         )
-        metrics = write_checkpoint(result, tmp, report)
-        metrics["dynamics"] = write_dynamics(dynamics, tmp, report)
+        sections = [intro, *render_checkpoint(result), *render_dynamics(dynamics)]
         # The run is trained inside the temporary folder; record where it ends up.
-        metrics["run"] = metrics["dynamics"]["run"] = str(Path(args.out).absolute() / "run")
-        metrics["wall_seconds"] = time.perf_counter() - start
-        _finish(tmp, report, metrics, args)
+        final_run = str(Path(args.out).absolute() / "run")
+        metrics = {
+            **result.metrics,
+            "run": final_run,
+            "dynamics": {**dynamics.metrics, "run": final_run},
+            "wall_seconds": time.perf_counter() - start,
+        }
+        write_outputs(
+            folder,
+            command=args.command,
+            report=Report("ssc-jax: a small CNN on scikit-learn's digits", sections),
+            metrics=metrics,
+            exports={**result.exports, **dynamics.exports},
+            analysis=analysis,
+            solver=solver,
+        )
     return Path(args.out)
 
 
@@ -247,9 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train small_cnn on scikit-learn's digits with per-epoch checkpoints, "
         "analyse every conv layer, run the training dynamics and write one report.",
     )
-    p.add_argument("--epochs", type=int, default=5, help="training epochs (default: 5)")
+    epochs = [o._replace(default=5) for o in TRAIN_OPTIONS if o.field == "epochs"]
+    add_options(p, TrainConfig, epochs)
     _out_option(p, DEFAULT_OUT)
-    _add_analysis_options(p, n=500)
+    _analysis_options(p, n=AnalysisSet().n)
     p.set_defaults(func=cmd_default)
 
     p = sub.add_parser(
@@ -259,32 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         "momentum 0.9, weight decay 5e-4, lr x0.2 every 30 epochs, crop + flip), writing a "
         "checkpoint after every epoch. Rerunning on the same folder resumes.",
     )
-    p.add_argument(
-        "--model", required=True, help="model name, e.g. small_cnn (a wrong name lists them all)"
-    )
-    p.add_argument(
-        "--dataset",
-        default="cifar10",
-        help="digits, cifar10, cifar100, or a folder / zip of class folders (default: %(default)s)",
-    )
-    p.add_argument(
-        "--test-data",
-        help="held-out images (name or folder / zip); required when --dataset is a path",
-    )
-    p.add_argument("--epochs", type=int, help="training epochs (default: the paper's 100)")
-    p.add_argument("--data-fraction", type=float, help="train on a stratified fraction, e.g. 0.05")
-    p.add_argument("--seed", type=int, help="seed of initialisation, data order and subset")
-    p.add_argument("--width", type=float, help="channel-width multiplier (default: 1)")
-    p.add_argument(
-        "--batch-size", dest="train_batch_size", type=int, help="batch size (default: 128)"
-    )
-    p.add_argument("--lr", type=float, help="initial learning rate (default: 0.1)")
-    p.add_argument(
-        "--lr-decay-epochs", type=int, help="multiply the lr by 0.2 every this many epochs (30)"
-    )
-    p.add_argument(
-        "--no-augment", action="store_true", help="no random crop and flip (e.g. for digits)"
-    )
+    train_options = changed(TRAIN_OPTIONS, model={"required": True}, dataset={"default": "cifar10"})
+    add_options(p, TrainConfig, train_options)
     p.add_argument("--out", help="run folder (default: runs/MODEL-DATASET-sSEED)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
@@ -300,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
     p.add_argument("--wrong", type=int, default=3, help="confidently wrong inputs to show")
     _out_option(p, "ssc_out/analyze")
-    _add_analysis_options(p)
+    _analysis_options(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser(
@@ -319,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="epochs for pairwise heatmaps (default: 4 spread from first to last)",
     )
     _out_option(p, "ssc_out/dynamics")
-    _add_analysis_options(p)
+    _analysis_options(p)
     p.set_defaults(func=cmd_dynamics)
 
     p = sub.add_parser(
@@ -331,13 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run folders, each optionally RUN@EPOCH")
     p.add_argument("--names", nargs="+", help="a label per run (default: folder@epoch)")
     _out_option(p, "ssc_out/compare")
-    _add_analysis_options(p)
+    _analysis_options(p)
     p.set_defaults(func=cmd_compare)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit status (2 on a usage or input error)."""
+    """Run the CLI; return the exit status.
+
+    A user's error (a bad option, a missing run or checkpoint, unreadable data, an output
+    folder that is not ours) prints one line and returns 2; anything else is a bug and
+    propagates with its traceback.
+    """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
@@ -346,8 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable = args.func
     try:
         out = func(args)
-    except (OutputError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (OutputError, InputError) as err:
+        message = " ".join(str(err).split())
+        print(f"ssc-jax: error: {message}", file=sys.stderr)
         return 2
     if args.command != "train":
         print(f"report: {(out / 'report.html').absolute()}")

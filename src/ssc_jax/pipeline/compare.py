@@ -11,22 +11,27 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ssc_jax.pipeline import plots
 from ssc_jax.pipeline.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SOLVER,
     AnalysisSet,
     SolverSettings,
 )
-from ssc_jax.pipeline.inputs import held_out_data, load_inputs, resolve_epoch, run_info
-from ssc_jax.pipeline.layer_graphs import LayerGraphs, checkpoint_graphs, export_graphs
-from ssc_jax.pipeline.report import Report
+from ssc_jax.pipeline.inputs import InputError, held_out_data, load_inputs, resolve_epoch, run_info
+from ssc_jax.pipeline.layer_graphs import (
+    GraphSource,
+    checkpoint_graphs,
+    export_name,
+    export_source,
+    run_cache,
+)
+from ssc_jax.pipeline.outputs import to_jsonable
 from ssc_jax.pipeline.summary import graph_summary
 
 
 class RunSummary(NamedTuple):
     """One compared run at one epoch: ``modularity`` (L,), ``ssc_cka``/``linear_cka`` (L, L),
-    ``diagnostics`` name -> (L,), ``graphs`` the run's graphs."""
+    ``diagnostics`` name -> (L,)."""
 
     name: str
     run: str
@@ -37,7 +42,15 @@ class RunSummary(NamedTuple):
     linear_cka: np.ndarray
     network_accuracy: float
     diagnostics: dict[str, np.ndarray]
-    graphs: LayerGraphs
+
+
+class Comparison(NamedTuple):
+    """The compared runs; ``metrics`` holds the ``metrics.json`` entries (JSON types only) and
+    ``exports`` maps the path of each run's graph file in the output folder to its source."""
+
+    runs: list[RunSummary]
+    metrics: dict
+    exports: dict[str, GraphSource]
 
 
 def parse_run(spec: str) -> tuple[Path, int | None]:
@@ -54,82 +67,57 @@ def compare_runs(
     names: list[str] | None = None,
     analysis: AnalysisSet = DEFAULT_ANALYSIS,
     solver: SolverSettings = DEFAULT_SOLVER,
+    cache: bool = True,
     progress: bool = True,
-) -> list[RunSummary]:
-    """Analyse the checkpoint named by each ``runs`` spec (see ``parse_run``) on one input set."""
+) -> Comparison:
+    """Analyse the checkpoint named by each ``runs`` spec (see ``parse_run``) on one input set.
+
+    Writes nothing, except new solutions into each run's graph cache when ``cache`` is on.
+    """
     if names is not None and len(names) != len(runs):
-        raise ValueError(f"got {len(names)} names for {len(runs)} runs")
+        raise InputError(f"got {len(names)} names for {len(runs)} runs")
     specs = [parse_run(s) for s in runs]
     checkpoints = [(run, resolve_epoch(run, epoch)) for run, epoch in specs]
     datasets = {held_out_data(run_info(run)) for run, _ in checkpoints}
     if analysis.data is None and len(datasets) > 1:
-        raise ValueError(
+        raise InputError(
             f"the runs were trained on different data ({sorted(datasets)}); "
             "pass --data to choose the inputs they are compared on"
         )
     inputs = load_inputs(analysis, datasets.pop())
-    out = []
+    summaries, graph_files, exports = [], [], {}
     for i, (run, epoch) in enumerate(checkpoints):
         graphs = checkpoint_graphs(
-            run, epoch, inputs, analysis=analysis, solver=solver, progress=progress
+            run,
+            epoch,
+            inputs,
+            analysis=analysis,
+            solver=solver,
+            cache_dir=run_cache(run, cache),
+            progress=progress,
         )
-        summary = graph_summary(
+        modularity, ssc_cka, linear_cka = graph_summary(
             graphs.affinity, graphs.grams, inputs.labels, len(inputs.class_names)
         )
         name = names[i] if names else f"{run.name}@{epoch}"
-        accuracy = float(np.mean(graphs.probs.argmax(axis=1) == inputs.labels))
-        out.append(
+        summaries.append(
             RunSummary(
-                name,
-                str(run),
-                epoch,
-                graphs.layers,
-                *summary,
-                accuracy,
-                graphs.diagnostics,
-                graphs,
+                name=name,
+                run=str(run),
+                epoch=epoch,
+                layers=graphs.layers,
+                modularity=modularity,
+                ssc_cka=ssc_cka,
+                linear_cka=linear_cka,
+                network_accuracy=float(np.mean(graphs.probs.argmax(axis=1) == inputs.labels)),
+                diagnostics=graphs.diagnostics,
             )
         )
-    return out
-
-
-def write_comparison(results: list[RunSummary], out_dir: Path, report: Report) -> dict:
-    """Write the side-by-side figures and graph files, add the report sections, and return
-    the ``metrics.json`` entries (one per run under ``runs``)."""
-    figures = out_dir / "figures"
-    report.heading("Runs compared")
-    report.table(
-        ["run", "epoch", "layers", "network accuracy", "Q first layer", "Q last layer"],
-        [
-            [
-                r.name,
-                r.epoch,
-                len(r.layers),
-                r.network_accuracy,
-                float(r.modularity[0]),
-                float(r.modularity[-1]),
-            ]
-            for r in results
-        ],
-    )
-    report.heading("Pairwise SSC-CKA side by side (Fig 3/4/5/7)")
-    for field, label, stem in (
-        ("ssc_cka", "SSC-CKA", "compare_ssc_cka"),
-        ("linear_cka", "linear CKA", "compare_linear_cka"),
-    ):
-        panels = [
-            (f"{r.name} (acc {r.network_accuracy:.2f})", getattr(r, field), r.layers)
-            for r in results
-        ]
-        fig = plots.plot_cka_heatmaps(panels, title=f"{label} between layers", colorbar_label=label)
-        report.figure(plots.save_figure(fig, figures, stem))
-    report.heading("Modularity against depth")
-    fig = plots.plot_modularity_by_layer({r.name: (r.layers, r.modularity) for r in results})
-    report.figure(plots.save_figure(fig, figures, "compare_modularity"))
-    runs = []
-    for r in results:
-        graph_file = export_graphs(r.graphs, r.epoch, out_dir / "graphs" / r.name.replace("/", "_"))
-        runs.append(
+        graph_file = export_name(graphs, epoch, Path("graphs") / name.replace("/", "_"))
+        graph_files.append(graph_file)
+        exports[graph_file] = export_source(graphs)
+    metrics = {
+        "runs": [
             {
                 "name": r.name,
                 "run": r.run,
@@ -140,7 +128,9 @@ def write_comparison(results: list[RunSummary], out_dir: Path, report: Report) -
                 "linear_cka": r.linear_cka,
                 "network_accuracy": r.network_accuracy,
                 "solver_diagnostics": r.diagnostics,
-                "graph_file": graph_file.relative_to(out_dir),
+                "graph_file": graph_file,
             }
-        )
-    return {"runs": runs}
+            for r, graph_file in zip(summaries, graph_files, strict=True)
+        ]
+    }
+    return Comparison(runs=summaries, metrics=to_jsonable(metrics), exports=exports)

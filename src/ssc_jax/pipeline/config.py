@@ -1,39 +1,58 @@
-"""What an analysis is run on (the analysis set) and how the SSC problems are solved."""
+"""What an analysis is run on (the analysis set) and how the SSC problems are solved.
+
+The defaults live in the dataclasses: ``AnalysisSet`` here, ``ADMM`` and ``SolverOptions`` in
+the solver. The command line reads its options, defaults and help from their fields.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ssc_jax.solver.admm import ADMM
+from ssc_jax.solver.options import SolverOptions, resolve
 
 
 @dataclass(frozen=True)
 class SolverSettings:
-    """Arguments of ``ssc_gram``. ``options`` holds further ``ADMM`` fields (``rel_tol``,
-    ``max_iterations``, ...); ``memory_budget_bytes`` only chunks the work, so it is not part
-    of the cache key."""
+    """How ``ssc_gram`` solves the layers' problems: the ADMM (what is solved, how far) and
+    the options (how the problem is prepared and the work is spread).
 
-    tau: float = 10.0
-    mu: float = 10.0
-    normalize: bool = True
-    options: dict = field(default_factory=dict)
-    memory_budget_bytes: int | None = None
+    ``memory_budget_bytes`` and the other options apart from ``normalize`` do not change the
+    solution, so they are not part of the cache key.
+    """
 
-    def kwargs(self) -> dict:
-        """Keyword arguments for ``ssc_gram``."""
-        return {
-            "tau": self.tau,
-            "mu": self.mu,
-            "normalize": self.normalize,
-            "memory_budget_bytes": self.memory_budget_bytes,
-            **self.options,
+    admm: ADMM = field(default_factory=ADMM)
+    options: SolverOptions = field(default_factory=SolverOptions)
+
+    @classmethod
+    def of(cls, **settings: Any) -> SolverSettings:
+        """Settings from flat keywords, each a field of ``ADMM`` or of ``SolverOptions``.
+
+        Raises:
+          ValueError: for a name that is neither.
+        """
+        admm, options = resolve(None, None, settings)
+        return cls(admm=admm, options=options)
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        return self.options.memory_budget_bytes
+
+    def kwargs(self) -> dict[str, Any]:
+        """Flat keyword arguments for ``ssc_gram``, all but ``progress``."""
+        options = {
+            f.name: getattr(self.options, f.name)
+            for f in dataclasses.fields(self.options)
+            if f.name != "progress"
         }
+        return {**dataclasses.asdict(self.admm), **options}
 
-    def key(self) -> dict:
-        """Every setting that changes the solution, defaults resolved, for caching."""
-        admm = dataclasses.asdict(ADMM(tau=self.tau, mu=self.mu, **self.options))
-        return {"normalize": self.normalize, **admm}
+    def key(self) -> dict[str, Any]:
+        """Every setting that changes the solution, for caching."""
+        return {"normalize": self.options.normalize, **dataclasses.asdict(self.admm)}
 
 
 @dataclass(frozen=True)
@@ -45,12 +64,33 @@ class AnalysisSet:
     ("conv" for every convolution, "blocks" for block outputs).
     """
 
-    data: str | None = None
-    split: str = "test"
-    n: int = 500
-    seed: int = 0
-    layers: str = "conv"
-    batch_size: int = 256
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "dataset name (digits, cifar10, cifar100) or image folder / zip to analyse "
+            "on; default: the test set the run was evaluated on"
+        },
+    )
+    split: str = field(default="test", metadata={"help": "dataset split"})
+    n: int = field(default=500, metadata={"help": "analysis inputs N"})
+    seed: int = field(default=0, metadata={"help": "seed of the stratified N-input sample"})
+    layers: str = field(
+        default="conv",
+        metadata={
+            "help": "every convolution output, or block outputs",
+            "choices": ("conv", "blocks"),
+        },
+    )
+    batch_size: int = field(default=256, metadata={"help": "forward-pass batch size"})
+
+
+def settings_record(analysis: AnalysisSet, solver: SolverSettings) -> dict[str, Mapping]:
+    """The settings of an analysis as ``metrics.json`` records them."""
+    return {
+        "analysis": dataclasses.asdict(analysis),
+        "solver": solver.key(),
+        "memory_budget_bytes": solver.memory_budget_bytes,
+    }
 
 
 DEFAULT_ANALYSIS = AnalysisSet()

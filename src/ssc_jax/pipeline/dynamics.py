@@ -7,7 +7,6 @@ chosen epochs (Fig 6). All epochs are analysed on the same inputs.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,23 +14,31 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ssc_jax.graphs.communities import modularity
-from ssc_jax.pipeline import findings, plots
+from ssc_jax.pipeline import findings
 from ssc_jax.pipeline.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SOLVER,
     AnalysisSet,
     SolverSettings,
 )
+from ssc_jax.pipeline.findings import Finding
 from ssc_jax.pipeline.graph_store import DIAGNOSTICS
 from ssc_jax.pipeline.inputs import (
     AnalysisInputs,
+    InputError,
     held_out_data,
     load_inputs,
     run_epochs,
     run_info,
 )
-from ssc_jax.pipeline.layer_graphs import checkpoint_graphs
-from ssc_jax.pipeline.report import Report
+from ssc_jax.pipeline.layer_graphs import (
+    GraphSource,
+    checkpoint_graphs,
+    export_name,
+    export_source,
+    run_cache,
+)
+from ssc_jax.pipeline.outputs import to_jsonable
 from ssc_jax.similarity.cka import cka, cka_matrix
 
 
@@ -39,7 +46,8 @@ class Dynamics(NamedTuple):
     """Per-epoch results; arrays over (E epochs, L layers) unless noted.
 
     ``heatmaps`` maps a chosen epoch to its (L, L) SSC-CKA and linear-CKA matrices;
-    ``graph_files`` holds the cached graph file of each epoch (None if it was not stored).
+    ``metrics`` holds the ``metrics.json`` entries (JSON types only) and ``exports`` maps the
+    path of each epoch's graph file in the output folder to its source.
     """
 
     run: str
@@ -52,7 +60,9 @@ class Dynamics(NamedTuple):
     network_accuracy: np.ndarray
     diagnostics: dict[str, np.ndarray]
     heatmaps: dict[int, tuple[np.ndarray, np.ndarray]]
-    graph_files: list[Path | None]
+    findings: list[Finding]
+    metrics: dict
+    exports: dict[str, GraphSource]
 
 
 def spread_epochs(epochs: list[int], count: int = 4) -> list[int]:
@@ -68,20 +78,30 @@ def training_dynamics(
     solver: SolverSettings = DEFAULT_SOLVER,
     epochs: list[int] | None = None,
     heatmap_epochs: list[int] | None = None,
+    cache: bool = True,
     progress: bool = True,
 ) -> Dynamics:
-    """Analyse ``epochs`` (default: all) of the run in ``run_dir`` against its last epoch."""
+    """Analyse ``epochs`` (default: all) of the run in ``run_dir`` against its last epoch.
+
+    Writes nothing, except new solutions into the run's graph cache when ``cache`` is on.
+    """
     available = run_epochs(run_dir)
     final = available[-1]
     missing = sorted(set(epochs or []) - set(available))
     if missing:
-        raise FileNotFoundError(f"no checkpoints for epochs {missing} in {run_dir}")
+        raise InputError(f"no checkpoints for epochs {missing} in {run_dir}")
     chosen = sorted(set(epochs or available) | {final})
     heatmap_epochs = sorted((set(heatmap_epochs or spread_epochs(chosen)) & set(chosen)) | {final})
 
     def graphs_of(epoch):
         graphs = checkpoint_graphs(
-            run_dir, epoch, inputs, analysis=analysis, solver=solver, progress=False
+            run_dir,
+            epoch,
+            inputs,
+            analysis=analysis,
+            solver=solver,
+            cache_dir=run_cache(run_dir, cache),
+            progress=False,
         )
         return graphs, float(np.mean(graphs.probs.argmax(axis=1) == inputs.labels))
 
@@ -102,104 +122,57 @@ def training_dynamics(
             ],
             "accuracy": accuracy,
             "diagnostics": graphs.diagnostics,
-            "path": graphs.path,
+            "export": (export_name(graphs, epoch), export_source(graphs)),
         }
         if epoch in heatmap_epochs:
             row["heatmap"] = (np.asarray(cka_matrix(A)), np.asarray(cka_matrix(graphs.grams)))
         rows.append(row)
-    return Dynamics(
-        str(run_dir),
-        chosen,
-        final_graphs.layers,
-        inputs,
-        np.stack([r["modularity"] for r in rows]),
-        np.asarray([r["ssc"] for r in rows]),
-        np.asarray([r["linear"] for r in rows]),
-        np.asarray([r["accuracy"] for r in rows]),
-        {k: np.stack([np.asarray(r["diagnostics"][k]) for r in rows]) for k in DIAGNOSTICS},
-        {e: r["heatmap"] for e, r in zip(chosen, rows, strict=True) if "heatmap" in r},
-        [r["path"] for r in rows],
-    )
-
-
-def write_dynamics(result: Dynamics, out_dir: Path, report: Report) -> dict:
-    """Write the figures and graph files of ``result`` under ``out_dir``, add its report
-    sections, and return its ``metrics.json`` entries."""
-    figures = out_dir / "figures"
-    layers = result.layers
+    layers = final_graphs.layers
+    ssc_to_final = np.asarray([r["ssc"] for r in rows])
+    linear_to_final = np.asarray([r["linear"] for r in rows])
+    per_epoch = np.stack([r["modularity"] for r in rows])
+    accuracy = np.asarray([r["accuracy"] for r in rows])
+    diagnostics = {
+        k: np.stack([np.asarray(r["diagnostics"][k]) for r in rows]) for k in DIAGNOSTICS
+    }
+    heatmaps = {e: r["heatmap"] for e, r in zip(chosen, rows, strict=True) if "heatmap" in r}
+    exports = dict(r["export"] for r in rows)
     found = []
-    if len(result.epochs) > 1:
+    if len(chosen) > 1:
         found = [
-            findings.bottom_up_convergence(layers, result.ssc_cka_to_final, "SSC-CKA"),
-            findings.bottom_up_convergence(layers, result.linear_cka_to_final, "linear CKA"),
-            findings.linear_converges_faster(result.ssc_cka_to_final, result.linear_cka_to_final),
+            findings.bottom_up_convergence(layers, ssc_to_final, "SSC-CKA"),
+            findings.bottom_up_convergence(layers, linear_to_final, "linear CKA"),
+            findings.linear_converges_faster(ssc_to_final, linear_to_final),
         ]
-        report.heading("The paper's findings on this run's training")
-        report.table(["finding", "holds here", "evidence"], findings.as_rows(found))
-    report.heading("Training dynamics (Fig 1/2)")
-    fig = plots.plot_dynamics(
-        result.epochs,
-        layers,
-        result.modularity,
-        result.ssc_cka_to_final,
-        result.linear_cka_to_final,
-        title=f"{Path(result.run).name}: each layer over training, against its final state",
-    )
-    report.figure(plots.save_figure(fig, figures, "dynamics"))
-    report.table(
-        ["epoch", "network accuracy", *(f"Q {name}" for name in layers)],
-        [
-            [e, float(a), *map(float, q)]
-            for e, a, q in zip(
-                result.epochs, result.network_accuracy, result.modularity, strict=True
-            )
-        ],
-        caption="Network accuracy on the analysis inputs and modularity per layer, per epoch.",
-    )
-    report.heading("Pairwise SSC-CKA at chosen epochs (Fig 6)")
-    for index, name in ((0, "SSC-CKA"), (1, "linear CKA")):
-        panels = [
-            (
-                f"epoch {e} (acc {result.network_accuracy[result.epochs.index(e)]:.2f})",
-                m[index],
-                layers,
-            )
-            for e, m in result.heatmaps.items()
-        ]
-        stem = "epoch_heatmaps" + ("" if index == 0 else "_linear")
-        fig = plots.plot_cka_heatmaps(panels, title=f"{name} between layers", colorbar_label=name)
-        report.figure(plots.save_figure(fig, figures, stem))
-    not_converged = int(np.sum(~result.diagnostics["converged"].astype(bool)))
-    report.text(
-        f"Solver: {result.modularity.size} problems, {not_converged} did not converge; "
-        f"iterations {int(result.diagnostics['iterations'].min())}-"
-        f"{int(result.diagnostics['iterations'].max())}.",
-        note=True,
-    )
-    graph_dir = out_dir / "graphs"
-    graph_dir.mkdir(parents=True, exist_ok=True)
-    graph_files = []
-    for path in result.graph_files:
-        if path is not None:
-            shutil.copyfile(path, graph_dir / path.name)
-            graph_files.append(Path("graphs") / path.name)
-    final_heatmap = result.heatmaps[result.epochs[-1]]
-    return {
-        "run": result.run,
-        "epochs": result.epochs,
+    metrics = {
+        "run": str(run_dir),
+        "epochs": chosen,
         "layers": layers,
-        "modularity": result.modularity[-1],
-        "ssc_cka": final_heatmap[0],
-        "linear_cka": final_heatmap[1],
-        "solver_diagnostics": {k: v[-1] for k, v in result.diagnostics.items()},
-        "modularity_per_epoch": result.modularity,
-        "ssc_cka_to_final": result.ssc_cka_to_final,
-        "linear_cka_to_final": result.linear_cka_to_final,
-        "network_accuracy_per_epoch": result.network_accuracy,
-        "solver_diagnostics_per_epoch": result.diagnostics,
-        "heatmaps": {
-            str(e): {"ssc_cka": m[0], "linear_cka": m[1]} for e, m in result.heatmaps.items()
-        },
-        "graph_files": graph_files,
+        "modularity": per_epoch[-1],
+        "ssc_cka": heatmaps[final][0],
+        "linear_cka": heatmaps[final][1],
+        "solver_diagnostics": {k: v[-1] for k, v in diagnostics.items()},
+        "modularity_per_epoch": per_epoch,
+        "ssc_cka_to_final": ssc_to_final,
+        "linear_cka_to_final": linear_to_final,
+        "network_accuracy_per_epoch": accuracy,
+        "solver_diagnostics_per_epoch": diagnostics,
+        "heatmaps": {str(e): {"ssc_cka": m[0], "linear_cka": m[1]} for e, m in heatmaps.items()},
+        "graph_files": list(exports),
         "findings": findings.as_json(found),
     }
+    return Dynamics(
+        run=str(run_dir),
+        epochs=chosen,
+        layers=layers,
+        inputs=inputs,
+        modularity=per_epoch,
+        ssc_cka_to_final=ssc_to_final,
+        linear_cka_to_final=linear_to_final,
+        network_accuracy=accuracy,
+        diagnostics=diagnostics,
+        heatmaps=heatmaps,
+        findings=found,
+        metrics=to_jsonable(metrics),
+        exports=exports,
+    )

@@ -14,6 +14,10 @@ from ssc_jax.training.checkpoints import list_checkpoints, read_run_config
 from ssc_jax.training.datasets import analysis_indices, load_dataset
 
 
+class InputError(ValueError):
+    """A run, checkpoint, dataset or setting the user named is missing or cannot be used."""
+
+
 class AnalysisInputs(NamedTuple):
     """The n analysis inputs: ``images`` (n, H, W, C) uint8, ``labels`` (n,), the class
     names, the ``indices`` into the dataset split, and ``key`` identifying them for caching."""
@@ -26,25 +30,31 @@ class AnalysisInputs(NamedTuple):
 
 
 def run_epochs(run_dir: str | Path) -> list[int]:
-    """The epochs with a checkpoint in ``run_dir``, ascending; raise if there are none."""
+    """The epochs with a checkpoint in ``run_dir``, ascending.
+
+    Raises:
+      InputError: when ``run_dir`` is not a folder or holds no checkpoint.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"no training run at {run_dir} (expected a folder from `train`)")
+        raise InputError(f"no training run at {run_dir} (expected a folder from `train`)")
     epochs = sorted(list_checkpoints(run_dir))
     if not epochs:
-        raise FileNotFoundError(f"{run_dir} holds no checkpoints; train first")
+        raise InputError(f"{run_dir} holds no checkpoints; train first")
     return epochs
 
 
 def resolve_epoch(run_dir: str | Path, epoch: int | None) -> int:
-    """``epoch`` if ``run_dir`` has its checkpoint, the last one when None; else raise."""
+    """``epoch`` if ``run_dir`` has its checkpoint, the last one when None.
+
+    Raises:
+      InputError: when there is no such checkpoint.
+    """
     epochs = run_epochs(run_dir)
     if epoch is None:
         return epochs[-1]
     if epoch not in epochs:
-        raise FileNotFoundError(
-            f"no checkpoint for epoch {epoch} in {run_dir}; it has epochs {epochs}"
-        )
+        raise InputError(f"no checkpoint for epoch {epoch} in {run_dir}; it has epochs {epochs}")
     return epoch
 
 
@@ -65,18 +75,24 @@ def preprocess(images: np.ndarray, info) -> np.ndarray:
 
 
 def load_inputs(analysis: AnalysisSet, default_data: str) -> AnalysisInputs:
-    """A stratified sample of ``analysis.n`` inputs of ``analysis.data`` (or ``default_data``)."""
+    """A stratified sample of ``analysis.n`` inputs of ``analysis.data`` (or ``default_data``).
+
+    Raises:
+      InputError: when the data cannot be read or holds fewer than N inputs.
+    """
     data = analysis.data or default_data
     try:
         images, labels, class_names = load_dataset(data, analysis.split)
     except (OSError, ValueError, KeyError) as err:
-        raise ValueError(
+        raise InputError(
             f"cannot read the {analysis.split!r} split of data {data!r}: {err}"
             " (pass --data with a dataset name, or a readable folder or zip of images)"
         ) from err
     labels = np.asarray(labels)
+    if analysis.n < 2:
+        raise InputError(f"N = {analysis.n} analysis inputs asked for; SSC needs at least 2")
     if analysis.n > len(labels):
-        raise ValueError(
+        raise InputError(
             f"N = {analysis.n} analysis inputs asked for, but the {analysis.split!r} split of "
             f"{data!r} holds only {len(labels)}; pass a smaller --n"
         )

@@ -1,14 +1,13 @@
 """The SSC graphs of one checkpoint: activation Grams, the batched solve, and its cache.
 
-A checkpoint's graphs are stored in ``<run>/ssc_graphs/`` under a key made of the analysis
-set and the solver settings, so a later command on the same checkpoint loads them instead
-of solving again. The Grams are recomputed each time (one forward pass) because linear CKA
-needs them and they are dense.
+A checkpoint's graphs may be stored in a cache folder (the commands use ``<run>/ssc_graphs/``)
+under a key made of the analysis set and the solver settings, so a later command on the same
+checkpoint loads them instead of solving again. The Grams are recomputed each time (one
+forward pass) because linear CKA needs them and they are dense.
 """
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -17,7 +16,13 @@ import numpy as np
 
 from ssc_jax.nets.capture import activation_grams, predict
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
-from ssc_jax.pipeline.graph_store import DIAGNOSTICS, graph_path, load_graphs, save_graphs
+from ssc_jax.pipeline.graph_store import (
+    DIAGNOSTICS,
+    StoredGraphs,
+    graph_path,
+    load_graphs,
+    save_graphs,
+)
 from ssc_jax.pipeline.inputs import AnalysisInputs, preprocess
 from ssc_jax.solver.solve import affinity, ssc_gram
 from ssc_jax.training.checkpoints import load_checkpoint
@@ -35,7 +40,7 @@ class LayerGraphs(NamedTuple):
       diagnostics: name -> (L,) solver diagnostics (``graph_store.DIAGNOSTICS``).
       probs: (n, K) the network's class probabilities on the inputs.
       key: what the cache key is made of (inputs, layers, solver settings).
-      path: the stored ``.npz`` file, or None if it could not be written.
+      path: the cached ``.npz`` file, or None without a cache (or if it could not be written).
     """
 
     layers: list[str]
@@ -59,10 +64,13 @@ def checkpoint_graphs(
     *,
     analysis: AnalysisSet,
     solver: SolverSettings,
+    cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> LayerGraphs:
     """Load the checkpoint of ``epoch`` in ``run_dir`` and return its graphs on ``inputs``:
-    the layers' Grams and predictions are computed, the SSC graphs solved or loaded."""
+    the layers' Grams and predictions are computed, the SSC graphs solved, or loaded from
+    ``cache_dir``. With a ``cache_dir`` a new solution is stored there; without one nothing
+    is written."""
     model, info = load_checkpoint(Path(run_dir), epoch)
     images = preprocess(inputs.images, info)
     names, grams = activation_grams(
@@ -76,26 +84,41 @@ def checkpoint_graphs(
     grams = np.asarray(grams)
     probs = np.asarray(predict(model, images, batch_size=analysis.batch_size))
     key = {"inputs": inputs.key, "layers": names, "solver": solver.key()}
-    path = graph_path(Path(run_dir) / CACHE_DIR, epoch, key)
-    if path.exists():
+    path = None if cache_dir is None else graph_path(cache_dir, epoch, key)
+    if path is not None and path.exists():
         stored = load_graphs(path)
         return LayerGraphs(names, grams, stored.coef, stored.diagnostics, probs, key, path)
     result = ssc_gram(grams, progress=progress, **solver.kwargs())
     coef = np.asarray(result.coef, dtype=np.float32)
     diagnostics = {name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS}
-    try:
-        save_graphs(path, names, coef, diagnostics, key)
-    except OSError as err:
-        warnings.warn(f"could not store the SSC graphs in {path.parent}: {err}", stacklevel=2)
-        path = None
+    if path is not None:
+        try:
+            save_graphs(path, names, coef, diagnostics, key)
+        except OSError as err:
+            warnings.warn(f"could not store the SSC graphs in {path.parent}: {err}", stacklevel=2)
+            path = None
     return LayerGraphs(names, grams, coef, diagnostics, probs, key, path)
 
 
-def export_graphs(graphs: LayerGraphs, epoch: int, directory: str | Path) -> Path:
-    """Put the graphs' ``.npz`` file into ``directory`` (a copy of the cached file if any)."""
-    target = graph_path(directory, epoch, graphs.key)
+def run_cache(run_dir: str | Path, cache: bool) -> Path | None:
+    """The graph cache folder of the run in ``run_dir``, or None when ``cache`` is off."""
+    return Path(run_dir) / CACHE_DIR if cache else None
+
+
+GraphSource = Path | StoredGraphs
+"""What a graph file of an output folder is made from: the cached file, or the graphs."""
+
+
+def export_name(graphs: LayerGraphs, epoch: int, folder: str | Path = "graphs") -> str:
+    """Where the graphs of ``epoch`` go in an output folder, relative to it."""
+    return graph_path(folder, epoch, graphs.key).as_posix()
+
+
+def export_source(graphs: LayerGraphs) -> GraphSource:
+    """The cached file of ``graphs``, or without one their coefficients, diagnostics and key
+    (the Grams, as large, are not kept)."""
     if graphs.path is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(graphs.path, target)
-        return target
-    return save_graphs(target, graphs.layers, graphs.coef, graphs.diagnostics, graphs.key)
+        return graphs.path
+    return StoredGraphs(
+        layers=graphs.layers, coef=graphs.coef, diagnostics=graphs.diagnostics, settings=graphs.key
+    )

@@ -1,13 +1,14 @@
 """Paper-style figures: modularity curves, training dynamics, CKA heatmaps, embeddings, Fig 9.
 
 Every function returns a ``matplotlib.figure.Figure`` built without pyplot, so it works on
-any backend (Agg on a server, inline in a notebook); ``save_figure`` writes PNG and PDF.
+any backend (Agg on a server, inline in a notebook), and writes nothing; ``encode_figure``
+turns one into PNG or PDF bytes, and ``pipeline.publish`` writes them.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
@@ -16,16 +17,16 @@ from matplotlib.ticker import MaxNLocator
 
 _HEATMAP_CMAP = "magma"
 _MAX_TICKS = 24
+PNG_DPI = 130
 
 
-def save_figure(fig: Figure, directory: str | Path, stem: str) -> Path:
-    """Write ``fig`` as ``stem.png`` and ``stem.pdf`` under ``directory``; return the PNG path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    png = directory / f"{stem}.png"
-    fig.savefig(png, dpi=130, bbox_inches="tight")
-    fig.savefig(directory / f"{stem}.pdf", bbox_inches="tight")
-    return png
+def encode_figure(fig: Figure, fmt: str) -> bytes:
+    """``fig`` as ``"png"`` (``PNG_DPI`` dots per inch, so its size in inches times that in
+    pixels) or ``"pdf"`` bytes, made in memory. The figures lay themselves out (constrained
+    layout), so the page is the figure as it is."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=PNG_DPI)
+    return buffer.getvalue()
 
 
 def _layer_ticks(n_layers: int) -> np.ndarray:

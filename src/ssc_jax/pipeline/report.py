@@ -1,14 +1,20 @@
-"""A self-contained HTML report: headings, text, tables and figures embedded as base64 PNG.
+"""A self-contained HTML report: sections of text, tables and figures embedded as base64 PNG.
 
-The file needs nothing beside it, so it can be mailed or opened from any folder.
+The page needs nothing beside it, so it can be mailed or opened from any folder. A report
+holds matplotlib figures, not files: ``render`` encodes them itself unless it is given their
+PNG bytes (``pipeline.publish`` passes the bytes it writes to ``figures/``).
 """
 
 from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+from matplotlib.figure import Figure
+
+from ssc_jax.pipeline.plots import encode_figure
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
@@ -26,6 +32,45 @@ figcaption { font-size: .9em; color: #555; }
 """
 
 
+class Text(NamedTuple):
+    text: str
+    note: bool
+
+
+class Table(NamedTuple):
+    headers: Sequence[str]
+    rows: Sequence[Sequence[object]]
+    caption: str
+
+
+class Plot(NamedTuple):
+    """A figure, published as ``figures/<stem>.png`` and ``.pdf``."""
+
+    stem: str
+    figure: Figure
+    caption: str
+
+
+class Section:
+    """A heading (none for an introduction) and the blocks under it, in order."""
+
+    def __init__(self, heading: str | None = None):
+        self.heading = heading
+        self.blocks: list[Text | Table | Plot] = []
+
+    def text(self, text: str, *, note: bool = False) -> None:
+        self.blocks.append(Text(text=text, note=note))
+
+    def table(
+        self, headers: Sequence[str], rows: Sequence[Sequence[object]], *, caption: str = ""
+    ) -> None:
+        """A table; floats print with 4 significant digits, booleans as yes/NO."""
+        self.blocks.append(Table(headers=list(headers), rows=list(rows), caption=caption))
+
+    def figure(self, stem: str, figure: Figure, caption: str = "") -> None:
+        self.blocks.append(Plot(stem=stem, figure=figure, caption=caption))
+
+
 def _cell(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "NO"
@@ -34,49 +79,63 @@ def _cell(value) -> str:
     return html.escape(str(value))
 
 
+def _table_html(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in table.rows
+    )
+    cap = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure_html(plot: Plot, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    alt = html.escape(plot.caption or plot.stem)
+    cap = f"<figcaption>{html.escape(plot.caption)}</figcaption>" if plot.caption else ""
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">{cap}</figure>'
+
+
 class Report:
-    """Collects blocks in order and renders them as one HTML page."""
+    """A title and sections, rendered as one HTML page."""
 
-    def __init__(self, title: str):
+    def __init__(self, title: str, sections: Iterable[Section] = ()):
         self.title = title
-        self._blocks: list[str] = []
+        self.sections = list(sections)
 
-    def heading(self, text: str) -> None:
-        self._blocks.append(f"<h2>{html.escape(text)}</h2>")
+    def figures(self) -> dict[str, Figure]:
+        """Every figure by its stem, in order of appearance.
 
-    def text(self, text: str, *, note: bool = False) -> None:
-        cls = ' class="note"' if note else ""
-        self._blocks.append(f"<p{cls}>{html.escape(text)}</p>")
+        Raises:
+          ValueError: when two figures share a stem.
+        """
+        found: dict[str, Figure] = {}
+        for section in self.sections:
+            for block in section.blocks:
+                if isinstance(block, Plot):
+                    if block.stem in found:
+                        raise ValueError(f"two figures of the report are named {block.stem!r}")
+                    found[block.stem] = block.figure
+        return found
 
-    def table(
-        self, headers: Sequence[str], rows: Sequence[Sequence[object]], *, caption: str = ""
-    ) -> None:
-        """A table; floats print with 4 significant digits, booleans as yes/NO."""
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-        body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-        cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-        self._blocks.append(
-            f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        )
-
-    def figure(self, png_path: str | Path, caption: str = "") -> None:
-        """Embed the PNG at ``png_path`` (read now) with an optional caption."""
-        data = base64.b64encode(Path(png_path).read_bytes()).decode("ascii")
-        alt = html.escape(caption or Path(png_path).stem)
-        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        self._blocks.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">{cap}</figure>'
-        )
-
-    def render(self) -> str:
+    def render(self, png: Mapping[str, bytes] | None = None) -> str:
+        """The page; ``png`` maps a figure's stem to its PNG bytes (encoded here if absent)."""
+        png = dict(png or {})
+        parts = []
+        for section in self.sections:
+            if section.heading is not None:
+                parts.append(f"<h2>{html.escape(section.heading)}</h2>")
+            for block in section.blocks:
+                if isinstance(block, Text):
+                    cls = ' class="note"' if block.note else ""
+                    parts.append(f"<p{cls}>{html.escape(block.text)}</p>")
+                elif isinstance(block, Table):
+                    parts.append(_table_html(block))
+                else:
+                    image = png.get(block.stem) or encode_figure(block.figure, "png")
+                    parts.append(_figure_html(block, image))
         title = html.escape(self.title)
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{title}</title><style>{_STYLE}</style></head>"
-            f"<body><h1>{title}</h1>\n" + "\n".join(self._blocks) + "\n</body></html>\n"
+            f"<body><h1>{title}</h1>\n" + "\n".join(parts) + "\n</body></html>\n"
         )
-
-    def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(self.render(), encoding="utf-8")
-        return path

@@ -1,0 +1,171 @@
+"""Command-line options made from the configuration dataclasses' fields.
+
+Each option names a field of ``AnalysisSet``, ``ADMM``, ``SolverOptions`` or ``TrainConfig``;
+its type, default, choices and help come from the field (``metadata["help"]``, or a short
+text here where the field has none), so the command line and the library share one set of
+defaults. A command may keep a default of its own (``analyze --n 1000``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
+from ssc_jax.solver.admm import ADMM
+from ssc_jax.solver.options import SolverOptions
+
+_UNSET = object()
+
+
+class Option(NamedTuple):
+    """One option: the dataclass ``field`` it sets and its ``flag``.
+
+    Attributes:
+      fallback_help: the help text where the field has no ``metadata["help"]``.
+      default: the command's default where it differs from the field's.
+      positive: a number must be > 0.
+      unit: (name, scale) for a number given in other units than the field's bytes; the
+        field gets ``int(value * scale)`` (its default, in bytes, is not shown).
+      required: the option must be given.
+    """
+
+    field: str
+    flag: str
+    fallback_help: str = ""
+    default: Any = _UNSET
+    positive: bool = True
+    unit: tuple[str, float] | None = None
+    required: bool = False
+
+
+ANALYSIS_OPTIONS = (
+    Option("data", "--data"),
+    Option("split", "--split"),
+    Option("n", "--n"),
+    Option("seed", "--seed", positive=False),
+    Option("layers", "--layers"),
+    Option("batch_size", "--batch-size"),
+)
+ADMM_OPTIONS = (
+    Option("tau", "--tau"),
+    Option("mu", "--mu"),
+    Option("rel_tol", "--rel-tol"),
+    Option("gap_tol", "--gap-tol"),
+    Option("max_iterations", "--max-iter"),
+)
+SOLVER_OPTIONS = (
+    Option("normalize", "--no-normalize"),
+    Option("memory_budget_bytes", "--memory-gb", unit=("GiB", 2**30)),
+)
+TRAIN_OPTIONS = (
+    Option("model", "--model", "model name, e.g. small_cnn (a wrong name lists them all)"),
+    Option("dataset", "--dataset", "digits, cifar10, cifar100, or a folder / zip of class folders"),
+    Option(
+        "test_dataset",
+        "--test-data",
+        "held-out images (name or folder / zip); required when --dataset is a path",
+    ),
+    Option("epochs", "--epochs", "training epochs"),
+    Option("data_fraction", "--data-fraction", "train on a stratified fraction, e.g. 0.05"),
+    Option("seed", "--seed", "seed of initialisation, data order and subset", positive=False),
+    Option("width", "--width", "channel-width multiplier"),
+    Option("batch_size", "--batch-size", "batch size"),
+    Option("learning_rate", "--lr", "initial learning rate"),
+    Option("lr_decay_epochs", "--lr-decay-epochs", "multiply the lr by 0.2 every this many epochs"),
+    Option("augment", "--no-augment", "random crop and flip (e.g. for digits)"),
+)
+
+
+def changed(options: Sequence[Option], **changes: dict[str, Any]) -> list[Option]:
+    """``options`` with some of them changed, by field name, e.g.
+    ``changed(TRAIN_OPTIONS, epochs={"default": 5})``."""
+    return [o._replace(**changes.get(o.field, {})) for o in options]
+
+
+def _value_type(cls: type, name: str) -> type:
+    """The field's type, with ``X | None`` read as X."""
+    hint = typing.get_type_hints(cls)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        (hint,) = [t for t in typing.get_args(hint) if t is not type(None)]
+    return hint
+
+
+def _number(kind: type, positive: bool, scale: float | None):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if positive and not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
+        return value if scale is None else int(value * scale)
+
+    return parse
+
+
+def _dest(cls: type, name: str) -> str:
+    return f"{cls.__name__}.{name}"
+
+
+def add_options(parser, cls: type, options: Sequence[Option]) -> None:
+    """Add ``options``, each setting a field of the dataclass ``cls``, to ``parser`` (a parser
+    or an argument group)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for option in options:
+        field = fields[option.field]
+        kind = _value_type(cls, field.name)
+        default = field.default if option.default is _UNSET else option.default
+        text = field.metadata.get("help") or option.fallback_help
+        common = {"dest": _dest(cls, field.name), "default": default}
+        if kind is bool:
+            action = "store_false" if default else "store_true"
+            text = f"turn off: {text}" if default else text
+            parser.add_argument(option.flag, action=action, help=text, **common)
+            continue
+        scale = None
+        if option.unit is not None:
+            name, scale = option.unit
+            text = text.replace("bytes", name)
+            kind = float
+        elif default is not None and not option.required:
+            text += " (default: %(default)s)"
+        parse = kind if kind is str else _number(kind, option.positive, scale)
+        choices = field.metadata.get("choices")
+        parser.add_argument(
+            option.flag,
+            type=parse,
+            choices=choices,
+            required=option.required,
+            metavar=None if choices else option.flag.removeprefix("--").upper().replace("-", "_"),
+            help=text,
+            **common,
+        )
+
+
+def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The values of the fields of ``cls`` that ``args`` holds options for."""
+    prefix = f"{cls.__name__}."
+    return {k.removeprefix(prefix): v for k, v in vars(args).items() if k.startswith(prefix)}
+
+
+def add_analysis_options(parser: argparse.ArgumentParser, *, n: int = 1000) -> None:
+    """The options of the analysis inputs (``AnalysisSet``, N defaulting to ``n``) and of
+    the SSC solver (``ADMM`` and ``SolverOptions``)."""
+    inputs = parser.add_argument_group("analysis inputs")
+    add_options(inputs, AnalysisSet, changed(ANALYSIS_OPTIONS, n={"default": n}))
+    solver = parser.add_argument_group("SSC solver")
+    add_options(solver, ADMM, ADMM_OPTIONS)
+    add_options(solver, SolverOptions, SOLVER_OPTIONS)
+
+
+def analysis_settings(args: argparse.Namespace) -> tuple[AnalysisSet, SolverSettings]:
+    """The ``AnalysisSet`` and ``SolverSettings`` the options of ``add_analysis_options`` give."""
+    solver = SolverSettings(
+        admm=ADMM(**given(args, ADMM)), options=SolverOptions(**given(args, SolverOptions))
+    )
+    return AnalysisSet(**given(args, AnalysisSet)), solver

@@ -1,0 +1,225 @@
+"""The report sections and figures of each analysis, drawn from its computed result.
+
+Nothing here writes a file: each function returns ``report.Section`` objects holding
+matplotlib figures, which ``pipeline.publish`` writes out, or a notebook shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ssc_jax.pipeline import findings, plots
+from ssc_jax.pipeline.analyze import MIN_EMBEDDED, CheckpointAnalysis, WrongInput
+from ssc_jax.pipeline.compare import Comparison
+from ssc_jax.pipeline.dynamics import Dynamics
+from ssc_jax.pipeline.report import Section
+from ssc_jax.pipeline.summary import SOLVER_HEADERS, solver_rows
+
+FINDING_HEADERS = ["finding", "holds here", "evidence"]
+
+
+def wrong_input_figure(result: CheckpointAnalysis, wrong: WrongInput) -> Figure:
+    """Fig 9 for one confidently wrong input of ``result``."""
+    names = result.inputs.class_names
+    images = result.inputs.images
+    caption = (
+        f"true: {names[wrong.true]}\npredicted: {names[wrong.predicted]} ({wrong.confidence:.2f})"
+    )
+    captions = [
+        f"{names[result.inputs.labels[j]]} ({a:.2f})"
+        for j, a in zip(wrong.neighbours, wrong.weights, strict=True)
+    ]
+    return plots.plot_wrong_input(
+        images[wrong.index],
+        caption,
+        wrong.class_scores,
+        names,
+        images[wrong.neighbours],
+        captions,
+        highlight=(wrong.true, wrong.predicted),
+    )
+
+
+def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
+    """The sections of ``analyze``: findings, Table 1, modularity, CKA, Fig 8 and Fig 9."""
+    layers = result.graphs.layers
+    tag = f"epoch {result.epoch}"
+
+    found = Section(f"The paper's findings on this checkpoint ({tag})")
+    found.table(FINDING_HEADERS, findings.as_rows(result.findings))
+
+    table1 = Section(f"Table 1: SSC labels of the last conv layer ({layers[-1]}) vs. the network")
+    t = result.table1
+    table1.table(
+        ["SSC label accuracy", "network accuracy", "agreement"],
+        [[t["ssc_label_accuracy"], t["network_accuracy"], t["agreement"]]],
+        caption="SSC label: the class with the largest summed affinity (neighbours' true labels).",
+    )
+
+    modularity = Section("Modularity of each layer's SSC graph (class labels as communities)")
+    modularity.figure(
+        "modularity_by_layer",
+        plots.plot_modularity_by_layer(
+            {tag: (layers, result.modularity)}, title=f"Modularity per layer, {tag}"
+        ),
+    )
+    modularity.table(
+        ["layer", "modularity", *SOLVER_HEADERS],
+        [
+            [name, float(q), *row]
+            for name, q, row in zip(
+                layers, result.modularity, solver_rows(result.graphs.diagnostics), strict=True
+            )
+        ],
+        caption="Solver diagnostics per layer (ADMM).",
+    )
+
+    similarity = Section("Pairwise similarity of all layers (Fig 3-7 style)")
+    similarity.figure(
+        "cka_heatmaps",
+        plots.plot_cka_heatmaps(
+            [("SSC-CKA", result.ssc_cka, layers), ("linear CKA", result.linear_cka, layers)],
+            title=f"Layer-by-layer CKA, {tag}",
+            colorbar_label="CKA",
+        ),
+    )
+
+    embeddings = Section("Spectral embeddings of the SSC graphs (Fig 8)")
+    labels = result.inputs.labels
+    correct = int(np.sum(result.probs.argmax(axis=1) == labels))
+    embedded = (
+        f"all {labels.size} analysis inputs (fewer than {MIN_EMBEDDED} are classified correctly)"
+        if correct < MIN_EMBEDDED
+        else f"the {result.embedded.size} correctly classified inputs, as in the paper"
+    )
+    embeddings.figure(
+        "spectral_embeddings",
+        plots.plot_spectral_embeddings(
+            result.embeddings, labels[result.embedded], result.inputs.class_names
+        ),
+        f"Top two eigenvectors of each layer's affinity graph restricted to {embedded}, "
+        "coloured by their true class.",
+    )
+
+    wrong = Section("Confidently wrong inputs and their SSC neighbourhoods (Fig 9)")
+    if not result.wrong:
+        wrong.text("The network classified every analysis input correctly.")
+    for k, w in enumerate(result.wrong):
+        wrong.figure(
+            f"wrong_input_{k + 1}",
+            wrong_input_figure(result, w),
+            f"Input {w.index}: its class-affinity distribution on {layers[-1]} and its "
+            "8 strongest neighbours (class, affinity).",
+        )
+    return [found, table1, modularity, similarity, embeddings, wrong]
+
+
+def render_dynamics(result: Dynamics) -> list[Section]:
+    """The sections of ``dynamics``: findings, Fig 1/2 with its table, and Fig 6."""
+    layers = result.layers
+    sections = []
+    if result.findings:
+        found = Section("The paper's findings on this run's training")
+        found.table(FINDING_HEADERS, findings.as_rows(result.findings))
+        sections.append(found)
+
+    curves = Section("Training dynamics (Fig 1/2)")
+    curves.figure(
+        "dynamics",
+        plots.plot_dynamics(
+            result.epochs,
+            layers,
+            result.modularity,
+            result.ssc_cka_to_final,
+            result.linear_cka_to_final,
+            title=f"{Path(result.run).name}: each layer over training, against its final state",
+        ),
+    )
+    curves.table(
+        ["epoch", "network accuracy", *(f"Q {name}" for name in layers)],
+        [
+            [e, float(a), *map(float, q)]
+            for e, a, q in zip(
+                result.epochs, result.network_accuracy, result.modularity, strict=True
+            )
+        ],
+        caption="Network accuracy on the analysis inputs and modularity per layer, per epoch.",
+    )
+
+    heatmaps = Section("Pairwise SSC-CKA at chosen epochs (Fig 6)")
+    for index, name, stem in (
+        (0, "SSC-CKA", "epoch_heatmaps"),
+        (1, "linear CKA", "epoch_heatmaps_linear"),
+    ):
+        panels = [
+            (
+                f"epoch {e} (acc {result.network_accuracy[result.epochs.index(e)]:.2f})",
+                m[index],
+                layers,
+            )
+            for e, m in result.heatmaps.items()
+        ]
+        heatmaps.figure(
+            stem,
+            plots.plot_cka_heatmaps(panels, title=f"{name} between layers", colorbar_label=name),
+        )
+    iterations = result.diagnostics["iterations"]
+    not_converged = int(np.sum(~result.diagnostics["converged"].astype(bool)))
+    heatmaps.text(
+        f"Solver: {result.modularity.size} problems, {not_converged} did not converge; "
+        f"iterations {int(iterations.min())}-{int(iterations.max())}.",
+        note=True,
+    )
+    return [*sections, curves, heatmaps]
+
+
+def render_comparison(result: Comparison) -> list[Section]:
+    """The sections of ``compare``: the runs, their heatmaps side by side, and modularity."""
+    runs = result.runs
+    table = Section("Runs compared")
+    table.table(
+        ["run", "epoch", "layers", "network accuracy", "Q first layer", "Q last layer"],
+        [
+            [
+                r.name,
+                r.epoch,
+                len(r.layers),
+                r.network_accuracy,
+                float(r.modularity[0]),
+                float(r.modularity[-1]),
+            ]
+            for r in runs
+        ],
+    )
+    heatmaps = Section("Pairwise SSC-CKA side by side (Fig 3/4/5/7)")
+    for field, label, stem in (
+        ("ssc_cka", "SSC-CKA", "compare_ssc_cka"),
+        ("linear_cka", "linear CKA", "compare_linear_cka"),
+    ):
+        panels = [
+            (f"{r.name} (acc {r.network_accuracy:.2f})", getattr(r, field), r.layers) for r in runs
+        ]
+        heatmaps.figure(
+            stem,
+            plots.plot_cka_heatmaps(panels, title=f"{label} between layers", colorbar_label=label),
+        )
+    depth = Section("Modularity against depth")
+    depth.figure(
+        "compare_modularity",
+        plots.plot_modularity_by_layer({r.name: (r.layers, r.modularity) for r in runs}),
+    )
+    return [table, heatmaps, depth]
+
+
+def settings_section(settings: Mapping[str, Mapping], version: str) -> Section:
+    """The closing table of every report: the analysis and solver settings used."""
+    section = Section("Settings")
+    rows = [
+        [f"{group}.{k}", v] for group in ("analysis", "solver") for k, v in settings[group].items()
+    ]
+    section.table(["setting", "value"], rows, caption="ssc-jax " + version)
+    return section
