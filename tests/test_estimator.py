@@ -6,6 +6,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.base import clone
 
 from ssc_jax.graphs.estimator import SparseSubspaceClustering
+from ssc_jax.solver import ADMM, SolverOptions, ssc
 from ssc_jax.solver.synthetic import union_of_subspaces
 
 
@@ -33,6 +34,19 @@ def test_sklearn_protocol():
     model = SparseSubspaceClustering(n_clusters=3, tau=20.0, solver_options={"rel_tol": 1e-4})
     params = clone(model).get_params()
     assert params["tau"] == 20.0 and params["solver_options"] == {"rel_tol": 1e-4}
+    assert params["mu"] == ADMM().mu and params["options"] is None
+
+
+def test_options_and_settings_reach_the_solver():
+    X, _ = union_of_subspaces(12, 3, 3, 20, noise=0.05, seed=1)
+    X = X * np.linspace(0.5, 2, len(X))[:, None]
+    options = SolverOptions(normalize=True, low_rank=False)
+    model = SparseSubspaceClustering(
+        n_clusters=3, tau=5.0, normalize=False, options=options, solver_options={"rel_tol": 1e-3}
+    ).fit(X)
+    want = ssc(X, tau=5.0, normalize=False, low_rank=False, rel_tol=1e-3)
+    np.testing.assert_array_equal(model.coef_, np.asarray(want.coef))
+    assert int(model.result_.iterations) == int(want.iterations)
 
 
 def test_too_many_clusters():

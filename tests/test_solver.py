@@ -9,7 +9,9 @@ from sklearn.linear_model import Lasso
 import ssc_jax
 from ssc_jax.core.memory import plan_chunks, problem_bytes
 from ssc_jax.solver import solve as solver_module
-from ssc_jax.solver.admm import ADMM, DenseFactor, LowRankFactor, Status
+from ssc_jax.solver.admm import ADMM, Status, extrapolated_gap
+from ssc_jax.solver.factor import DenseFactor, LowRankFactor
+from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.synthetic import union_of_subspaces
 
 TAU = 10.0
@@ -81,7 +83,7 @@ def test_mu_adapts_and_the_inverse_follows_it(data):
 
 def test_mu_follows_the_ratio_of_the_relative_residuals():
     solver = ADMM(balance=1.2, mu_factor=10.0, mu_bounds=(1e-4, 1e4))
-    rule = lambda mu, primal, dual: float(solver._balanced_mu(jnp.float32(mu), primal, dual))
+    rule = lambda mu, primal, dual: float(solver.balanced_mu(jnp.float32(mu), primal, dual))
     assert rule(5.0, 1.1, 1.0) == 5.0  # inside the band: kept
     assert rule(5.0, 4.0, 1.0) == pytest.approx(10.0)  # scaled by sqrt(4)
     assert rule(5.0, 1.0, 16.0) == pytest.approx(1.25)
@@ -91,6 +93,7 @@ def test_mu_follows_the_ratio_of_the_relative_residuals():
     assert rule(5e3, 1e6, 1.0) == pytest.approx(1e4)  # within mu_bounds
 
 
+@pytest.mark.slow
 def test_balancing_finds_a_good_mu_from_a_poor_start():
     """Digits pixels are nonnegative and strongly correlated, like post-ReLU activations."""
     from sklearn.datasets import load_digits
@@ -105,9 +108,7 @@ def test_balancing_finds_a_good_mu_from_a_poor_start():
 
 
 def test_gap_extrapolation():
-    from ssc_jax.solver.admm import _extrapolated_gap
-
-    gap = lambda fall, previous: float(_extrapolated_gap(jnp.float32(fall), jnp.float32(previous)))
+    gap = lambda fall, previous: float(extrapolated_gap(jnp.float32(fall), jnp.float32(previous)))
     assert gap(1e-4, 2e-4) == pytest.approx(1e-4)  # rate 1/2 leaves as much again
     assert gap(8e-5, 1e-4) == pytest.approx(3.2e-4)  # rate 0.8 leaves 4x the last fall
     assert gap(1e-5, 1e-3) == pytest.approx(1e-5)  # never below the last fall
@@ -117,6 +118,7 @@ def test_gap_extrapolation():
     assert gap(np.inf, 1e-5) == np.inf  # no objective yet
 
 
+@pytest.mark.slow
 def test_gap_estimate_tracks_the_measured_gap(data):
     """Through the run: the estimate after each block against the exact gap of its C."""
     x = data[150]
@@ -168,11 +170,12 @@ def test_gram_and_feature_paths_agree(data, d):
         np.testing.assert_allclose(result.coef, from_features.coef, atol=2e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sequential", [True, False], ids=["one-by-one", "side-by-side"])
 def test_batch_equals_single_problems(data, sequential, monkeypatch):
     # The CPU solves a batch one problem at a time, an accelerator side by side (vmap, with
     # the optional work shared across the batch); both must give the single-problem answers.
-    monkeypatch.setattr(solver_module, "_sequential_batches", lambda mesh: sequential)
+    monkeypatch.setattr(solver_module, "sequential_batches", lambda mesh: sequential)
     grams = np.stack([x @ x.T for x in (data[24], data[150], 2 * data[150])])
     batched = ssc_jax.ssc_gram(grams)
     assert batched.coef.shape == (3, 60, 60) and batched.iterations.shape == (3,)
@@ -249,6 +252,57 @@ def test_float64_under_strict_promotion(data):
         assert abs(objective(x, result.coef) - optimum) / optimum < 1e-8
 
 
+def test_terminate_needs_both_residual_tests_and_the_gap_test():
+    solver = ADMM(gap_tol=1e-4, max_iterations=100)
+    factor, rows = DenseFactor(jnp.eye(3), jnp.ones(3)), jnp.arange(3)
+    start = solver.init(factor, rows)
+    assert not bool(solver.terminate(start))
+    # From C = 0 the objective is tau/2 ||X||_F^2 = 15, taken by postprocess where missing.
+    assert float(solver.postprocess(factor, start, rows).objective) == pytest.approx(15.0)
+    f32 = jnp.float32
+    passing = start._replace(
+        iteration=jnp.asarray(50, jnp.int32),
+        primal_residual=f32(1.0),
+        eps_primal=f32(2.0),
+        dual_residual=f32(1.0),
+        eps_dual=f32(2.0),
+        objective=f32(1.0),
+        gap_estimate=f32(5e-5),
+    )
+    assert bool(solver.terminate(passing))
+    assert int(solver.postprocess(factor, passing, rows).status) == Status.CONVERGED
+    for failing in ({"primal_residual": 3.0}, {"dual_residual": 3.0}, {"gap_estimate": 2e-4}):
+        state = passing._replace(**{name: f32(value) for name, value in failing.items()})
+        assert not bool(solver.terminate(state)), failing
+    capped = passing._replace(iteration=jnp.asarray(100, jnp.int32), gap_estimate=f32(2e-4))
+    assert bool(solver.terminate(capped))
+    assert int(solver.postprocess(factor, capped, rows).status) == Status.MAX_ITERATIONS
+    broken = passing._replace(finite=jnp.asarray(False))
+    assert bool(solver.terminate(broken))
+    assert int(solver.postprocess(factor, broken, rows).status) == Status.NONFINITE
+
+
+def test_options_and_flat_settings_configure_alike(data):
+    x = data[24] * np.linspace(0.5, 3, 60, dtype=np.float32)[:, None]
+    flat = ssc_jax.ssc(x, normalize=False, tau=5.0)
+    for result in (
+        ssc_jax.ssc(x, options=SolverOptions(normalize=False), tau=5.0),
+        ssc_jax.ssc(x, solver=ADMM(tau=20.0), options=SolverOptions(normalize=False), tau=5.0),
+        ssc_jax.ssc(x, solver=ADMM(tau=5.0), normalize=False),
+    ):
+        np.testing.assert_array_equal(result.coef, flat.coef)
+        assert int(result.iterations) == int(flat.iterations)
+    assert not np.allclose(ssc_jax.ssc(x, tau=5.0).coef, flat.coef, atol=1e-3)
+    assert not np.allclose(ssc_jax.ssc(x, normalize=False).coef, flat.coef, atol=1e-3)
+
+
+def test_an_unknown_setting_is_named():
+    with pytest.raises(ValueError, match="step_size"):
+        ssc_jax.ssc(np.eye(3), step_size=2)
+    with pytest.raises(ValueError, match="rel_toll"):
+        ssc_jax.ssc_gram(np.eye(3), rel_toll=1e-3)
+
+
 def test_nonfinite_iterates_stop_with_a_status():
     vectors = jnp.full((4, 4), jnp.nan)
     state = ADMM().run(DenseFactor(vectors, jnp.ones(4)), jnp.arange(4))
@@ -267,7 +321,9 @@ def test_nonfinite_iterates_stop_with_a_status():
         (lambda: ssc_jax.ssc(np.eye(3), tau=0), "tau"),
         (lambda: ssc_jax.ssc(np.eye(3), tau=-1.0), "tau"),
         (lambda: ssc_jax.ssc(np.eye(3), mu=0), "mu"),
-        (lambda: ssc_jax.ssc(np.eye(3), step_size=2), "unknown solver option"),
+        (lambda: ssc_jax.ssc(np.eye(3), solver=ADMM(mu=-2.0)), "mu"),
+        (lambda: ssc_jax.ssc_gram(np.eye(3), tau=0.0), "tau"),
+        (lambda: ssc_jax.ssc(np.eye(3), step_size=2), "unknown solver setting"),
         (lambda: ssc_jax.ssc_gram(np.ones((3, 4))), "square"),
         (lambda: ssc_jax.ssc_gram(np.ones(3)), "Gram matrix"),
         (lambda: ssc_jax.ssc_gram(np.ones((1, 1))), "at least 2 samples"),
@@ -325,6 +381,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_several_devices_give_the_single_device_answers():
     """Four CPU devices: a batch split by problems, one problem split by rows."""
     import os

@@ -6,6 +6,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from ssc_jax.graphs.spectral import spectral_clustering
+from ssc_jax.solver.admm import ADMM
+from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.solve import SSCResult, affinity, ssc
 
 
@@ -17,9 +19,13 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
 
     Args:
       n_clusters: number of subspaces to find.
-      tau, mu, normalize: as in ``ssc_jax.ssc``.
+      tau, mu: the ``ssc_jax.ADMM`` fields of that name (defaults from there).
+      normalize: the ``ssc_jax.SolverOptions`` field of that name (default from there).
       random_state: seed of the k-means step.
-      solver_options: further ``ssc_jax.ADMM`` fields, e.g. ``{"rel_tol": 1e-4}``.
+      solver_options: further settings of ``ssc_jax.ssc``, each a field of ``ADMM`` or of
+        ``SolverOptions``, e.g. ``{"rel_tol": 1e-4}``.
+      options: ``SolverOptions`` (``low_rank``, ``devices``, ...) that ``normalize`` and
+        ``solver_options`` then override; ``None`` is the default.
 
     Attributes:
       coef_: (n, n) NumPy SSC coefficients, ``X ~= coef_ @ X``.
@@ -32,11 +38,12 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         self,
         n_clusters: int = 8,
         *,
-        tau: float = 10.0,
-        mu: float = 10.0,
-        normalize: bool = True,
+        tau: float = ADMM.tau,
+        mu: float = ADMM.mu,
+        normalize: bool = SolverOptions.normalize,
         random_state: int = 0,
         solver_options: dict | None = None,
+        options: SolverOptions | None = None,
     ):
         self.n_clusters = n_clusters
         self.tau = tau
@@ -44,6 +51,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         self.normalize = normalize
         self.random_state = random_state
         self.solver_options = solver_options
+        self.options = options
 
     def fit(self, X, y=None) -> SparseSubspaceClustering:
         """Fit on (n_samples, n_features) ``X``; ``y`` is ignored."""
@@ -52,6 +60,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
             raise ValueError(f"n_clusters must be in [1, n_samples={n}]; got {self.n_clusters}")
         result: SSCResult = ssc(
             X,
+            options=self.options,
             tau=self.tau,
             mu=self.mu,
             normalize=self.normalize,

@@ -36,6 +36,9 @@ estimate tracks the measured gap within about 2x on both.
 
 Rows of C are independent LASSO problems that share the factor, so the solver works on a
 block of rows (``rows``); the whole matrix is the block ``arange(n)``.
+
+``ADMM.run`` is ``init``, then ``step`` (one block) while ``terminate`` says go on, then
+``postprocess``; each takes and returns an ``ADMMState``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ssc_jax.solver.factor import Factor
+
 Array = jax.Array
 
 
@@ -59,57 +64,10 @@ class Status(enum.IntEnum):
     NONFINITE = 2
 
 
-class DenseFactor(NamedTuple):
-    """``G = U diag(l) U^T`` with a full basis: U (n, n), l (n,).
-
-    For a given mu, ``prepare`` forms ``M = (tau G + mu I)^-1`` (one n^3 matmul); then
-    ``Z = (tau G + D) M = (D - mu E) M + E``, with ``E`` the rows of the identity, because
-    ``tau G M = I - mu M``. ``z_update`` takes ``D - mu E``: one (b, n) x (n, n) matmul per
-    iteration, and E is an index comparison that XLA fuses into the elementwise work.
-    """
-
-    vectors: Array
-    values: Array
-
-    def prepare(self, tau: float, mu: Array) -> Array:
-        return (self.vectors / (tau * self.values + mu)) @ self.vectors.T
-
-    def z_update(self, inverse: Array, shifted_rhs: Array, mu: Array, diagonal: Array) -> Array:
-        return _plus_eye(shifted_rhs @ inverse, diagonal)
-
-
-class LowRankFactor(NamedTuple):
-    """``G = U diag(l) U^T`` with a thin basis: U (n, r), l (r,), r < n.
-
-    Woodbury gives ``(tau G + mu I)^-1 B = (B - U diag(w) U^T B) / mu`` with
-    ``w = tau l / (tau l + mu)``, and ``tau G (tau G + mu I)^-1 = U diag(w) U^T``. So with
-    ``B = D - mu E``, ``Z = B / mu + E - ((B U) * w / mu) U^T``: 4 b n r flops per iteration
-    and no n x n matrix besides the state.
-    """
-
-    vectors: Array
-    values: Array
-
-    def prepare(self, tau: float, mu: Array) -> Array:
-        return tau * self.values / (tau * self.values + mu)
-
-    def z_update(self, weights: Array, shifted_rhs: Array, mu: Array, diagonal: Array) -> Array:
-        u = self.vectors
-        return _plus_eye(shifted_rhs / mu - ((shifted_rhs @ u) * (weights / mu)) @ u.T, diagonal)
-
-
-Factor = DenseFactor | LowRankFactor
-
-
 def _diagonal_mask(rows: Array, n: int) -> Array:
     """(b, n) True at the diagonal entries ``(i, rows[i])``; a row index of n (padding) has
     none. A boolean mask, 1 byte an entry, is what the loop reads to find them."""
     return rows[:, None] == jnp.arange(n)[None, :]
-
-
-def _plus_eye(matrix: Array, diagonal: Array) -> Array:
-    """(b, n) ``matrix`` plus the rows of the identity that ``diagonal`` marks."""
-    return jnp.where(diagonal, matrix + 1, matrix)
 
 
 def _eye_rows(rows: Array, n: int, dtype) -> Array:
@@ -124,14 +82,20 @@ class ADMMState(NamedTuple):
       shifted: (b, n) V, from which C and Lam follow (see the module docstring).
       coef: (b, n) the sparse coefficients C = S_{1/mu}(V) off the diagonal.
       mu: () the current penalty.
+      inverse: ``factor.prepare(tau, mu)``, the z-update's ``(tau G + mu I)^-1`` at this mu:
+        (n, n) for a ``DenseFactor``, the (r,) Woodbury weights for a ``LowRankFactor``.
       iteration: () ADMM steps taken.
-      primal_residual: () ||Z - C||_F after the last step.
-      dual_residual: () mu ||C - C_prev||_F after the last step.
+      primal_residual: () ||Z - C||_F after the last block.
+      dual_residual: () mu ||C - C_prev||_F after the last block.
+      eps_primal, eps_dual: () the tolerances of the two residual tests after the last
+        block; 0 before the first, so that no test passes.
       objective: () ``||C||_1 + tau/2 ||X - C X||_F^2`` over the rows, at C; NaN while the
         residuals are far from their tolerances (see ``step``).
       decrease: () relative fall of the objective over the last block; inf when unknown.
       gap_estimate: () the relative objective gap extrapolated after the last block.
-      status: () a ``Status`` value; MAX_ITERATIONS while running.
+      finite: () False once a block met non-finite values; that block is dropped, so the
+        iterates are the last finite ones.
+      status: () a ``Status`` value, decided by ``postprocess``; MAX_ITERATIONS before.
       errors: (max_iterations // inner_iterations, 3) the primal and dual residuals and the
         gap estimate after each block, -1 where no block ran.
     """
@@ -139,12 +103,16 @@ class ADMMState(NamedTuple):
     shifted: Array
     coef: Array
     mu: Array
+    inverse: Array
     iteration: Array
     primal_residual: Array
     dual_residual: Array
+    eps_primal: Array
+    eps_dual: Array
     objective: Array
     decrease: Array
     gap_estimate: Array
+    finite: Array
     status: Array
     errors: Array
 
@@ -161,6 +129,9 @@ _NEAR = 3.0
 @dataclass(frozen=True)
 class ADMM:
     """ADMM solver for SSC; hashable, so it is a static argument of the jitted drivers.
+
+    The defaults here are the library's: ``ssc``, ``ssc_gram``, the estimator and the
+    command line take theirs from these fields.
 
     Attributes:
       tau: weight of the data fit, > 0.
@@ -195,80 +166,81 @@ class ADMM:
         return -(-self.max_iterations // self.inner_iterations)
 
     def init(self, factor: Factor, rows: Array) -> ADMMState:
-        """The state at C = Lam = 0."""
+        """The state at C = Lam = 0, with the inverse prepared for the initial mu."""
         b, n, dtype = rows.shape[0], factor.vectors.shape[0], factor.vectors.dtype
         zeros = jnp.zeros((b, n), dtype)
         inf = jnp.asarray(jnp.inf, dtype)
+        mu = jnp.asarray(self.mu, dtype)
         return ADMMState(
             shifted=zeros,
             coef=zeros,
-            mu=jnp.asarray(self.mu, dtype),
+            mu=mu,
+            inverse=factor.prepare(self.tau, mu),
             iteration=jnp.asarray(0, jnp.int32),
             primal_residual=inf,
             dual_residual=inf,
+            eps_primal=jnp.zeros((), dtype),
+            eps_dual=jnp.zeros((), dtype),
             objective=jnp.asarray(jnp.nan, dtype),
             decrease=inf,
             gap_estimate=inf,
+            finite=jnp.asarray(True),
             status=jnp.asarray(Status.MAX_ITERATIONS, jnp.int32),
             errors=-jnp.ones((self.max_blocks, 3), dtype),
         )
 
     def step(
-        self,
-        factor: Factor,
-        state: ADMMState,
-        rows: Array,
-        prepared,
-        axis_name: str | None = None,
+        self, factor: Factor, state: ADMMState, rows: Array, axis_name: str | None = None
     ) -> ADMMState:
-        """One block: ``inner_iterations`` ADMM steps at fixed mu, then the mu update.
+        """One block: ``inner_iterations`` ADMM steps at fixed mu, the residuals, their
+        tolerances and the gap estimate, then the mu update and, when mu moved, its inverse.
 
-        ``prepared`` is ``factor.prepare(tau, state.mu)`` for the current mu. ``axis_name``
-        names the vmap axis this solve is mapped over, if any (see ``run``).
+        ``axis_name`` names the vmap axis this solve is mapped over, if any (see ``run``).
         """
         n = factor.vectors.shape[0]
-        mu = state.mu
+        mu, inverse = state.mu, state.inverse
         diagonal = _diagonal_mask(rows, n)
 
-        def threshold(shifted):
-            soft = jnp.sign(shifted) * jnp.maximum(jnp.abs(shifted) - 1 / mu, 0)
+        def soft_threshold(V):
+            soft = jnp.sign(V) * jnp.maximum(jnp.abs(V) - 1 / mu, 0)
             return jnp.where(diagonal, 0, soft)
 
-        def rhs(shifted):
-            return mu * (2 * threshold(shifted) - jnp.where(diagonal, shifted + 1, shifted))
+        def z_operand(V):
+            """``D - mu E`` with ``D = mu C - Lam = mu (2 C - V)``."""
+            return mu * (2 * soft_threshold(V) - jnp.where(diagonal, V + 1, V))
 
-        # The carry holds V and the z-update's operand D(V) - mu E, with D = mu C - Lam: after
-        # the matmul the elementwise work reads V and Z and writes both, with S(V)
-        # recomputed, not stored.
-        def iterate(shifted, d):
-            z = factor.z_update(prepared, d, mu, diagonal)
-            shifted = shifted + self.relaxation * (z - threshold(shifted))
-            return z, shifted, rhs(shifted)
+        # The carry holds V and the z-update's operand: after the matmul the elementwise work
+        # reads V and Z and writes both, with C = S(V) recomputed, not stored.
+        def iterate(V, operand):
+            Z = factor.z_update(inverse, operand, mu, diagonal)
+            V = V + self.relaxation * (Z - soft_threshold(V))
+            return Z, V, z_operand(V)
 
         # The residuals are needed only after the block's last step.
-        shifted, d = lax.fori_loop(
+        V, operand = lax.fori_loop(
             0,
             self.inner_iterations - 1,
             lambda _, carry: iterate(*carry)[1:],
-            (state.shifted, rhs(state.shifted)),
+            (state.shifted, z_operand(state.shifted)),
         )
-        previous = threshold(shifted)
-        z, shifted, _ = iterate(shifted, d)
-        coef = threshold(shifted)
-        dual = mu * (shifted - coef)
-        primal = jnp.linalg.norm(z - coef)
-        dual_res = mu * jnp.linalg.norm(coef - previous)
-        scale = jnp.maximum(jnp.linalg.norm(z), jnp.linalg.norm(coef))
-        size = jnp.sqrt(jnp.asarray(coef.size, coef.dtype))
-        eps_primal = size * self.abs_tol + self.rel_tol * scale
-        eps_dual = size * self.abs_tol + self.rel_tol * jnp.linalg.norm(dual)
+        C_prev = soft_threshold(V)
+        Z, V, _ = iterate(V, operand)
+        C = soft_threshold(V)
+        Lam = mu * (V - C)
+        primal = jnp.linalg.norm(Z - C)
+        dual = mu * jnp.linalg.norm(C - C_prev)
+        size = jnp.sqrt(jnp.asarray(C.size, C.dtype))
+        eps_primal = size * self.abs_tol + self.rel_tol * jnp.maximum(
+            jnp.linalg.norm(Z), jnp.linalg.norm(C)
+        )
+        eps_dual = size * self.abs_tol + self.rel_tol * jnp.linalg.norm(Lam)
         # The objective costs a matmul: it is taken only once the residuals are near their
         # tolerances, where the gap test can matter (NaN marks a block without it).
-        near = (primal <= _NEAR * eps_primal) & (dual_res <= _NEAR * eps_dual)
-        nan = jnp.asarray(jnp.nan, coef.dtype)
+        near = (primal <= _NEAR * eps_primal) & (dual <= _NEAR * eps_dual)
+        nan = jnp.asarray(jnp.nan, C.dtype)
         objective = lax.cond(
             _anywhere(near, axis_name),
-            lambda: jnp.where(near, self.objective(factor, coef, rows), nan),
+            lambda: jnp.where(near, self.objective(factor, C, rows), nan),
             lambda: nan,
         )
         decrease = jnp.where(
@@ -277,36 +249,44 @@ class ADMM:
             (state.objective - objective) / jnp.where(objective > 0, objective, 1),
         )
         decrease = jnp.where(jnp.isnan(decrease), jnp.inf, decrease)
-        gap_estimate = _extrapolated_gap(decrease, state.decrease)
-        converged = (primal <= eps_primal) & (dual_res <= eps_dual) & (gap_estimate <= self.gap_tol)
-        finite = jnp.isfinite(primal) & jnp.isfinite(dual_res)
-
-        mu_next = jnp.where(
-            converged, mu, self._balanced_mu(mu, primal * eps_dual, dual_res * eps_primal)
-        )
+        gap_estimate = extrapolated_gap(decrease, state.decrease)
         block = state.iteration // self.inner_iterations
-        status = jnp.where(converged, Status.CONVERGED, Status.MAX_ITERATIONS)
-        advanced = ADMMState(
-            shifted=coef + (mu / mu_next) * (shifted - coef),
-            coef=coef,
-            mu=mu_next,
+        measured = state._replace(
+            coef=C,
             iteration=state.iteration + self.inner_iterations,
             primal_residual=primal,
-            dual_residual=dual_res,
+            dual_residual=dual,
+            eps_primal=eps_primal,
+            eps_dual=eps_dual,
             objective=objective,
             decrease=decrease,
             gap_estimate=gap_estimate,
-            status=status.astype(jnp.int32),
-            errors=state.errors.at[block].set(jnp.stack([primal, dual_res, gap_estimate])),
+            errors=state.errors.at[block].set(jnp.stack([primal, dual, gap_estimate])),
+        )
+        finite = jnp.isfinite(primal) & jnp.isfinite(dual)
+        # mu is kept on a converged block: the run stops there and needs no new inverse.
+        mu_next = jnp.where(
+            self.converged(measured), mu, self.balanced_mu(mu, primal * eps_dual, dual * eps_primal)
+        )
+        # mu settles after a few blocks; the inverse is rebuilt only when it moved.
+        moved = finite & (mu_next != mu)
+        inverse = lax.cond(
+            _anywhere(moved, axis_name),
+            lambda: jnp.where(moved, factor.prepare(self.tau, mu_next), inverse),
+            lambda: inverse,
+        )
+        advanced = measured._replace(
+            shifted=C + (mu / mu_next) * (V - C), mu=mu_next, inverse=inverse
         )
         # A non-finite block (only reachable from extreme inputs) is dropped: the last finite
-        # iterate is kept and the status says why the solver stopped.
-        stalled = state._replace(status=jnp.asarray(Status.NONFINITE, jnp.int32))
-        return jax.tree.map(lambda a, b: jnp.where(finite, a, b), advanced, stalled)
+        # iterate is kept, and ``finite`` tells ``terminate`` and ``postprocess``.
+        dropped = state._replace(finite=jnp.asarray(False))
+        return jax.tree.map(lambda a, b: jnp.where(finite, a, b), advanced, dropped)
 
-    def _balanced_mu(self, mu: Array, primal_share: Array, dual_share: Array) -> Array:
+    def balanced_mu(self, mu: Array, primal_share: Array, dual_share: Array) -> Array:
         """mu scaled by ``sqrt(primal_share / dual_share)``, the ratio of the relative
-        residuals, within ``mu_factor`` and ``mu_bounds``; kept while the ratio is inside
+        residuals (``primal / eps_primal`` over ``dual / eps_dual``, cross-multiplied), within
+        ``mu_factor`` and ``mu_bounds``; kept while the ratio is inside
         ``[1 / balance, balance]`` or undefined (both residuals or both tolerances zero)."""
         ratio = jnp.where(
             dual_share > 0,
@@ -317,40 +297,25 @@ class ADMM:
         moved = (ratio > self.balance) | (ratio * self.balance < 1)
         return jnp.where(moved, jnp.clip(mu * scale, *self.mu_bounds), mu)
 
+    def converged(self, state: ADMMState) -> Array:
+        """Whether both residual tests and the gap test pass at ``state``."""
+        return (
+            (state.primal_residual <= state.eps_primal)
+            & (state.dual_residual <= state.eps_dual)
+            & (state.gap_estimate <= self.gap_tol)
+        )
+
     def terminate(self, state: ADMMState) -> Array:
-        return (state.status != Status.MAX_ITERATIONS) | (
-            state.iteration >= self.max_blocks * self.inner_iterations
-        )
+        """Whether the run stops at ``state``: converged, non-finite or out of iterations."""
+        capped = state.iteration >= self.max_blocks * self.inner_iterations
+        return self.converged(state) | ~state.finite | capped
 
-    def run(self, factor: Factor, rows: Array, axis_name: str | None = None) -> ADMMState:
-        """Iterate from C = Lam = 0 until converged, non-finite or out of iterations; the
-        final state carries the objective at its C.
-
-        Under ``jax.vmap(..., axis_name=axis_name)`` (over problems, or over row blocks of
-        one problem), the optional work (the objective, a new inverse) is done for the whole
-        batch when any member needs it and kept only where it is needed; without the name,
-        vmap would turn each ``lax.cond`` into a select that always does it.
-        """
-        state = self.init(factor, rows)
-        prepare = lambda mu: factor.prepare(self.tau, mu)
-
-        def body(carry):
-            state, prepared = carry
-            advanced = self.step(factor, state, rows, prepared, axis_name)
-            # mu settles after a few blocks; rebuild the inverse only when it moved.
-            moved = advanced.mu != state.mu
-            prepared = lax.cond(
-                _anywhere(moved, axis_name),
-                lambda: jnp.where(moved, prepare(advanced.mu), prepared),
-                lambda: prepared,
-            )
-            return advanced, prepared
-
-        state, _ = lax.while_loop(
-            lambda carry: ~self.terminate(carry[0]), body, (state, prepare(state.mu))
-        )
+    def postprocess(
+        self, factor: Factor, state: ADMMState, rows: Array, axis_name: str | None = None
+    ) -> ADMMState:
+        """The final state: the objective at its C where no block took it, and its status."""
         missing = jnp.isnan(state.objective)
-        return lax.cond(
+        state = lax.cond(
             _anywhere(missing, axis_name),
             lambda s: s._replace(
                 objective=jnp.where(missing, self.objective(factor, s.coef, rows), s.objective)
@@ -358,6 +323,28 @@ class ADMM:
             lambda s: s,
             state,
         )
+        status = jnp.where(
+            state.finite,
+            jnp.where(self.converged(state), Status.CONVERGED, Status.MAX_ITERATIONS),
+            Status.NONFINITE,
+        )
+        return state._replace(status=status.astype(jnp.int32))
+
+    def run(self, factor: Factor, rows: Array, axis_name: str | None = None) -> ADMMState:
+        """Iterate from C = Lam = 0 until ``terminate``; the final state carries the objective
+        at its C and the status.
+
+        Under ``jax.vmap(..., axis_name=axis_name)`` (over problems, or over row blocks of
+        one problem), the optional work (the objective, a new inverse) is done for the whole
+        batch when any member needs it and kept only where it is needed; without the name,
+        vmap would turn each ``lax.cond`` into a select that always does it.
+        """
+        state = lax.while_loop(
+            lambda state: ~self.terminate(state),
+            lambda state: self.step(factor, state, rows, axis_name),
+            self.init(factor, rows),
+        )
+        return self.postprocess(factor, state, rows, axis_name)
 
     def objective(self, factor: Factor, coef: Array, rows: Array) -> Array:
         """``||C||_1 + tau/2 ||X - C X||_F^2`` over the block, as a sum of squares.
@@ -377,12 +364,13 @@ def _anywhere(flag: Array, axis_name: str | None) -> Array:
     return lax.psum(flag.astype(jnp.int32), axis_name) > 0
 
 
-def _extrapolated_gap(decrease: Array, previous: Array) -> Array:
+def extrapolated_gap(decrease: Array, previous: Array) -> Array:
     """The relative gap left after falls ``previous`` then ``decrease`` of the objective.
 
-    A linear rate ``rho = decrease / previous`` leaves ``decrease rho / (1 - rho)``; the
-    estimate is never below the last fall itself, and an objective that rose counts by how
-    much it rose.
+    A linear rate ``rho = decrease / previous`` leaves ``decrease rho / (1 - rho)``
+    (Aitken's delta-squared); the estimate is never below the last fall itself, an objective
+    that rose counts by how much it rose, and an unknown rate (``previous`` not a positive
+    finite fall) is taken as the capped one, 0.95.
     """
     known = jnp.isfinite(previous) & (previous > 0)
     rate = jnp.where(known, decrease / jnp.where(known, previous, 1), _MAX_RATE)

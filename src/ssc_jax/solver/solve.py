@@ -10,29 +10,34 @@ on a CPU it solves the problems of a chunk one after another, on an accelerator 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from ssc_jax.core import checks
 from ssc_jax.core.memory import default_memory_budget, plan_chunks
-from ssc_jax.solver.admm import ADMM, Factor, LowRankFactor, Status
+from ssc_jax.solver.admm import ADMM, ADMMState, Status
 from ssc_jax.solver.devices import device_mesh, replicate, shard_leading
 from ssc_jax.solver.factor import (
+    Factor,
+    LowRankFactor,
     choose_factor,
     factor_eps,
     factorize,
     gram_eigh,
     thin_svd,
 )
+from ssc_jax.solver.options import SolverOptions, resolve
 
 Array = jax.Array
 
@@ -78,83 +83,63 @@ def affinity(coef) -> Array:
 
 
 def ssc(
-    X,
-    *,
-    tau: float = 10.0,
-    mu: float = 10.0,
-    normalize: bool = True,
-    low_rank: bool | None = None,
-    precise_factor: bool = True,
-    memory_budget_bytes: int | None = None,
-    progress: bool | None = None,
-    devices: Sequence[jax.Device] | None = None,
-    **solver_options,
+    X, *, solver: ADMM | None = None, options: SolverOptions | None = None, **settings: Any
 ) -> SSCResult:
     """Solve SSC for samples as rows: ``min ||C||_1 + tau/2 ||X - C X||_F^2``, diag(C) = 0.
 
     Args:
       X: (n, d) data, one sample per row; n >= 2.
-      tau: weight of the data fit (paper default 10).
-      mu: initial ADMM penalty (paper default 10), adapted by residual balancing.
-      normalize: scale each sample to unit l2 norm first, so that tau means the same at every
-        layer; an all-zero sample gets zero coefficients either way.
-      low_rank: use the rank-d Woodbury path; by default when d <= n / 2.
-      precise_factor: take the one-off factorisation (SVD or eigh) in float64 for float32
-        input, then iterate in float32. Off, it is faster (most on GPUs) but the objective
-        may stall about 1e-4 above the optimum on ill-conditioned data.
-      memory_budget_bytes: bound for one chunk of work on one device (default: half the
-        device memory).
-      progress: show a progress bar over chunks (default: when there is more than one).
-      devices: devices to spread the work over (default: every local device); with more
-        than one, the rows of the problem are split among them.
-      **solver_options: further ``ADMM`` fields, such as ``rel_tol`` or ``max_iterations``.
+      solver: the ``ADMM`` (what is solved and how far); default ``ADMM()``: tau = mu = 10
+        as in the paper, mu adapted by residual balancing.
+      options: the ``SolverOptions`` (how the problem is prepared and the work is spread);
+        default ``SolverOptions()``. With ``low_rank=None`` the rank-d Woodbury path is taken
+        when d <= n / 2; with several ``devices`` the rows of the problem are split among
+        them.
+      **settings: keyword overrides of fields of either, e.g. ``tau=20.0``, ``mu``,
+        ``rel_tol``, ``gap_tol``, ``max_iterations``, ``normalize=False``, ``low_rank``,
+        ``precise_factor``, ``memory_budget_bytes``, ``progress``, ``devices``.
 
     Returns:
       An ``SSCResult`` for the single problem.
+
+    Raises:
+      ValueError: for invalid ``X``, an unknown setting, or tau or mu not > 0.
     """
     checks.check_ndim("X", X, 2, "a 2-D array of shape (n_samples, n_features)")
     checks.check_min_samples("X", np.shape(X)[0], 2, "each sample is rebuilt from the others")
     checks.check_finite("X", X)
-    solver = _make_solver(tau, mu, solver_options)
+    solver, options = _configured(solver=solver, options=options, settings=settings)
     x = jnp.asarray(X, _float_dtype(X))
     n, d = x.shape
-    if low_rank is None:
-        low_rank = d <= n // 2
+    low_rank = d <= n // 2 if options.low_rank is None else options.low_rank
     if low_rank:
-        u, values = factorize(thin_svd, x, normalize, precise_factor)
-        factor = LowRankFactor(u[None], values[None])
+        u, values = factorize(
+            thin_svd, x, normalize=options.normalize, precise=options.precise_factor
+        )
+        factor = LowRankFactor(vectors=u[None], values=values[None])
     else:
         # The Gram in the input's precision, as ssc_gram receives it; only the normalisation
         # and the eigendecomposition need float64.
-        values, vectors = factorize(gram_eigh, (x @ x.T)[None], normalize, precise_factor)
-        factor = choose_factor(values, vectors, False, factor_eps(x.dtype, precise_factor))
-    rank = d if low_rank else n
+        values, vectors = factorize(
+            gram_eigh, (x @ x.T)[None], normalize=options.normalize, precise=options.precise_factor
+        )
+        factor = choose_factor(
+            values, vectors, low_rank=False, eps=factor_eps(x.dtype, options.precise_factor)
+        )
     return _solve(
-        lambda index, place: place(factor),
-        1,
-        n,
-        rank,
-        x.dtype,
-        solver,
-        (),
-        memory_budget_bytes,
-        progress,
-        devices,
+        chunk_factor=lambda index, place: place(factor),
+        batch=1,
+        n=n,
+        rank=d if low_rank else n,
+        dtype=x.dtype,
+        solver=solver,
+        options=options,
+        batch_shape=(),
     )
 
 
 def ssc_gram(
-    G,
-    *,
-    tau: float = 10.0,
-    mu: float = 10.0,
-    normalize: bool = True,
-    low_rank: bool | None = None,
-    precise_factor: bool = True,
-    memory_budget_bytes: int | None = None,
-    progress: bool | None = None,
-    devices: Sequence[jax.Device] | None = None,
-    **solver_options,
+    G, *, solver: ADMM | None = None, options: SolverOptions | None = None, **settings: Any
 ) -> SSCResult:
     """Solve SSC from Gram matrices ``G = X X^T``, for one problem or a batch of them.
 
@@ -162,25 +147,24 @@ def ssc_gram(
       G: (n, n) or (..., n, n) symmetric positive semidefinite Gram matrices; every leading
         axis is a batch of independent problems on n samples (n >= 2). A NumPy stack stays on
         the host and goes to the device one chunk at a time.
-      low_rank: use the Woodbury path on the numerical rank r of G; by default when the
-        largest rank in a chunk is at most n / 2.
-      devices: devices to spread the work over (default: every local device); with more
-        than one, a batch is split by problems (each answer equals the single-device one),
-        a single problem by rows.
-      tau, mu, normalize, precise_factor, memory_budget_bytes, progress, **solver_options: as
-        in ``ssc``.
+      solver, options, **settings: as in ``ssc``. With ``low_rank=None`` the Woodbury path
+        on the numerical rank r of G is taken when the largest rank in a chunk is at most
+        n / 2; with several ``devices`` a batch is split by problems (each answer equals the
+        single-device one), a single problem by rows.
 
     Returns:
       An ``SSCResult`` with the batch shape of ``G``. When the batch needs several chunks, its
       arrays are gathered on the host as NumPy arrays.
+
+    Raises:
+      ValueError: for invalid ``G``, an unknown setting, or tau or mu not > 0.
     """
     checks.check_ndim("G", G, tuple(range(2, 8)), "a Gram matrix (n, n) or a stack (..., n, n)")
     checks.check_square("G", G)
     n = np.shape(G)[-1]
     checks.check_min_samples("G", n, 2, "each sample is rebuilt from the others")
     checks.check_finite("G", G)
-    solver = _make_solver(tau, mu, solver_options)
-    batch_shape = np.shape(G)[:-2]
+    solver, options = _configured(solver=solver, options=options, settings=settings)
     dtype = _float_dtype(G)
     stack = G.reshape((-1, n, n)) if isinstance(G, jax.Array) else np.reshape(G, (-1, n, n))
 
@@ -191,22 +175,37 @@ def ssc_gram(
             raise ValueError(
                 f"G must be symmetric (a Gram matrix X X^T); max |G - G^T| = {asymmetry}"
             )
-        values, vectors = factorize(gram_eigh, gram, normalize, precise_factor)
-        eps = factor_eps(dtype, precise_factor)
-        return place(choose_factor(values, vectors, low_rank, eps))
+        values, vectors = factorize(
+            gram_eigh, gram, normalize=options.normalize, precise=options.precise_factor
+        )
+        eps = factor_eps(dtype, options.precise_factor)
+        return place(choose_factor(values, vectors, low_rank=options.low_rank, eps=eps))
 
     return _solve(
-        chunk_factor,
-        len(stack),
-        n,
-        n,
-        dtype,
-        solver,
-        batch_shape,
-        memory_budget_bytes,
-        progress,
-        devices,
+        chunk_factor=chunk_factor,
+        batch=len(stack),
+        n=n,
+        rank=n,
+        dtype=dtype,
+        solver=solver,
+        options=options,
+        batch_shape=np.shape(G)[:-2],
     )
+
+
+def _configured(
+    *, solver: ADMM | None, options: SolverOptions | None, settings: Mapping[str, Any]
+) -> tuple[ADMM, SolverOptions]:
+    """``resolve``, with tau and mu checked and held as Python floats (the solver is a static
+    argument of the jitted drivers).
+
+    Raises:
+      ValueError: for an unknown setting, or tau or mu not a finite number > 0.
+    """
+    solver, options = resolve(solver, options, settings)
+    checks.check_positive("tau", solver.tau)
+    checks.check_positive("mu", solver.mu)
+    return dataclasses.replace(solver, tau=float(solver.tau), mu=float(solver.mu)), options
 
 
 def _float_dtype(x) -> np.dtype:
@@ -214,82 +213,84 @@ def _float_dtype(x) -> np.dtype:
     return jax.dtypes.canonicalize_dtype(dtype if np.issubdtype(dtype, np.floating) else np.float32)
 
 
-def _make_solver(tau: float, mu: float, options: dict) -> ADMM:
-    checks.check_positive("tau", tau)
-    checks.check_positive("mu", mu)
-    try:
-        return ADMM(tau=float(tau), mu=float(mu), **options)
-    except TypeError as err:
-        raise ValueError(f"unknown solver option: {err}") from None
-
-
 def _solve_rows(
-    solver: ADMM, factors: Factor, rows: Array, sequential: bool, axis_name: str | None = None
-):
-    """The final state of the rows ``rows`` of each problem in ``factors``.
+    solver: ADMM,
+    factors: Factor,
+    rows: Array,
+    *,
+    sequential: bool,
+    axis_name: str | None = None,
+) -> ADMMState:
+    """The final states of the rows ``rows`` of each problem in ``factors``.
 
     ``sequential`` solves the problems one after another (``lax.map``), each stopping on its
     own test; otherwise they run side by side (``vmap``) until the slowest one stops, the
     others idling through its iterations. ``axis_name`` names the vmap axis this call is
-    mapped over, if any (see ``ADMM.run``).
+    mapped over, if any (see ``ADMM.run``). The states leave out the prepared inverse (n x n
+    for a dense factor), which is not needed past the loop.
     """
+
+    def solve(factor: Factor, axis_name: str | None) -> ADMMState:
+        return solver.run(factor, rows, axis_name=axis_name)._replace(inverse=None)
+
     if factors.vectors.shape[0] == 1:
-        single = solver.run(jax.tree.map(lambda a: a[0], factors), rows, axis_name)
+        single = solve(jax.tree.map(lambda a: a[0], factors), axis_name)
         return jax.tree.map(lambda a: a[None], single)
-    solve = functools.partial(solver.run, rows=rows)
     if sequential:
-        return lax.map(solve, factors)
+        return lax.map(functools.partial(solve, axis_name=None), factors)
     return jax.vmap(functools.partial(solve, axis_name=_PROBLEMS), axis_name=_PROBLEMS)(factors)
 
 
 _PROBLEMS, _ROW_BLOCKS = "problems", "row_blocks"
-_run_batch = jax.jit(_solve_rows, static_argnums=(0, 3))
+_run_batch = jax.jit(_solve_rows, static_argnames=("solver", "sequential"))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _run_row_group(solver: ADMM, factor: Factor, rows: Array):
+@functools.partial(jax.jit, static_argnames="solver")
+def _run_row_group(solver: ADMM, factor: Factor, rows: Array) -> ADMMState:
     """``_solve_rows`` of one problem for each of the (width, b) row blocks ``rows``, one per
     device."""
     return jax.vmap(
-        lambda block: _solve_rows(solver, factor, block, False, _ROW_BLOCKS),
+        lambda block: _solve_rows(solver, factor, block, sequential=False, axis_name=_ROW_BLOCKS),
         axis_name=_ROW_BLOCKS,
     )(rows)
 
 
-def _sequential_batches(mesh) -> bool:
-    """Whether a batch on one device is best solved a problem at a time.
+def sequential_batches(mesh: Mesh | None) -> bool:
+    """Whether ``ssc_gram`` solves a batch on one device a problem at a time.
 
     One problem's matmuls already keep every CPU core busy, so on a CPU nothing is gained by
     running problems side by side, and each stops as soon as it converges (CNN layers of one
-    network need 100 to 250 iterations). An accelerator needs the batch to fill it.
+    network need 100 to 250 iterations). An accelerator needs the batch to fill it: there the
+    problems run side by side (``vmap``), and so do they across several devices (``mesh``).
     """
     return mesh is None and jax.default_backend() == "cpu"
 
 
 def _solve(
+    *,
     chunk_factor: Callable[[np.ndarray, Callable], Factor],
     batch: int,
     n: int,
     rank: int,
     dtype,
     solver: ADMM,
+    options: SolverOptions,
     batch_shape: tuple[int, ...],
-    budget: int | None,
-    progress: bool | None,
-    devices: Sequence[jax.Device] | None,
 ) -> SSCResult:
-    """Solve ``batch`` problems on n samples, chunked over problems and rows by ``budget``.
+    """Solve ``batch`` problems on n samples, chunked over problems and rows by the memory
+    budget of ``options``.
 
     ``chunk_factor(index, place)`` factors the problems ``index`` (an int array) only when
     their chunk is reached, so that at most one chunk of Grams and factors is on the device
     at a time; ``place`` puts its arrays on the devices. With several devices, a batch is
-    sharded over problems and a single problem over row blocks (see ``devices.py``);
-    ``budget`` holds per device.
+    sharded over problems and a single problem over row blocks (see ``devices.py``); the
+    budget holds per device. ``rank`` is the factor's width (n dense, r low rank).
     """
     itemsize = np.dtype(dtype).itemsize
+    budget = options.memory_budget_bytes
     budget = default_memory_budget() if budget is None else int(budget)
     plan = plan_chunks(n, batch, rank, itemsize, budget)
-    mesh = device_mesh(devices)
+    mesh = device_mesh(options.devices)
     problems, rows_per_block, width = plan.problems, plan.rows, 1
     if mesh is None:
         place = _unplaced
@@ -300,7 +301,7 @@ def _solve(
     else:
         rows_per_block, width = min(plan.rows, -(-n // mesh.size)), mesh.size
         place = functools.partial(replicate, mesh=mesh)
-    sequential = _sequential_batches(mesh)
+    sequential = sequential_batches(mesh)
     problem_chunks = [range(s, min(s + problems, batch)) for s in range(0, batch, problems)]
     group_rows = rows_per_block * width
     units = len(problem_chunks) * math.ceil(n / group_rows)
@@ -308,7 +309,7 @@ def _solve(
         total=units,
         desc="SSC",
         unit="chunk",
-        disable=(units == 1) if progress is None else not progress,
+        disable=(units == 1) if options.progress is None else not options.progress,
     )
     pieces = []
     for chunk in problem_chunks:
@@ -321,13 +322,20 @@ def _solve(
             # that stays at C = 0 and adds nothing to the residuals or the objective.
             rows = np.minimum(np.arange(start, start + group_rows), n)
             if width == 1:
-                blocks.append(_run_batch(solver, chunk_factors, jnp.asarray(rows), sequential))
+                blocks.append(
+                    _run_batch(
+                        solver=solver,
+                        factors=chunk_factors,
+                        rows=jnp.asarray(rows),
+                        sequential=sequential,
+                    )
+                )
             else:
                 rows = shard_leading(jnp.asarray(rows.reshape(width, rows_per_block)), mesh)
-                group = _run_row_group(solver, chunk_factors, rows)
+                group = _run_row_group(solver=solver, factor=chunk_factors, rows=rows)
                 blocks.extend(jax.tree.map(lambda a, i=i: a[i], group) for i in range(width))
             bar.update()
-        merged = _merge_row_blocks(blocks, n, len(chunk))
+        merged = _merge_row_blocks(blocks, n=n, problems=len(chunk))
         # With several chunks, each result leaves the device before the next chunk starts.
         pieces.append(merged if len(problem_chunks) == 1 else jax.device_get(merged))
     bar.close()
@@ -352,8 +360,8 @@ def _concat_host(*arrays: np.ndarray) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _merge_row_blocks(states, n: int, problems: int) -> SSCResult:
+@functools.partial(jax.jit, static_argnames=("n", "problems"))
+def _merge_row_blocks(states: list[ADMMState], n: int, problems: int) -> SSCResult:
     """Join the final states of row blocks into one ``SSCResult`` per problem."""
     coef = jnp.concatenate([s.coef for s in states], axis=1)[:, :n]
     stacked = jnp.stack([s.errors for s in states])
