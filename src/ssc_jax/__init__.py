@@ -39,7 +39,13 @@ _HOMES = {
         "top_neighbours",
     ),
     "nets": (
+        "ActivationSource",
+        "TorchGrams",
         "activation_grams",
+        "grams_from_activations",
+        "layer_gram",
+        "read_activations",
+        "torch_activation_grams",
         "capture_activations",
         "create_model",
         "layer_names",

@@ -1,0 +1,389 @@
+"""Per-layer activations saved by another framework, read lazily, one layer at a time.
+
+:func:`read_activations` opens one of three layouts and returns an :class:`ActivationSource`
+whose ``layers`` mapping reads a layer only when it is asked for:
+
+``.npz``
+    One array (n, ...) per layer, in the order they were saved (``np.savez(path, conv1=...,
+    conv2=..., labels=...)``), plus the reserved keys ``labels`` (required, integers (n,)),
+    ``predictions`` (integers (n,)) or ``logits`` ((n, classes), turned into their argmax),
+    and ``images`` ((n, ...)). A member is loaded whole when its layer is read.
+A folder with ``manifest.json``
+    The manifest names ``.npy`` files in the folder (read memory-mapped, so a layer larger
+    than RAM is fine)::
+
+        {"layers": ["conv1.npy", "conv2.npy"],       # forward order; names "conv1", "conv2"
+         "labels": "labels.npy",
+         "predictions": "predictions.npy",           # optional; or "logits": "logits.npy"
+         "images": "images.npy"}                     # optional
+
+    ``"layers"`` may instead be an object {layer name: file name}, in forward order.
+``.safetensors``
+    A file, or a folder of them (files in name order). Tensors are layers, except the
+    reserved names above (in any of the files). Writers of safetensors sort tensors by dtype
+    and name, so the forward order is lost; give it as JSON in the metadata,
+    ``save_file(tensors, path, metadata={"layers": json.dumps(names)})`` (in a folder, each
+    file lists its own layers), or the header's order is used. Each layer is read in
+    slices, never whole. bfloat16 and float8 cannot be read by NumPy: save them as float32.
+
+Every problem is a one-line ``ValueError`` naming the file and the array.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import struct
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+RESERVED = ("labels", "predictions", "logits", "images")
+MANIFEST = "manifest.json"
+
+_SAFETENSORS_DTYPES = {
+    "BOOL": np.bool_,
+    "U8": np.uint8,
+    "I8": np.int8,
+    "U16": np.uint16,
+    "I16": np.int16,
+    "U32": np.uint32,
+    "I32": np.int32,
+    "U64": np.uint64,
+    "I64": np.int64,
+    "F16": np.float16,
+    "F32": np.float32,
+    "F64": np.float64,
+}
+
+
+class _Layer(NamedTuple):
+    """Where a layer lives, its shape and dtype (read without its values), and its opener."""
+
+    file: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    open: Callable[[], contextlib.AbstractContextManager]
+
+
+class LazyLayers(Mapping):
+    """Layer name -> activations (n, ...), read from disk on each access, in forward order.
+
+    ``layers[name]`` returns a NumPy array (memory-mapped for ``.npy``). :meth:`open` gives,
+    for the length of a ``with`` block, an array-like that reads only the slices asked of it
+    (``a[:, i:j]`` along axis 1), which is how the Gram matrices are accumulated.
+    """
+
+    def __init__(self, entries: dict[str, _Layer]):
+        self._entries = entries
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        with self.open(name) as array:
+            return array if isinstance(array, np.ndarray) else array[:]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def file(self, name: str) -> str:
+        """The file that holds layer ``name``."""
+        return self._entries[name].file
+
+    def open(self, name: str) -> contextlib.AbstractContextManager:
+        """A context manager yielding layer ``name`` as an array-like (n, ...) read by slices."""
+        return self._entries[name].open()
+
+
+class ActivationSource(NamedTuple):
+    """Activations of a network on n inputs, read from ``path`` by :func:`read_activations`.
+
+    ``names`` and ``shapes`` (per input, i.e. without the leading n) are in forward order;
+    ``labels`` and ``predictions`` are int64 (n,); ``images`` is (n, ...) or None.
+    """
+
+    path: str
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    layers: LazyLayers
+    labels: np.ndarray
+    predictions: np.ndarray | None
+    images: np.ndarray | None
+
+
+def check_numeric(where: str, name: str, dtype: np.dtype) -> None:
+    """Raise unless ``dtype`` is a real number or bool (activations can be summed)."""
+    dtype = np.dtype(dtype)
+    real = np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    if not (real or dtype == np.bool_):
+        raise ValueError(f"{where}: array {name!r} has dtype {dtype}, not a real number")
+
+
+def check_layer(where: str, name: str, shape: tuple[int, ...], dtype: np.dtype, n: int) -> None:
+    """Raise unless a layer is numeric, non-empty and has one row per input (``n`` rows)."""
+    check_numeric(where, name, dtype)
+    if len(shape) == 0:
+        raise ValueError(f"{where}: array {name!r} is a scalar, not activations (n, ...)")
+    if shape[0] != n:
+        rows = f"{shape[0]} rows (inputs)"
+        raise ValueError(f"{where}: array {name!r} has {rows} but the first layer has {n}")
+    if 0 in shape:
+        raise ValueError(f"{where}: array {name!r} is empty (shape {shape})")
+
+
+def _labels(where: str, name: str, values: np.ndarray, n: int) -> np.ndarray:
+    """Integer class labels (or predictions) (n,) as int64."""
+    values = np.asarray(values)
+    check_numeric(where, name, values.dtype)
+    if values.ndim != 1 or len(values) != n:
+        raise ValueError(
+            f"{where}: array {name!r} has shape {values.shape} but must be ({n},), one per input"
+        )
+    whole = np.issubdtype(values.dtype, np.integer) or (
+        np.isfinite(values).all() and (values == np.round(values)).all()
+    )
+    if not whole:
+        raise ValueError(f"{where}: array {name!r} must hold integer class labels")
+    return values.astype(np.int64)
+
+
+def _source(path: Path, layers: dict[str, _Layer], extras: dict[str, tuple[str, Callable]]):
+    """Check and assemble the source; ``extras`` maps reserved names to (file, loader)."""
+    where = str(path)
+    if not layers:
+        raise ValueError(f"{where}: no layer arrays (only reserved names {sorted(extras)})")
+    if "labels" not in extras:
+        raise ValueError(f"{where}: no array 'labels'; add the class label (n,) of every input")
+    first = next(iter(layers.values()))
+    n = first.shape[0] if first.shape else 0
+    for name, layer in layers.items():
+        check_layer(layer.file, name, layer.shape, layer.dtype, n)
+    labels = _labels(extras["labels"][0], "labels", extras["labels"][1](), n)
+    if "predictions" in extras and "logits" in extras:
+        raise ValueError(f"{where}: arrays 'predictions' and 'logits' are both given; keep one")
+    predictions = None
+    if "predictions" in extras:
+        file, load = extras["predictions"]
+        predictions = _labels(file, "predictions", load(), n)
+    if "logits" in extras:
+        file, load = extras["logits"]
+        logits = np.asarray(load())
+        check_numeric(file, "logits", logits.dtype)
+        if logits.ndim != 2 or len(logits) != n:
+            raise ValueError(f"{file}: array 'logits' has shape {logits.shape}, not ({n}, classes)")
+        predictions = np.argmax(logits, axis=1).astype(np.int64)
+    images = None
+    if "images" in extras:
+        file, load = extras["images"]
+        images = np.asarray(load())
+        if images.ndim == 0 or len(images) != n:
+            raise ValueError(f"{file}: array 'images' has shape {images.shape}, not ({n}, ...)")
+    return ActivationSource(
+        path=where,
+        names=tuple(layers),
+        shapes=tuple(layer.shape[1:] for layer in layers.values()),
+        layers=LazyLayers(layers),
+        labels=labels,
+        predictions=predictions,
+        images=images,
+    )
+
+
+def _load_npy(path: Path, name: str) -> np.ndarray:
+    """``path`` memory-mapped (read-only), with pickled objects refused by name."""
+    if not path.is_file():
+        raise ValueError(f"{path}: file for array {name!r} not found")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"{path}: array {name!r} cannot be read ({error})") from None
+
+
+def _npz_member(path: Path, key: str) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as archive:
+        try:
+            return archive[key]
+        except ValueError as error:
+            raise ValueError(f"{path}: array {key!r} cannot be read ({error})") from None
+
+
+def _npz_header(path: Path, archive: np.lib.npyio.NpzFile, key: str):
+    """(shape, dtype) of an npz member from its header, without reading its values."""
+    with archive.zip.open(f"{key}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            array = _npz_member(path, key)
+            shape, dtype = array.shape, array.dtype
+    return tuple(shape), dtype
+
+
+def _read_npz(path: Path) -> ActivationSource:
+    layers: dict[str, _Layer] = {}
+    extras = {}
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable .npz file ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not an .npz archive (np.load gave a single array)")
+    with archive:
+        for key in archive.files:
+            load = lambda key=key: _npz_member(path, key)
+            if key in RESERVED:
+                extras[key] = (str(path), load)
+                continue
+            shape, dtype = _npz_header(path, archive, key)
+            opener = lambda load=load: contextlib.nullcontext(load())
+            layers[key] = _Layer(file=str(path), shape=shape, dtype=dtype, open=opener)
+    return _source(path, layers, extras)
+
+
+def _read_manifest(folder: Path) -> ActivationSource:
+    where = folder / MANIFEST
+    try:
+        manifest = json.loads(where.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not valid JSON ({error})") from None
+    if not isinstance(manifest, dict) or "layers" not in manifest:
+        raise ValueError(f'{where}: must be an object with a "layers" list of .npy files')
+    files = manifest["layers"]
+    if isinstance(files, list):
+        files = {Path(str(file)).name.removesuffix(".npy"): file for file in files}
+    if not isinstance(files, dict):
+        raise ValueError(f'{where}: "layers" must be a list of files or {{name: file}}')
+    for name in [*files, *(key for key in RESERVED if key in manifest)]:
+        if not isinstance(files.get(name, manifest.get(name)), str):
+            raise ValueError(f"{where}: the file of array {name!r} must be a file name string")
+    layers = {}
+    for name, file in files.items():
+        array = _load_npy(folder / file, name)
+        opener = lambda path=folder / file, name=name: contextlib.nullcontext(_load_npy(path, name))
+        layers[name] = _Layer(
+            file=str(folder / file), shape=array.shape, dtype=array.dtype, open=opener
+        )
+    extras = {
+        key: (str(folder / manifest[key]), lambda key=key: _load_npy(folder / manifest[key], key))
+        for key in RESERVED
+        if key in manifest
+    }
+    return _source(where, layers, extras)
+
+
+class _Slices:
+    """A safetensors tensor read by slices (``a[:, i:j]``), shaped like a NumPy array."""
+
+    def __init__(self, tensor, dtype: np.dtype):
+        self._tensor = tensor
+        self.shape = tuple(tensor.get_shape())
+        self.dtype = dtype
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self._tensor[index]
+
+
+def _header(path: Path) -> dict:
+    """The JSON header of a safetensors file, in stored order."""
+    with path.open("rb") as file:
+        head = file.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: empty or truncated safetensors file")
+        size = struct.unpack("<Q", head)[0]
+        try:
+            return json.loads(file.read(size))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"{path}: not a safetensors file (bad header)") from None
+
+
+def _tensor(path: Path, name: str) -> np.ndarray:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as file:
+        return file.get_tensor(name)
+
+
+@contextlib.contextmanager
+def _safetensors_slices(path: Path, name: str, dtype: np.dtype):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as file:
+        yield _Slices(file.get_slice(name), dtype)
+
+
+def _read_safetensors(path: Path, files: list[Path]) -> ActivationSource:
+    layers: dict[str, _Layer] = {}
+    extras = {}
+    order = None
+    for file in files:
+        header = _header(file)
+        metadata = header.pop("__metadata__", None) or {}
+        if "layers" in metadata:
+            try:
+                listed = json.loads(metadata["layers"])
+            except json.JSONDecodeError:
+                listed = None
+            if not isinstance(listed, list):
+                raise ValueError(f"{file}: metadata 'layers' must be a JSON list of names")
+            order = [*(order or []), *listed]
+        for name, info in header.items():
+            if name in layers or name in extras:
+                raise ValueError(f"{file}: array {name!r} is also in another file")
+            if info["dtype"] not in _SAFETENSORS_DTYPES:
+                raise ValueError(
+                    f"{file}: array {name!r} has dtype {info['dtype']}, which NumPy cannot "
+                    "read; save it as float32"
+                )
+            dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+            if name in RESERVED:
+                extras[name] = (str(file), lambda file=file, name=name: _tensor(file, name))
+                continue
+            opener = lambda file=file, name=name, dtype=dtype: _safetensors_slices(
+                file, name, dtype
+            )
+            layers[name] = _Layer(
+                file=str(file), shape=tuple(info["shape"]), dtype=dtype, open=opener
+            )
+    if order is not None:
+        unknown = sorted(set(order) - set(layers))
+        if unknown or len(order) != len(layers):
+            raise ValueError(
+                f"{path}: metadata 'layers' must list every layer once; it lists {order}, "
+                f"the layers are {sorted(layers)}"
+            )
+        layers = {name: layers[name] for name in order}
+    return _source(path, layers, extras)
+
+
+def read_activations(path: str | Path) -> ActivationSource:
+    """Open saved activations (``.npz``, a folder with ``manifest.json``, or safetensors).
+
+    Only headers and the small reserved arrays (labels, predictions, images) are read now;
+    layers are read when used. See the module docstring for the layouts.
+
+    Raises:
+      ValueError: naming the file and the array, for a missing file or ``labels``, labels of
+        the wrong length or not integers, layers with differing numbers of rows, a
+        non-numeric or empty array, or no layer arrays at all.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / MANIFEST).is_file():
+            return _read_manifest(path)
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise ValueError(f"{path}: a folder needs a {MANIFEST} or .safetensors files")
+        return _read_safetensors(path, files)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file or folder")
+    if path.suffix == ".npz":
+        return _read_npz(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, [path])
+    raise ValueError(f"{path}: not an .npz, .safetensors or a folder with a {MANIFEST}")
