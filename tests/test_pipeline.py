@@ -204,14 +204,23 @@ def test_compare(tiny_run, tmp_path, fast_analysis):
 
 @pytest.mark.slow
 def test_offline_default(tmp_path, capsys):
-    out = tmp_path / "default"
-    assert main(["--out", str(out), "--epochs", "2", "--n", "60", "--quiet"]) == 0
+    base = tmp_path / "default"
+    out, run = base / "report", base / "run"
+    argv = ["--out", str(base), "--epochs", "2", "--n", "60", "--quiet"]
+    assert main(argv) == 0
     assert str(out / "report.html") in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["command"] == "default"
     assert set(metrics) >= ANALYZE_KEYS
     _check_layer_metrics(metrics)
     assert metrics["dynamics"]["epochs"] == [1, 2]
-    assert metrics["run"] == metrics["dynamics"]["run"] == str((out / "run").absolute())
-    assert (out / "run").is_dir()
+    assert metrics["run"] == metrics["dynamics"]["run"] == str(run.absolute())
     _check_report(out, ["modularity_by_layer", "cka_heatmaps", "dynamics"])
+    checkpoints = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # Rerunning reuses the finished run and replaces only the report.
+    assert main(argv) == 0
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == checkpoints
+    # Analysing the run into the default's folder is refused and changes nothing.
+    assert main(["analyze", str(run), "--out", str(base), "--n", "60", "--quiet"]) == 2
+    assert "error: --out" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == checkpoints

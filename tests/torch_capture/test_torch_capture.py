@@ -7,8 +7,9 @@ import pytest
 pytest.importorskip("torch.nn")
 
 import torch
-from ssc_jax.nets.torch_capture import torch_activation_grams
 from torch import nn
+
+from ssc_jax.nets.torch_capture import torch_activation_grams
 
 N = 30
 

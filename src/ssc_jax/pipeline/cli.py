@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from ssc_jax.pipeline.arguments import (
@@ -25,10 +26,11 @@ from ssc_jax.pipeline.arguments import (
 )
 from ssc_jax.pipeline.config import AnalysisSet
 from ssc_jax.pipeline.inputs import InputError
+from ssc_jax.pipeline.locks import folder_lock
 from ssc_jax.pipeline.outputs import (
     OutputError,
-    atomic_output_dir,
     check_output_dir,
+    check_training_dir,
     removed_on_failure,
 )
 from ssc_jax.pipeline.report import Report, Section
@@ -53,17 +55,29 @@ def _train_config(args, **fixed) -> TrainConfig:
     return TrainConfig(**{**given(args, TrainConfig), **fixed})
 
 
+def _has_checkpoint(run: Path) -> bool:
+    return bool(list_checkpoints(run))
+
+
 def _train(config, run: Path, progress: bool) -> None:
-    """Train into ``run``; a run that fails before its first checkpoint leaves nothing.
+    """Train into ``run``, holding its lock; a run that fails before its first checkpoint
+    leaves nothing.
 
     The trainer checks its configuration, data and model name, raising ``ValueError``, before
     its first step; those are the user's errors.
     """
-    with removed_on_failure(run, keep=lambda path: bool(list_checkpoints(path))):
+    check_training_dir(run)
+    with folder_lock(run), removed_on_failure(run, keep=_has_checkpoint):
         try:
             train(config, run, progress=progress)
         except ValueError as err:
             raise InputError(str(err)) from err
+
+
+def _claim_output(out: str | Path, *, kind: str, inputs: list) -> AbstractContextManager:
+    """Refuse ``out`` now unless a ``kind`` output may replace it, then lock it."""
+    check_output_dir(out, kind=kind, inputs=inputs)
+    return folder_lock(out)
 
 
 def cmd_train(args) -> Path:
@@ -81,26 +95,28 @@ def cmd_analyze(args) -> Path:
     from ssc_jax.pipeline.publish import publish
     from ssc_jax.pipeline.render import render_checkpoint
 
-    check_output_dir(args.out)
     analysis, solver = analysis_settings(args)
-    result = analyze_checkpoint(
-        args.run,
-        epoch=args.epoch,
-        analysis=analysis,
-        solver=solver,
-        n_wrong=args.wrong,
-        progress=not args.quiet,
-    )
-    title = f"ssc-jax analysis: {Path(args.run).name}, epoch {result.epoch}"
-    return publish(
-        args.out,
-        command=args.command,
-        report=Report(title, render_checkpoint(result)),
-        metrics=result.metrics,
-        exports=result.exports,
-        analysis=analysis,
-        solver=solver,
-    )
+    inputs = [args.run, analysis.data]
+    with _claim_output(args.out, kind="analyze", inputs=inputs):
+        result = analyze_checkpoint(
+            args.run,
+            epoch=args.epoch,
+            analysis=analysis,
+            solver=solver,
+            n_wrong=args.wrong,
+            progress=not args.quiet,
+        )
+        title = f"ssc-jax analysis: {Path(args.run).name}, epoch {result.epoch}"
+        return publish(
+            args.out,
+            command=args.command,
+            inputs=inputs,
+            report=Report(title, render_checkpoint(result)),
+            metrics=result.metrics,
+            exports=result.exports,
+            analysis=analysis,
+            solver=solver,
+        )
 
 
 def cmd_dynamics(args) -> Path:
@@ -108,62 +124,68 @@ def cmd_dynamics(args) -> Path:
     from ssc_jax.pipeline.publish import publish
     from ssc_jax.pipeline.render import render_dynamics
 
-    check_output_dir(args.out)
     analysis, solver = analysis_settings(args)
-    result = training_dynamics(
-        args.run,
-        analysis=analysis,
-        solver=solver,
-        epochs=args.epochs,
-        heatmap_epochs=args.heatmap_epochs,
-        progress=not args.quiet,
-    )
-    title = f"ssc-jax training dynamics: {Path(args.run).name}"
-    return publish(
-        args.out,
-        command=args.command,
-        report=Report(title, render_dynamics(result)),
-        metrics=result.metrics,
-        exports=result.exports,
-        analysis=analysis,
-        solver=solver,
-    )
+    inputs = [args.run, analysis.data]
+    with _claim_output(args.out, kind="dynamics", inputs=inputs):
+        result = training_dynamics(
+            args.run,
+            analysis=analysis,
+            solver=solver,
+            epochs=args.epochs,
+            heatmap_epochs=args.heatmap_epochs,
+            progress=not args.quiet,
+        )
+        title = f"ssc-jax training dynamics: {Path(args.run).name}"
+        return publish(
+            args.out,
+            command=args.command,
+            inputs=inputs,
+            report=Report(title, render_dynamics(result)),
+            metrics=result.metrics,
+            exports=result.exports,
+            analysis=analysis,
+            solver=solver,
+        )
 
 
 def cmd_compare(args) -> Path:
-    from ssc_jax.pipeline.compare import compare_runs
+    from ssc_jax.pipeline.compare import compare_runs, parse_run
     from ssc_jax.pipeline.publish import publish
     from ssc_jax.pipeline.render import render_comparison
 
-    check_output_dir(args.out)
     analysis, solver = analysis_settings(args)
-    result = compare_runs(
-        args.runs, names=args.names, analysis=analysis, solver=solver, progress=not args.quiet
-    )
-    title = f"ssc-jax comparison of {len(result.runs)} runs"
-    return publish(
-        args.out,
-        command=args.command,
-        report=Report(title, render_comparison(result)),
-        metrics=result.metrics,
-        exports=result.exports,
-        analysis=analysis,
-        solver=solver,
-    )
+    inputs = [*(parse_run(spec)[0] for spec in args.runs), analysis.data]
+    with _claim_output(args.out, kind="compare", inputs=inputs):
+        result = compare_runs(
+            args.runs, names=args.names, analysis=analysis, solver=solver, progress=not args.quiet
+        )
+        title = f"ssc-jax comparison of {len(result.runs)} runs"
+        return publish(
+            args.out,
+            command=args.command,
+            inputs=inputs,
+            report=Report(title, render_comparison(result)),
+            metrics=result.metrics,
+            exports=result.exports,
+            analysis=analysis,
+            solver=solver,
+        )
 
 
 def cmd_default(args) -> Path:
+    """Train (or reuse) ``OUT/run`` in place, then publish the report to ``OUT/report``: the
+    report is a folder of its own, so replacing it never touches the run."""
     from ssc_jax.pipeline.analyze import analyze_checkpoint
     from ssc_jax.pipeline.dynamics import training_dynamics
-    from ssc_jax.pipeline.publish import write_outputs
+    from ssc_jax.pipeline.publish import publish
     from ssc_jax.pipeline.render import render_checkpoint, render_dynamics
 
-    check_output_dir(args.out)
     analysis, solver = analysis_settings(args)
     progress = not args.quiet
     start = time.perf_counter()
-    with atomic_output_dir(args.out) as folder:
-        run = folder / "run"
+    run, out = Path(args.out).absolute() / "run", Path(args.out).absolute() / "report"
+    check_training_dir(run)
+    with _claim_output(out, kind="default", inputs=[run, analysis.data]):
         config = _train_config(args, model="small_cnn", dataset="digits", augment=False)
         _train(config, run, progress=progress)
         result = analyze_checkpoint(
@@ -172,30 +194,26 @@ def cmd_default(args) -> Path:
         dynamics = training_dynamics(run, analysis=analysis, solver=solver, progress=progress)
         intro = Section()
         intro.text(
-            f"small_cnn trained for {len(dynamics.epochs)} epochs on the digits training split; "
-            f"every conv layer analysed on N = {analysis.n} stratified test digits "
-            f"(tau = {solver.admm.tau}, mu = {solver.admm.mu}). "
-            f"Output folder: {Path(args.out).absolute()}."
+            f"small_cnn trained for {len(dynamics.epochs)} epochs on the digits training split "
+            f"(run: {run}); every conv layer analysed on N = {analysis.n} stratified test "
+            f"digits (tau = {solver.admm.tau}, mu = {solver.admm.mu})."
         )
         sections = [intro, *render_checkpoint(result), *render_dynamics(dynamics)]
-        # The run is trained inside the temporary folder; record where it ends up.
-        final_run = str(Path(args.out).absolute() / "run")
         metrics = {
             **result.metrics,
-            "run": final_run,
-            "dynamics": {**dynamics.metrics, "run": final_run},
+            "dynamics": dynamics.metrics,
             "wall_seconds": time.perf_counter() - start,
         }
-        write_outputs(
-            folder,
+        return publish(
+            out,
             command=args.command,
+            inputs=[run, analysis.data],
             report=Report("ssc-jax: a small CNN on scikit-learn's digits", sections),
             metrics=metrics,
             exports={**result.exports, **dynamics.exports},
             analysis=analysis,
             solver=solver,
         )
-    return Path(args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ default trains its run inside the output folder first).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ssc_jax._version import __version__
@@ -69,15 +69,17 @@ def publish(
     out: str | Path,
     *,
     command: str,
+    inputs: Iterable[str | Path | None] = (),
     report: Report,
     metrics: Mapping,
     exports: Mapping[str, GraphSource],
     analysis: AnalysisSet,
     solver: SolverSettings,
 ) -> Path:
-    """``write_outputs`` into the output folder ``out``, all or nothing (see
+    """``write_outputs`` into the output folder ``out``, all or nothing, replacing only a
+    previous output of ``command`` that holds none of ``inputs`` (see
     ``outputs.atomic_output_dir``); return ``out``."""
-    with atomic_output_dir(out) as folder:
+    with atomic_output_dir(out, kind=command, inputs=inputs) as folder:
         write_outputs(
             folder,
             command=command,
