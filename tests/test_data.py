@@ -136,6 +136,15 @@ def test_tfds_loaders_under_mock_data(name, classes):
     assert labels.max() < classes
 
 
+def test_tfds_finds_the_cifar10_builder_code_offline(tmp_path):
+    """tfds imports importlib_resources (our dependency, not its own) to locate a builder's
+    code when it prepares or reads a dataset; nothing is downloaded."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    builder = tfds.builder("cifar10", data_dir=tmp_path)
+    assert type(builder).code_path.name == "cifar.py"
+    assert not any(tmp_path.iterdir())
+
+
 def test_stratified_subset():
     labels = np.repeat(np.arange(4), [100, 40, 20, 2])
     subset = stratified_subset(labels, 0.05, seed=3)

@@ -7,6 +7,7 @@ import shutil
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
@@ -18,6 +19,7 @@ from ssc_jax import (
     load_dataset,
     train,
 )
+from ssc_jax.nets.capture import predict
 from ssc_jax.training.augment import channel_stats
 from ssc_jax.training.checkpoints import restore_checkpoint, save_checkpoint
 from ssc_jax.training.trainer import evaluate, make_optimizer, make_train_step
@@ -31,6 +33,18 @@ TINY = TrainConfig(
     data_fraction=0.2,
     augment=False,
 )
+
+
+def half_written(run, name: str):
+    """Fake a save killed mid-way: a copy of epoch 1's step folder under
+    ``name`` whose model file is cut in half and which has no commit marker."""
+    step = run / "checkpoints" / name
+    shutil.copytree(run / "checkpoints" / "1", step)
+    (step / ocp.path.atomicity.COMMIT_SUCCESS_FILE).unlink()
+    files = [p for p in (step / "model").rglob("*") if p.is_file()]
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+    return step
 
 
 def files_digest(folder) -> dict[str, str]:
@@ -48,6 +62,7 @@ def one_epoch_run(tmp_path_factory):
     return run, history
 
 
+@pytest.mark.slow
 def test_train_steps_reduce_the_loss():
     images, labels, _ = load_dataset("digits")
     images, labels = images[:64], labels[:64]
@@ -97,19 +112,32 @@ def test_run_folder_and_load_checkpoint(one_epoch_run):
     assert accuracy == pytest.approx(history[0]["test_accuracy"])
 
 
+def test_evaluate_matches_predict_by_hand(one_epoch_run):
+    model, info = load_checkpoint(one_epoch_run[0])
+    images, labels, _ = load_dataset("digits", "test")
+    images, labels = images[:150], labels[:150]
+    loss, accuracy = evaluate(model, images, labels, info, batch_size=64)
+    x = (images / np.float32(255) - np.float32(info["mean"])) / np.float32(info["std"])
+    probs = np.asarray(predict(model, x, batch_size=150))
+    assert accuracy == np.count_nonzero(probs.argmax(-1) == labels) / 150
+    assert loss == pytest.approx(-np.mean(np.log(probs[np.arange(150), labels])), rel=1e-5)
+    assert 0.3 < accuracy < 1  # one epoch on 20% of digits: better than chance, not perfect
+
+
+@pytest.mark.slow
 def test_resume_continues_at_the_next_epoch(one_epoch_run, tmp_path):
     run, _ = one_epoch_run
     resumed = tmp_path / "resumed"
     shutil.copytree(run, resumed)
-    epoch_one = files_digest(resumed / "checkpoints" / "epoch_0001")
-    # a write killed half-way through epoch 2 left a temporary folder behind
-    (resumed / "checkpoints" / ".tmp_epoch_0002" / "model").mkdir(parents=True)
+    epoch_one = files_digest(resumed / "checkpoints" / "1")
+    # a save killed half-way through epoch 2 left orbax's temporary folder behind
+    temp = half_written(resumed, "2" + ocp.utils.TMP_DIR_SUFFIX)
     assert list_checkpoints(resumed) == [1]
     history = train(dataclasses.replace(TINY, epochs=2), resumed, progress=False)
     assert [m["epoch"] for m in history] == [1, 2]
     assert list_checkpoints(resumed) == [1, 2]
-    assert files_digest(resumed / "checkpoints" / "epoch_0001") == epoch_one
-    assert not (resumed / "checkpoints" / ".tmp_epoch_0002").exists()
+    assert files_digest(resumed / "checkpoints" / "1") == epoch_one
+    assert not temp.exists()
     # the resumed run equals an uninterrupted one
     straight = train(dataclasses.replace(TINY, epochs=2), tmp_path / "straight", progress=False)
     assert straight[1]["train_loss"] == pytest.approx(history[1]["train_loss"], rel=1e-6)
@@ -119,6 +147,35 @@ def test_resume_continues_at_the_next_epoch(one_epoch_run, tmp_path):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
     # a finished run is returned as is
     assert train(dataclasses.replace(TINY, epochs=2), resumed, progress=False) == history
+
+
+@pytest.mark.slow
+def test_a_step_without_commit_marker_is_redone(one_epoch_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(one_epoch_run[0], run)
+    half_written(run, "2")
+    assert list_checkpoints(run) == [1]
+    assert load_checkpoint(run)[1]["epoch"] == 1
+    with pytest.raises(ValueError, match=r"no checkpoint of epoch 2 .* available epochs: \[1\]"):
+        load_checkpoint(run, 2)
+    history = train(dataclasses.replace(TINY, epochs=2), run, progress=False)
+    assert [m["epoch"] for m in history] == [1, 2]
+    assert list_checkpoints(run) == [1, 2]
+    model, info = load_checkpoint(run)
+    assert info["metrics"] == history[1]
+    x_test, y_test, _ = load_dataset("digits", "test")
+    _, accuracy = evaluate(model, x_test, y_test, info, batch_size=100)
+    assert accuracy == pytest.approx(history[1]["test_accuracy"])
+
+
+def test_runs_in_the_old_layout_are_refused(one_epoch_run, tmp_path):
+    run = tmp_path / "old"
+    shutil.copytree(one_epoch_run[0], run)
+    (run / "checkpoints" / "1").rename(run / "checkpoints" / "epoch_0001")
+    with pytest.raises(ValueError, match="layout of ssc-jax before orbax's CheckpointManager"):
+        list_checkpoints(run)
+    with pytest.raises(ValueError, match="retrain it into a new folder"):
+        train(TINY, run, progress=False)
 
 
 def test_errors(one_epoch_run, tmp_path):

@@ -1,15 +1,18 @@
-"""Per-epoch training checkpoints (orbax), written atomically, and reloading a model alone.
+"""Per-epoch training checkpoints through orbax's ``CheckpointManager``, and reloading a model.
 
 Layout of a run folder::
 
-    run_dir/config.json                      the run: TrainConfig, num_classes, in_channels,
-                                             image_shape, class_names, mean, std, train_size
-    run_dir/checkpoints/epoch_0001/model/     orbax checkpoint of the model's variables
-    run_dir/checkpoints/epoch_0001/optimizer/ orbax checkpoint of the optimizer state
-    run_dir/checkpoints/epoch_0001/metrics.json  epoch, lr, losses, accuracies, time
+    run_dir/config.json                 the run: TrainConfig, num_classes, in_channels,
+                                        image_shape, class_names, mean, std, train_size
+    run_dir/checkpoints/<epoch>/        one orbax step per epoch (1, 2, ...), holding
+        model/                          the model's variables (StandardSave)
+        optimizer/                      the optimizer state (StandardSave)
+        metrics/                        epoch, lr, losses, accuracies, time (JsonSave)
 
-An epoch's folder is written under a temporary name and renamed when complete, so a killed
-run leaves either a whole checkpoint or none (the temporary folder is removed next time).
+Orbax writes a step under a temporary name and renames it when complete, so a killed run
+leaves either a whole checkpoint or a temporary folder that is never listed (and that the
+next save removes). Runs written before ssc-jax used ``CheckpointManager``
+(``checkpoints/epoch_0001/``) are not readable: retrain them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +29,35 @@ from flax import nnx
 
 from ssc_jax.nets.zoo import create_model
 
-_EPOCH_DIR = re.compile(r"epoch_(\d+)")
 _TEMP_PREFIX = ".tmp_"
+_OLD_LAYOUT = re.compile(r"epoch_\d+")
 
 
 def _checkpoints_dir(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir).resolve() / "checkpoints"
 
 
-def _epoch_dir(run_dir: str | os.PathLike, epoch: int) -> Path:
-    return _checkpoints_dir(run_dir) / f"epoch_{epoch:04d}"
+def _manager(run_dir: str | os.PathLike, *, writable: bool = False) -> ocp.CheckpointManager:
+    """A synchronous manager of the run's checkpoints. A ``writable`` one creates the folder
+    and, before its first save, removes the temporary folders of killed saves."""
+    folder = _checkpoints_dir(run_dir)
+    if folder.is_dir() and any(_OLD_LAYOUT.fullmatch(entry.name) for entry in folder.iterdir()):
+        raise ValueError(
+            f"{str(run_dir)!r} holds checkpoints in the layout of ssc-jax before orbax's "
+            "CheckpointManager (checkpoints/epoch_NNNN), which this version cannot read; "
+            "retrain it into a new folder"
+        )
+    options = ocp.CheckpointManagerOptions(
+        create=writable,
+        cleanup_tmp_directories=writable,
+        enable_async_checkpointing=False,
+    )
+    handlers = {
+        "model": ocp.StandardCheckpointHandler(),
+        "optimizer": ocp.StandardCheckpointHandler(),
+        "metrics": ocp.JsonCheckpointHandler(),
+    }
+    return ocp.CheckpointManager(folder, options=options, item_handlers=handlers)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -55,16 +76,15 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[int]:
-    """Epochs (ascending) that have a complete checkpoint in ``run_dir``."""
+    """Epochs (ascending) that have a complete checkpoint in ``run_dir``: the steps orbax
+    finalised that hold its commit marker (a step folder copied in part lacks it)."""
     folder = _checkpoints_dir(run_dir)
     if not folder.is_dir():
         return []
-    epochs = [
-        int(match[1])
-        for entry in folder.iterdir()
-        if (match := _EPOCH_DIR.fullmatch(entry.name)) and (entry / "metrics.json").is_file()
-    ]
-    return sorted(epochs)
+    with _manager(run_dir) as manager:
+        steps = manager.all_steps()
+    marker = ocp.path.atomicity.COMMIT_SUCCESS_FILE
+    return sorted(step for step in steps if (folder / str(step) / marker).is_file())
 
 
 def _pure(node) -> dict:
@@ -78,43 +98,44 @@ def save_checkpoint(
     optimizer: nnx.Optimizer,
     metrics: dict[str, Any],
 ) -> Path:
-    """Write the checkpoint of ``epoch`` atomically; returns its folder."""
-    final = _epoch_dir(run_dir, epoch)
-    temp = final.with_name(_TEMP_PREFIX + final.name)
-    shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir(parents=True)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(temp / "model", _pure(model))
-        checkpointer.save(temp / "optimizer", _pure(optimizer))
-        checkpointer.wait_until_finished()
-    write_json(temp / "metrics.json", metrics)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(temp, final)
-    return final
+    """Write the checkpoint of ``epoch`` (replacing one already there); returns its folder."""
+    with _manager(run_dir, writable=True) as manager:
+        if epoch in manager.all_steps():
+            manager.delete(epoch)
+        items = ocp.args.Composite(
+            model=ocp.args.StandardSave(_pure(model)),
+            optimizer=ocp.args.StandardSave(_pure(optimizer)),
+            metrics=ocp.args.JsonSave(metrics),
+        )
+        manager.save(epoch, args=items, force=True)
+    return _checkpoints_dir(run_dir) / str(epoch)
 
 
-def remove_incomplete(run_dir: str | os.PathLike) -> None:
-    """Delete the temporary folders a killed run left behind."""
-    folder = _checkpoints_dir(run_dir)
-    if folder.is_dir():
-        for entry in folder.iterdir():
-            if entry.name.startswith(_TEMP_PREFIX):
-                shutil.rmtree(entry)
+def _restore_target(node) -> ocp.args.StandardRestore:
+    return ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, _pure(node)))
 
 
-def _restore_into(node, path: Path) -> None:
+def _update_from(node, restored: dict) -> None:
     state = nnx.state(node)
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), nnx.to_pure_dict(state))
-    with ocp.StandardCheckpointer() as checkpointer:
-        restored = checkpointer.restore(path, target)
     nnx.replace_by_pure_dict(state, restored)
     nnx.update(node, state)
 
 
+def _check_listed(run_dir: str | os.PathLike, epoch: int) -> None:
+    available = list_checkpoints(run_dir)
+    if epoch not in available:
+        raise ValueError(
+            f"no checkpoint of epoch {epoch} in {str(run_dir)!r}; available epochs: "
+            f"{available if available else 'none'}"
+        )
+
+
 def read_metrics(run_dir: str | os.PathLike, epoch: int) -> dict[str, Any]:
-    """The metrics.json of the checkpoint of ``epoch``."""
-    return json.loads((_epoch_dir(run_dir, epoch) / "metrics.json").read_text())
+    """The metrics saved with the checkpoint of ``epoch``."""
+    _check_listed(run_dir, epoch)
+    with _manager(run_dir) as manager:
+        items = manager.restore(epoch, args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))
+    return items.metrics
 
 
 def restore_checkpoint(
@@ -125,17 +146,16 @@ def restore_checkpoint(
 ) -> dict[str, Any]:
     """Load the checkpoint of ``epoch`` into ``model`` (and ``optimizer``), in place;
     returns its metrics."""
-    folder = _epoch_dir(run_dir, epoch)
-    if epoch not in list_checkpoints(run_dir):
-        available = list_checkpoints(run_dir)
-        raise ValueError(
-            f"no checkpoint of epoch {epoch} in {str(run_dir)!r}; available epochs: "
-            f"{available if available else 'none'}"
-        )
-    _restore_into(model, folder / "model")
+    _check_listed(run_dir, epoch)
+    targets = {"model": _restore_target(model), "metrics": ocp.args.JsonRestore()}
     if optimizer is not None:
-        _restore_into(optimizer, folder / "optimizer")
-    return read_metrics(run_dir, epoch)
+        targets["optimizer"] = _restore_target(optimizer)
+    with _manager(run_dir) as manager:
+        items = manager.restore(epoch, args=ocp.args.Composite(**targets))
+    _update_from(model, items.model)
+    if optimizer is not None:
+        _update_from(optimizer, items.optimizer)
+    return items.metrics
 
 
 def model_from_run_config(run: dict[str, Any]) -> nnx.Module:

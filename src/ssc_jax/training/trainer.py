@@ -1,7 +1,7 @@
 """Training with the paper's recipe (Sec. 3.2), a checkpoint after every epoch, resumable.
 
 ``train(config, out_dir)`` trains ``config.model`` on ``config.dataset`` and writes the run
-folder described in :mod:`ssc_jax.checkpoint`. Running it again on the same folder resumes
+folder described in :mod:`ssc_jax.training.checkpoints`. Running it again on the same folder resumes
 after the last complete checkpoint (or extends a finished run to more epochs). Shuffling and
 augmentation are seeded per epoch, so a resumed run sees the data an uninterrupted one would.
 """
@@ -28,12 +28,16 @@ from ssc_jax.training.checkpoints import (
     model_from_run_config,
     read_metrics,
     read_run_config,
-    remove_incomplete,
     restore_checkpoint,
     save_checkpoint,
     write_json,
 )
 from ssc_jax.training.datasets import TFDS_NAMES, load_dataset, stratified_subset
+
+
+def _option(default: Any, help: str) -> Any:
+    """A config field with its command-line help text."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,22 +52,34 @@ class TrainConfig:
     Turn ``augment`` off for data that flips and crops would destroy, such as digits.
     """
 
-    model: str = "small_cnn"
-    dataset: str = "digits"
-    test_dataset: str | None = None
-    data_dir: str | None = None
-    width: float = 1.0
-    epochs: int = 100
-    batch_size: int = 128
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_decay: float = 0.2
-    lr_decay_epochs: int = 30
-    data_fraction: float = 1.0
-    augment: bool = True
-    seed: int = 0
-    eval_batch_size: int = 512
+    model: str = _option("small_cnn", "architecture from the model zoo (small_cnn, resnet18, ...)")
+    dataset: str = _option(
+        "digits", "training data: digits, cifar10, cifar100, or a folder or zip of class folders"
+    )
+    test_dataset: str | None = _option(
+        None, "test data (name or path); default: the 'test' split of the dataset"
+    )
+    data_dir: str | None = _option(
+        None, "tensorflow-datasets data folder for cifar10/cifar100 (default: tfds' own)"
+    )
+    width: float = _option(1.0, "channel width multiplier of the model")
+    epochs: int = _option(100, "number of training epochs (a checkpoint after each)")
+    batch_size: int = _option(128, "training batch size")
+    learning_rate: float = _option(0.1, "initial SGD learning rate")
+    momentum: float = _option(0.9, "SGD momentum")
+    weight_decay: float = _option(5e-4, "L2 weight decay on every parameter")
+    lr_decay: float = _option(
+        0.2, "factor the learning rate is multiplied by every lr_decay_epochs"
+    )
+    lr_decay_epochs: int = _option(30, "epochs between learning-rate decays")
+    data_fraction: float = _option(
+        1.0, "fraction of the training set to use, a stratified subset, in (0, 1]"
+    )
+    augment: bool = _option(
+        True, "random crop (4-pixel padding) and horizontal flip during training"
+    )
+    seed: int = _option(0, "seed of initialisation, shuffling, augmentation and the subset")
+    eval_batch_size: int = _option(512, "batch size of the per-epoch test evaluation")
 
     def learning_rate_at(self, epoch: int) -> float:
         """The learning rate during ``epoch`` (1-based)."""
@@ -191,7 +207,7 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True) -> list[dict[s
     """Train (or resume) the run in ``out_dir``; returns every epoch's metrics, in order.
 
     Each epoch ends with a test evaluation and an atomic checkpoint (model, optimizer,
-    metrics.json). If ``out_dir`` already holds this run, training continues after its last
+    metrics). If ``out_dir`` already holds this run, training continues after its last
     complete checkpoint; a finished run is returned as is, or extended if ``epochs`` grew.
     """
     _check_config(config)
@@ -206,7 +222,6 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True) -> list[dict[s
     model = model_from_run_config(run)  # a wrong model name fails before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", run)
-    remove_incomplete(out_dir)
 
     optimizer = make_optimizer(model, config, len(x_train) // min(config.batch_size, len(x_train)))
     done = list_checkpoints(out_dir)
