@@ -114,3 +114,12 @@ def test_every_public_name_resolves_from_its_room():
     for name in ssc_jax.__all__:
         assert getattr(ssc_jax, name) is not None, name
     assert ssc_jax.ssc is __import__("ssc_jax.solver", fromlist=["ssc"]).ssc
+
+
+def test_the_lazy_table_lists_exactly_each_rooms_public_names():
+    import importlib
+
+    import ssc_jax
+
+    for room, names in ssc_jax._HOMES.items():
+        assert set(names) == set(importlib.import_module(f"ssc_jax.{room}").__all__), room

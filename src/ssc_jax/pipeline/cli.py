@@ -80,6 +80,23 @@ def _claim_output(out: str | Path, *, kind: str, inputs: list) -> AbstractContex
     return folder_lock(out)
 
 
+def _publish_result(args, result, sections: list[Section], *, title: str, inputs: list) -> Path:
+    """Publish a computed ``result`` and its rendered ``sections`` to ``args.out``."""
+    from ssc_jax.pipeline.publish import publish
+
+    analysis, solver = analysis_settings(args)
+    return publish(
+        args.out,
+        command=args.command,
+        inputs=inputs,
+        report=Report(title, sections),
+        metrics=result.metrics,
+        exports=result.exports,
+        analysis=analysis,
+        solver=solver,
+    )
+
+
 def cmd_train(args) -> Path:
     config = _train_config(args)
     if config.dataset not in ("digits", *TFDS_NAMES) and config.test_dataset is None:
@@ -92,7 +109,6 @@ def cmd_train(args) -> Path:
 
 def cmd_analyze(args) -> Path:
     from ssc_jax.pipeline.analyze import analyze_checkpoint
-    from ssc_jax.pipeline.publish import publish
     from ssc_jax.pipeline.render import render_checkpoint
 
     analysis, solver = analysis_settings(args)
@@ -107,21 +123,11 @@ def cmd_analyze(args) -> Path:
             progress=not args.quiet,
         )
         title = f"ssc-jax analysis: {Path(args.run).name}, epoch {result.epoch}"
-        return publish(
-            args.out,
-            command=args.command,
-            inputs=inputs,
-            report=Report(title, render_checkpoint(result)),
-            metrics=result.metrics,
-            exports=result.exports,
-            analysis=analysis,
-            solver=solver,
-        )
+        return _publish_result(args, result, render_checkpoint(result), title=title, inputs=inputs)
 
 
 def cmd_dynamics(args) -> Path:
     from ssc_jax.pipeline.dynamics import training_dynamics
-    from ssc_jax.pipeline.publish import publish
     from ssc_jax.pipeline.render import render_dynamics
 
     analysis, solver = analysis_settings(args)
@@ -136,21 +142,11 @@ def cmd_dynamics(args) -> Path:
             progress=not args.quiet,
         )
         title = f"ssc-jax training dynamics: {Path(args.run).name}"
-        return publish(
-            args.out,
-            command=args.command,
-            inputs=inputs,
-            report=Report(title, render_dynamics(result)),
-            metrics=result.metrics,
-            exports=result.exports,
-            analysis=analysis,
-            solver=solver,
-        )
+        return _publish_result(args, result, render_dynamics(result), title=title, inputs=inputs)
 
 
 def cmd_compare(args) -> Path:
     from ssc_jax.pipeline.compare import compare_runs, parse_run
-    from ssc_jax.pipeline.publish import publish
     from ssc_jax.pipeline.render import render_comparison
 
     analysis, solver = analysis_settings(args)
@@ -160,16 +156,7 @@ def cmd_compare(args) -> Path:
             args.runs, names=args.names, analysis=analysis, solver=solver, progress=not args.quiet
         )
         title = f"ssc-jax comparison of {len(result.runs)} runs"
-        return publish(
-            args.out,
-            command=args.command,
-            inputs=inputs,
-            report=Report(title, render_comparison(result)),
-            metrics=result.metrics,
-            exports=result.exports,
-            analysis=analysis,
-            solver=solver,
-        )
+        return _publish_result(args, result, render_comparison(result), title=title, inputs=inputs)
 
 
 def cmd_default(args) -> Path:
