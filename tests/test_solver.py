@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import Lasso
 
 import ssc_jax
-from ssc_jax.core.memory import plan_chunks, problem_bytes
+from ssc_jax.core.memory import problem_bytes
 from ssc_jax.solver import solve as solver_module
 from ssc_jax.solver.admm import ADMM, Status, extrapolated_gap
 from ssc_jax.solver.factor import DenseFactor, LowRankFactor
@@ -207,15 +207,6 @@ def test_chunks_from_a_memory_budget_give_the_same_answer(data):
         ssc_jax.ssc_gram(grams, **tight).coef,
         atol=2e-3,
     )
-
-
-def test_chunk_plan():
-    assert plan_chunks(100, 8, 100, 4, budget=10**9) == (8, 100)
-    assert plan_chunks(100, 8, 100, 4, budget=3 * problem_bytes(100, 100, 100, 4)) == (3, 100)
-    plan = plan_chunks(1000, 2, 1000, 4, budget=problem_bytes(1000, 1000, 100, 4))
-    assert plan == (1, 96)
-    with pytest.raises(ValueError, match="memory budget"):
-        plan_chunks(1000, 1, 1000, 4, budget=1000)
 
 
 def test_zero_sample_stays_isolated(data):

@@ -1,4 +1,17 @@
-"""Memory budgets: how many SSC problems, and how many rows of one, fit at once."""
+"""The memory policy: one default budget, and how work is cut to fit a budget.
+
+Every computation whose memory grows with its input takes its default budget from
+`default_memory_budget`, half the memory of JAX's default device:
+
+* the SSC solver (``solver/solve.py``) solves as many problems, or rows of one problem, at
+  once as `plan_chunks` fits in it, by the byte model `problem_bytes`;
+* activation Grams (``nets/capture.py``) hold as many layers' features at once as fit in it;
+* HSIC (``similarity/hsic.py``) streams centered blocks, which are sized for speed rather
+  than capacity: `block_budget`, at most the default budget.
+
+The other half of the device is headroom for what a plan does not count: the caller's inputs
+and results, XLA's workspace, and fragmentation.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +20,19 @@ from typing import NamedTuple
 
 import jax
 
-# Live (b, n) arrays of one ADMM block: C, Lam, Z, the shifted iterate and their temporaries.
-_STATE_ARRAYS = 6
+# Bytes of the blocks that a streamed computation writes and reads back at once. On a CPU the
+# block stays in cache between the two: HSIC's centering then matmul measured 2x faster with
+# 4 MiB blocks than with one large block. An accelerator prefers few, large matmuls.
+_CPU_BLOCK_BYTES = 4 * 2**20
+_ACCELERATOR_BLOCK_BYTES = 512 * 2**20
+
+# n x n arrays of a dense factor during ADMM: the eigenvectors U, the inverse M carried
+# through the loop and, when mu moves, U scaled by 1 / (tau l + mu) and the new M.
+_DENSE_FACTOR_ARRAYS = 4
+# (rows, n) arrays per problem: the iterate V, the coefficients C and the z-update's operand
+# carried through the loop, Z, S(V) and the residual terms, and under vmap the selects that
+# keep each problem's own state. XLA's memory analysis of the compiled solver peaks at 8.3.
+_STATE_ARRAYS = 9
 
 
 class ChunkPlan(NamedTuple):
@@ -19,7 +43,11 @@ class ChunkPlan(NamedTuple):
 
 
 def default_memory_budget() -> int:
-    """Half of the default device's memory (accelerator limit, or physical RAM on a CPU)."""
+    """Bytes that one chunk of work may hold on JAX's default device: half its memory.
+
+    That is half the accelerator's ``bytes_limit``, or half the physical RAM on a CPU. With
+    several devices the budget holds per device.
+    """
     device = jax.devices()[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "bytes_limit" in stats:
@@ -27,18 +55,34 @@ def default_memory_budget() -> int:
     return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def problem_bytes(n: int, rank: int, rows: int, itemsize: int) -> int:
-    """Peak bytes of one problem with ``rows`` rows in flight.
+def block_budget() -> int:
+    """Bytes of the transient blocks of a streamed computation (HSIC's centered blocks).
 
-    The Gram (later its eigenvectors) is n^2; a dense factor adds the n x n inverse, a
-    low-rank one an n x rank basis; the ADMM state is a few (rows, n) arrays.
+    4 MiB on a CPU, so that a block is still in cache when it is read back; 512 MiB on an
+    accelerator, but at most `default_memory_budget`.
     """
-    shared = n * n + (n * n if rank >= n else n * rank)
-    return (shared + _STATE_ARRAYS * rows * n) * itemsize
+    if jax.devices()[0].platform == "cpu":
+        return _CPU_BLOCK_BYTES
+    return min(_ACCELERATOR_BLOCK_BYTES, default_memory_budget())
+
+
+def problem_bytes(n: int, rank: int, rows: int, itemsize: int) -> int:
+    """Peak bytes of ADMM on one n-sample problem with ``rows`` rows in flight.
+
+    A dense factor (``rank >= n``) holds four n x n arrays (the eigenvectors, the inverse,
+    and its rebuild when mu moves), a low-rank one its (n, rank) basis; the state is
+    `_STATE_ARRAYS` (rows, n) arrays. This bounds XLA's own count (arguments, outputs and
+    temporaries of the compiled solver, checked in ``tests/test_memory.py``), leaving out
+    the residual history, ``max_iterations / inner_iterations`` triples.
+    """
+    factor = _DENSE_FACTOR_ARRAYS * n * n if rank >= n else n * rank
+    return (factor + _STATE_ARRAYS * rows * n) * itemsize
 
 
 def plan_chunks(n: int, batch: int, rank: int, itemsize: int, budget: int) -> ChunkPlan:
     """The largest chunking that fits ``budget`` bytes: whole problems if one fits, else rows.
+
+    Rows are planned in multiples of 8.
 
     Raises:
       ValueError: when not even a block of 8 rows of one problem fits.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,10 +21,9 @@ import numpy as np
 from flax import nnx
 
 from ssc_jax.core.checks import check_finite, check_ndim, check_positive
+from ssc_jax.core.memory import default_memory_budget
 from ssc_jax.nets.taps import KINDS, name_taps, recording
 from ssc_jax.nets.zoo.layers import Conv
-
-DEFAULT_MEMORY_BUDGET = 1 << 30
 
 Selection = str | frozenset[str]
 Taps = list[tuple[str, str, tuple[int, ...]]]
@@ -181,26 +181,59 @@ def capture_activations(
     return out
 
 
-def _plan(dims: list[int], n: int, budget: int) -> list[tuple[list[int], int]]:
-    """Split layers (feature sizes ``dims``) into groups of (layer indices, rows per block).
+# Features are held in float32.
+_FEATURE_BYTES = 4
 
-    A group's features for all n inputs fit in ``budget`` bytes (rows = n); a layer too big
-    for that alone forms its own group with two row blocks of ``rows`` inputs in budget."""
-    groups: list[tuple[list[int], int]] = []
+
+class LayerGroup(NamedTuple):
+    """Layers whose features are held together, and the inputs per row block.
+
+    Attributes:
+      layers: indices of the group's layers, in forward order.
+      rows: inputs per row block: n when the group's features for all n inputs are held at
+        once; fewer for a single layer too large for that, whose features are then held for
+        two row blocks at a time.
+    """
+
+    layers: tuple[int, ...]
+    rows: int
+
+
+def plan_layer_groups(widths: Sequence[int], n: int, budget: int) -> list[LayerGroup]:
+    """Split layers of ``widths`` float32 features each (flattened) into groups whose features
+    are held within ``budget`` bytes.
+
+    Layers whose features for all n inputs fit together form a group, in forward order. A
+    layer too large for that on its own is a group of row blocks, two of which fit in the
+    budget (a pair of blocks gives an off-diagonal Gram block); the layers around it go on
+    filling the open group.
+
+    Raises:
+      ValueError: when the features of two inputs of a layer exceed the budget, naming the
+        bytes needed.
+    """
+    groups: list[LayerGroup] = []
     current: list[int] = []
     current_bytes = 0
-    for index, d in enumerate(dims):
-        layer_bytes = 4 * n * d
+    for index, width in enumerate(widths):
+        layer_bytes = _FEATURE_BYTES * n * width
         if layer_bytes > budget:
-            groups.append(([index], max(1, budget // (2 * 4 * d))))
+            rows = budget // (2 * _FEATURE_BYTES * width)
+            if rows < 1:
+                raise ValueError(
+                    f"a layer of {width:,} features needs a memory budget of at least "
+                    f"{2 * _FEATURE_BYTES * width:,} bytes (two inputs); the budget is "
+                    f"{budget:,}"
+                )
+            groups.append(LayerGroup(layers=(index,), rows=int(rows)))
             continue
         if current and current_bytes + layer_bytes > budget:
-            groups.append((current, n))
+            groups.append(LayerGroup(layers=tuple(current), rows=n))
             current, current_bytes = [], 0
         current.append(index)
         current_bytes += layer_bytes
     if current:
-        groups.append((current, n))
+        groups.append(LayerGroup(layers=tuple(current), rows=n))
     return groups
 
 
@@ -215,9 +248,39 @@ def _features(
     return out
 
 
-def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a b^T in float32 at full precision (no TF32 on GPUs): (m, d), (k, d) -> (m, k)."""
+def _gram(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """a b^T, or a a^T, in float32 at full precision (no TF32 on GPUs): (m, d), (k, d) -> (m, k).
+
+    Each operand is moved to the device once."""
+    a = jnp.asarray(a)
+    b = a if b is None else jnp.asarray(b)
     return np.asarray(jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST))
+
+
+def _fill_grams(
+    model: nnx.Module,
+    images: np.ndarray,
+    dims: dict[str, int],
+    rows: int,
+    batch_size: int,
+    grams: dict[str, np.ndarray],
+) -> None:
+    """Write the Gram (n, n) of each layer in ``dims`` (name -> d) into ``grams[name]``, from
+    row blocks of ``rows`` inputs, holding the features of at most two blocks at a time."""
+    n = len(images)
+    starts = range(0, n, rows)
+    for a in starts:
+        xa = _features(model, images[a : a + rows], dims, batch_size)
+        for name, x in xa.items():
+            grams[name][a : a + rows, a : a + rows] = _gram(x)
+        for b in starts[starts.index(a) + 1 :]:
+            xb = _features(model, images[b : b + rows], dims, batch_size)
+            for name, x in xa.items():
+                block = _gram(x, xb[name])
+                grams[name][a : a + rows, b : b + rows] = block
+                grams[name][b : b + rows, a : a + rows] = block.T
+            del xb  # before the next block's features are captured
+        del xa
 
 
 def activation_grams(
@@ -231,33 +294,35 @@ def activation_grams(
     """Per-layer Gram matrices G_l = X_l X_l^T of the inputs (X_l: layer l's activations,
     flattened, one row per input). Returns (names in forward order, float32 (L, n, n)).
 
-    Memory stays bounded by ``memory_budget_bytes`` (default 1 GiB) of features besides the
-    (L, n, n) result. Layers are split into groups whose features for all n inputs fit the
-    budget; for each group the inputs are streamed through the model in batches and only
-    that group's features are kept, then its Grams are formed and the features dropped. A
-    layer too large on its own is done in row blocks: features of two blocks of inputs at a
-    time give the off-diagonal Gram blocks, at the cost of recomputing the forward pass.
+    At most ``memory_budget_bytes`` of features are held at once (default
+    :func:`ssc_jax.core.memory.default_memory_budget`, half the default device's memory),
+    on the host and, one layer at a time, on the device, besides the (L, n, n) result and
+    one batch of activations. Layers are split into groups whose features for all n inputs
+    fit the budget (:func:`plan_layer_groups`); for each group the inputs are streamed
+    through the model in batches and only that group's features are kept, then its Grams
+    are formed and the features dropped. A layer too large on its own is done in row
+    blocks: features of two blocks of inputs at a time give the off-diagonal Gram blocks,
+    at the cost of recomputing the forward pass.
+
+    Raises:
+      ValueError: for a budget below the features of two inputs of a layer, and for
+        invalid images or layer names.
     """
     images = _check_images(images)
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget_bytes is None else memory_budget_bytes
+    budget = default_memory_budget() if memory_budget_bytes is None else memory_budget_bytes
     check_positive("memory_budget_bytes", budget)
     selected, _ = _resolve(model, layers, images.shape)
     names = [name for name, _ in selected]
     dims = [math.prod(shape) for _, shape in selected]
     n = len(images)
     grams = np.empty((len(names), n, n), np.float32)
-    for group, rows in _plan(dims, n, int(budget)):
-        wanted = {names[i]: dims[i] for i in group}
-        starts = range(0, n, rows)
-        for a in starts:
-            xa = _features(model, images[a : a + rows], wanted, batch_size)
-            for index in group:
-                x = xa[names[index]]
-                grams[index, a : a + rows, a : a + rows] = _gram(x, x)
-            for b in starts[starts.index(a) + 1 :]:
-                xb = _features(model, images[b : b + rows], wanted, batch_size)
-                for index in group:
-                    block = _gram(xa[names[index]], xb[names[index]])
-                    grams[index, a : a + rows, b : b + rows] = block
-                    grams[index, b : b + rows, a : a + rows] = block.T
+    for group in plan_layer_groups(dims, n, int(budget)):
+        _fill_grams(
+            model=model,
+            images=images,
+            dims={names[i]: dims[i] for i in group.layers},
+            rows=group.rows,
+            batch_size=batch_size,
+            grams={names[i]: grams[i] for i in group.layers},
+        )
     return names, grams

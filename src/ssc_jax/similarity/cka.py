@@ -50,8 +50,8 @@ def cka_matrix(Ks, Ls=None, *, unbiased: bool = False, chunk_size: int | None = 
       Ls: (L2, n, n) stack on the same samples (another network or epoch); ``None`` compares
         Ks with itself.
       unbiased: use the unbiased HSIC (n >= 4).
-      chunk_size: most rows per block; by default from a memory budget, see
-        `ssc_jax.hsic.block_rows`.
+      chunk_size: most rows per block; by default from the memory policy's block budget,
+        see `ssc_jax.similarity.hsic.block_rows`.
 
     Returns:
       (L1, L2) CKA matrix; (L1, L1) and symmetric when ``Ls`` is ``None``.

@@ -48,13 +48,7 @@ from ssc_jax.core.checks import (
     check_same_n,
     check_square,
 )
-
-CPU_CHUNK_BYTES = 4 * 2**20
-"""Default budget for the centered blocks on a CPU: small enough to stay in cache between
-the centering and the matmul, which measured 2x faster than one large block."""
-
-ACCELERATOR_CHUNK_BYTES = 512 * 2**20
-"""Default budget for the centered blocks on a GPU or TPU: few, large matmuls."""
+from ssc_jax.core.memory import block_budget
 
 # Centering leaves rounding noise of a few ulps of what it removes; self-HSICs under
 # (ZERO_ULPS * eps)^2 times the removed energy count as zero.
@@ -81,13 +75,11 @@ def block_rows(
     """Rows per block that `hsic_stack` uses for ``n_matrices`` centered (rows, n) blocks.
 
     At most ``chunk_size``, by default as many as fit in ``budget`` bytes (by default
-    `CPU_CHUNK_BYTES` or `ACCELERATOR_CHUNK_BYTES` for JAX's default backend), then balanced
-    so that the blocks cover the n rows almost evenly.
+    :func:`ssc_jax.core.memory.block_budget`: cache-sized on a CPU, large on an accelerator),
+    then balanced so that the blocks cover the n rows almost evenly.
     """
     if chunk_size is None:
-        if budget is None:
-            cpu = jax.default_backend() == "cpu"
-            budget = CPU_CHUNK_BYTES if cpu else ACCELERATOR_CHUNK_BYTES
+        budget = block_budget() if budget is None else budget
         chunk_size = max(1, budget // (n_matrices * n * itemsize))
     n_blocks = -(-n // min(chunk_size, n))
     return -(-n // n_blocks)
