@@ -128,12 +128,14 @@ def test_width_scales_channels_and_seed_sets_weights():
     assert not np.array_equal(kernel(a), kernel(c))
 
 
-def test_public_api_exports():
-    for name in (
-        "create_model",
-        "list_models",
-        "capture_activations",
-        "activation_grams",
-        "layer_names",
-    ):
-        assert callable(getattr(ssc_jax, name))
+def test_public_api_builds_and_captures_a_zoo_model():
+    model = ssc_jax.create_model("small_cnn", num_classes=10, seed=0)
+    names = ssc_jax.layer_names(model, layers="conv")
+    assert len(names) == 5
+    assert "small_cnn" in ssc_jax.list_models()
+    images = np.random.default_rng(0).normal(size=(6, 8, 8, 3)).astype(np.float32)
+    captured, grams = ssc_jax.activation_grams(model, images, layers="conv")
+    assert captured == names and grams.shape == (5, 6, 6)
+    acts = ssc_jax.capture_activations(model, images, layers=[names[0]])
+    flat = np.asarray(acts[names[0]]).reshape(6, -1)
+    np.testing.assert_allclose(grams[0], flat @ flat.T, rtol=1e-4, atol=1e-4)
