@@ -12,7 +12,6 @@ a markdown table.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,17 +19,12 @@ from jax import lax
 
 from ssc_jax import cka, cka_matrix
 from ssc_jax.similarity.hsic import block_rows
+from timing import timed
 
 
 def best_time(fn, repeats: int) -> float:
     """Best wall time of ``repeats`` calls after one warm-up (compilation) call."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return timed(fn, repeat=repeats, warmup=True)[1]
 
 
 def blocked_matmul(Ks: jax.Array, rows: int) -> jax.Array:
@@ -75,14 +69,9 @@ def main() -> None:
     ]
     if not args.no_loop:
         jax.block_until_ready(cka(Ks[0], Ks[1]))
-        start = time.perf_counter()
-        for i in range(L):
-            for j in range(i, L):
-                jax.block_until_ready(cka(Ks[i], Ks[j]))
-        n_pairs = L * (L + 1) // 2
-        results.append(
-            (f"Python loop of `cka` over the {n_pairs} pairs i <= j", time.perf_counter() - start)
-        )
+        pairs = [(i, j) for i in range(L) for j in range(i, L)]
+        _, t_loop = timed(lambda: [cka(Ks[i], Ks[j]) for i, j in pairs])
+        results.append((f"Python loop of `cka` over the {len(pairs)} pairs i <= j", t_loop))
 
     device = jax.devices()[0]
     print(

@@ -13,7 +13,6 @@ the data come from tfds or from an image zip such as ../shared/data/cifar10-trai
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from ssc_jax import TrainConfig, create_model, load_dataset
 from ssc_jax.training.augment import channel_stats
 from ssc_jax.training.trainer import make_optimizer, make_train_step
+from timing import timed
 
 
 def time_steps(config: TrainConfig, images: np.ndarray, labels: np.ndarray, steps: int) -> float:
@@ -31,12 +31,14 @@ def time_steps(config: TrainConfig, images: np.ndarray, labels: np.ndarray, step
     batch = config.batch_size
     order = np.random.default_rng(0).permutation(len(images))
     jax.block_until_ready(step(model, optimizer, images[:batch], labels[:batch], jax.random.key(0)))
-    start = time.perf_counter()
-    for i in range(steps):
-        index = order[(i * batch) % (len(images) - batch + 1) :][:batch]
-        out = step(model, optimizer, images[index], labels[index], jax.random.key(i))
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / steps
+
+    def run_steps():
+        for i in range(steps):
+            index = order[(i * batch) % (len(images) - batch + 1) :][:batch]
+            out = step(model, optimizer, images[index], labels[index], jax.random.key(i))
+        return out
+
+    return timed(run_steps)[1] / steps
 
 
 def throughput_table(models: list[str], widths: list[float], batch: int, steps: int) -> None:
