@@ -2,8 +2,9 @@
 
 The matmul is the single ``(L, n^2) @ (n^2, L)`` product of the flattened stack that
 `cka_matrix` performs over centered blocks; the target is to stay within 2x of it. The same
-product over the same row blocks, without centering, isolates the cost of centering. Prints
-a markdown table.
+product over the same row blocks, without centering, isolates the cost of centering. The four
+are timed in alternating rounds, so that each ratio to the matmul is also taken within a round.
+Prints a markdown table.
 
     python benchmarks/similarity.py --layers 36 --n 2000           # CPU
     python benchmarks/similarity.py --layers 36 --n 10000 --no-loop  # a GPU
@@ -19,12 +20,7 @@ from jax import lax
 
 from ssc_jax import cka, cka_matrix
 from ssc_jax.similarity.hsic import block_rows
-from timing import timed
-
-
-def best_time(fn, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls after one warm-up (compilation) call."""
-    return timed(fn, repeat=repeats, warmup=True)[1]
+from timing import alternate, ratio_range, run_blocking, time_calls
 
 
 def blocked_matmul(Ks: jax.Array, rows: int) -> jax.Array:
@@ -54,35 +50,50 @@ def main() -> None:
     matmul = jax.jit(lambda F: jnp.matmul(F, F.T, precision=lax.Precision.HIGHEST))
     rows = block_rows(n, L, Ks.dtype.itemsize, args.chunk_size)
 
-    t_matmul = best_time(lambda: matmul(flat), args.repeats)
     blocked = jax.jit(blocked_matmul, static_argnums=1)
-    t_blocked = best_time(lambda: blocked(Ks, rows), args.repeats)
-    t_biased = best_time(lambda: cka_matrix(Ks, chunk_size=args.chunk_size), args.repeats)
-    t_unbiased = best_time(
-        lambda: cka_matrix(Ks, unbiased=True, chunk_size=args.chunk_size), args.repeats
-    )
-    results = [
-        ("matmul (L, n^2) @ (n^2, L), one call", t_matmul),
-        (f"the same matmul over {rows}-row blocks, no centering", t_blocked),
-        ("`cka_matrix` (biased)", t_biased),
-        ("`cka_matrix(unbiased=True)`", t_unbiased),
+    calls = {
+        "matmul (L, n^2) @ (n^2, L), one call": lambda: matmul(flat),
+        f"the same matmul over {rows}-row blocks, no centering": lambda: blocked(Ks, rows),
+        "`cka_matrix` (biased)": lambda: cka_matrix(Ks, chunk_size=args.chunk_size),
+        "`cka_matrix(unbiased=True)`": lambda: cka_matrix(
+            Ks, unbiased=True, chunk_size=args.chunk_size
+        ),
+    }
+    rounds = alternate(calls, rounds=args.repeats)
+    baseline = next(iter(calls))
+    table = [
+        (
+            name,
+            rounds.best(name),
+            rounds.median(name),
+            "-" if name == baseline else ratio_range(rounds.ratios(name, baseline), ".2f"),
+        )
+        for name in calls
     ]
     if not args.no_loop:
-        jax.block_until_ready(cka(Ks[0], Ks[1]))
         pairs = [(i, j) for i in range(L) for j in range(i, L)]
-        _, t_loop = timed(lambda: [cka(Ks[i], Ks[j]) for i, j in pairs])
-        results.append((f"Python loop of `cka` over the {len(pairs)} pairs i <= j", t_loop))
+
+        def loop() -> None:
+            for i, j in pairs:
+                run_blocking(cka, Ks[i], Ks[j])
+
+        run_blocking(cka, Ks[0], Ks[1])
+        seconds = time_calls(loop, warmup=0).best
+        loop_name = f"Python loop of `cka` over the {len(pairs)} pairs i <= j"
+        table.append((loop_name, seconds, seconds, "-"))
 
     device = jax.devices()[0]
     print(
-        f"L = {L} layers, n = {n}, float32, {device.platform} ({device.device_kind}), "
-        f"best of {args.repeats} after a warm-up (the loop: one pass)"
+        f"L = {L} layers, n = {n}, float32, {device.platform} ({device.device_kind}); "
+        f"after a warm-up, the best and median of {args.repeats} alternating rounds "
+        "(the loop: one pass)"
     )
     print()
-    print("| method | time (s) | / matmul |")
-    print("| --- | ---: | ---: |")
-    for name, seconds in results:
-        print(f"| {name} | {seconds:.3f} | {seconds / t_matmul:.2f} |")
+    print("| method | best (s) | median (s) | / matmul | / matmul per round |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    t_matmul = rounds.best(baseline)
+    for name, best, median, per_round in table:
+        print(f"| {name} | {best:.3f} | {median:.3f} | {best / t_matmul:.2f} | {per_round} |")
     print()
     mib = 2**20
     print(

@@ -13,13 +13,15 @@ subspaces of dimension 10), on the default JAX device:
   the warm total over the iterations (factorisation included), once as the marginal cost of
   an ADMM iteration (two fixed-length runs, 20 and 100 iterations, differenced).
 
-The optimum is ssc-jax in float64 with tight tolerances; where scikit-learn runs, the table
-shows its objective too, which checks that optimum independently.
+The optimum is ssc-jax in float64 with tight tolerances, the only code run under
+``jax.enable_x64`` (the timed solves run in JAX's default mode, as a user's would); where
+scikit-learn runs, the table shows its objective too, which checks that optimum independently.
 
 Warm ssc-jax, the paper's algorithm and the matmul are timed in alternating rounds
 (``--repeat`` of them; 2 for n > 1000, where the paper's algorithm takes minutes), so that
 the load of a shared machine falls on all three alike. Each column is the best round; the
 speed-up is the best over the best, and the range beside it is the ratio within each round.
+With ``--batch``, one ``ssc_gram`` call on the batch and one call per problem alternate alike.
 
     python benchmarks/solver.py                      # n in {500, 1000, 2000}, d in {n/5, 2n}
     python benchmarks/solver.py --sizes 10000 --ratios 0.2   # one big problem (GPU)
@@ -39,7 +41,7 @@ from sklearn.linear_model import Lasso
 
 import ssc_jax
 from ssc_jax.solver.synthetic import union_of_subspaces
-from timing import timed
+from timing import alternate, ratio_range, time_calls
 
 TAU = 10.0
 
@@ -90,59 +92,54 @@ def sklearn_lasso(x: np.ndarray) -> np.ndarray:
     return coef
 
 
-def matmul_seconds(n: int) -> float:
-    a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
-    timed(f, a)
-    return timed(f, a, repeat=5)[1]
-
-
 def run_case(n: int, d: int, args) -> dict:
     x, _ = union_of_subspaces(n // 10, 10, 10, d, noise=0.05, seed=0)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     x32 = jnp.asarray(x, jnp.float32)
-    solve = lambda data: ssc_jax.ssc(data, tau=TAU).coef
-    result, first = timed(lambda: ssc_jax.ssc(x32, tau=TAU))
+    first = time_calls(lambda: ssc_jax.ssc(x32, tau=TAU), warmup=0)
     with jax.enable_x64(True):  # the float64 reference only; the timed solves stay float32
         optimum_coef = ssc_jax.ssc(jnp.asarray(x), tau=TAU, rel_tol=1e-8, abs_tol=1e-12).coef
     optimum = objective(x, np.asarray(optimum_coef))
-    ours = objective(x, np.asarray(result.coef, np.float64))
-    rounds = args.repeat if n <= 1000 else min(args.repeat, 2)
-    warm, paper, matmul = [], [], []
-    for _ in range(rounds):
-        matmul.append(matmul_seconds(n))
-        warm.append(timed(solve, x32)[1])
-        if n <= args.paper_max_n:
-            paper_coef, seconds = timed(paper_admm, x)
-            paper.append(seconds)
+    ours = objective(x, np.asarray(first.result.coef, np.float64))
+    square = jax.jit(lambda a: a @ a)
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+    calls = {"matmul": lambda: square(a), "ssc-jax": lambda: ssc_jax.ssc(x32, tau=TAU).coef}
+    if n <= args.paper_max_n:
+        calls["paper"] = lambda: paper_admm(x)
+    # ssc-jax was compiled by its first call, and the paper's NumPy code has nothing to compile.
+    rounds = alternate(
+        calls,
+        rounds=args.repeat if n <= 1000 else min(args.repeat, 2),
+        repeat={"matmul": 5},
+        warm_up=("matmul",),
+    )
     row = {
         "n": n,
         "d": d,
-        "first_s": first,
-        "warm_s": min(warm),
-        "iterations": int(result.iterations),
+        "first_s": first.best,
+        "warm_s": rounds.best("ssc-jax"),
+        "iterations": int(first.result.iterations),
         "gap": (ours - optimum) / optimum,
-        "matmul_s": min(matmul),
+        "matmul_s": rounds.best("matmul"),
     }
     row["per_iter_over_matmul"] = row["warm_s"] / row["iterations"] / row["matmul_s"]
     fixed = {}
     for iterations in (20, 100):
         # A tolerance float32 never meets: fixed length, with mu still adapting as by default.
-        run = lambda data, k=iterations: (
-            ssc_jax.ssc(data, tau=TAU, rel_tol=1e-12, abs_tol=0.0, max_iterations=k).coef
+        run = lambda k=iterations: (
+            ssc_jax.ssc(x32, tau=TAU, rel_tol=1e-12, abs_tol=0.0, max_iterations=k).coef
         )
-        timed(run, x32)
-        fixed[iterations] = timed(run, x32, repeat=args.repeat)[1]
+        fixed[iterations] = time_calls(run, repeat=args.repeat).best
     row["loop_iter_over_matmul"] = (fixed[100] - fixed[20]) / 80 / row["matmul_s"]
-    if paper:
-        row["paper_s"] = min(paper)
-        row["paper_gap"] = (objective(x, paper_coef) - optimum) / optimum
+    if "paper" in calls:
+        row["paper_s"] = rounds.best("paper")
+        row["paper_gap"] = (objective(x, rounds.results["paper"]) - optimum) / optimum
         row["speedup"] = row["paper_s"] / row["warm_s"]
-        per_round = [p / w for p, w in zip(paper, warm, strict=True)]
-        row["round_speedups"] = f"{min(per_round):.1f}-{max(per_round):.1f}x"
+        row["round_speedups"] = ratio_range(rounds.ratios("paper", "ssc-jax"))
     if n <= args.sklearn_max_n:
-        exact_coef, row["sklearn_s"] = timed(sklearn_lasso, x)
-        row["sklearn_gap"] = (objective(x, exact_coef) - optimum) / optimum
+        exact = time_calls(sklearn_lasso, x, warmup=0)
+        row["sklearn_s"] = exact.best
+        row["sklearn_gap"] = (objective(x, exact.result) - optimum) / optimum
     return row
 
 
@@ -153,15 +150,19 @@ def run_batch(n: int, batch: int, args) -> None:
         x, _ = union_of_subspaces(n // 10, 10, 10, 2 * n, noise=0.05, seed=seed)
         grams.append(x @ x.T)
     stack = jnp.asarray(np.stack(grams), jnp.float32)
-    result, first = timed(lambda: ssc_jax.ssc_gram(stack, tau=TAU))
-    _, warm = timed(lambda: ssc_jax.ssc_gram(stack, tau=TAU).coef, repeat=args.repeat)
-    each = lambda: [ssc_jax.ssc_gram(gram, tau=TAU).coef for gram in stack]
-    timed(each)
-    _, single = timed(each, repeat=args.repeat)
-    iterations = np.asarray(result.iterations)
+    first = time_calls(lambda: ssc_jax.ssc_gram(stack, tau=TAU), warmup=0)
+    calls = {
+        "batch": lambda: ssc_jax.ssc_gram(stack, tau=TAU).coef,
+        "each": lambda: [ssc_jax.ssc_gram(gram, tau=TAU).coef for gram in stack],
+    }
+    # The batch was compiled by its first call.
+    rounds = alternate(calls, rounds=args.repeat, warm_up=("each",))
+    warm, single = rounds.best("batch"), rounds.best("each")
+    iterations = np.asarray(first.result.iterations)
     print(
-        f"batch of {batch} problems, n={n}, d={2 * n}: first {first:.2f} s, warm {warm:.2f} s; "
-        f"one call per problem {single:.2f} s ({single / warm:.2f}x the batch); "
+        f"batch of {batch} problems, n={n}, d={2 * n}: first {first.best:.2f} s, "
+        f"warm {warm:.2f} s; one call per problem {single:.2f} s ({single / warm:.2f}x the "
+        f"batch, per round {ratio_range(rounds.ratios('each', 'batch'), '.2f')}); "
         f"iterations {iterations.min()}-{iterations.max()}"
     )
 

@@ -20,7 +20,7 @@ import numpy as np
 from ssc_jax import TrainConfig, create_model, load_dataset
 from ssc_jax.training.augment import channel_stats
 from ssc_jax.training.trainer import make_optimizer, make_train_step
-from timing import timed
+from timing import run_blocking, time_calls
 
 
 def time_steps(config: TrainConfig, images: np.ndarray, labels: np.ndarray, steps: int) -> float:
@@ -30,15 +30,16 @@ def time_steps(config: TrainConfig, images: np.ndarray, labels: np.ndarray, step
     step = make_train_step(config, *channel_stats(images[:1000]))
     batch = config.batch_size
     order = np.random.default_rng(0).permutation(len(images))
-    jax.block_until_ready(step(model, optimizer, images[:batch], labels[:batch], jax.random.key(0)))
+    run_blocking(step, model, optimizer, images[:batch], labels[:batch], jax.random.key(0))
 
     def run_steps():
+        # One block at the end, as in a training loop, so that dispatch runs ahead.
         for i in range(steps):
             index = order[(i * batch) % (len(images) - batch + 1) :][:batch]
             out = step(model, optimizer, images[index], labels[index], jax.random.key(i))
         return out
 
-    return timed(run_steps)[1] / steps
+    return time_calls(run_steps, warmup=0).best / steps
 
 
 def throughput_table(models: list[str], widths: list[float], batch: int, steps: int) -> None:

@@ -108,14 +108,6 @@ def test_the_solver_alone_is_loaded_for_ssc():
     assert done.stdout.strip() == ""
 
 
-def test_every_public_name_resolves_from_its_room():
-    import ssc_jax
-
-    for name in ssc_jax.__all__:
-        assert getattr(ssc_jax, name) is not None, name
-    assert ssc_jax.ssc is __import__("ssc_jax.solver", fromlist=["ssc"]).ssc
-
-
 def test_the_lazy_table_lists_exactly_each_rooms_public_names():
     import importlib
 

@@ -1,14 +1,18 @@
-"""The model zoo: names, conv counts, shapes, width, BatchNorm modes."""
+"""The model zoo (names, conv counts, shapes, width, BatchNorm modes) and the public API."""
+
+import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from sklearn.metrics import adjusted_rand_score
 
 import ssc_jax
 from ssc_jax import create_model, layer_names, list_models
 from ssc_jax.nets.zoo.densenet import DenseNet
+from ssc_jax.solver.synthetic import union_of_subspaces
 
 CONV_COUNTS = {
     "resnet18": 20,
@@ -46,7 +50,14 @@ def logits_shape(model: nnx.Module, input_shape: tuple[int, ...]) -> tuple[int, 
     return jax.eval_shape(forward, state, jax.ShapeDtypeStruct(input_shape, jnp.float32)).shape
 
 
-@pytest.mark.parametrize(("name", "count"), CONV_COUNTS.items())
+@pytest.mark.parametrize(
+    ("name", "count"),
+    # Tracing a DenseNet takes 2-3 s.
+    [
+        pytest.param(name, count, marks=pytest.mark.slow if name.startswith("densenet") else ())
+        for name, count in CONV_COUNTS.items()
+    ],
+)
 def test_conv_count_and_output_shape(name, count):
     model = create_model(name, num_classes=7, width=0.0625)
     assert len(layer_names(model, "conv")) == count
@@ -83,7 +94,7 @@ def test_list_models_and_unknown_name():
         ("resnet18", 8, 1),
         ("resnet50", 8, 3),
         ("wrn10_2", 8, 3),
-        ("tiny_densenet", 8, 3),
+        pytest.param("tiny_densenet", 8, 3, marks=pytest.mark.slow),
     ],
 )
 def test_forward_runs_and_batchnorm_modes(name, size, channels):
@@ -139,3 +150,36 @@ def test_public_api_builds_and_captures_a_zoo_model():
     acts = ssc_jax.capture_activations(model, images, layers=[names[0]])
     flat = np.asarray(acts[names[0]]).reshape(6, -1)
     np.testing.assert_allclose(grams[0], flat @ flat.T, rtol=1e-4, atol=1e-4)
+
+
+def test_each_public_name_is_the_object_its_room_defines():
+    for name in ssc_jax.__all__:
+        if name == "__version__":
+            continue
+        value = getattr(ssc_jax, name)
+        module = value.__module__
+        assert module.startswith("ssc_jax."), (name, module)
+        assert getattr(importlib.import_module(module), name) is value, name
+        room = importlib.import_module(".".join(module.split(".")[:2]))
+        assert name in room.__all__, (name, room.__name__)
+        assert getattr(room, name) is value, name
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        ssc_jax.not_a_name  # noqa: B018
+
+
+def test_public_entry_points_cluster_a_union_of_subspaces():
+    x, truth = union_of_subspaces(10, 3, 2, 12, noise=0.01, seed=0)
+    result = ssc_jax.ssc(x)
+    assert result.coef.shape == (30, 30) and bool(result.converged)
+    A = ssc_jax.affinity(result.coef)
+    np.testing.assert_array_equal(A, A.T)
+    clusters = ssc_jax.spectral_clustering(A, 3)
+    assert clusters.shape == (30,)
+    assert adjusted_rand_score(truth, clusters) == 1.0
+    agreement = ssc_jax.label_agreement(A, truth, truth)
+    assert float(agreement.ssc_label_accuracy) == 1.0
+    grams = np.stack([x @ x.T, np.abs(x) @ np.abs(x).T])
+    similarity = np.asarray(ssc_jax.cka_matrix(grams))
+    assert similarity.shape == (2, 2)
+    np.testing.assert_allclose(np.diag(similarity), 1.0, rtol=1e-5)
+    assert similarity[0, 1] == pytest.approx(float(ssc_jax.cka(grams[0], grams[1])), rel=1e-5)
