@@ -12,7 +12,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ssc_jax.graphs.communities import class_affinity, label_agreement, top_neighbours
+from ssc_jax.graphs.communities import (
+    affinity_labels,
+    class_affinity,
+    label_agreement,
+    top_neighbours,
+)
 from ssc_jax.graphs.spectral import spectral_embedding
 from ssc_jax.pipeline import findings
 from ssc_jax.pipeline.config import (
@@ -56,16 +61,17 @@ class WrongInput(NamedTuple):
 class CheckpointAnalysis(NamedTuple):
     """Everything ``analyze`` computes. Arrays: ``probs`` (n, K), ``modularity`` (L,),
     ``ssc_cka`` and ``linear_cka`` (L, L), ``embedded`` (m,) the inputs in Fig 8 and
-    ``embeddings`` [(layer, (m, 2))]. ``metrics`` holds the ``metrics.json`` entries (JSON
-    types only); ``exports`` maps the path of the graph file in the output folder to its
-    source.
+    ``embeddings`` [(layer, (m, 2))]; ``probs`` is None, ``wrong`` empty and ``table1``
+    only the SSC label accuracy for a network given without its predictions. ``metrics``
+    holds the ``metrics.json`` entries (JSON types only); ``exports`` maps the path of the
+    graph file in the output folder to its source.
     """
 
     run: str
-    epoch: int
+    epoch: int | None
     inputs: AnalysisInputs
     graphs: LayerGraphs
-    probs: np.ndarray
+    probs: np.ndarray | None
     modularity: np.ndarray
     ssc_cka: np.ndarray
     linear_cka: np.ndarray
@@ -145,17 +151,40 @@ def analyze_checkpoint(
         cache_dir=run_cache(run_dir, cache),
         progress=progress,
     )
+    return analyze_graphs(graphs, inputs, source=str(run_dir), epoch=epoch, n_wrong=n_wrong)
+
+
+def analyze_graphs(
+    graphs: LayerGraphs,
+    inputs: AnalysisInputs,
+    *,
+    source: str,
+    epoch: int | None,
+    n_wrong: int = 3,
+) -> CheckpointAnalysis:
+    """Everything ``analyze`` reads from one network's solved ``graphs`` on ``inputs``.
+
+    ``source`` names where the network came from (a run folder, an activation file) and
+    ``epoch`` its checkpoint, None when it has none. Without the network's class
+    probabilities (``graphs.probs`` None) Table 1 has only the SSC label accuracy, Fig 8
+    embeds every input and there is no Fig 9.
+    """
     probs = graphs.probs
     A = graphs.affinity
-    modularity, ssc_cka, linear_cka = graph_summary(
-        A, graphs.grams, inputs.labels, len(inputs.class_names)
-    )
+    n_classes = len(inputs.class_names)
+    modularity, ssc_cka, linear_cka = graph_summary(A, graphs.grams, inputs.labels, n_classes)
     last = A[-1]
-    agreement = label_agreement(
-        last, inputs.labels, probs.argmax(axis=1), n_classes=len(inputs.class_names)
-    )
-    table1 = {name: float(getattr(agreement, name)) for name in agreement._fields}
-    embedded = embedded_inputs(inputs.labels, probs.argmax(axis=1))
+    if probs is None:
+        ssc = np.asarray(affinity_labels(last, inputs.labels, n_classes=n_classes))
+        table1 = {"ssc_label_accuracy": float(np.mean(ssc == inputs.labels))}
+        embedded = np.arange(len(inputs.labels))
+        wrong = []
+    else:
+        predicted = probs.argmax(axis=1)
+        agreement = label_agreement(last, inputs.labels, predicted, n_classes=n_classes)
+        table1 = {name: float(getattr(agreement, name)) for name in agreement._fields}
+        embedded = embedded_inputs(inputs.labels, predicted)
+        wrong = confidently_wrong(last, inputs.labels, probs, n_wrong)
     subgraph = np.ix_(embedded, embedded)
     embeddings = [
         (
@@ -164,15 +193,13 @@ def analyze_checkpoint(
         )
         for i in embedding_layers(len(graphs.layers))
     ]
-    wrong = confidently_wrong(last, inputs.labels, probs, n_wrong)
-    found = [
-        findings.modularity_grows(graphs.layers, modularity),
-        findings.labels_agree(table1, graphs.layers[-1]),
-    ]
-    graph_file = export_name(graphs, epoch)
+    found = [findings.modularity_grows(graphs.layers, modularity)]
+    if probs is not None:
+        found.append(findings.labels_agree(table1, graphs.layers[-1]))
+    graph_file = export_name(graphs, epoch or 0)
     names = inputs.class_names
     metrics = {
-        "run": str(run_dir),
+        "run": source,
         "epoch": epoch,
         "n": len(inputs.labels),
         "data": inputs.key["data"],
@@ -202,7 +229,7 @@ def analyze_checkpoint(
         "graph_file": graph_file,
     }
     return CheckpointAnalysis(
-        run=str(run_dir),
+        run=source,
         epoch=epoch,
         inputs=inputs,
         graphs=graphs,

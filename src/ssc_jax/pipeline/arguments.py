@@ -158,14 +158,23 @@ def add_analysis_options(parser: argparse.ArgumentParser, *, n: int = 1000) -> N
     the SSC solver (``ADMM`` and ``SolverOptions``)."""
     inputs = parser.add_argument_group("analysis inputs")
     add_options(inputs, AnalysisSet, changed(ANALYSIS_OPTIONS, n={"default": n}))
+    add_solver_options(parser)
+
+
+def add_solver_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the SSC solver (``ADMM`` and ``SolverOptions``), in a group."""
     solver = parser.add_argument_group("SSC solver")
     add_options(solver, ADMM, ADMM_OPTIONS)
     add_options(solver, SolverOptions, SOLVER_OPTIONS)
 
 
-def analysis_settings(args: argparse.Namespace) -> tuple[AnalysisSet, SolverSettings]:
-    """The ``AnalysisSet`` and ``SolverSettings`` the options of ``add_analysis_options`` give."""
-    solver = SolverSettings(
+def solver_settings(args: argparse.Namespace) -> SolverSettings:
+    """The ``SolverSettings`` the options of ``add_solver_options`` give."""
+    return SolverSettings(
         admm=ADMM(**given(args, ADMM)), options=SolverOptions(**given(args, SolverOptions))
     )
-    return AnalysisSet(**given(args, AnalysisSet)), solver
+
+
+def analysis_settings(args: argparse.Namespace) -> tuple[AnalysisSet, SolverSettings]:
+    """The ``AnalysisSet`` and ``SolverSettings`` the options of ``add_analysis_options`` give."""
+    return AnalysisSet(**given(args, AnalysisSet)), solver_settings(args)

@@ -1,4 +1,4 @@
-"""The command line: ``python -m ssc_jax.run [default|train|analyze|dynamics|compare]``.
+"""The command line: ``python -m ssc_jax.run [default|train|analyze|activations|dynamics|compare]``.
 
 With no command it runs the offline default: train a small CNN on scikit-learn's digits with
 per-epoch checkpoints, analyse every conv layer, run the training dynamics and write one
@@ -20,9 +20,11 @@ from ssc_jax.pipeline.arguments import (
     TRAIN_OPTIONS,
     add_analysis_options,
     add_options,
+    add_solver_options,
     analysis_settings,
     changed,
     given,
+    solver_settings,
 )
 from ssc_jax.pipeline.config import AnalysisSet
 from ssc_jax.pipeline.inputs import InputError
@@ -159,6 +161,19 @@ def cmd_compare(args) -> Path:
         return _publish_result(args, result, render_comparison(result), title=title, inputs=inputs)
 
 
+def cmd_activations(args) -> Path:
+    from ssc_jax.pipeline.activations import analyze_activations, write_analysis
+
+    inputs = [args.path]
+    with _claim_output(args.out, kind="activations", inputs=inputs):
+        solver = solver_settings(args)
+        result = analyze_activations(
+            args.path, solver=solver, n_wrong=args.wrong, progress=not args.quiet
+        )
+        title = f"ssc-jax analysis of saved activations: {Path(args.path).name}"
+        return write_analysis(result, args.out, solver=solver, title=title)
+
+
 def cmd_default(args) -> Path:
     """Train (or reuse) ``OUT/run`` in place, then publish the report to ``OUT/report``: the
     report is a folder of its own, so replacing it never touches the run."""
@@ -249,6 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
     _out_option(p, "ssc_out/analyze")
     _analysis_options(p)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser(
+        "activations",
+        help="any network's saved activations (.npz, .npy folder, .safetensors): as analyze",
+        description="Analyse a network of any framework from its saved per-layer "
+        "activations on N inputs: an .npz (one array per layer in forward order, plus "
+        "labels and optional predictions or logits and images), a folder of .npy files with "
+        "a manifest.json, or .safetensors files. Layers are read one at a time.",
+    )
+    p.add_argument("path", help=".npz file, folder with manifest.json, or .safetensors")
+    p.add_argument("--wrong", type=int, default=3, help="confidently wrong inputs to show")
+    _out_option(p, "ssc_out/activations")
+    add_solver_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_activations)
 
     p = sub.add_parser(
         "dynamics",

@@ -84,10 +84,11 @@ class AnalysisSet:
     batch_size: int = field(default=256, metadata={"help": "forward-pass batch size"})
 
 
-def settings_record(analysis: AnalysisSet, solver: SolverSettings) -> dict[str, Mapping]:
-    """The settings of an analysis as ``metrics.json`` records them."""
+def settings_record(analysis: AnalysisSet | None, solver: SolverSettings) -> dict[str, Mapping]:
+    """The settings of an analysis as ``metrics.json`` records them; ``analysis`` is None for
+    activations given as they are (no inputs were chosen)."""
     return {
-        "analysis": dataclasses.asdict(analysis),
+        "analysis": {} if analysis is None else dataclasses.asdict(analysis),
         "solver": solver.key(),
         "memory_budget_bytes": solver.memory_budget_bytes,
     }

@@ -38,7 +38,7 @@ class LayerGraphs(NamedTuple):
       grams: (L, n, n) linear-kernel Grams ``X_l X_l^T`` of the flattened activations.
       coef: (L, n, n) SSC coefficients, rows rebuild rows.
       diagnostics: name -> (L,) solver diagnostics (``graph_store.DIAGNOSTICS``).
-      probs: (n, K) the network's class probabilities on the inputs.
+      probs: (n, K) the network's class probabilities on the inputs, None if not known.
       key: what the cache key is made of (inputs, layers, solver settings).
       path: the cached ``.npz`` file, or None without a cache (or if it could not be written).
     """
@@ -47,7 +47,7 @@ class LayerGraphs(NamedTuple):
     grams: np.ndarray
     coef: np.ndarray
     diagnostics: dict[str, np.ndarray]
-    probs: np.ndarray
+    probs: np.ndarray | None
     key: dict
     path: Path | None
 

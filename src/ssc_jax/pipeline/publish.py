@@ -40,7 +40,7 @@ def write_outputs(
     report: Report,
     metrics: Mapping,
     exports: Mapping[str, GraphSource],
-    analysis: AnalysisSet,
+    analysis: AnalysisSet | None,
     solver: SolverSettings,
 ) -> Path:
     """Write one analysis into ``folder``: its graph files (``exports`` maps a path relative
@@ -73,7 +73,7 @@ def publish(
     report: Report,
     metrics: Mapping,
     exports: Mapping[str, GraphSource],
-    analysis: AnalysisSet,
+    analysis: AnalysisSet | None,
     solver: SolverSettings,
 ) -> Path:
     """``write_outputs`` into the output folder ``out``, all or nothing, replacing only a

@@ -20,6 +20,11 @@ from ssc_jax.pipeline.report import Section
 from ssc_jax.pipeline.summary import SOLVER_HEADERS, solver_rows
 
 FINDING_HEADERS = ["finding", "holds here", "evidence"]
+TABLE1_HEADERS = {
+    "ssc_label_accuracy": "SSC label accuracy",
+    "network_accuracy": "network accuracy",
+    "agreement": "agreement",
+}
 
 
 def wrong_input_figure(result: CheckpointAnalysis, wrong: WrongInput) -> Figure:
@@ -47,7 +52,7 @@ def wrong_input_figure(result: CheckpointAnalysis, wrong: WrongInput) -> Figure:
 def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
     """The sections of ``analyze``: findings, Table 1, modularity, CKA, Fig 8 and Fig 9."""
     layers = result.graphs.layers
-    tag = f"epoch {result.epoch}"
+    tag = "given activations" if result.epoch is None else f"epoch {result.epoch}"
 
     found = Section(f"The paper's findings on this checkpoint ({tag})")
     found.table(FINDING_HEADERS, findings.as_rows(result.findings))
@@ -55,8 +60,8 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
     table1 = Section(f"Table 1: SSC labels of the last conv layer ({layers[-1]}) vs. the network")
     t = result.table1
     table1.table(
-        ["SSC label accuracy", "network accuracy", "agreement"],
-        [[t["ssc_label_accuracy"], t["network_accuracy"], t["agreement"]]],
+        [TABLE1_HEADERS[name] for name in t],
+        [list(t.values())],
         caption="SSC label: the class with the largest summed affinity (neighbours' true labels).",
     )
 
@@ -90,12 +95,15 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
 
     embeddings = Section("Spectral embeddings of the SSC graphs (Fig 8)")
     labels = result.inputs.labels
-    correct = int(np.sum(result.probs.argmax(axis=1) == labels))
-    embedded = (
-        f"all {labels.size} analysis inputs (fewer than {MIN_EMBEDDED} are classified correctly)"
-        if correct < MIN_EMBEDDED
-        else f"the {result.embedded.size} correctly classified inputs, as in the paper"
-    )
+    if result.probs is None:
+        embedded = f"all {labels.size} analysis inputs (the network's predictions are not given)"
+    elif np.sum(result.probs.argmax(axis=1) == labels) < MIN_EMBEDDED:
+        embedded = (
+            f"all {labels.size} analysis inputs "
+            f"(fewer than {MIN_EMBEDDED} are classified correctly)"
+        )
+    else:
+        embedded = f"the {result.embedded.size} correctly classified inputs, as in the paper"
     embeddings.figure(
         "spectral_embeddings",
         plots.plot_spectral_embeddings(
@@ -106,9 +114,13 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
     )
 
     wrong = Section("Confidently wrong inputs and their SSC neighbourhoods (Fig 9)")
-    if not result.wrong:
+    if result.probs is None:
+        wrong.text("Not drawn: the network's predictions were not given.")
+    elif not result.wrong:
         wrong.text("The network classified every analysis input correctly.")
-    for k, w in enumerate(result.wrong):
+    elif result.inputs.images is None:
+        wrong.text("Not drawn: the input images were not given.")
+    for k, w in enumerate(result.wrong if result.inputs.images is not None else []):
         wrong.figure(
             f"wrong_input_{k + 1}",
             wrong_input_figure(result, w),

@@ -1,0 +1,182 @@
+"""The framework-neutral door: a network analysed from its activations or Grams, in memory
+(``analyze_activations``, ``analyze_grams``) and by ``python -m ssc_jax.run activations``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import ssc_jax
+from ssc_jax.pipeline.activations import class_probabilities, display_images
+from ssc_jax.pipeline.cli import main
+from ssc_jax.pipeline.config import AnalysisSet
+from ssc_jax.pipeline.inputs import InputError, held_out_data, load_inputs, preprocess, run_info
+from ssc_jax.training.checkpoints import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def network():
+    """Activations of a two-layer 'network' on 4 classes of 30 inputs, with logits."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 30)
+    centres = rng.normal(size=(4, 16))
+    first = centres[labels] + 0.5 * rng.normal(size=(labels.size, 16))
+    second = np.tanh(first @ rng.normal(size=(16, 24)))
+    logits = 1.5 * np.eye(4)[labels] + rng.normal(size=(labels.size, 4))
+    images = rng.integers(0, 256, size=(labels.size, 3, 6, 6), dtype=np.uint8)
+    return {
+        "conv1": first.reshape(-1, 4, 2, 2).astype(np.float32),
+        "conv2": second.astype(np.float32),
+        "labels": labels,
+        "logits": logits,
+        "images": images,
+    }
+
+
+def test_in_memory_analysis_matches_the_same_numbers_computed_by_hand(network):
+    layers = {k: network[k] for k in ("conv1", "conv2")}
+    result = ssc_jax.analyze_activations(
+        layers, network["labels"], logits=network["logits"], progress=False
+    )
+    flat = [layers[k].reshape(len(network["labels"]), -1).astype(np.float64) for k in layers]
+    grams = np.stack([x @ x.T for x in flat])
+    np.testing.assert_allclose(result.graphs.grams, grams, rtol=1e-4, atol=1e-3)
+    by_hand = ssc_jax.ssc_gram(grams.astype(np.float32), progress=False)
+    A = np.asarray(ssc_jax.affinity(by_hand.coef))
+    np.testing.assert_allclose(result.ssc_cka, np.asarray(ssc_jax.cka_matrix(A)), atol=1e-4)
+    np.testing.assert_allclose(
+        result.modularity, np.asarray(ssc_jax.modularity(A, network["labels"])), atol=1e-4
+    )
+    predicted = network["logits"].argmax(axis=1)
+    assert result.table1["network_accuracy"] == pytest.approx(
+        np.mean(predicted == network["labels"]), abs=1e-6
+    )
+    assert result.probs.shape == (120, 4)
+    assert result.metrics["epoch"] is None and result.metrics["layers"] == ["conv1", "conv2"]
+
+
+def test_without_predictions_table1_has_the_ssc_labels_alone(network):
+    layers = {k: network[k] for k in ("conv1", "conv2")}
+    result = ssc_jax.analyze_activations(layers, network["labels"], progress=False)
+    assert set(result.table1) == {"ssc_label_accuracy"}
+    assert result.probs is None and result.wrong == []
+    assert result.embedded.size == network["labels"].size
+    assert 0.5 < result.table1["ssc_label_accuracy"] <= 1.0
+
+
+def test_cli_writes_the_usual_folder_and_agrees_with_the_api(network, tmp_path):
+    path = tmp_path / "acts.npz"
+    np.savez(path, **network)
+    out = tmp_path / "report"
+    assert main(["activations", str(path), "--out", str(out), "--quiet"]) == 0
+    assert {p.name for p in out.iterdir()} >= {"metrics.json", "figures", "graphs", "report.html"}
+    assert (out / "figures" / "wrong_input_1.png").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["command"] == "activations" and metrics["n"] == 120
+    api = ssc_jax.analyze_activations(path, progress=False)
+    np.testing.assert_allclose(metrics["ssc_cka"], api.ssc_cka, atol=1e-6)
+    np.testing.assert_allclose(metrics["linear_cka"], api.linear_cka, atol=1e-6)
+    html = (out / "report.html").read_text()
+    assert "given activations" in html and "conv2" in html
+    # a rerun replaces its own output; a folder holding the input is refused
+    assert main(["activations", str(path), "--out", str(out), "--quiet"]) == 0
+    assert main(["activations", str(path), "--out", str(tmp_path), "--quiet"]) == 2
+
+
+def test_write_analysis_from_grams_as_a_torch_user_would(network, tmp_path):
+    names, grams = ssc_jax.grams_from_activations({k: network[k] for k in ("conv1", "conv2")})
+    result = ssc_jax.analyze_grams(
+        names,
+        grams,
+        network["labels"],
+        predictions=network["logits"].argmax(axis=1),
+        images=network["images"],
+        class_names=["a", "b", "c", "d"],
+        progress=False,
+        out=tmp_path / "out",
+    )
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["class_names"] == ["a", "b", "c", "d"]
+    assert metrics["modularity"] == pytest.approx(result.modularity.tolist(), abs=1e-6)
+
+
+def test_saved_activations_of_a_zoo_checkpoint_give_the_analyze_numbers(
+    tiny_run, analyzed, tmp_path
+):
+    """The zoo door (`analyze`) and the file door (`activations`) on the same activations."""
+    _, metrics = analyzed
+    info = run_info(tiny_run)
+    inputs = load_inputs(AnalysisSet(n=metrics["n"]), held_out_data(info))
+    model, _ = load_checkpoint(tiny_run, metrics["epoch"])
+    images = preprocess(inputs.images, info)
+    layers = ssc_jax.capture_activations(model, images, layers="conv")
+    probs = ssc_jax.predict(model, images)
+    path = tmp_path / "zoo.npz"
+    np.savez(path, **layers, labels=inputs.labels, logits=np.log(np.maximum(probs, 1e-30)))
+    out = tmp_path / "out"
+    assert main(["activations", str(path), "--out", str(out), "--quiet"]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["layers"] == metrics["layers"]
+    for name in ("modularity", "ssc_cka", "linear_cka"):
+        np.testing.assert_allclose(saved[name], metrics[name], atol=2e-3, err_msg=name)
+    for name in ("ssc_label_accuracy", "network_accuracy", "agreement"):
+        assert saved[name] == pytest.approx(metrics[name], abs=1.5 / metrics["n"]), name
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"labels": np.arange(5)}, "'labels' has shape (5,)"),
+        ({"labels": np.zeros(120, np.int64)}, "one class"),
+        ({"conv2": np.full((120, 3), np.nan, np.float32)}, "NaN"),
+        ({"conv2": np.ones((119, 3), np.float32)}, "conv2"),
+        ({"conv2": np.array(["x"] * 120)}, "conv2"),
+    ],
+)
+def test_bad_saved_activations_are_one_line(network, tmp_path, capsys, change, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **{**network, **change})
+    assert main(["activations", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_labels_and_missing_file_are_one_line(network, tmp_path, capsys):
+    path = tmp_path / "nolabels.npz"
+    np.savez(path, conv1=network["conv1"])
+    assert main(["activations", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "labels" in capsys.readouterr().err
+    assert main(["activations", str(tmp_path / "nothing.npz"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_too_few_inputs_per_class_is_refused_before_solving(network):
+    with pytest.raises(InputError, match="cannot show class structure"):
+        ssc_jax.analyze_activations({"a": network["conv2"][:4]}, np.arange(4), progress=False)
+
+
+def test_class_probabilities_from_each_kind_of_output():
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    probs = class_probabilities(3, 2, logits=logits)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(probs[0, 0], np.exp(2) / (np.exp(2) + 1), rtol=1e-6)
+    np.testing.assert_array_equal(
+        class_probabilities(3, 2, predictions=np.array([1, 0, 1])), [[0, 1], [1, 0], [0, 1]]
+    )
+    assert class_probabilities(3, 2) is None
+    with pytest.raises(InputError, match="one of"):
+        class_probabilities(3, 2, logits=logits, predictions=np.array([1, 0, 1]))
+    with pytest.raises(InputError, match=r"0\.\.1"):
+        class_probabilities(3, 2, predictions=np.array([1, 0, 2]))
+
+
+def test_display_images_moves_channels_last_and_scales_floats():
+    chw = np.linspace(-1, 1, 2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    shown = display_images(chw, 2)
+    assert shown.shape == (2, 4, 5, 3) and shown.dtype == np.uint8
+    assert shown.min() == 0 and shown.max() == 255
+    with pytest.raises(InputError, match="images"):
+        display_images(np.zeros((3, 4, 4, 3)), 2)
