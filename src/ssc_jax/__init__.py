@@ -40,6 +40,7 @@ _HOMES = {
     ),
     "nets": (
         "ActivationSource",
+        "LinenModel",
         "TorchGrams",
         "activation_grams",
         "grams_from_activations",
