@@ -48,6 +48,7 @@ _HOMES = {
         "read_activations",
         "torch_activation_grams",
         "capture_activations",
+        "class_probabilities",
         "create_model",
         "layer_names",
         "list_models",
