@@ -1,13 +1,25 @@
-"""Activation capture, layer names, Gram matrices and prediction."""
+"""Activation capture, layer names, Gram matrices and prediction, from the zoo and from
+any NNX or linen model."""
 
 import tracemalloc
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from ssc_jax import activation_grams, capture_activations, create_model, layer_names, predict
+from ssc_jax import (
+    LinenModel,
+    activation_grams,
+    capture_activations,
+    create_model,
+    grams_from_activations,
+    layer_names,
+    predict,
+    read_activations,
+)
 from ssc_jax.nets import capture
 from ssc_jax.nets.capture import LayerGroup, plan_layer_groups
 
@@ -138,3 +150,217 @@ def test_input_validation(resnet):
         capture_activations(resnet, np.zeros((8, 8, 1)))
     with pytest.raises(ValueError, match="NaN"):
         activation_grams(resnet, np.full((2, 8, 8, 1), np.nan))
+
+
+# Any Flax model: plain NNX and linen models, captured without changing them.
+
+
+class Unit(nnx.Module):
+    """conv, BatchNorm, ReLU, as the zoo's ConvBNReLU, from plain nnx modules."""
+
+    def __init__(self, c_in: int, c_out: int, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(c_in, c_out, (3, 3), use_bias=False, rngs=rngs)
+        self.bn = nnx.BatchNorm(c_out, rngs=rngs)
+
+    def __call__(self, x):
+        return nnx.relu(self.bn(self.conv(x)))
+
+
+class PlainCNN(nnx.Module):
+    """The zoo's small_cnn (stages of units, each closed by 2x2 max pooling) in plain nnx."""
+
+    def __init__(self, stages, in_channels: int, rngs: nnx.Rngs):
+        c_in = in_channels
+        for s, stage in enumerate(stages, start=1):
+            units = []
+            for c_out in stage:
+                units.append(Unit(c_in, c_out, rngs))
+                c_in = c_out
+            setattr(self, f"block{s}", nnx.List(units))
+        self.num_stages = len(stages)
+        self.head = nnx.Linear(c_in, 10, rngs=rngs)
+
+    def __call__(self, x):
+        for s in range(1, self.num_stages + 1):
+            for unit in getattr(self, f"block{s}"):
+                x = unit(x)
+            x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        return self.head(x.mean(axis=(1, 2)))
+
+
+class LinenCNN(nn.Module):
+    """The same network in linen, its layers named ``block{s}_{i}_conv``."""
+
+    stages: tuple
+
+    @nn.compact
+    def __call__(self, x):
+        for s, stage in enumerate(self.stages, start=1):
+            for i, c_out in enumerate(stage):
+                x = nn.Conv(c_out, (3, 3), use_bias=False, name=f"block{s}_{i}_conv")(x)
+                x = nn.BatchNorm(use_running_average=True, epsilon=1e-5, name=f"block{s}_{i}_bn")(x)
+                x = nn.relu(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        return nn.Dense(10, name="head")(x.mean(axis=(1, 2)))
+
+
+STAGES = ((8, 8), (16, 16), (32,))  # small_cnn at width 0.25
+
+
+@pytest.fixture(scope="module")
+def zoo_and_copies():
+    """small_cnn (width 0.25, 1 channel) with random BatchNorm statistics, and a PlainCNN
+    and a LinenCNN holding the same weights."""
+    zoo = create_model("small_cnn", width=0.25, in_channels=1, seed=3)
+    rng = np.random.default_rng(3)
+    plain = PlainCNN(STAGES, 1, nnx.Rngs(0))
+    params, stats = {}, {}
+    for s, stage in enumerate(STAGES, start=1):
+        for i in range(len(stage)):
+            unit = getattr(zoo, f"block{s}")[i]
+            width = unit.bn.mean.shape
+            unit.bn.mean.set_value(jnp.asarray(rng.normal(size=width), jnp.float32))
+            unit.bn.var.set_value(jnp.asarray(rng.uniform(0.5, 2.0, size=width), jnp.float32))
+            unit.bn.scale.set_value(jnp.asarray(rng.uniform(0.5, 2.0, size=width), jnp.float32))
+            nnx.update(getattr(plain, f"block{s}")[i], nnx.state(unit))
+            params[f"block{s}_{i}_conv"] = {"kernel": unit.conv.kernel[...]}
+            params[f"block{s}_{i}_bn"] = {"scale": unit.bn.scale[...], "bias": unit.bn.bias[...]}
+            stats[f"block{s}_{i}_bn"] = {"mean": unit.bn.mean[...], "var": unit.bn.var[...]}
+    params["head"] = {"kernel": zoo.classifier.kernel[...], "bias": zoo.classifier.bias[...]}
+    linen = LinenModel(LinenCNN(STAGES), {"params": params, "batch_stats": stats})
+    return zoo, plain, linen
+
+
+def test_every_door_gives_the_same_grams(tmp_path, zoo_and_copies):
+    """The zoo's taps, a saved .npz read back, a plain NNX model and a linen model with the
+    same weights give the same layers, in the same order, and the same Grams."""
+    zoo, plain, linen = zoo_and_copies
+    x = np.random.default_rng(4).normal(size=(12, 8, 8, 1)).astype(np.float32)
+    names, grams = activation_grams(zoo, x, batch_size=5)
+    acts = capture_activations(zoo, x)
+    path = tmp_path / "acts.npz"
+    np.savez(path, **acts, labels=np.arange(12) % 3)
+    file_names, file_grams = grams_from_activations(read_activations(path))
+    plain_names, plain_grams = activation_grams(plain, x, batch_size=5)
+    linen_names, linen_grams = activation_grams(linen, x, batch_size=5)
+    expected = [
+        f"block{s}.{i}.conv" for s, stage in enumerate(STAGES, 1) for i in range(len(stage))
+    ]
+    assert names == file_names == plain_names == expected
+    assert linen_names == [name.replace(".", "_") for name in expected]
+    for other in (file_grams, plain_grams, linen_grams):
+        for gram, got in zip(grams, other, strict=True):
+            np.testing.assert_allclose(got, gram, rtol=1e-5, atol=1e-5 * np.abs(gram).max())
+    for name, gram in zip(names, grams, strict=True):
+        flat = acts[name].reshape(12, -1).astype(np.float64)
+        np.testing.assert_allclose(gram, flat @ flat.T, rtol=1e-4, atol=1e-5 * np.abs(gram).max())
+
+
+def test_plain_nnx_model_by_type_and_path_in_forward_order(zoo_and_copies):
+    _, plain, _ = zoo_and_copies
+    x = np.random.default_rng(5).normal(size=(6, 8, 8, 1)).astype(np.float32)
+    assert layer_names(plain, input_shape=x.shape)[:2] == ["block1.0.conv", "block1.1.conv"]
+    assert layer_names(plain) == layer_names(plain, input_shape=(1, 32, 32, 1))
+    typed = capture_activations(plain, x, (nnx.Conv, nnx.BatchNorm, nnx.Linear))
+    assert list(typed)[:4] == ["block1.0.conv", "block1.0.bn", "block1.1.conv", "block1.1.bn"]
+    assert list(typed)[-1] == "head" and typed["head"].shape == (6, 10)
+    plain.eval()  # what the capture runs, by hand
+    unit = plain.block1[0]
+    np.testing.assert_allclose(typed["block1.0.conv"], unit.conv(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(typed["block1.0.bn"], unit.bn(unit.conv(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(typed["head"], plain(x), rtol=1e-5, atol=1e-6)
+    named = capture_activations(plain, x, ["head", "block2.1", "block1.0.bn"])
+    assert list(named) == ["block1.0.bn", "block2.1", "head"]  # forward order, not given order
+    assert named["block2.1"].shape == (6, 4, 4, 16)
+
+
+class Doubled(nnx.Conv):
+    """A subclass whose output differs from its base's (``super().__call__`` times two)."""
+
+    def __call__(self, x):
+        return 2.0 * super().__call__(x)
+
+
+class Inherits(nnx.Conv):
+    """A subclass with the inherited ``__call__``."""
+
+
+class Reuse(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.doubled = Doubled(2, 2, (3, 3), rngs=rngs)
+        self.conv = Inherits(2, 2, (3, 3), rngs=rngs)
+        self.unused = nnx.Linear(2, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.conv(self.conv(self.doubled(x)))
+
+
+def test_subclasses_and_repeated_calls_are_recorded_once_per_call():
+    model = Reuse(nnx.Rngs(0))
+    x = np.random.default_rng(6).normal(size=(3, 5, 5, 2)).astype(np.float32)
+    before = {cls: dict(cls.__dict__) for cls in (nnx.Conv, Doubled, Inherits)}
+    acts = capture_activations(model, x)
+    assert list(acts) == ["doubled", "conv", "conv#2"]
+    once = model.doubled(x)
+    np.testing.assert_allclose(acts["doubled"], once, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(acts["conv"], model.conv(once), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(acts["conv#2"], model.conv(model.conv(once)), rtol=1e-5, atol=1e-5)
+    assert list(capture_activations(model, x, ["conv#2"])) == ["conv#2"]
+    for cls, attributes in before.items():  # the classes are as they were
+        assert cls.__dict__.get("__call__") is attributes.get("__call__")
+        assert ("__call__" in cls.__dict__) == ("__call__" in attributes)
+    with pytest.raises(ValueError, match=r"\['unused'\] are not called .* unused \(Linear\)"):
+        layer_names(model, ["unused"], input_shape=x.shape)
+
+
+def test_selections_that_capture_nothing_list_the_model():
+    mlp = nnx.Sequential(
+        nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(8, 2, rngs=nnx.Rngs(1))
+    )
+    x = np.ones((5, 4), np.float32)
+    listing = r"layers\.0 \(Linear\), layers\.2 \(Linear\)"
+    with pytest.raises(ValueError, match=f"no submodule of type Conv.*{listing}"):
+        capture_activations(mlp, x)
+    with pytest.raises(ValueError, match=f"unknown layer names \\['layers.1'\\].*{listing}"):
+        capture_activations(mlp, x, ["layers.1"])
+    with pytest.raises(ValueError, match=f"layers='blocks' .*{listing}"):
+        capture_activations(mlp, x, "blocks")
+    with pytest.raises(ValueError, match="pass input_shape"):
+        layer_names(mlp, nnx.Linear)
+    with pytest.raises(ValueError, match="mixes module types and names"):
+        capture_activations(mlp, x, [nnx.Linear, "layers.0"])
+    with pytest.raises(ValueError, match="empty list"):
+        capture_activations(mlp, x, [])
+    with pytest.raises(ValueError, match=r"model must be a flax\.nnx\.Module or a LinenModel"):
+        capture_activations(lambda x: x, x)
+    acts = capture_activations(mlp, x, nnx.Linear)
+    assert {name: a.shape for name, a in acts.items()} == {"layers.0": (5, 8), "layers.2": (5, 2)}
+
+
+def test_zoo_convolutions_are_its_nnx_conv_outputs(resnet, images):
+    """The zoo's "conv" taps are its nnx.Conv submodules: same names, order and values."""
+    taps = capture_activations(resnet, images)
+    modules = capture_activations(resnet, images, nnx.Conv)
+    assert list(taps) == list(modules)
+    for name, value in taps.items():
+        np.testing.assert_array_equal(value, modules[name])
+    bns = layer_names(resnet, nnx.BatchNorm, input_shape=images.shape)
+    assert bns[:2] == ["bn1", "layer1.0.bn1"] and "layer2.0.shortcut.bn" in bns
+
+
+def test_linen_models_by_type_and_name(zoo_and_copies):
+    _, _, linen = zoo_and_copies
+    x = np.random.default_rng(7).normal(size=(4, 8, 8, 1)).astype(np.float32)
+    assert layer_names(linen) == layer_names(linen, input_shape=(1, 32, 32, 1))
+    dense = capture_activations(linen, x, (nn.Conv, nn.Dense))
+    assert list(dense)[-2:] == ["block3_0_conv", "head"]
+    logits = linen.module.apply(linen.variables, x)
+    np.testing.assert_allclose(dense["head"], logits, rtol=1e-5, atol=1e-6)
+    named = capture_activations(linen, x, ["head", "block1_0_bn"])
+    assert list(named) == ["block1_0_bn", "head"]
+    with pytest.raises(ValueError, match=r"unknown layer names \['nope'\].*block1_0_conv \(Conv\)"):
+        layer_names(linen, ["nope"])
+    with pytest.raises(ValueError, match=r"no submodule of type LayerNorm.*head \(Dense\)"):
+        layer_names(linen, nn.LayerNorm)
+    with pytest.raises(ValueError, match=r"LinenModel\.module must be a flax\.linen\.Module"):
+        layer_names(LinenModel(object(), {}), input_shape=x.shape)

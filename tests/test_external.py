@@ -5,8 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 import ssc_jax.nets.external as external
+from ssc_jax import class_probabilities
 from ssc_jax.nets.activation_files import read_activations
 from ssc_jax.nets.external import grams_from_activations, layer_gram
 
@@ -73,6 +75,7 @@ def test_npz_reads_layers_in_saved_order_with_reserved_arrays(tmp_path, layers, 
     assert source.shapes == ((3, 4, 4), (7,), (2, 3))
     np.testing.assert_array_equal(source.labels, labels)
     np.testing.assert_array_equal(source.predictions, logits.argmax(axis=1))
+    np.testing.assert_array_equal(source.logits, logits)
     np.testing.assert_array_equal(source.images, images)
     np.testing.assert_array_equal(source.layers["alpha"], layers["alpha"])
     names, grams = grams_from_activations(source)
@@ -98,7 +101,7 @@ def test_npy_folder_with_manifest_is_memory_mapped(tmp_path, layers, labels, for
     assert list(source.names) == list(expected)
     assert isinstance(source.layers[source.names[0]], np.memmap)
     np.testing.assert_array_equal(source.predictions, labels[::-1])
-    assert source.images is None
+    assert source.images is None and source.logits is None
     assert_grams(grams_from_activations(source)[1], layers)
 
 
@@ -299,3 +302,31 @@ def test_bfloat16_safetensors_is_refused_by_name(tmp_path, labels):
     with pytest.raises(ValueError, match="'layer' has dtype BF16") as error:
         read_activations(path)
     assert str(path) in str(error.value)
+
+
+def test_class_probabilities_from_logits_or_predictions(tmp_path, layers, labels):
+    logits = 30 * np.random.default_rng(2).normal(size=(N, 4))  # large: overflows a naive exp
+    np.savez(tmp_path / "logits.npz", **layers, labels=labels, logits=logits)
+    source = read_activations(tmp_path / "logits.npz")
+    probs = class_probabilities(source)
+    assert probs.dtype == np.float32 and probs.shape == (N, 4)
+    np.testing.assert_allclose(probs, softmax(logits, axis=1), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="num_classes is 10 but 'logits' has 4 columns"):
+        class_probabilities(source, num_classes=10)
+
+    predictions = (labels + 1) % 3
+    np.savez(tmp_path / "predictions.npz", **layers, labels=labels, predictions=predictions)
+    source = read_activations(tmp_path / "predictions.npz")
+    np.testing.assert_array_equal(class_probabilities(source), np.eye(3)[predictions])
+    assert class_probabilities(source, num_classes=10).shape == (N, 10)
+    with pytest.raises(ValueError, match=r"classes must lie in 0\.\.1; .* span 0\.\.2"):
+        class_probabilities(source, num_classes=2)
+
+    np.savez(tmp_path / "none.npz", **layers, labels=labels)
+    with pytest.raises(ValueError, match=r"none\.npz: no 'logits' or 'predictions'"):
+        class_probabilities(read_activations(tmp_path / "none.npz"))
+    bad = logits.copy()
+    bad[3, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", **layers, labels=labels, logits=bad)
+    with pytest.raises(ValueError, match=r"nan\.npz: array 'logits' contains NaN or Inf"):
+        read_activations(tmp_path / "nan.npz")

@@ -40,6 +40,7 @@ _HOMES = {
     ),
     "nets": (
         "ActivationSource",
+        "LinenModel",
         "TorchGrams",
         "activation_grams",
         "grams_from_activations",
@@ -47,6 +48,7 @@ _HOMES = {
         "read_activations",
         "torch_activation_grams",
         "capture_activations",
+        "class_probabilities",
         "create_model",
         "layer_names",
         "list_models",

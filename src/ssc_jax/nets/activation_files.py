@@ -6,8 +6,8 @@ whose ``layers`` mapping reads a layer only when it is asked for:
 ``.npz``
     One array (n, ...) per layer, in the order they were saved (``np.savez(path, conv1=...,
     conv2=..., labels=...)``), plus the reserved keys ``labels`` (required, integers (n,)),
-    ``predictions`` (integers (n,)) or ``logits`` ((n, classes), turned into their argmax),
-    and ``images`` ((n, ...)). A member is loaded whole when its layer is read.
+    ``predictions`` (integers (n,)) or ``logits`` ((n, classes); the predictions are then
+    their argmax), and ``images`` ((n, ...)). A member is loaded whole when its layer is read.
 A folder with ``manifest.json``
     The manifest names ``.npy`` files in the folder (read memory-mapped, so a layer larger
     than RAM is fine)::
@@ -21,12 +21,25 @@ A folder with ``manifest.json``
 ``.safetensors``
     A file, or a folder of them (files in name order). Tensors are layers, except the
     reserved names above (in any of the files). Writers of safetensors sort tensors by dtype
-    and name, so the forward order is lost; give it as JSON in the metadata,
+    and name, so the forward order is lost; give it as a JSON list in the metadata,
     ``save_file(tensors, path, metadata={"layers": json.dumps(names)})`` (in a folder, each
-    file lists its own layers), or the header's order is used. Each layer is read in
+    file lists its own layers, and the files' lists are joined in file order). Without it
+    the header's order (sorted) is used. Each layer is read in
     slices, never whole. bfloat16 and float8 cannot be read by NumPy: save them as float32.
 
 Every problem is a one-line ``ValueError`` naming the file and the array.
+:func:`~ssc_jax.nets.activation_source.class_probabilities` turns the saved logits or
+predictions into the (n, K) class probabilities that the analysis takes.
+
+>>> import numpy as np, tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "acts.npz")
+>>> np.savez(path, conv1=np.ones((4, 3, 3, 2)), labels=[0, 1, 2, 1], logits=np.eye(4, 3))
+>>> source = read_activations(path)
+>>> source.names, source.shapes, source.predictions.tolist()
+(('conv1',), ((3, 3, 2),), [0, 1, 2, 0])
+>>> from ssc_jax import class_probabilities
+>>> class_probabilities(source).shape
+(4, 3)
 """
 
 from __future__ import annotations
@@ -35,13 +48,17 @@ import contextlib
 import json
 import struct
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-RESERVED = ("labels", "predictions", "logits", "images")
+from ssc_jax.nets.activation_source import (
+    RESERVED,
+    ActivationSource,
+    Layer,
+    assemble_source,
+)
+
 MANIFEST = "manifest.json"
 
 _SAFETENSORS_DTYPES = {
@@ -58,139 +75,6 @@ _SAFETENSORS_DTYPES = {
     "F32": np.float32,
     "F64": np.float64,
 }
-
-
-class _Layer(NamedTuple):
-    """Where a layer lives, its shape and dtype (read without its values), and its opener."""
-
-    file: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    open: Callable[[], contextlib.AbstractContextManager]
-
-
-class LazyLayers(Mapping):
-    """Layer name -> activations (n, ...), read from disk on each access, in forward order.
-
-    ``layers[name]`` returns a NumPy array (memory-mapped for ``.npy``). :meth:`open` gives,
-    for the length of a ``with`` block, an array-like that reads only the slices asked of it
-    (``a[:, i:j]`` along axis 1), which is how the Gram matrices are accumulated.
-    """
-
-    def __init__(self, entries: dict[str, _Layer]):
-        self._entries = entries
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        with self.open(name) as array:
-            return array if isinstance(array, np.ndarray) else array[:]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def file(self, name: str) -> str:
-        """The file that holds layer ``name``."""
-        return self._entries[name].file
-
-    def open(self, name: str) -> contextlib.AbstractContextManager:
-        """A context manager yielding layer ``name`` as an array-like (n, ...) read by slices."""
-        return self._entries[name].open()
-
-
-class ActivationSource(NamedTuple):
-    """Activations of a network on n inputs, read from ``path`` by :func:`read_activations`.
-
-    ``names`` and ``shapes`` (per input, i.e. without the leading n) are in forward order;
-    ``labels`` and ``predictions`` are int64 (n,); ``images`` is (n, ...) or None.
-    """
-
-    path: str
-    names: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    layers: LazyLayers
-    labels: np.ndarray
-    predictions: np.ndarray | None
-    images: np.ndarray | None
-
-
-def check_numeric(where: str, name: str, dtype: np.dtype) -> None:
-    """Raise unless ``dtype`` is a real number or bool (activations can be summed)."""
-    dtype = np.dtype(dtype)
-    real = np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
-    if not (real or dtype == np.bool_):
-        raise ValueError(f"{where}: array {name!r} has dtype {dtype}, not a real number")
-
-
-def check_layer(where: str, name: str, shape: tuple[int, ...], dtype: np.dtype, n: int) -> None:
-    """Raise unless a layer is numeric, non-empty and has one row per input (``n`` rows)."""
-    check_numeric(where, name, dtype)
-    if len(shape) == 0:
-        raise ValueError(f"{where}: array {name!r} is a scalar, not activations (n, ...)")
-    if shape[0] != n:
-        rows = f"{shape[0]} rows (inputs)"
-        raise ValueError(f"{where}: array {name!r} has {rows} but the first layer has {n}")
-    if 0 in shape:
-        raise ValueError(f"{where}: array {name!r} is empty (shape {shape})")
-
-
-def _labels(where: str, name: str, values: np.ndarray, n: int) -> np.ndarray:
-    """Integer class labels (or predictions) (n,) as int64."""
-    values = np.asarray(values)
-    check_numeric(where, name, values.dtype)
-    if values.ndim != 1 or len(values) != n:
-        raise ValueError(
-            f"{where}: array {name!r} has shape {values.shape} but must be ({n},), one per input"
-        )
-    whole = np.issubdtype(values.dtype, np.integer) or (
-        np.isfinite(values).all() and (values == np.round(values)).all()
-    )
-    if not whole:
-        raise ValueError(f"{where}: array {name!r} must hold integer class labels")
-    return values.astype(np.int64)
-
-
-def _source(path: Path, layers: dict[str, _Layer], extras: dict[str, tuple[str, Callable]]):
-    """Check and assemble the source; ``extras`` maps reserved names to (file, loader)."""
-    where = str(path)
-    if not layers:
-        raise ValueError(f"{where}: no layer arrays (only reserved names {sorted(extras)})")
-    if "labels" not in extras:
-        raise ValueError(f"{where}: no array 'labels'; add the class label (n,) of every input")
-    first = next(iter(layers.values()))
-    n = first.shape[0] if first.shape else 0
-    for name, layer in layers.items():
-        check_layer(layer.file, name, layer.shape, layer.dtype, n)
-    labels = _labels(extras["labels"][0], "labels", extras["labels"][1](), n)
-    if "predictions" in extras and "logits" in extras:
-        raise ValueError(f"{where}: arrays 'predictions' and 'logits' are both given; keep one")
-    predictions = None
-    if "predictions" in extras:
-        file, load = extras["predictions"]
-        predictions = _labels(file, "predictions", load(), n)
-    if "logits" in extras:
-        file, load = extras["logits"]
-        logits = np.asarray(load())
-        check_numeric(file, "logits", logits.dtype)
-        if logits.ndim != 2 or len(logits) != n:
-            raise ValueError(f"{file}: array 'logits' has shape {logits.shape}, not ({n}, classes)")
-        predictions = np.argmax(logits, axis=1).astype(np.int64)
-    images = None
-    if "images" in extras:
-        file, load = extras["images"]
-        images = np.asarray(load())
-        if images.ndim == 0 or len(images) != n:
-            raise ValueError(f"{file}: array 'images' has shape {images.shape}, not ({n}, ...)")
-    return ActivationSource(
-        path=where,
-        names=tuple(layers),
-        shapes=tuple(layer.shape[1:] for layer in layers.values()),
-        layers=LazyLayers(layers),
-        labels=labels,
-        predictions=predictions,
-        images=images,
-    )
 
 
 def _load_npy(path: Path, name: str) -> np.ndarray:
@@ -226,7 +110,7 @@ def _npz_header(path: Path, archive: np.lib.npyio.NpzFile, key: str):
 
 
 def _read_npz(path: Path) -> ActivationSource:
-    layers: dict[str, _Layer] = {}
+    layers: dict[str, Layer] = {}
     extras = {}
     try:
         archive = np.load(path, allow_pickle=False)
@@ -242,8 +126,8 @@ def _read_npz(path: Path) -> ActivationSource:
                 continue
             shape, dtype = _npz_header(path, archive, key)
             opener = lambda load=load: contextlib.nullcontext(load())
-            layers[key] = _Layer(file=str(path), shape=shape, dtype=dtype, open=opener)
-    return _source(path, layers, extras)
+            layers[key] = Layer(file=str(path), shape=shape, dtype=dtype, open=opener)
+    return assemble_source(path, layers, extras)
 
 
 def _read_manifest(folder: Path) -> ActivationSource:
@@ -266,7 +150,7 @@ def _read_manifest(folder: Path) -> ActivationSource:
     for name, file in files.items():
         array = _load_npy(folder / file, name)
         opener = lambda path=folder / file, name=name: contextlib.nullcontext(_load_npy(path, name))
-        layers[name] = _Layer(
+        layers[name] = Layer(
             file=str(folder / file), shape=array.shape, dtype=array.dtype, open=opener
         )
     extras = {
@@ -274,7 +158,7 @@ def _read_manifest(folder: Path) -> ActivationSource:
         for key in RESERVED
         if key in manifest
     }
-    return _source(where, layers, extras)
+    return assemble_source(where, layers, extras)
 
 
 class _Slices:
@@ -318,7 +202,7 @@ def _safetensors_slices(path: Path, name: str, dtype: np.dtype):
 
 
 def _read_safetensors(path: Path, files: list[Path]) -> ActivationSource:
-    layers: dict[str, _Layer] = {}
+    layers: dict[str, Layer] = {}
     extras = {}
     order = None
     for file in files:
@@ -347,7 +231,7 @@ def _read_safetensors(path: Path, files: list[Path]) -> ActivationSource:
             opener = lambda file=file, name=name, dtype=dtype: _safetensors_slices(
                 file, name, dtype
             )
-            layers[name] = _Layer(
+            layers[name] = Layer(
                 file=str(file), shape=tuple(info["shape"]), dtype=dtype, open=opener
             )
     if order is not None:
@@ -358,7 +242,7 @@ def _read_safetensors(path: Path, files: list[Path]) -> ActivationSource:
                 f"the layers are {sorted(layers)}"
             )
         layers = {name: layers[name] for name in order}
-    return _source(path, layers, extras)
+    return assemble_source(path, layers, extras)
 
 
 def read_activations(path: str | Path) -> ActivationSource:

@@ -1,20 +1,31 @@
 """Activations and per-layer Gram matrices of a model on a set of inputs.
 
-Every convolution output and every block output of the zoo's models is a named tap
-(:mod:`ssc_jax.nets.taps`), named by its path in the model (``"layer2.0.conv1"``,
-``"layer2.0.shortcut.conv"``, ``"layer2.0"``). The functions here run the model in eval mode
+``model`` is any ``flax.nnx.Module``, or a ``flax.linen`` model as a
+:class:`~ssc_jax.nets.linen_capture.LinenModel`. The functions here run it in eval mode
 (BatchNorm on running averages) under ``jax.jit``, in batches, and return only the selected
-taps, in forward order. ``layers`` is ``"conv"`` (every convolution), ``"blocks"`` (block,
-pooling and classifier outputs, as in Sec. 4 of the paper) or a list of tap names.
+layers, in forward order, named by their module path. ``layers`` is one of
+
+* ``"conv"`` (default): every convolution output (``nnx.Conv``, ``nn.Conv``);
+* a module type or a tuple of them, e.g. ``(nnx.Conv, nnx.Linear)`` or ``nnx.BatchNorm``:
+  the output of every submodule of those types (:mod:`ssc_jax.nets.generic`);
+* a list of layer names (module paths, e.g. ``["block1.conv", "head"]``);
+* ``"blocks"``, for the zoo's models only: block, pooling and classifier outputs, as in
+  Sec. 4 of the paper.
+
+The zoo's models name their convolutions and blocks with taps (:mod:`ssc_jax.nets.taps`:
+``"layer2.0.conv1"``, ``"layer2.0.shortcut.conv"``, ``"layer2.0"``); ``"conv"``, ``"blocks"``
+and names select among those. A selection that captures nothing is an error that lists the
+model's submodules (paths and types).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,97 +33,125 @@ from flax import nnx
 
 from ssc_jax.core.checks import check_finite, check_ndim, check_positive
 from ssc_jax.core.memory import default_memory_budget
-from ssc_jax.nets.taps import KINDS, name_taps, recording
-from ssc_jax.nets.zoo.layers import Conv
+from ssc_jax.nets.generic import describe, hooked_forward, module_table, trace_layers
+from ssc_jax.nets.linen_capture import LinenModel, linen_forward, linen_input_channels, trace_linen
+from ssc_jax.nets.taps import KINDS, has_taps, name_taps, tap_forward, trace_taps
 
-Selection = str | frozenset[str]
-Taps = list[tuple[str, str, tuple[int, ...]]]
+Layers = str | type | Sequence[str] | Sequence[type]
+Forward = Callable[[jax.Array], dict[str, jax.Array]]
 
-# (graphdef, input shape) -> taps: tracing a deep net takes seconds, and an analysis traces
-# the same architecture once per checkpoint.
-_TRACES: dict[tuple[nnx.GraphDef, tuple[int, ...]], Taps] = {}
-
-
-@functools.lru_cache(maxsize=16)
-def _forward(graphdef: nnx.GraphDef, select: Selection):
-    """Jitted (state, x (B, H, W, C)) -> {name: activation (B, ...)} for the selected taps."""
-
-    def forward(state: nnx.State, x: jax.Array) -> dict[str, jax.Array]:
-        model = nnx.merge(graphdef, state)
-        model.eval()
-        with recording(select) as tape:
-            model(x)
-        return tape.values
-
-    return jax.jit(forward)
+# (graphdef, input shape, layers) -> layers: tracing a deep net takes seconds, and an
+# analysis traces the same architecture once per checkpoint.
+_TRACES: dict[tuple, list] = {}
 
 
-def _trace(model: nnx.Module, input_shape: tuple[int, ...]) -> Taps:
-    """(kind, name, per-sample shape) of every tap, in forward order, without computing."""
-    graphdef, state = nnx.split(name_taps(model))
-    if (graphdef, input_shape) in _TRACES:
-        return _TRACES[graphdef, input_shape]
-    order: list[tuple[str, str]] = []
+class _Plan(NamedTuple):
+    """The selected layers (name, per-sample shape) in forward order, and ``forward``: layer
+    names -> a function of a batch (B, ...) giving {name: output (B, ...)} of those layers."""
 
-    def forward(state: nnx.State, x: jax.Array) -> dict[str, jax.Array]:
-        model = nnx.merge(graphdef, state)
-        model.eval()
-        with recording(None) as tape:
-            model(x)
-        order.extend(tape.order)
-        return tape.values
-
-    shapes = jax.eval_shape(forward, state, jax.ShapeDtypeStruct(input_shape, jnp.float32))
-    taps = [(kind, name, tuple(shapes[name].shape[1:])) for kind, name in order]
-    _TRACES[graphdef, input_shape] = taps
-    return taps
+    layers: list[tuple[str, tuple[int, ...]]]
+    forward: Callable[[frozenset[str]], Forward]
 
 
-def _default_input_shape(model: nnx.Module) -> tuple[int, ...]:
+def _default_input_shape(model) -> tuple[int, ...]:
     """A 32x32 input with as many channels as the model's first convolution takes."""
-    for _, module in nnx.iter_modules(model):
-        if isinstance(module, Conv):
-            return (1, 32, 32, module.in_features)
-    raise ValueError("the model has no ssc_jax.nets.zoo.layers.Conv, so it has no taps to name")
+    if isinstance(model, LinenModel):
+        channels = linen_input_channels(model)
+    else:
+        channels = next(
+            (m.in_features for _, m in nnx.iter_modules(model) if isinstance(m, nnx.Conv)), None
+        )
+    if channels is None:
+        raise ValueError("the model has no convolution to tell its input; pass input_shape")
+    return (1, 32, 32, channels)
 
 
-def _resolve(
-    model: nnx.Module, layers: str | Sequence[str], input_shape: tuple[int, ...]
-) -> tuple[list[tuple[str, tuple]], Selection]:
-    """The selected taps as (name, per-sample shape) in forward order, and their selection."""
-    taps = _trace(model, (1, *(int(d) for d in input_shape[1:])))
+def _tap_plan(model: nnx.Module, layers: str | tuple[str, ...], input_shape) -> _Plan:
+    taps = trace_taps(model, input_shape)
+    if isinstance(layers, str):
+        selected = [(name, shape) for kind, name, shape in taps if kind == layers]
+    else:
+        unknown = sorted(set(layers) - {name for _, name, _ in taps})
+        if unknown:
+            valid = ", ".join(name for _, name, _ in taps)
+            raise ValueError(f"unknown layer names {unknown}; this model's layers are: {valid}")
+        selected = [(name, shape) for _, name, shape in taps if name in set(layers)]
+    graphdef, state = nnx.split(model)
+    return _Plan(selected, lambda names: functools.partial(tap_forward(graphdef, names), state))
+
+
+def _hook_plan(model: nnx.Module, layers: tuple, input_shape) -> _Plan:
+    graphdef, state = nnx.split(model)
+    key = (graphdef, input_shape, layers)
+    if key not in _TRACES:
+        _TRACES[key] = trace_layers(model, layers, input_shape)
+
+    def forward(names: frozenset[str]) -> Forward:
+        hooked = frozenset(name.split("#", 1)[0] for name in names)
+        return functools.partial(hooked_forward(graphdef, hooked, names), state)
+
+    return _Plan(_TRACES[key], forward)
+
+
+def _linen_plan(model: LinenModel, layers: tuple, input_shape) -> _Plan:
+    selected = trace_linen(model, layers, input_shape)
+    return _Plan(
+        selected, lambda names: functools.partial(linen_forward(model, names), model.variables)
+    )
+
+
+def _plan(model, layers: Layers, input_shape: tuple[int, ...]) -> _Plan:
+    """The selected layers of ``model`` and their forward functions (see the module doc)."""
+    shape = (1, *(int(d) for d in input_shape[1:]))
     if isinstance(layers, str):
         if layers not in KINDS:
             raise ValueError(
-                f"layers must be one of {KINDS} or a list of layer names; got {layers!r}"
+                f"layers must be one of {KINDS}, module types or a list of layer names; "
+                f"got {layers!r}"
             )
-        return [(name, shape) for kind, name, shape in taps if kind == layers], layers
-    wanted = frozenset(layers)
-    unknown = sorted(wanted - {name for _, name, _ in taps})
-    if unknown:
-        valid = ", ".join(name for _, name, _ in taps)
-        raise ValueError(f"unknown layer names {unknown}; this model's layers are: {valid}")
-    if not wanted:
-        raise ValueError("layers is an empty list; name at least one layer")
-    return [(name, shape) for _, name, shape in taps if name in wanted], wanted
+    else:
+        layers = (layers,) if isinstance(layers, type) else tuple(layers)
+        if not layers:
+            raise ValueError("layers is an empty list; name at least one layer or module type")
+        if len({isinstance(item, type) for item in layers}) > 1:
+            raise ValueError("layers mixes module types and names; pass one or the other")
+    typed = not isinstance(layers, str) and isinstance(layers[0], type)
+    if has_taps(model) and not typed:
+        return _tap_plan(name_taps(model), layers, shape)
+    if layers == "blocks":
+        table = module_table(model) if isinstance(model, nnx.Module) else []
+        raise ValueError(
+            "layers='blocks' names the block outputs of the zoo's models, which this model does "
+            f"not mark; pass module types or module paths. Its submodules: {describe(table)}"
+        )
+    if isinstance(model, LinenModel):
+        return _linen_plan(model, (nn.Conv,) if layers == "conv" else layers, shape)
+    if not isinstance(model, nnx.Module):
+        raise ValueError(
+            "model must be a flax.nnx.Module or a LinenModel(module, variables); "
+            f"got {type(model).__name__}"
+        )
+    return _hook_plan(model, (nnx.Conv,) if layers == "conv" else layers, shape)
 
 
 def layer_names(
-    model: nnx.Module,
-    layers: str | Sequence[str] = "conv",
-    *,
-    input_shape: tuple[int, ...] | None = None,
+    model, layers: Layers = "conv", *, input_shape: tuple[int, ...] | None = None
 ) -> list[str]:
     """Names of the selected layers in forward order, found by tracing (no computation).
 
-    ``input_shape`` (B, H, W, C) defaults to 32x32 images with the model's input channels.
+    ``input_shape`` (B, ...) defaults to 32x32 images (B, 32, 32, C) with as many channels
+    as the model's first convolution takes.
     """
     shape = _default_input_shape(model) if input_shape is None else input_shape
-    return [name for name, _ in _resolve(model, layers, shape)[0]]
+    return [name for name, _ in _plan(model, layers, shape).layers]
 
 
-def _check_images(images) -> np.ndarray:
-    check_ndim("images", images, 4, "a batch of images (n, H, W, C)")
+def _check_images(images, model) -> np.ndarray:
+    """Inputs as float32: images (n, H, W, C) for the zoo's models, (n, ...) for others."""
+    if has_taps(model):
+        check_ndim("images", images, 4, "a batch of images (n, H, W, C)")
+    elif np.ndim(images) < 2:
+        raise ValueError(f"images must be a batch of inputs (n, ...); got shape {np.shape(images)}")
     images = np.asarray(images, dtype=np.float32)
     check_finite("images", images)
     if len(images) == 0:
@@ -120,26 +159,19 @@ def _check_images(images) -> np.ndarray:
     return images
 
 
-def _batches(forward, model: nnx.Module, images: np.ndarray, batch_size: int):
-    """Yield (start, output) of ``forward(state, batch)`` over ``images`` in batches; the
-    output is a pytree of (b, ...) arrays. The last batch is padded to ``batch_size`` so that
-    one compiled function serves all."""
+def _batches(forward, images: np.ndarray, batch_size: int):
+    """Yield (start, output) of ``forward(batch)`` over ``images`` in batches; the output is
+    a pytree of (b, ...) arrays. The last batch is padded to ``batch_size`` so that one
+    compiled function serves all."""
     check_positive("batch_size", batch_size)
-    state = nnx.state(model)
     size = min(int(batch_size), len(images))
     for start in range(0, len(images), size):
         batch = images[start : start + size]
         count = len(batch)
         if count < size:
             batch = np.concatenate([batch, np.zeros((size - count, *batch.shape[1:]), batch.dtype)])
-        output = forward(state, jnp.asarray(batch))
+        output = forward(jnp.asarray(batch))
         yield start, jax.tree.map(lambda value, count=count: value[:count], output)
-
-
-def _tap_batches(model: nnx.Module, images: np.ndarray, select: Selection, batch_size: int):
-    """:func:`_batches` of the selected taps, {name: (b, ...)}."""
-    forward = _forward(nnx.graphdef(name_taps(model)), select)
-    return _batches(forward, model, images, batch_size)
 
 
 @functools.lru_cache(maxsize=16)
@@ -157,25 +189,26 @@ def _probabilities(graphdef: nnx.GraphDef):
 def predict(model: nnx.Module, images, *, batch_size: int = 256) -> np.ndarray:
     """Class probabilities (n, classes) float32 of ``images`` (n, H, W, C), preprocessed as
     the model was trained, with BatchNorm in eval mode."""
-    images = _check_images(images)
-    forward = _probabilities(nnx.graphdef(model))
-    return np.concatenate([np.asarray(p) for _, p in _batches(forward, model, images, batch_size)])
+    images = _check_images(images, model)
+    forward = functools.partial(_probabilities(nnx.graphdef(model)), nnx.state(model))
+    return np.concatenate([np.asarray(p) for _, p in _batches(forward, images, batch_size)])
 
 
 def capture_activations(
-    model: nnx.Module, images, layers: str | Sequence[str] = "conv", *, batch_size: int = 256
+    model, images, layers: Layers = "conv", *, batch_size: int = 256
 ) -> dict[str, np.ndarray]:
-    """Activations of the selected layers on ``images`` (n, H, W, C) float32, preprocessed as
-    the model was trained (see :func:`ssc_jax.normalize`).
+    """Activations of the selected layers on ``images`` (n, H, W, C) float32 ((n, ...) for
+    models other than the zoo's), preprocessed as the model was trained (see
+    :func:`ssc_jax.normalize`). ``model`` and ``layers``: see the module docstring.
 
     Returns an ordered dict, forward order, name -> float32 array (n, ...) (the layer's output
     shape, e.g. (n, h, w, c) for a convolution). Holds every selected layer at once; for
     Gram matrices of many layers use :func:`activation_grams`, whose memory is bounded.
     """
-    images = _check_images(images)
-    selected, select = _resolve(model, layers, images.shape)
-    out = {name: np.empty((len(images), *shape), np.float32) for name, shape in selected}
-    for start, values in _tap_batches(model, images, select, batch_size):
+    images = _check_images(images, model)
+    plan = _plan(model, layers, images.shape)
+    out = {name: np.empty((len(images), *shape), np.float32) for name, shape in plan.layers}
+    for start, values in _batches(plan.forward(frozenset(out)), images, batch_size):
         for name, value in values.items():
             out[name][start : start + len(value)] = np.asarray(value)
     return out
@@ -238,11 +271,12 @@ def plan_layer_groups(widths: Sequence[int], n: int, budget: int) -> list[LayerG
 
 
 def _features(
-    model: nnx.Module, images: np.ndarray, dims: dict[str, int], batch_size: int
+    forward: Forward, images: np.ndarray, dims: dict[str, int], batch_size: int
 ) -> dict[str, np.ndarray]:
-    """Flattened activations {name: (n, d)} of the layers named in ``dims`` (name -> d)."""
+    """Flattened activations {name: (n, d)} of the layers named in ``dims`` (name -> d),
+    whose outputs ``forward`` gives."""
     out = {name: np.empty((len(images), d), np.float32) for name, d in dims.items()}
-    for start, values in _tap_batches(model, images, frozenset(dims), batch_size):
+    for start, values in _batches(forward, images, batch_size):
         for name, value in values.items():
             out[name][start : start + len(value)] = np.asarray(value).reshape(len(value), -1)
     return out
@@ -258,7 +292,7 @@ def _gram(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
 
 
 def _fill_grams(
-    model: nnx.Module,
+    forward: Forward,
     images: np.ndarray,
     dims: dict[str, int],
     rows: int,
@@ -270,11 +304,11 @@ def _fill_grams(
     n = len(images)
     starts = range(0, n, rows)
     for a in starts:
-        xa = _features(model, images[a : a + rows], dims, batch_size)
+        xa = _features(forward, images[a : a + rows], dims, batch_size)
         for name, x in xa.items():
             grams[name][a : a + rows, a : a + rows] = _gram(x)
         for b in starts[starts.index(a) + 1 :]:
-            xb = _features(model, images[b : b + rows], dims, batch_size)
+            xb = _features(forward, images[b : b + rows], dims, batch_size)
             for name, x in xa.items():
                 block = _gram(x, xb[name])
                 grams[name][a : a + rows, b : b + rows] = block
@@ -284,15 +318,16 @@ def _fill_grams(
 
 
 def activation_grams(
-    model: nnx.Module,
+    model,
     images,
-    layers: str | Sequence[str] = "conv",
+    layers: Layers = "conv",
     *,
     batch_size: int = 256,
     memory_budget_bytes: int | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Per-layer Gram matrices G_l = X_l X_l^T of the inputs (X_l: layer l's activations,
     flattened, one row per input). Returns (names in forward order, float32 (L, n, n)).
+    ``model``, ``images`` and ``layers`` as in :func:`capture_activations`.
 
     At most ``memory_budget_bytes`` of features are held at once (default
     :func:`ssc_jax.core.memory.default_memory_budget`, half the default device's memory),
@@ -308,19 +343,20 @@ def activation_grams(
       ValueError: for a budget below the features of two inputs of a layer, and for
         invalid images or layer names.
     """
-    images = _check_images(images)
+    images = _check_images(images, model)
     budget = default_memory_budget() if memory_budget_bytes is None else memory_budget_bytes
     check_positive("memory_budget_bytes", budget)
-    selected, _ = _resolve(model, layers, images.shape)
-    names = [name for name, _ in selected]
-    dims = [math.prod(shape) for _, shape in selected]
+    plan = _plan(model, layers, images.shape)
+    names = [name for name, _ in plan.layers]
+    dims = [math.prod(shape) for _, shape in plan.layers]
     n = len(images)
     grams = np.empty((len(names), n, n), np.float32)
     for group in plan_layer_groups(dims, n, int(budget)):
+        group_dims = {names[i]: dims[i] for i in group.layers}
         _fill_grams(
-            model=model,
+            forward=plan.forward(frozenset(group_dims)),
             images=images,
-            dims={names[i]: dims[i] for i in group.layers},
+            dims=group_dims,
             rows=group.rows,
             batch_size=batch_size,
             grams={names[i]: grams[i] for i in group.layers},

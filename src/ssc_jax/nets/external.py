@@ -22,12 +22,8 @@ import numpy as np
 
 from ssc_jax.core.checks import check_positive
 from ssc_jax.core.memory import default_memory_budget
-from ssc_jax.nets.activation_files import (
-    ActivationSource,
-    LazyLayers,
-    check_layer,
-    read_activations,
-)
+from ssc_jax.nets.activation_files import read_activations
+from ssc_jax.nets.activation_source import ActivationSource, LazyLayers, check_layer
 
 # Bytes in flight per value of a block besides the value as read: its float32 copy on the
 # host and on the device.

@@ -17,12 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Iterator
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 KINDS = ("conv", "blocks")
+Selection = str | frozenset[str]
+Taps = list[tuple[str, str, tuple[int, ...]]]
+
+# (graphdef, input shape) -> taps: tracing a deep net takes seconds, and an analysis traces
+# the same architecture once per checkpoint.
+_TRACES: dict[tuple[nnx.GraphDef, tuple[int, ...]], Taps] = {}
 
 
 class Tape:
@@ -81,3 +89,45 @@ def name_taps(model: nnx.Module) -> nnx.Module:
         if isinstance(module, Tapped):
             module.tap_name = ".".join(str(p) for p in path)
     return model
+
+
+def has_taps(model) -> bool:
+    """Whether ``model`` is an NNX module with a :class:`Tapped` submodule (a zoo model)."""
+    return isinstance(model, nnx.Module) and any(
+        isinstance(module, Tapped) for _, module in nnx.iter_modules(model)
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def tap_forward(graphdef: nnx.GraphDef, select: Selection):
+    """Jitted (state, x (B, H, W, C)) -> {name: activation (B, ...)} for the selected taps."""
+
+    def forward(state: nnx.State, x: jax.Array) -> dict[str, jax.Array]:
+        model = nnx.merge(graphdef, state)
+        model.eval()
+        with recording(select) as tape:
+            model(x)
+        return tape.values
+
+    return jax.jit(forward)
+
+
+def trace_taps(model: nnx.Module, input_shape: tuple[int, ...]) -> Taps:
+    """(kind, name, per-sample shape) of every tap, in forward order, without computing."""
+    graphdef, state = nnx.split(name_taps(model))
+    if (graphdef, input_shape) in _TRACES:
+        return _TRACES[graphdef, input_shape]
+    order: list[tuple[str, str]] = []
+
+    def forward(state: nnx.State, x: jax.Array) -> dict[str, jax.Array]:
+        model = nnx.merge(graphdef, state)
+        model.eval()
+        with recording(None) as tape:
+            model(x)
+        order.extend(tape.order)
+        return tape.values
+
+    shapes = jax.eval_shape(forward, state, jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    taps = [(kind, name, tuple(shapes[name].shape[1:])) for kind, name in order]
+    _TRACES[graphdef, input_shape] = taps
+    return taps

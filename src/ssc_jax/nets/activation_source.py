@@ -1,0 +1,187 @@
+"""Activations of a network on n inputs as the analysis reads them: an
+:class:`ActivationSource` of lazily read layers, the checks every layer passes, and the
+network's class probabilities (:func:`class_probabilities`). The files they come from are
+read by :mod:`ssc_jax.nets.activation_files`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+RESERVED = ("labels", "predictions", "logits", "images")
+
+
+class Layer(NamedTuple):
+    """Where a layer lives, its shape and dtype (read without its values), and its opener."""
+
+    file: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    open: Callable[[], contextlib.AbstractContextManager]
+
+
+class LazyLayers(Mapping):
+    """Layer name -> activations (n, ...), read from disk on each access, in forward order.
+
+    ``layers[name]`` returns a NumPy array (memory-mapped for ``.npy``). :meth:`open` gives,
+    for the length of a ``with`` block, an array-like that reads only the slices asked of it
+    (``a[:, i:j]`` along axis 1), which is how the Gram matrices are accumulated.
+    """
+
+    def __init__(self, entries: dict[str, Layer]):
+        self._entries = entries
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        with self.open(name) as array:
+            return array if isinstance(array, np.ndarray) else array[:]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def file(self, name: str) -> str:
+        """The file that holds layer ``name``."""
+        return self._entries[name].file
+
+    def open(self, name: str) -> contextlib.AbstractContextManager:
+        """A context manager yielding layer ``name`` as an array-like (n, ...) read by slices."""
+        return self._entries[name].open()
+
+
+class ActivationSource(NamedTuple):
+    """Activations of a network on n inputs, read from ``path`` by :func:`read_activations`.
+
+    ``names`` and ``shapes`` (per input, i.e. without the leading n) are in forward order;
+    ``labels`` and ``predictions`` are int64 (n,); ``logits`` is float (n, classes) or None
+    (the predictions are then their argmax); ``images`` is (n, ...) or None.
+    """
+
+    path: str
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    layers: LazyLayers
+    labels: np.ndarray
+    predictions: np.ndarray | None
+    logits: np.ndarray | None
+    images: np.ndarray | None
+
+
+def check_numeric(where: str, name: str, dtype: np.dtype) -> None:
+    """Raise unless ``dtype`` is a real number or bool (activations can be summed)."""
+    dtype = np.dtype(dtype)
+    real = np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    if not (real or dtype == np.bool_):
+        raise ValueError(f"{where}: array {name!r} has dtype {dtype}, not a real number")
+
+
+def check_layer(where: str, name: str, shape: tuple[int, ...], dtype: np.dtype, n: int) -> None:
+    """Raise unless a layer is numeric, non-empty and has one row per input (``n`` rows)."""
+    check_numeric(where, name, dtype)
+    if len(shape) == 0:
+        raise ValueError(f"{where}: array {name!r} is a scalar, not activations (n, ...)")
+    if shape[0] != n:
+        rows = f"{shape[0]} rows (inputs)"
+        raise ValueError(f"{where}: array {name!r} has {rows} but the first layer has {n}")
+    if 0 in shape:
+        raise ValueError(f"{where}: array {name!r} is empty (shape {shape})")
+
+
+def check_labels(where: str, name: str, values: np.ndarray, n: int) -> np.ndarray:
+    """Integer class labels (or predictions) (n,) as int64."""
+    values = np.asarray(values)
+    check_numeric(where, name, values.dtype)
+    if values.ndim != 1 or len(values) != n:
+        raise ValueError(
+            f"{where}: array {name!r} has shape {values.shape} but must be ({n},), one per input"
+        )
+    whole = np.issubdtype(values.dtype, np.integer) or (
+        np.isfinite(values).all() and (values == np.round(values)).all()
+    )
+    if not whole:
+        raise ValueError(f"{where}: array {name!r} must hold integer class labels")
+    return values.astype(np.int64)
+
+
+def assemble_source(path: Path, layers: dict[str, Layer], extras: dict[str, tuple[str, Callable]]):
+    """Check and assemble the source read from ``path``: ``layers`` in forward order, and
+    ``extras``, reserved names -> (file, loader of the array)."""
+    where = str(path)
+    if not layers:
+        raise ValueError(f"{where}: no layer arrays (only reserved names {sorted(extras)})")
+    if "labels" not in extras:
+        raise ValueError(f"{where}: no array 'labels'; add the class label (n,) of every input")
+    first = next(iter(layers.values()))
+    n = first.shape[0] if first.shape else 0
+    for name, layer in layers.items():
+        check_layer(layer.file, name, layer.shape, layer.dtype, n)
+    labels = check_labels(extras["labels"][0], "labels", extras["labels"][1](), n)
+    if "predictions" in extras and "logits" in extras:
+        raise ValueError(f"{where}: arrays 'predictions' and 'logits' are both given; keep one")
+    predictions = logits = None
+    if "predictions" in extras:
+        file, load = extras["predictions"]
+        predictions = check_labels(file, "predictions", load(), n)
+    if "logits" in extras:
+        file, load = extras["logits"]
+        logits = np.asarray(load())
+        check_numeric(file, "logits", logits.dtype)
+        if logits.ndim != 2 or len(logits) != n:
+            raise ValueError(f"{file}: array 'logits' has shape {logits.shape}, not ({n}, classes)")
+        if not np.isfinite(logits).all():
+            raise ValueError(f"{file}: array 'logits' contains NaN or Inf")
+        predictions = np.argmax(logits, axis=1).astype(np.int64)
+    images = None
+    if "images" in extras:
+        file, load = extras["images"]
+        images = np.asarray(load())
+        if images.ndim == 0 or len(images) != n:
+            raise ValueError(f"{file}: array 'images' has shape {images.shape}, not ({n}, ...)")
+    return ActivationSource(
+        path=where,
+        names=tuple(layers),
+        shapes=tuple(layer.shape[1:] for layer in layers.values()),
+        layers=LazyLayers(layers),
+        labels=labels,
+        predictions=predictions,
+        logits=logits,
+        images=images,
+    )
+
+
+def class_probabilities(source: ActivationSource, *, num_classes: int | None = None) -> np.ndarray:
+    """The network's class probabilities (n, K) float32 on the source's inputs: the softmax
+    of its ``logits`` when they were saved, else the one-hot rows of its ``predictions``.
+
+    ``num_classes`` K defaults to the logits' width, or to one more than the largest label
+    or prediction.
+
+    Raises:
+      ValueError: when the source has neither logits nor predictions, or ``num_classes``
+        disagrees with the logits or is below a label or prediction.
+    """
+    if source.logits is not None:
+        classes = source.logits.shape[1]
+        if num_classes is not None and num_classes != classes:
+            raise ValueError(
+                f"{source.path}: num_classes is {num_classes} but 'logits' has {classes} columns"
+            )
+        logits = source.logits.astype(np.float64)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    if source.predictions is None:
+        raise ValueError(f"{source.path}: no 'logits' or 'predictions' to give probabilities")
+    largest = int(max(source.labels.max(), source.predictions.max()))
+    classes = largest + 1 if num_classes is None else int(num_classes)
+    if classes <= largest or min(source.labels.min(), source.predictions.min()) < 0:
+        raise ValueError(
+            f"{source.path}: classes must lie in 0..{classes - 1}; the labels and predictions "
+            f"span {min(source.labels.min(), source.predictions.min())}..{largest}"
+        )
+    return np.eye(classes, dtype=np.float32)[source.predictions]
