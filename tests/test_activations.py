@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ssc_jax
-from ssc_jax.pipeline.activations import class_probabilities, display_images
+from ssc_jax.pipeline.activations import display_images, network_probabilities
 from ssc_jax.pipeline.cli import main
 from ssc_jax.pipeline.config import AnalysisSet
 from ssc_jax.pipeline.inputs import InputError, held_out_data, load_inputs, preprocess, run_info
@@ -158,19 +158,19 @@ def test_too_few_inputs_per_class_is_refused_before_solving(network):
         ssc_jax.analyze_activations({"a": network["conv2"][:4]}, np.arange(4), progress=False)
 
 
-def test_class_probabilities_from_each_kind_of_output():
+def test_network_probabilities_from_each_kind_of_output():
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    probs = class_probabilities(3, 2, logits=logits)
+    probs = network_probabilities(3, 2, logits=logits)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(probs[0, 0], np.exp(2) / (np.exp(2) + 1), rtol=1e-6)
     np.testing.assert_array_equal(
-        class_probabilities(3, 2, predictions=np.array([1, 0, 1])), [[0, 1], [1, 0], [0, 1]]
+        network_probabilities(3, 2, predictions=np.array([1, 0, 1])), [[0, 1], [1, 0], [0, 1]]
     )
-    assert class_probabilities(3, 2) is None
+    assert network_probabilities(3, 2) is None
     with pytest.raises(InputError, match="one of"):
-        class_probabilities(3, 2, logits=logits, predictions=np.array([1, 0, 1]))
+        network_probabilities(3, 2, logits=logits, predictions=np.array([1, 0, 1]))
     with pytest.raises(InputError, match=r"0\.\.1"):
-        class_probabilities(3, 2, predictions=np.array([1, 0, 2]))
+        network_probabilities(3, 2, predictions=np.array([1, 0, 2]))
 
 
 def test_display_images_moves_channels_last_and_scales_floats():

@@ -155,6 +155,13 @@ def assemble_source(path: Path, layers: dict[str, Layer], extras: dict[str, tupl
     )
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (n, K) float32 of ``logits`` (n, K), computed in float64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def class_probabilities(source: ActivationSource, *, num_classes: int | None = None) -> np.ndarray:
     """The network's class probabilities (n, K) float32 on the source's inputs: the softmax
     of its ``logits`` when they were saved, else the one-hot rows of its ``predictions``.
@@ -172,9 +179,7 @@ def class_probabilities(source: ActivationSource, *, num_classes: int | None = N
             raise ValueError(
                 f"{source.path}: num_classes is {num_classes} but 'logits' has {classes} columns"
             )
-        logits = source.logits.astype(np.float64)
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        return softmax(source.logits)
     if source.predictions is None:
         raise ValueError(f"{source.path}: no 'logits' or 'predictions' to give probabilities")
     largest = int(max(source.labels.max(), source.predictions.max()))

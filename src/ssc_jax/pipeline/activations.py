@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ssc_jax.nets.activation_files import ActivationSource, read_activations
+from ssc_jax.nets.activation_source import softmax
 from ssc_jax.nets.external import grams_from_activations
 from ssc_jax.pipeline.analyze import CheckpointAnalysis, analyze_graphs
 from ssc_jax.pipeline.config import DEFAULT_SOLVER, SolverSettings
@@ -35,7 +36,7 @@ from ssc_jax.solver.solve import ssc_gram
 Layers = Mapping | Iterable[Mapping] | ActivationSource | str | Path
 
 
-def class_probabilities(
+def network_probabilities(
     n: int,
     n_classes: int,
     *,
@@ -75,11 +76,7 @@ def class_probabilities(
         raise InputError(f"{name} must be (n, classes) = ({n}, {n_classes}); got {value.shape}")
     if not np.all(np.isfinite(value)):
         raise InputError(f"{name} holds NaN or Inf")
-    value = value.astype(np.float64)
-    if name == "logits":
-        value = np.exp(value - value.max(axis=1, keepdims=True))
-        value /= value.sum(axis=1, keepdims=True)
-    return value.astype(np.float32)
+    return softmax(value) if name == "logits" else value.astype(np.float32)
 
 
 def display_images(images, n: int) -> np.ndarray | None:
@@ -155,7 +152,8 @@ def analyze_activations(
         source = layers.path
         labels = layers.labels if labels is None else labels
         if probs is None and logits is None and predictions is None:
-            predictions = layers.predictions
+            logits, predictions = layers.logits, layers.predictions
+            predictions = None if logits is not None else predictions
         images = layers.images if images is None else images
     if labels is None:
         raise InputError("labels are required: pass one integer class per input")
@@ -244,7 +242,7 @@ def analyze_grams(
             f"N = {n} inputs for {n_classes} classes cannot show class structure; "
             "pass several inputs per class"
         )
-    probs = class_probabilities(n, n_classes, probs=probs, logits=logits, predictions=predictions)
+    probs = network_probabilities(n, n_classes, probs=probs, logits=logits, predictions=predictions)
     images = display_images(images, n)
     result = ssc_gram(grams, progress=progress, **solver.kwargs())
     key = {
