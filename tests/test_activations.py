@@ -102,27 +102,78 @@ def test_write_analysis_from_grams_as_a_torch_user_would(network, tmp_path):
     assert metrics["modularity"] == pytest.approx(result.modularity.tolist(), abs=1e-6)
 
 
-def test_saved_activations_of_a_zoo_checkpoint_give_the_analyze_numbers(
-    tiny_run, analyzed, tmp_path
-):
-    """The zoo door (`analyze`) and the file door (`activations`) on the same activations."""
+@pytest.fixture(scope="module")
+def zoo_npz(tiny_run, analyzed, tmp_path_factory):
+    """The tiny run's conv activations and logits on the inputs `analyze` used, saved."""
     _, metrics = analyzed
     info = run_info(tiny_run)
     inputs = load_inputs(AnalysisSet(n=metrics["n"]), held_out_data(info))
     model, _ = load_checkpoint(tiny_run, metrics["epoch"])
     images = preprocess(inputs.images, info)
     layers = ssc_jax.capture_activations(model, images, layers="conv")
-    probs = ssc_jax.predict(model, images)
-    path = tmp_path / "zoo.npz"
-    np.savez(path, **layers, labels=inputs.labels, logits=np.log(np.maximum(probs, 1e-30)))
+    logits = np.log(np.maximum(ssc_jax.predict(model, images), 1e-30))
+    path = tmp_path_factory.mktemp("zoo") / "zoo.npz"
+    np.savez(path, **layers, labels=inputs.labels, logits=logits)
+    return path
+
+
+@pytest.mark.slow
+def test_saved_activations_of_a_zoo_checkpoint_give_the_analyze_numbers(
+    zoo_npz, analyzed, tmp_path
+):
+    """The zoo door (`analyze`) and the file door (`activations`) on the same activations."""
+    _, metrics = analyzed
     out = tmp_path / "out"
-    assert main(["activations", str(path), "--out", str(out), "--quiet"]) == 0
+    assert main(["activations", str(zoo_npz), "--out", str(out), "--quiet"]) == 0
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["layers"] == metrics["layers"]
     for name in ("modularity", "ssc_cka", "linear_cka"):
         np.testing.assert_allclose(saved[name], metrics[name], atol=2e-3, err_msg=name)
     for name in ("ssc_label_accuracy", "network_accuracy", "agreement"):
         assert saved[name] == pytest.approx(metrics[name], abs=1.5 / metrics["n"]), name
+
+
+@pytest.mark.slow
+def test_a_run_compared_with_its_own_saved_activations(tiny_run, zoo_npz, analyzed, tmp_path):
+    """Network against network: a checkpoint against its own activations, saved as a file,
+    gives a cross-network SSC-CKA equal to the checkpoint's own layer-by-layer matrix."""
+    _, metrics = analyzed
+    out = tmp_path / "compare"
+    argv = ["compare", str(tiny_run), str(zoo_npz), "--names", "run", "file"]
+    assert main([*argv, "--n", str(metrics["n"]), "--out", str(out), "--quiet"]) == 0
+    compared = json.loads((out / "metrics.json").read_text())
+    (cross,) = compared["cross"]
+    assert cross["layers_a"] == cross["layers_b"] == metrics["layers"]
+    np.testing.assert_allclose(cross["ssc_cka"], metrics["ssc_cka"], atol=2e-3)
+    np.testing.assert_allclose(cross["linear_cka"], metrics["linear_cka"], atol=2e-3)
+    assert compared["runs"][1]["epoch"] is None
+    assert (out / "figures" / "cross_1.png").exists()
+
+
+def test_two_saved_networks_compared_layer_by_layer(network, tmp_path):
+    first, second = tmp_path / "a.npz", tmp_path / "b.npz"
+    np.savez(first, **network)
+    np.savez(second, conv=network["conv2"], labels=network["labels"])
+    out = tmp_path / "out"
+    assert main(["compare", str(first), str(first), str(second), "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    itself, other = metrics["cross"]
+    np.testing.assert_allclose(itself["ssc_cka"], metrics["runs"][0]["ssc_cka"], atol=1e-6)
+    assert np.shape(other["ssc_cka"]) == (2, 1) and other["layers_b"] == ["conv"]
+    # network b is network a's second layer: their cross SSC-CKA there is that of a layer
+    # with itself
+    assert other["ssc_cka"][1][0] == pytest.approx(1.0, abs=1e-5)
+    assert metrics["runs"][2]["network_accuracy"] is None
+
+
+def test_activations_of_other_inputs_are_refused_in_a_comparison(network, tmp_path, capsys):
+    first, second = tmp_path / "a.npz", tmp_path / "b.npz"
+    np.savez(first, **network)
+    np.savez(second, **{**network, "labels": network["labels"][::-1].copy()})
+    out = tmp_path / "out"
+    assert main(["compare", str(first), str(second), "--out", str(out), "--quiet"]) == 2
+    assert "labels differ" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -199,7 +199,11 @@ def test_compare(tiny_run, tmp_path, fast_analysis):
     for run in metrics["runs"]:
         _check_layer_metrics(run)
         assert (out / run["graph_file"]).exists()
-    _check_report(out, ["compare_ssc_cka", "compare_linear_cka", "compare_modularity"])
+    (cross,) = metrics["cross"]
+    layers = metrics["runs"][0]["layers"]
+    assert (cross["a"], cross["b"]) == ("epoch1", "final")
+    assert np.shape(cross["ssc_cka"]) == np.shape(cross["linear_cka"]) == (len(layers),) * 2
+    _check_report(out, ["compare_ssc_cka", "compare_linear_cka", "compare_modularity", "cross_1"])
 
 
 @pytest.mark.slow

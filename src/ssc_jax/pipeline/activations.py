@@ -113,6 +113,116 @@ def _checked_labels(labels, n: int) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def given_inputs(
+    n: int,
+    labels,
+    *,
+    probs=None,
+    logits=None,
+    predictions=None,
+    images=None,
+    class_names: Sequence[str] | None = None,
+    source: str = "given",
+) -> tuple[AnalysisInputs, np.ndarray | None]:
+    """The analysis inputs and the network's (n, K) class probabilities (None when no output
+    is given) from what a caller passes for n inputs, checked.
+
+    Raises:
+      InputError: for labels, outputs, images or class names that do not fit, or fewer
+        inputs than classes.
+    """
+    labels = _checked_labels(labels, n)
+    n_classes = int(labels.max()) + 1
+    if logits is not None or probs is not None:
+        n_classes = max(n_classes, np.shape(logits if probs is None else probs)[-1])
+    if class_names is None:
+        class_names = [str(k) for k in range(n_classes)]
+    elif len(class_names) != n_classes:
+        raise InputError(f"got {len(class_names)} class names for {n_classes} classes")
+    if n <= n_classes:
+        raise InputError(
+            f"N = {n} inputs for {n_classes} classes cannot show class structure; "
+            "pass several inputs per class"
+        )
+    probs = network_probabilities(n, n_classes, probs=probs, logits=logits, predictions=predictions)
+    inputs = AnalysisInputs(
+        images=display_images(images, n),
+        labels=labels,
+        class_names=list(class_names),
+        indices=np.arange(n),
+        key={"data": source, "split": "given", "n": n},
+    )
+    return inputs, probs
+
+
+def solved_graphs(
+    names: Sequence[str],
+    grams,
+    inputs: AnalysisInputs,
+    probs: np.ndarray | None,
+    *,
+    solver: SolverSettings = DEFAULT_SOLVER,
+    progress: bool = True,
+) -> LayerGraphs:
+    """The SSC graphs of a network given by its layers' Grams (L, n, n) on ``inputs``."""
+    names = list(names)
+    grams = np.asarray(grams, dtype=np.float32)
+    n = len(inputs.labels)
+    if grams.shape != (len(names), n, n):
+        raise InputError(
+            f"grams must be (L, n, n) = ({len(names)}, {n}, {n}) for the layers named; "
+            f"got {grams.shape}"
+        )
+    result = ssc_gram(grams, progress=progress, **solver.kwargs())
+    return LayerGraphs(
+        layers=names,
+        grams=grams,
+        coef=np.asarray(result.coef, dtype=np.float32),
+        diagnostics={name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS},
+        probs=probs,
+        key={"inputs": inputs.key, "layers": names, "solver": solver.key()},
+        path=None,
+    )
+
+
+def activation_network(
+    layers: Layers,
+    labels=None,
+    *,
+    solver: SolverSettings = DEFAULT_SOLVER,
+    progress: bool = True,
+    **outputs,
+) -> tuple[LayerGraphs, AnalysisInputs]:
+    """The solved graphs and the checked inputs of a network given by its activations; the
+    arguments are those of :func:`analyze_activations` (``outputs``: probs, logits,
+    predictions, images, class_names)."""
+    source = "activations"
+    if isinstance(layers, str | Path):
+        try:
+            layers = read_activations(layers)
+        except ValueError as err:
+            raise InputError(str(err)) from err
+    if isinstance(layers, ActivationSource):
+        source = layers.path
+        labels = layers.labels if labels is None else labels
+        if not any(outputs.get(k) is not None for k in ("probs", "logits", "predictions")):
+            saved = "logits" if layers.logits is not None else "predictions"
+            outputs[saved] = getattr(layers, saved)
+        if outputs.get("images") is None:
+            outputs["images"] = layers.images
+    if labels is None:
+        raise InputError("labels are required: pass one integer class per input")
+    try:
+        names, grams = grams_from_activations(
+            layers, memory_budget_bytes=solver.memory_budget_bytes
+        )
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    inputs, probs = given_inputs(grams.shape[-1], labels, source=source, **outputs)
+    graphs = solved_graphs(names, grams, inputs, probs, solver=solver, progress=progress)
+    return graphs, inputs
+
+
 def analyze_activations(
     layers: Layers,
     labels=None,
@@ -133,8 +243,8 @@ def analyze_activations(
       layers: per-layer activations in forward order: a mapping {name: (n, ...) array}, an
         iterable of such mappings over batches of inputs, an ``ActivationSource`` or the
         path of an ``.npz``, a folder with ``manifest.json`` or ``.safetensors`` files (see
-        ``nets.activation_files``); a path brings its own labels, predictions and images.
-        The Grams are formed one layer at a time within the solver's memory budget.
+        ``nets.activation_files``); a path brings its own labels, logits or predictions
+        and images. The Grams are formed one layer at a time within the memory budget.
       labels, probs, logits, predictions, images, class_names, solver, n_wrong, progress,
         out: as for :func:`analyze_grams`; labels are required unless ``layers`` is a
         source or path.
@@ -142,42 +252,22 @@ def analyze_activations(
     Raises:
       InputError (a ``ValueError``): for inputs that do not fit, in one line naming them.
     """
-    source = "activations"
-    if isinstance(layers, str | Path):
-        try:
-            layers = read_activations(layers)
-        except ValueError as err:
-            raise InputError(str(err)) from err
-    if isinstance(layers, ActivationSource):
-        source = layers.path
-        labels = layers.labels if labels is None else labels
-        if probs is None and logits is None and predictions is None:
-            logits, predictions = layers.logits, layers.predictions
-            predictions = None if logits is not None else predictions
-        images = layers.images if images is None else images
-    if labels is None:
-        raise InputError("labels are required: pass one integer class per input")
-    try:
-        names, grams = grams_from_activations(
-            layers, memory_budget_bytes=solver.memory_budget_bytes
-        )
-    except ValueError as err:
-        raise InputError(str(err)) from err
-    return analyze_grams(
-        names,
-        grams,
+    graphs, inputs = activation_network(
+        layers,
         labels,
+        solver=solver,
+        progress=progress,
         probs=probs,
         logits=logits,
         predictions=predictions,
         images=images,
         class_names=class_names,
-        solver=solver,
-        n_wrong=n_wrong,
-        progress=progress,
-        out=out,
-        source=source,
     )
+    source = inputs.key["data"]
+    analysis = analyze_graphs(graphs, inputs, source=source, epoch=None, n_wrong=n_wrong)
+    if out is not None:
+        write_analysis(analysis, out, solver=solver)
+    return analysis
 
 
 def analyze_grams(
@@ -222,50 +312,17 @@ def analyze_grams(
     Raises:
       InputError (a ``ValueError``): for inputs that do not fit, in one line naming them.
     """
-    names = list(names)
-    grams = np.asarray(grams, dtype=np.float32)
-    if grams.ndim != 3 or grams.shape[1] != grams.shape[2] or grams.shape[0] != len(names):
-        raise InputError(
-            f"grams must be (L, n, n) for the {len(names)} layers named; got {grams.shape}"
-        )
-    n = grams.shape[-1]
-    labels = _checked_labels(labels, n)
-    n_classes = int(labels.max()) + 1
-    if logits is not None or probs is not None:
-        n_classes = max(n_classes, np.shape(logits if probs is None else probs)[-1])
-    if class_names is None:
-        class_names = [str(k) for k in range(n_classes)]
-    elif len(class_names) != n_classes:
-        raise InputError(f"got {len(class_names)} class names for {n_classes} classes")
-    if n <= n_classes:
-        raise InputError(
-            f"N = {n} inputs for {n_classes} classes cannot show class structure; "
-            "pass several inputs per class"
-        )
-    probs = network_probabilities(n, n_classes, probs=probs, logits=logits, predictions=predictions)
-    images = display_images(images, n)
-    result = ssc_gram(grams, progress=progress, **solver.kwargs())
-    key = {
-        "inputs": {"data": source, "split": "given", "n": n},
-        "layers": names,
-        "solver": solver.key(),
-    }
-    graphs = LayerGraphs(
-        layers=names,
-        grams=grams,
-        coef=np.asarray(result.coef, dtype=np.float32),
-        diagnostics={name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS},
+    inputs, probs = given_inputs(
+        np.shape(grams)[-1],
+        labels,
         probs=probs,
-        key=key,
-        path=None,
-    )
-    inputs = AnalysisInputs(
+        logits=logits,
+        predictions=predictions,
         images=images,
-        labels=labels,
-        class_names=list(class_names),
-        indices=np.arange(n),
-        key=key["inputs"],
+        class_names=class_names,
+        source=source,
     )
+    graphs = solved_graphs(names, grams, inputs, probs, solver=solver, progress=progress)
     analysis = analyze_graphs(graphs, inputs, source=source, epoch=None, n_wrong=n_wrong)
     if out is not None:
         write_analysis(analysis, out, solver=solver)

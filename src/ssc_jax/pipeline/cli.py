@@ -301,11 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "compare",
-        help="several runs' heatmaps side by side (Fig 3/4/5/7)",
-        description="Analyse the last (or RUN@EPOCH) checkpoint of several runs on the same "
-        "inputs and show their pairwise SSC-CKA and linear-CKA heatmaps side by side.",
+        help="several networks' heatmaps side by side (Fig 3/4/5/7), and across networks",
+        description="Analyse the last (or RUN@EPOCH) checkpoint of several runs, or saved "
+        "activations of any network, on the same inputs; show their pairwise SSC-CKA and "
+        "linear-CKA heatmaps side by side, and the first network against each other one "
+        "layer by layer.",
     )
-    p.add_argument("runs", nargs="+", help="run folders, each optionally RUN@EPOCH")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        help="run folders, each optionally RUN@EPOCH, or saved activations (.npz, a folder "
+        "with manifest.json, .safetensors) of the same inputs",
+    )
     p.add_argument("--names", nargs="+", help="a label per run (default: folder@epoch)")
     _out_option(p, "ssc_out/compare")
     _analysis_options(p)

@@ -1,7 +1,11 @@
-"""``compare``: several runs (depths, widths, data fractions) on the same analysis inputs.
+"""``compare``: several networks on the same analysis inputs.
 
-Their pairwise SSC-CKA and linear-CKA heatmaps go side by side (Fig 3/4/5/7) and their
-modularity curves on one axis of relative depth.
+The networks are training runs (depths, widths, data fractions, epochs) or any network's
+saved activations on the same inputs. Their pairwise SSC-CKA and linear-CKA heatmaps go side
+by side (Fig 3/4/5/7) and their modularity curves on one axis of relative depth. The first
+network is also set against each other one layer by layer (the paper's Sec. 2.3 and 7:
+"compare two architecturally different neural networks"): cross-network SSC-CKA and linear
+CKA, layers of the first x layers of the other.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ssc_jax.pipeline.activations import activation_network
 from ssc_jax.pipeline.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SOLVER,
@@ -20,6 +25,7 @@ from ssc_jax.pipeline.config import (
 from ssc_jax.pipeline.inputs import InputError, held_out_data, load_inputs, resolve_epoch, run_info
 from ssc_jax.pipeline.layer_graphs import (
     GraphSource,
+    LayerGraphs,
     checkpoint_graphs,
     export_name,
     export_source,
@@ -27,6 +33,7 @@ from ssc_jax.pipeline.layer_graphs import (
 )
 from ssc_jax.pipeline.outputs import to_jsonable
 from ssc_jax.pipeline.summary import graph_summary
+from ssc_jax.similarity.cka import cka_matrix
 
 
 class RunSummary(NamedTuple):
@@ -35,22 +42,62 @@ class RunSummary(NamedTuple):
 
     name: str
     run: str
-    epoch: int
+    epoch: int | None
     layers: list[str]
     modularity: np.ndarray
     ssc_cka: np.ndarray
     linear_cka: np.ndarray
-    network_accuracy: float
+    network_accuracy: float | None
     diagnostics: dict[str, np.ndarray]
 
 
+class CrossSimilarity(NamedTuple):
+    """Network ``a`` against network ``b`` on the same inputs, layer by layer:
+    ``ssc_cka`` and ``linear_cka`` are (L_a, L_b), rows the layers of a."""
+
+    a: str
+    b: str
+    layers_a: list[str]
+    layers_b: list[str]
+    ssc_cka: np.ndarray
+    linear_cka: np.ndarray
+
+
 class Comparison(NamedTuple):
-    """The compared runs; ``metrics`` holds the ``metrics.json`` entries (JSON types only) and
-    ``exports`` maps the path of each run's graph file in the output folder to its source."""
+    """The compared networks, and the first against each other one (``cross``);
+    ``metrics`` holds the ``metrics.json`` entries (JSON types only) and ``exports`` maps the
+    path of each network's graph file in the output folder to its source."""
 
     runs: list[RunSummary]
+    cross: list[CrossSimilarity]
     metrics: dict
     exports: dict[str, GraphSource]
+
+
+def cross_similarity(a: LayerGraphs, b: LayerGraphs, *, names: tuple[str, str]) -> CrossSimilarity:
+    """SSC-CKA of the affinity graphs and linear CKA of the Grams between every layer of
+    network ``a`` and every layer of network ``b``, solved on the same n inputs."""
+    n_a, n_b = a.grams.shape[-1], b.grams.shape[-1]
+    if n_a != n_b:
+        raise InputError(
+            f"{names[0]} has {n_a} inputs and {names[1]} {n_b}; compare networks on the same inputs"
+        )
+    return CrossSimilarity(
+        a=names[0],
+        b=names[1],
+        layers_a=list(a.layers),
+        layers_b=list(b.layers),
+        ssc_cka=np.asarray(cka_matrix(a.affinity, b.affinity)),
+        linear_cka=np.asarray(cka_matrix(a.grams, b.grams)),
+    )
+
+
+def is_activation_file(path: Path) -> bool:
+    """Whether ``path`` holds saved activations (``.npz``, ``.safetensors``, or a folder with
+    ``manifest.json`` or ``.safetensors`` files) rather than a training run."""
+    if path.is_file():
+        return True
+    return path.is_dir() and ((path / "manifest.json").exists() or any(path.glob("*.safetensors")))
 
 
 def parse_run(spec: str) -> tuple[Path, int | None]:
@@ -70,67 +117,100 @@ def compare_runs(
     cache: bool = True,
     progress: bool = True,
 ) -> Comparison:
-    """Analyse the checkpoint named by each ``runs`` spec (see ``parse_run``) on one input set.
+    """Analyse each network of ``runs`` on one input set: a run's checkpoint (see
+    ``parse_run``) or saved activations (see ``is_activation_file``), which must have been
+    taken on the inputs the runs are compared on (same labels, in the same order).
 
     Writes nothing, except new solutions into each run's graph cache when ``cache`` is on.
     """
     if names is not None and len(names) != len(runs):
-        raise InputError(f"got {len(names)} names for {len(runs)} runs")
+        raise InputError(f"got {len(names)} names for {len(runs)} networks")
     specs = [parse_run(s) for s in runs]
-    checkpoints = [(run, resolve_epoch(run, epoch)) for run, epoch in specs]
-    datasets = {held_out_data(run_info(run)) for run, _ in checkpoints}
+    files = [is_activation_file(run) for run, _ in specs]
+    checkpoints = {
+        i: (run, resolve_epoch(run, epoch))
+        for i, ((run, epoch), file) in enumerate(zip(specs, files, strict=True))
+        if not file
+    }
+    datasets = {held_out_data(run_info(run)) for run, _ in checkpoints.values()}
     if analysis.data is None and len(datasets) > 1:
         raise InputError(
             f"the runs were trained on different data ({sorted(datasets)}); "
             "pass --data to choose the inputs they are compared on"
         )
-    inputs = load_inputs(analysis, datasets.pop())
-    summaries, graph_files, exports = [], [], {}
-    for i, (run, epoch) in enumerate(checkpoints):
-        graphs = checkpoint_graphs(
-            run,
-            epoch,
-            inputs,
-            analysis=analysis,
-            solver=solver,
-            cache_dir=run_cache(run, cache),
-            progress=progress,
-        )
-        modularity, ssc_cka, linear_cka = graph_summary(
-            graphs.affinity, graphs.grams, inputs.labels, len(inputs.class_names)
-        )
-        name = names[i] if names else f"{run.name}@{epoch}"
-        summaries.append(
-            RunSummary(
-                name=name,
-                run=str(run),
-                epoch=epoch,
-                layers=graphs.layers,
-                modularity=modularity,
-                ssc_cka=ssc_cka,
-                linear_cka=linear_cka,
-                network_accuracy=float(np.mean(graphs.probs.argmax(axis=1) == inputs.labels)),
-                diagnostics=graphs.diagnostics,
+    inputs = load_inputs(analysis, datasets.pop()) if datasets else None
+    summaries, cross, graph_files, exports, first = [], [], [], {}, None
+    for i, (run, epoch) in enumerate(specs):
+        if i in checkpoints:
+            epoch = checkpoints[i][1]
+            graphs = checkpoint_graphs(
+                run,
+                epoch,
+                inputs,
+                analysis=analysis,
+                solver=solver,
+                cache_dir=run_cache(run, cache),
+                progress=progress,
             )
-        )
-        graph_file = export_name(graphs, epoch, Path("graphs") / name.replace("/", "_"))
+            name = f"{run.name}@{epoch}"
+        else:
+            graphs, given = activation_network(run, solver=solver, progress=progress)
+            inputs = _same_inputs(inputs, given, run)
+            epoch, name = None, run.name
+        name = names[i] if names else name
+        if any(r.name == name for r in summaries):
+            name = f"{name}#{i + 1}"
+        summaries.append(_summary(name, run, epoch, graphs, inputs))
+        graph_file = export_name(graphs, epoch or 0, Path("graphs") / name.replace("/", "_"))
         graph_files.append(graph_file)
         exports[graph_file] = export_source(graphs)
+        if first is None:
+            first = graphs
+        else:
+            cross.append(cross_similarity(first, graphs, names=(summaries[0].name, name)))
     metrics = {
         "runs": [
             {
-                "name": r.name,
-                "run": r.run,
-                "epoch": r.epoch,
-                "layers": r.layers,
-                "modularity": r.modularity,
-                "ssc_cka": r.ssc_cka,
-                "linear_cka": r.linear_cka,
-                "network_accuracy": r.network_accuracy,
+                **{k: v for k, v in r._asdict().items() if k != "diagnostics"},
                 "solver_diagnostics": r.diagnostics,
                 "graph_file": graph_file,
             }
             for r, graph_file in zip(summaries, graph_files, strict=True)
-        ]
+        ],
+        "cross": [c._asdict() for c in cross],
     }
-    return Comparison(runs=summaries, metrics=to_jsonable(metrics), exports=exports)
+    return Comparison(runs=summaries, cross=cross, metrics=to_jsonable(metrics), exports=exports)
+
+
+def _same_inputs(inputs, given, path: Path):
+    """The compared inputs: ``inputs`` if set, checked against the labels of the activations
+    at ``path``, else the activations' own ``given`` inputs."""
+    if inputs is None:
+        return given
+    if not np.array_equal(inputs.labels, given.labels):
+        raise InputError(
+            f"{path}: its labels differ from those of the inputs compared on "
+            f"({len(given.labels)} against {len(inputs.labels)} inputs); save the activations "
+            "of the same inputs in the same order"
+        )
+    return inputs
+
+
+def _summary(name: str, run: Path, epoch: int | None, graphs: LayerGraphs, inputs) -> RunSummary:
+    modularity, ssc_cka, linear_cka = graph_summary(
+        graphs.affinity, graphs.grams, inputs.labels, len(inputs.class_names)
+    )
+    accuracy = None
+    if graphs.probs is not None:
+        accuracy = float(np.mean(graphs.probs.argmax(axis=1) == inputs.labels))
+    return RunSummary(
+        name=name,
+        run=str(run),
+        epoch=epoch,
+        layers=graphs.layers,
+        modularity=modularity,
+        ssc_cka=ssc_cka,
+        linear_cka=linear_cka,
+        network_accuracy=accuracy,
+        diagnostics=graphs.diagnostics,
+    )

@@ -200,7 +200,7 @@ def render_comparison(result: Comparison) -> list[Section]:
                 r.name,
                 r.epoch,
                 len(r.layers),
-                r.network_accuracy,
+                "not given" if r.network_accuracy is None else r.network_accuracy,
                 float(r.modularity[0]),
                 float(r.modularity[-1]),
             ]
@@ -212,9 +212,7 @@ def render_comparison(result: Comparison) -> list[Section]:
         ("ssc_cka", "SSC-CKA", "compare_ssc_cka"),
         ("linear_cka", "linear CKA", "compare_linear_cka"),
     ):
-        panels = [
-            (f"{r.name} (acc {r.network_accuracy:.2f})", getattr(r, field), r.layers) for r in runs
-        ]
+        panels = [(_network_title(r), getattr(r, field), r.layers) for r in runs]
         heatmaps.figure(
             stem,
             plots.plot_cka_heatmaps(panels, title=f"{label} between layers", colorbar_label=label),
@@ -224,7 +222,44 @@ def render_comparison(result: Comparison) -> list[Section]:
         "compare_modularity",
         plots.plot_modularity_by_layer({r.name: (r.layers, r.modularity) for r in runs}),
     )
-    return [table, heatmaps, depth]
+    sections = [table, heatmaps, depth]
+    if result.cross:
+        sections.append(render_cross(result.cross))
+    return sections
+
+
+def _network_title(run) -> str:
+    if run.network_accuracy is None:
+        return run.name
+    return f"{run.name} (acc {run.network_accuracy:.2f})"
+
+
+def render_cross(cross) -> Section:
+    """The network-against-network section: for each pair, SSC-CKA and linear CKA between
+    every layer of the first network (rows) and every layer of the other (columns)."""
+    section = Section("Network against network: layer-by-layer similarity across networks")
+    for k, c in enumerate(cross):
+        section.figure(
+            f"cross_{k + 1}",
+            plots.plot_cka_heatmaps(
+                [("SSC-CKA", c.ssc_cka, c.layers_a), ("linear CKA", c.linear_cka, c.layers_a)],
+                title=f"{c.a} (rows) against {c.b} (columns)",
+                colorbar_label="CKA",
+                col_layers=[c.layers_b, c.layers_b],
+            ),
+            f"Each cell compares a layer of {c.a} with a layer of {c.b} on the same inputs; "
+            "a bright diagonal band means the two networks build their representations in "
+            "the same order.",
+        )
+        best = np.asarray(c.ssc_cka).argmax(axis=1)
+        section.table(
+            [f"layer of {c.a}", f"most similar layer of {c.b} (SSC-CKA)", "SSC-CKA"],
+            [
+                [layer, c.layers_b[j], float(c.ssc_cka[i, j])]
+                for i, (layer, j) in enumerate(zip(c.layers_a, best, strict=True))
+            ],
+        )
+    return section
 
 
 def settings_section(settings: Mapping[str, Mapping], version: str) -> Section:
