@@ -344,6 +344,8 @@ def test_setting_values_read_as_a_person_writes_them():
     assert setting_text("solver.gap_tol", 2.5e-5) == "2.5e-5"
     assert setting_text("solver.gap_tol", float("inf")) == "inf"
     assert setting_text("solver.tau", 10.0) == "10"
+    assert setting_text("solver.tau", 12345.6) == "12345.6"
+    assert setting_text("solver.mu", 1e-4) == "1e-4"
     assert setting_text("solver.normalize", False) == "no"
     assert setting_text("analysis.data", None) == "the run's test data"
     assert setting_text("memory_budget_bytes", 2**31) == "2 GiB"

@@ -34,12 +34,10 @@ _DEFAULT_MEANING = {
 
 def _number(value: float) -> str:
     """``value`` as a person writes it: 10, 0.0015, 1e-6, 1e8, inf."""
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if value == int(value) and abs(value) < 1e5:
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e6:
         return str(int(value))
-    if 1e-3 <= abs(value) < 1e5:
-        return f"{value:.4g}"
+    if not math.isfinite(value) or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.6g}"
     mantissa, exponent = f"{value:.3e}".split("e")
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
