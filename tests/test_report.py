@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from ssc_jax.pipeline import plots
-from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.config import AnalysisSet, SolverSettings, settings_record
+from ssc_jax.pipeline.dynamics import Dynamics
 from ssc_jax.pipeline.graph_store import graph_path, load_graphs, save_graphs, settings_key
+from ssc_jax.pipeline.inputs import AnalysisInputs
 from ssc_jax.pipeline.outputs import (
     MARKER,
     OutputError,
@@ -21,7 +25,13 @@ from ssc_jax.pipeline.outputs import (
     write_json,
 )
 from ssc_jax.pipeline.publish import publish
-from ssc_jax.pipeline.report import Report, Section
+from ssc_jax.pipeline.render import (
+    render_dynamics,
+    setting_text,
+    settings_section,
+    split_columns,
+)
+from ssc_jax.pipeline.report import CSS_PX_PER_INCH, Report, Section, Table
 
 LAYERS = ["conv1", "conv2", "conv3"]
 
@@ -87,9 +97,95 @@ def test_heatmaps_show_the_input_matrices():
     for ax, matrix in zip(heat_axes, (first, second), strict=True):
         (image,) = ax.get_images()
         np.testing.assert_array_equal(image.get_array(), matrix)
-        assert image.get_clim() == (0.0, 1.0)
     assert [t.get_text() for t in heat_axes[0].get_yticklabels()] == LAYERS
     assert bar_ax.get_ylabel() == "SSC-CKA"
+
+
+def test_side_by_side_heatmaps_share_a_colour_range_fitted_to_the_values():
+    rng = np.random.default_rng(3)
+    high = 0.72 + 0.28 * rng.random((4, 4))
+    low = 0.41 + 0.5 * rng.random((4, 4))
+    fig = plots.plot_cka_heatmaps([("a", high, [*LAYERS, "c4"]), ("b", low, [*LAYERS, "c4"])])
+    *heat_axes, bar_ax = fig.axes
+    limits = [ax.get_images()[0].get_clim() for ax in heat_axes]
+    assert limits == [(0.4, 1.0), (0.4, 1.0)]
+    assert bar_ax.get_ylim() == (0.4, 1.0)
+    fig = plots.plot_cka_heatmaps([("a", high, [*LAYERS, "c4"])])
+    assert fig.axes[0].get_images()[0].get_clim() == (0.7, 1.0)
+    fig = plots.plot_cka_heatmaps([("a", high, [*LAYERS, "c4"])], limits=(0.0, 1.0))
+    assert fig.axes[0].get_images()[0].get_clim() == (0.0, 1.0)
+
+
+def test_cka_limits():
+    assert plots.cka_limits([np.array([[1.0, 0.73], [0.73, 1.0]])]) == (0.7, 1.0)
+    assert plots.cka_limits([np.array([0.31, np.nan]), np.array([0.86])]) == (0.3, 0.9)
+    assert plots.cka_limits([np.ones((2, 2))]) == (0.95, 1.0)
+    assert plots.cka_limits([np.zeros((2, 2))]) == (0.0, 0.05)
+    assert plots.cka_limits([np.full(3, np.nan)]) == (0.0, 1.0)
+
+
+def _twenty_layer_figures():
+    """Every kind of figure, on 20 layers (a resnet18's conv layers) where it has layers."""
+    rng = np.random.default_rng(4)
+    layers = ["conv1"] + [f"layer{i // 4 + 1}.{i // 2 % 2}.conv{i % 2 + 1}" for i in range(16)]
+    layers += ["layer2.0.shortcut.conv", "layer3.0.shortcut.conv", "layer4.0.shortcut.conv"]
+    matrix = rng.random((20, 20))
+    panels = [(f"epoch {e}", matrix, layers) for e in (1, 30, 60, 100)]
+    curves = [rng.random((5, 20)) for _ in range(3)]
+    images = rng.integers(0, 255, (9, 8, 8, 3), dtype=np.uint8)
+    names = [f"class {c}" for c in range(10)]
+    return {
+        "modularity": plots.plot_modularity_by_layer({"r": (layers, rng.random(20))}),
+        "modularity of runs": plots.plot_modularity_by_layer(
+            {"a": (layers, rng.random(20)), "b": (layers[:5], rng.random(5))}
+        ),
+        "dynamics": plots.plot_dynamics([1, 2, 3, 4, 5], layers, *curves, title="run"),
+        "4 heatmaps": plots.plot_cka_heatmaps(panels, title="SSC-CKA"),
+        "3 heatmaps": plots.plot_cka_heatmaps(panels[:3], title="SSC-CKA"),
+        "embeddings": plots.plot_spectral_embeddings(
+            [(name, rng.normal(size=(30, 2))) for name in layers[:6]], np.arange(30) % 10, names
+        ),
+        "wrong input": plots.plot_wrong_input(
+            images[0], "true: a\npredicted: b", rng.random(10), names, images[1:], names[:8]
+        ),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_twenty_layer_figures()))
+def test_figures_keep_their_type_readable_on_the_page(kind):
+    """Every label is at least ``TEXT_PT`` points, and the figure fits the page, which shows it
+    at its size: a 9-point label is 12 CSS pixels there."""
+    fig = _twenty_layer_figures()[kind]
+    assert fig.get_figwidth() <= plots.MAX_WIDTH_IN
+    assert plots.TEXT_PT * CSS_PX_PER_INCH / 72 >= 12
+    texts = [t for ax in fig.axes for t in (*ax.get_xticklabels(), *ax.get_yticklabels())]
+    texts += [t for legend in fig.legends for t in legend.get_texts()]
+    texts += [ax.title for ax in fig.axes]
+    shown = [t for t in texts if t.get_text() and t.get_visible()]
+    assert shown
+    assert min(t.get_fontsize() for t in shown) >= plots.TEXT_PT
+
+
+def test_heatmap_ticks_name_every_layer_that_fits_without_overlap():
+    fig = _twenty_layer_figures()["4 heatmaps"]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    for ax in fig.axes[:4]:
+        labels = ax.get_yticklabels()
+        assert 10 <= len(labels) <= 20
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        for below, above in itertools.pairwise(boxes):
+            assert above.y0 >= below.y1
+    names = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert "layer2.0.shortcut" in names and not any(n.endswith(".conv") for n in names)
+
+
+def test_report_shows_figures_at_their_size():
+    fig = plots.plot_modularity_by_layer({"r": (LAYERS, [0, 1, 2])})
+    page = _report(fig).render()
+    width = int(re.search(r'<img src="[^"]+" width="(\d+)"', page).group(1))
+    assert width == round(fig.get_figwidth() * CSS_PX_PER_INCH)
+    assert plots.MAX_WIDTH_IN * CSS_PX_PER_INCH <= 1200 - 2 * 16
 
 
 def test_embedding_and_wrong_input_figures():
@@ -145,7 +241,7 @@ def test_published_figures_and_self_contained_report(tmp_path):
     assert (out / "figures" / "m.pdf").read_bytes()[:4] == b"%PDF"
     page = (out / "report.html").read_text()
     assert "A &lt;test&gt; report" in page
-    assert "<td>0.1235</td>" in page and "<td>NO</td>" in page
+    assert '<td class="num">0.1235</td>' in page and "<td>NO</td>" in page
     assert "<h2>Settings</h2>" in page and "<td>solver.tau</td><td>10</td>" in page
     embedded = re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1)
     assert base64.b64decode(embedded) == png.read_bytes()
@@ -239,3 +335,102 @@ def test_findings_read_the_numbers():
     assert findings.bottom_up_convergence(LAYERS, settling, "SSC-CKA").holds
     assert not findings.bottom_up_convergence(LAYERS, settling[:, ::-1], "SSC-CKA").holds
     assert findings.linear_converges_faster(settling * 0.9, settling).holds
+
+
+def test_setting_values_read_as_a_person_writes_them():
+    assert setting_text("solver.mu_bounds", (1e-4, 1e8)) == "1e-4 to 1e8"
+    assert setting_text("solver.abs_tol", 1e-6) == "1e-6"
+    assert setting_text("solver.rel_tol", 1.5e-3) == "0.0015"
+    assert setting_text("solver.gap_tol", 2.5e-5) == "2.5e-5"
+    assert setting_text("solver.gap_tol", float("inf")) == "inf"
+    assert setting_text("solver.tau", 10.0) == "10"
+    assert setting_text("solver.tau", 12345.6) == "12345.6"
+    assert setting_text("solver.mu", 1e-4) == "1e-4"
+    assert setting_text("solver.normalize", False) == "no"
+    assert setting_text("analysis.data", None) == "the run's test data"
+    assert setting_text("memory_budget_bytes", 2**31) == "2 GiB"
+    assert setting_text("memory_budget_bytes", None).startswith("auto")
+
+
+def test_settings_table_has_no_python_reprs():
+    settings = settings_record(AnalysisSet(), SolverSettings())
+    (table,) = settings_section(settings, "0.0").blocks
+    values = dict(table.rows)
+    assert len(values) == len(settings["analysis"]) + len(settings["solver"]) + 1
+    for name, value in values.items():
+        assert isinstance(value, str), name
+        assert not re.search(r"None|True|False|\([\d.e+-]+,|\[|e-0|e\+", value), (name, value)
+    assert values["solver.mu_bounds"] == "1e-4 to 1e8"
+    assert values["memory_budget_bytes"].startswith("auto")
+
+
+def test_split_columns_keeps_the_first_column_in_each_part():
+    headers = ["layer", *(f"e{i}" for i in range(25))]
+    rows = [["q1", *range(25)], ["q2", *range(25, 50)]]
+    parts = split_columns(headers, rows, width=10)
+    assert [len(h) for h, _ in parts] == [10, 10, 8]
+    assert all(h[0] == "layer" and [r[0] for r in part] == ["q1", "q2"] for h, part in parts)
+    assert [v for _, part in parts for v in part[1][1:]] == list(range(25, 50))
+    assert split_columns(["a", "b"], [[1, 2]]) == [(["a", "b"], [[1, 2]])]
+
+
+def _dynamics(run, n_epochs: int, n_layers: int) -> Dynamics:
+    rng = np.random.default_rng(5)
+    layers = [f"layer{i}.conv1" for i in range(n_layers)]
+    epochs = list(range(1, n_epochs + 1))
+    per_epoch = {name: rng.random((n_epochs, n_layers)) for name in ("q", "ssc", "linear")}
+    diagnostics = _diagnostics(n_layers)
+    inputs = AnalysisInputs(
+        images=np.zeros((40, 8, 8, 1), np.uint8),
+        labels=np.arange(40) % 10,
+        class_names=[str(c) for c in range(10)],
+        indices=np.arange(40),
+        key={"data": "digits", "split": "test", "indices": "0"},
+    )
+    return Dynamics(
+        run=str(run),
+        epochs=epochs,
+        layers=layers,
+        inputs=inputs,
+        modularity=per_epoch["q"],
+        ssc_cka_to_final=per_epoch["ssc"],
+        linear_cka_to_final=per_epoch["linear"],
+        network_accuracy=np.linspace(0.3, 0.9, n_epochs),
+        diagnostics={k: np.stack([v] * n_epochs) for k, v in diagnostics.items()},
+        heatmaps={e: (rng.random((n_layers, n_layers)),) * 2 for e in epochs[-2:]},
+        findings=[],
+        metrics={},
+        exports={},
+    )
+
+
+@pytest.mark.parametrize(("n_epochs", "n_layers"), [(3, 20), (100, 20), (8, 4)])
+def test_per_epoch_tables_fit_the_page(n_epochs, n_layers):
+    result = _dynamics("unused", n_epochs, n_layers)
+    sections = render_dynamics(result, opening=False)
+    tables = [b for s in sections for b in s.blocks if isinstance(b, Table)]
+    assert all(
+        len(t.headers) <= 12 and all(len(r) == len(t.headers) for r in t.rows) for t in tables
+    )
+    cells = sorted(v for t in tables for r in t.rows for v in r[1:] if isinstance(v, float))
+    expected = [*result.network_accuracy, *result.modularity.ravel()]
+    np.testing.assert_allclose(cells, sorted(expected))
+
+
+@pytest.mark.slow
+def test_reports_open_with_model_data_n_and_accuracy(tiny_run, analyzed):
+    out, metrics = analyzed
+    page = (out / "report.html").read_text()
+    head = page[page.index('<dl class="facts">') : page.index("</dl>")]
+    assert page.index("</dl>") < page.index("<h2>")
+    assert "small_cnn (width 0.5), trained on digits" in head
+    assert f"N = {metrics['n']}, a stratified sample of the test split of digits" in head
+    assert f"{metrics['network_accuracy']:.3f} on these inputs" in head
+    assert f"epoch {metrics['epoch']} of 2" in head
+    result = _dynamics(tiny_run, 2, 3)
+    (opening, *_) = render_dynamics(result)
+    (facts,) = opening.blocks
+    about = dict(facts.pairs)
+    assert about["model"] == "small_cnn (width 0.5), trained on digits"
+    assert about["network accuracy"] == "0.300 at epoch 1, 0.900 at epoch 2"
+    assert about["analysis inputs"].startswith("N = 40,")

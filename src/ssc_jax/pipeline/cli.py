@@ -200,7 +200,7 @@ def cmd_default(args) -> Path:
             f"(run: {run}); every conv layer analysed on N = {analysis.n} stratified test "
             f"digits (tau = {solver.admm.tau}, mu = {solver.admm.mu})."
         )
-        sections = [intro, *render_checkpoint(result), *render_dynamics(dynamics)]
+        sections = [intro, *render_checkpoint(result), *render_dynamics(dynamics, opening=False)]
         metrics = {
             **result.metrics,
             "dynamics": dynamics.metrics,

@@ -16,8 +16,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 _HEATMAP_CMAP = "magma"
-_MAX_TICKS = 24
 PNG_DPI = 130
+MAX_WIDTH_IN = 12.0
+"""The widest figure, in inches: the report shows figures at their size (96 CSS pixels an
+inch) on a page about 1,170 pixels wide, so no figure is shrunk there and a point of type
+stays 4/3 of a pixel."""
+TEXT_PT = 9.0
+"""The smallest type in a figure: tick labels, legends and captions (12 pixels on the page)."""
+_CKA_STEP = 0.05
 
 
 def encode_figure(fig: Figure, fmt: str) -> bytes:
@@ -29,10 +35,29 @@ def encode_figure(fig: Figure, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def _layer_ticks(n_layers: int) -> np.ndarray:
-    """Indices of the layers that get a tick label, at most ``_MAX_TICKS`` of them."""
-    step = max(1, int(np.ceil(n_layers / _MAX_TICKS)))
+def _layer_ticks(n_layers: int, room_in: float = 4.0) -> np.ndarray:
+    """Indices of the layers that get a tick label along an axis ``room_in`` inches long: every
+    layer, or every k-th one when their ``TEXT_PT`` labels would otherwise touch."""
+    fits = max(2, int(room_in * 72.0 / (1.3 * TEXT_PT)))
+    step = max(1, int(np.ceil(n_layers / fits)))
     return np.arange(0, n_layers, step)
+
+
+def tick_name(layer: str) -> str:
+    """A layer's name as a tick label: without a trailing ``.conv``, which every conv tap has."""
+    return layer.removesuffix(".conv")
+
+
+def cka_limits(matrices: Sequence[np.ndarray]) -> tuple[float, float]:
+    """One colour range for CKA matrices shown side by side: their smallest and largest
+    finite values, rounded out to steps of 0.05 inside [0, 1] (at least one step wide)."""
+    values = np.concatenate([np.asarray(m, dtype=float).ravel() for m in matrices])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low = float(np.clip(np.floor(values.min() / _CKA_STEP) * _CKA_STEP, 0.0, 1.0 - _CKA_STEP))
+    high = float(np.clip(np.ceil(values.max() / _CKA_STEP) * _CKA_STEP, low + _CKA_STEP, 1.0))
+    return round(low, 2), round(high, 2)
 
 
 def _depth_colours(n: int) -> list:
@@ -61,14 +86,14 @@ def plot_modularity_by_layer(
         x = np.arange(1, n + 1) if single else np.linspace(0.0, 1.0, n)
         ax.plot(x, values, marker="o", markersize=3.5, label=label)
         if single:
-            ticks = _layer_ticks(n)
+            ticks = _layer_ticks(n, room_in=6.0)
             ax.set_xticks(ticks + 1, [layers[i] for i in ticks], rotation=60, ha="right")
     ax.set_xlabel("layer" if single else "relative depth (first → last conv layer)")
     ax.set_ylabel("modularity Q")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if not single:
-        ax.legend(fontsize="small")
+        ax.legend(fontsize=TEXT_PT)
     return fig
 
 
@@ -97,7 +122,7 @@ def plot_dynamics(
 
     Each array has shape (n_epochs, n_layers); the legend names the layers.
     """
-    fig = Figure(figsize=(15.0, 4.2), layout="constrained")
+    fig = Figure(figsize=(MAX_WIDTH_IN, 4.4), layout="constrained")
     axes = fig.subplots(1, 3)
     _epoch_panel(axes[0], epochs, modularity, layers, "modularity Q", "(a) SSC graph modularity")
     _epoch_panel(
@@ -115,28 +140,33 @@ def plot_dynamics(
         ax.set_ylim(-0.02, 1.02)
     n_layers = len(layers)
     handles, labels = axes[0].get_legend_handles_labels()
-    shown = _layer_ticks(n_layers) if n_layers > 12 else np.arange(n_layers)
+    shown = _layer_ticks(n_layers, room_in=3.4)
     fig.legend(
         [handles[i] for i in shown],
         [labels[i] for i in shown],
         loc="outside right center",
-        fontsize="small",
+        fontsize=TEXT_PT,
         title="layer",
+        title_fontsize=TEXT_PT,
     )
     if title:
         fig.suptitle(title)
     return fig
 
 
-def _heatmap(ax, matrix: np.ndarray, layers: Sequence[str], title: str, cols: Sequence[str]):
-    """Draw one L1 x L2 CKA heatmap on ``ax`` with layer-name ticks; return the image."""
-    image = ax.imshow(
-        matrix, cmap=_HEATMAP_CMAP, vmin=0.0, vmax=1.0, origin="lower", interpolation="nearest"
-    )
-    rows = _layer_ticks(len(layers))
-    ax.set_yticks(rows, [layers[i] for i in rows], fontsize="x-small")
-    col_ticks = _layer_ticks(len(cols))
-    ax.set_xticks(col_ticks, [cols[i] for i in col_ticks], rotation=90, fontsize="x-small")
+def _label_inches(names: Sequence[str]) -> float:
+    """About how long the longest of ``names`` runs as a ``TEXT_PT`` label, in inches."""
+    return max(map(len, names), default=0) * 0.6 * TEXT_PT / 72.0
+
+
+def _heatmap(ax, matrix, rows: Sequence[str], cols: Sequence[str], title: str, side_in: float):
+    """Draw one (L1, L2) CKA heatmap on ``ax``, about ``side_in`` inches square, with
+    layer-name ticks; return the image (its colour limits are set by the caller)."""
+    image = ax.imshow(matrix, cmap=_HEATMAP_CMAP, origin="lower", interpolation="nearest")
+    row_ticks = _layer_ticks(len(rows), side_in)
+    ax.set_yticks(row_ticks, [tick_name(rows[i]) for i in row_ticks], fontsize=TEXT_PT)
+    col_ticks = _layer_ticks(len(cols), side_in)
+    ax.set_xticks(col_ticks, [tick_name(cols[i]) for i in col_ticks], rotation=90, fontsize=TEXT_PT)
     ax.set_title(title)
     return image
 
@@ -147,22 +177,39 @@ def plot_cka_heatmaps(
     title: str = "",
     colorbar_label: str = "SSC-CKA",
     col_layers: Sequence[Sequence[str]] | None = None,
+    limits: tuple[float, float] | None = None,
 ) -> Figure:
-    """Pairwise CKA heatmaps side by side (Fig 3-7), sharing one [0, 1] colour bar.
+    """Pairwise CKA heatmaps side by side (Fig 3-7), up to 3 a row, with one shared colour bar.
 
     ``panels`` holds ``(panel_title, matrix (L, L) or (L1, L2), row_layer_names)``;
     ``col_layers`` gives the column names of each panel where they differ from its rows.
+    Every panel shares the colour range ``limits``, by default ``cka_limits`` of all the
+    matrices, so that equal colours are equal values across the panels.
     """
     k = len(panels)
-    fig = Figure(figsize=(4.3 * k + 1.0, 4.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, k))
-    image = None
-    for i, (ax, (panel_title, matrix, layers)) in enumerate(zip(axes, panels, strict=True)):
-        cols = layers if col_layers is None else col_layers[i]
-        image = _heatmap(ax, np.asarray(matrix, dtype=float), layers, panel_title, cols)
-    fig.colorbar(image, ax=list(axes), shrink=0.85, label=colorbar_label)
+    cols = -(-k // -(-k // 3))
+    rows = -(-k // cols)
+    names = [
+        list(p[2]) + list(p[2] if col_layers is None else col_layers[i])
+        for i, p in enumerate(panels)
+    ]
+    labels_in = _label_inches([tick_name(n) for group in names for n in group])
+    width = min(MAX_WIDTH_IN, 1.2 + cols * (3.6 + labels_in))
+    side = (width - 1.2) / cols - labels_in
+    height = rows * (side + labels_in + 0.35) + (0.35 if title else 0.0)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes[k:]:
+        ax.set_axis_off()
+    matrices = [np.asarray(p[1], dtype=float) for p in panels]
+    vmin, vmax = cka_limits(matrices) if limits is None else limits
+    for i, (ax, (panel_title, _, layers)) in enumerate(zip(axes, panels, strict=False)):
+        cols_i = layers if col_layers is None else col_layers[i]
+        image = _heatmap(ax, matrices[i], layers, cols_i, panel_title, side)
+        image.set_clim(vmin, vmax)
+    fig.colorbar(image, ax=axes[:k].tolist(), shrink=0.85, label=colorbar_label)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize="large")
     return fig
 
 
@@ -182,7 +229,7 @@ def plot_spectral_embeddings(
     k = len(embeddings)
     cols = min(k, 3)
     rows = -(-k // cols)
-    fig = Figure(figsize=(4.0 * cols + 1.6, 3.8 * rows), layout="constrained")
+    fig = Figure(figsize=(3.4 * cols + 1.6, 3.3 * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes[k:]:
         ax.set_axis_off()
@@ -199,7 +246,7 @@ def plot_spectral_embeddings(
         ax.set_xlabel("eigenvector 1")
         ax.set_ylabel("eigenvector 2")
     handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside right center", fontsize="small", markerscale=2.5)
+    fig.legend(handles, names, loc="outside right center", fontsize=TEXT_PT, markerscale=2.5)
     fig.suptitle(title)
     return fig
 
@@ -212,7 +259,7 @@ def _show_image(ax, image: np.ndarray, caption: str) -> None:
         ax.imshow(image, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(caption, fontsize="small")
+    ax.set_title(caption, fontsize=TEXT_PT)
 
 
 def plot_wrong_input(
@@ -233,8 +280,8 @@ def plot_wrong_input(
     """
     k = len(neighbour_images)
     cols = max(1, (k + 1) // 2)
-    fig = Figure(figsize=(4.0 + 4.2 + 1.5 * cols, 3.8), layout="constrained")
-    grid = fig.add_gridspec(2, 2 + cols, width_ratios=[1.6, 2.4] + [1.0] * cols)
+    fig = Figure(figsize=(min(MAX_WIDTH_IN, 5.6 + 1.5 * cols), 3.8), layout="constrained")
+    grid = fig.add_gridspec(2, 2 + cols, width_ratios=[1.6, 2.0] + [1.0] * cols)
     _show_image(fig.add_subplot(grid[:, 0]), image, caption)
 
     ax = fig.add_subplot(grid[:, 1])
@@ -245,10 +292,10 @@ def plot_wrong_input(
     for c in highlight:
         bars[c].set_edgecolor("black")
         bars[c].set_linewidth(1.8)
-    ax.set_yticks(np.arange(len(share)), list(class_names), fontsize="small")
+    ax.set_yticks(np.arange(len(share)), list(class_names), fontsize=TEXT_PT)
     ax.invert_yaxis()
     ax.set_xlabel("share of SSC affinity")
-    ax.set_title("class affinity", fontsize="small")
+    ax.set_title("class affinity", fontsize=TEXT_PT)
 
     for j in range(k):
         ax = fig.add_subplot(grid[j // cols, 2 + j % cols])

@@ -6,7 +6,8 @@ matplotlib figures, which ``pipeline.publish`` writes out, or a notebook shows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from ssc_jax.pipeline import findings, plots
 from ssc_jax.pipeline.analyze import MIN_EMBEDDED, CheckpointAnalysis, WrongInput
 from ssc_jax.pipeline.compare import Comparison
 from ssc_jax.pipeline.dynamics import Dynamics
+from ssc_jax.pipeline.inputs import AnalysisInputs, run_epochs, run_info
 from ssc_jax.pipeline.report import Section
 from ssc_jax.pipeline.summary import SOLVER_HEADERS, solver_rows
 
@@ -25,6 +27,108 @@ TABLE1_HEADERS = {
     "network_accuracy": "network accuracy",
     "agreement": "agreement",
 }
+MAX_TABLE_COLUMNS = 12
+"""Wider tables are split into several, each repeating the first column."""
+
+# What a setting left as None means.
+_DEFAULT_MEANING = {
+    "analysis.data": "the run's test data",
+    "memory_budget_bytes": "auto (half the device memory)",
+}
+
+
+def _number(value: float) -> str:
+    """``value`` as a person writes it: 10, 0.0015, 1e-6, 1e8, inf."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e6:
+        return str(int(value))
+    if not math.isfinite(value) or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.6g}"
+    mantissa, exponent = f"{value:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def setting_text(name: str, value) -> str:
+    """A setting's value for the report: no Python reprs (None, True, tuples)."""
+    if value is None:
+        return _DEFAULT_MEANING.get(name, "auto")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if name.endswith("_bytes"):
+        return f"{value / 2**30:.3g} GiB"
+    if isinstance(value, int | float):
+        return _number(float(value))
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return f"{setting_text(name, value[0])} to {setting_text(name, value[1])}"
+    if isinstance(value, list | tuple):
+        return ", ".join(setting_text(name, v) for v in value)
+    return str(value)
+
+
+def model_text(run: str | Path) -> str:
+    """The model of a training run and what it was trained on, from its recorded config."""
+    config = run_info(run)["config"]
+    extras = [f"width {_number(config['width'])}"] if config.get("width", 1.0) != 1.0 else []
+    if config.get("data_fraction", 1.0) != 1.0:
+        extras.append(f"{_number(100 * config['data_fraction'])}% of the training data")
+    detail = f" ({', '.join(extras)})" if extras else ""
+    return f"{config['model']}{detail}, trained on {Path(str(config['dataset'])).name}"
+
+
+def _inputs_text(inputs: AnalysisInputs) -> str:
+    data = Path(inputs.key["data"]).name
+    split = inputs.key["split"]
+    if split == "given":
+        return f"N = {inputs.labels.size}, the inputs the activations were taken on"
+    return f"N = {inputs.labels.size}, a stratified sample of the {split} split of {data}"
+
+
+def _layers_text(layers: Sequence[str]) -> str:
+    return f"{len(layers)}: {layers[0]} to {layers[-1]}" if len(layers) > 1 else layers[0]
+
+
+def overview(pairs: Sequence[tuple[str, object]]) -> Section:
+    """The report's opening box: what was analysed (no heading)."""
+    section = Section()
+    section.facts(pairs)
+    return section
+
+
+def split_columns(
+    headers: Sequence[str], rows: Sequence[Sequence], width: int = MAX_TABLE_COLUMNS
+) -> list[tuple[list[str], list[list]]]:
+    """A table as tables of at most ``width`` columns, each led by the first column."""
+    step = max(1, width - 1)
+    return [
+        (
+            [headers[0], *headers[start : start + step]],
+            [[r[0], *r[start : start + step]] for r in rows],
+        )
+        for start in range(1, max(len(headers), 2), step)
+    ]
+
+
+def checkpoint_facts(result: CheckpointAnalysis) -> list[tuple[str, str]]:
+    """What one analysed network is, for the report's opening box: a run's model and
+    checkpoint, or the activations it was given by; the inputs, accuracy and layers."""
+    layers = result.graphs.layers
+    if result.epoch is None:
+        facts = [("network", f"given by its activations ({result.run})")]
+    else:
+        last = run_epochs(result.run)[-1]
+        facts = [
+            ("model", model_text(result.run)),
+            ("checkpoint", f"epoch {result.epoch} of {last} ({result.run})"),
+        ]
+    accuracy = result.table1.get("network_accuracy")
+    return [
+        *facts,
+        ("analysis inputs", _inputs_text(result.inputs)),
+        (
+            "network accuracy",
+            "not given" if accuracy is None else f"{accuracy:.3f} on these inputs",
+        ),
+        ("layers", _layers_text(layers)),
+    ]
 
 
 def wrong_input_figure(result: CheckpointAnalysis, wrong: WrongInput) -> Figure:
@@ -53,6 +157,7 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
     """The sections of ``analyze``: findings, Table 1, modularity, CKA, Fig 8 and Fig 9."""
     layers = result.graphs.layers
     tag = "given activations" if result.epoch is None else f"epoch {result.epoch}"
+    head = overview(checkpoint_facts(result))
 
     found = Section(f"The paper's findings on this checkpoint ({tag})")
     found.table(FINDING_HEADERS, findings.as_rows(result.findings))
@@ -127,13 +232,54 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
             f"Input {w.index}: its class-affinity distribution on {layers[-1]} and its "
             "8 strongest neighbours (class, affinity).",
         )
-    return [found, table1, modularity, similarity, embeddings, wrong]
+    return [head, found, table1, modularity, similarity, embeddings, wrong]
 
 
-def render_dynamics(result: Dynamics) -> list[Section]:
-    """The sections of ``dynamics``: findings, Fig 1/2 with its table, and Fig 6."""
+def _per_epoch_tables(section: Section, result: Dynamics) -> None:
+    """Network accuracy and modularity per layer and epoch, as tables a page wide: epochs as
+    rows when they are more than the layers, else as columns."""
+    accuracy = result.network_accuracy.tolist()
+    if len(result.epochs) > len(result.layers):
+        headers = ["epoch", "network accuracy", *(f"Q {name}" for name in result.layers)]
+        q = result.modularity.tolist()
+        rows = [[e, a, *row] for e, a, row in zip(result.epochs, accuracy, q, strict=True)]
+    else:
+        headers = ["", *(f"epoch {e}" for e in result.epochs)]
+        rows = [["network accuracy", *accuracy]]
+        rows += [
+            [f"Q {name}", *column]
+            for name, column in zip(result.layers, result.modularity.T.tolist(), strict=True)
+        ]
+    for part_headers, part_rows in split_columns(headers, rows):
+        section.table(
+            part_headers,
+            part_rows,
+            caption="Network accuracy on the analysis inputs and modularity Q per layer and epoch.",
+        )
+
+
+def render_dynamics(result: Dynamics, *, opening: bool = True) -> list[Section]:
+    """The sections of ``dynamics``: an overview (unless ``opening`` is off, for a report
+    that already has one), findings, Fig 1/2 with its table, and Fig 6."""
     layers = result.layers
+    first, last = result.network_accuracy[0], result.network_accuracy[-1]
     sections = []
+    if opening:
+        e0, e1 = result.epochs[0], result.epochs[-1]
+        sections.append(
+            overview(
+                [
+                    ("model", model_text(result.run)),
+                    (
+                        "epochs",
+                        f"{len(result.epochs)} checkpoints, epochs {e0} to {e1} ({result.run})",
+                    ),
+                    ("analysis inputs", _inputs_text(result.inputs)),
+                    ("network accuracy", f"{first:.3f} at epoch {e0}, {last:.3f} at epoch {e1}"),
+                    ("layers", _layers_text(layers)),
+                ]
+            )
+        )
     if result.findings:
         found = Section("The paper's findings on this run's training")
         found.table(FINDING_HEADERS, findings.as_rows(result.findings))
@@ -151,16 +297,7 @@ def render_dynamics(result: Dynamics) -> list[Section]:
             title=f"{Path(result.run).name}: each layer over training, against its final state",
         ),
     )
-    curves.table(
-        ["epoch", "network accuracy", *(f"Q {name}" for name in layers)],
-        [
-            [e, float(a), *map(float, q)]
-            for e, a, q in zip(
-                result.epochs, result.network_accuracy, result.modularity, strict=True
-            )
-        ],
-        caption="Network accuracy on the analysis inputs and modularity per layer, per epoch.",
-    )
+    _per_epoch_tables(curves, result)
 
     heatmaps = Section("Pairwise SSC-CKA at chosen epochs (Fig 6)")
     for index, name, stem in (
@@ -192,13 +329,14 @@ def render_dynamics(result: Dynamics) -> list[Section]:
 def render_comparison(result: Comparison) -> list[Section]:
     """The sections of ``compare``: the runs, their heatmaps side by side, and modularity."""
     runs = result.runs
-    table = Section("Runs compared")
+    table = Section("Networks compared")
     table.table(
-        ["run", "epoch", "layers", "network accuracy", "Q first layer", "Q last layer"],
+        ["run", "model", "epoch", "layers", "network accuracy", "Q first layer", "Q last layer"],
         [
             [
                 r.name,
-                r.epoch,
+                "saved activations" if r.epoch is None else model_text(r.run),
+                "-" if r.epoch is None else r.epoch,
                 len(r.layers),
                 "not given" if r.network_accuracy is None else r.network_accuracy,
                 float(r.modularity[0]),
@@ -266,7 +404,11 @@ def settings_section(settings: Mapping[str, Mapping], version: str) -> Section:
     """The closing table of every report: the analysis and solver settings used."""
     section = Section("Settings")
     rows = [
-        [f"{group}.{k}", v] for group in ("analysis", "solver") for k, v in settings[group].items()
+        [f"{group}.{k}", setting_text(f"{group}.{k}", v)]
+        for group in ("analysis", "solver")
+        for k, v in settings[group].items()
     ]
+    budget = settings["memory_budget_bytes"]
+    rows.append(["memory_budget_bytes", setting_text("memory_budget_bytes", budget)])
     section.table(["setting", "value"], rows, caption="ssc-jax " + version)
     return section

@@ -16,17 +16,25 @@ from matplotlib.figure import Figure
 
 from ssc_jax.pipeline.plots import encode_figure
 
+CSS_PX_PER_INCH = 96
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
        color: #222; line-height: 1.45; }
 h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
 h2 { margin-top: 2em; border-bottom: 1px solid #bbb; }
-table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+.table { overflow-x: auto; margin: .8em 0; }
+table { border-collapse: collapse; font-size: .92em; }
+caption { caption-side: bottom; text-align: left; color: #555; padding-top: .3em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
 th { background: #f0f0f0; }
-td:first-child, th:first-child { text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+dl.facts { display: grid; grid-template-columns: max-content auto; gap: .15em 1.2em;
+           background: #f6f6f6; border: 1px solid #ddd; padding: .7em 1em; }
+dl.facts dt { font-weight: 600; }
+dl.facts dd { margin: 0; }
 figure { margin: 1em 0; }
-figure img { max-width: 100%; border: 1px solid #eee; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: .9em; color: #555; }
 .note { color: #555; font-size: .92em; }
 """
@@ -35,6 +43,12 @@ figcaption { font-size: .9em; color: #555; }
 class Text(NamedTuple):
     text: str
     note: bool
+
+
+class Facts(NamedTuple):
+    """What a report is about, as (name, value) pairs: the model, the data, N..."""
+
+    pairs: Sequence[tuple[str, str]]
 
 
 class Table(NamedTuple):
@@ -56,10 +70,14 @@ class Section:
 
     def __init__(self, heading: str | None = None):
         self.heading = heading
-        self.blocks: list[Text | Table | Plot] = []
+        self.blocks: list[Text | Facts | Table | Plot] = []
 
     def text(self, text: str, *, note: bool = False) -> None:
         self.blocks.append(Text(text=text, note=note))
+
+    def facts(self, pairs: Sequence[tuple[str, object]]) -> None:
+        """A box of (name, value) pairs; values print as ``table`` cells do."""
+        self.blocks.append(Facts(pairs=list(pairs)))
 
     def table(
         self, headers: Sequence[str], rows: Sequence[Sequence[object]], *, caption: str = ""
@@ -79,20 +97,38 @@ def _cell(value) -> str:
     return html.escape(str(value))
 
 
+def _td(value) -> str:
+    """A table cell; numbers align right."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return f'<td class="num">{_cell(value)}</td>' if number else f"<td>{_cell(value)}</td>"
+
+
+def _facts_html(facts: Facts) -> str:
+    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{_cell(v)}</dd>" for k, v in facts.pairs)
+    return f'<dl class="facts">{items}</dl>'
+
+
 def _table_html(table: Table) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in table.rows
-    )
+    body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in table.rows)
     cap = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f'<div class="table"><table>{cap}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def _figure_html(plot: Plot, png: bytes) -> str:
+    """The figure at its size in inches (``CSS_PX_PER_INCH``), so its type keeps its size in
+    points, whatever the PNG's resolution; narrower when the page is."""
     data = base64.b64encode(png).decode("ascii")
     alt = html.escape(plot.caption or plot.stem)
+    width = round(plot.figure.get_figwidth() * CSS_PX_PER_INCH)
     cap = f"<figcaption>{html.escape(plot.caption)}</figcaption>" if plot.caption else ""
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">{cap}</figure>'
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" width="{width}" alt="{alt}">'
+        f"{cap}</figure>"
+    )
 
 
 class Report:
@@ -128,6 +164,8 @@ class Report:
                 if isinstance(block, Text):
                     cls = ' class="note"' if block.note else ""
                     parts.append(f"<p{cls}>{html.escape(block.text)}</p>")
+                elif isinstance(block, Facts):
+                    parts.append(_facts_html(block))
                 elif isinstance(block, Table):
                     parts.append(_table_html(block))
                 else:
