@@ -2,7 +2,9 @@
 launcher's options, and the memory math of one problem split by row blocks."""
 
 import argparse
+import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,7 +14,9 @@ import pytest
 import ssc_jax
 from ssc_jax.core.memory import problem_bytes
 from ssc_jax.pipeline import launch
+from ssc_jax.pipeline.cli import main
 from ssc_jax.pipeline.inputs import InputError
+from ssc_jax.pipeline.layer_graphs import CACHE_DIR
 from ssc_jax.solver.distributed import (
     GIB,
     fewest_devices,
@@ -137,3 +141,32 @@ def test_two_processes_give_the_single_process_answers(tmp_path):
     assert bool(job["rows_converged"])
     assert abs(float(job["rows_objective"]) - float(one.objective)) < 1e-4 * float(one.objective)
     np.testing.assert_allclose(job["rows_coef"], one.coef, atol=2e-3)
+
+
+def test_the_command_line_starts_joins_or_refuses_a_job(tmp_path, monkeypatch, capsys):
+    started = []
+    monkeypatch.setattr(launch, "spawn", lambda command, n: started.append((command, n)) or 0)
+    argv = ["analyze", str(tmp_path), "--processes", "2"]
+    assert main(argv) == 0
+    assert started == [([sys.executable, "-m", "ssc_jax.run", *argv], 2)]
+    assert main(["train", "--model", "small_cnn", "--processes", "2"]) == 2
+    assert "`train` trains in one process" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path), "--coordinator", "h:1", "--processes", "2"]) == 2
+    assert "needs --processes N and --process-id I" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_analyze_as_two_processes_writes_once_what_one_process_writes(
+    tiny_run, analyzed, fast_analysis, tmp_path
+):
+    # A copy of the run without the graphs that `analyzed` cached, so that the job solves.
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(CACHE_DIR))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ssc_jax.run", "analyze", str(run), "--out", str(out)]
+    assert launch.spawn([*command, *fast_analysis], 2, timeout=240) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(list((run / CACHE_DIR).rglob("*.npz"))) == 1
+    _, single = analyzed
+    assert metrics["layers"] == single["layers"]
+    np.testing.assert_allclose(metrics["modularity"], single["modularity"], atol=1e-4)
