@@ -46,9 +46,10 @@ def default_memory_budget() -> int:
     """Bytes that one chunk of work may hold on JAX's default device: half its memory.
 
     That is half the accelerator's ``bytes_limit``, or half the physical RAM on a CPU. With
-    several devices the budget holds per device.
+    several devices the budget holds per device (on a CPU, per process: several processes on
+    one machine each plan on half of its RAM).
     """
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "bytes_limit" in stats:
         return int(0.5 * stats["bytes_limit"])
@@ -61,7 +62,7 @@ def block_budget() -> int:
     4 MiB on a CPU, so that a block is still in cache when it is read back; 512 MiB on an
     accelerator, but at most `default_memory_budget`.
     """
-    if jax.devices()[0].platform == "cpu":
+    if jax.local_devices()[0].platform == "cpu":
         return _CPU_BLOCK_BYTES
     return min(_ACCELERATOR_BLOCK_BYTES, default_memory_budget())
 

@@ -13,9 +13,10 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
+from ssc_jax.pipeline import launch
 from ssc_jax.pipeline.arguments import (
     TRAIN_OPTIONS,
     add_analysis_options,
@@ -36,11 +37,15 @@ from ssc_jax.pipeline.outputs import (
     removed_on_failure,
 )
 from ssc_jax.pipeline.report import Report, Section
+from ssc_jax.solver.distributed import is_writer
 from ssc_jax.training.checkpoints import list_checkpoints
 from ssc_jax.training.datasets import TFDS_NAMES
 from ssc_jax.training.trainer import TrainConfig, train
 
 DEFAULT_OUT = "ssc_out/default"
+# Commands that train: training is not spread over processes (each would train the same model
+# into one run folder), so they run in one.
+_TRAINING = ("default", "train")
 
 
 def _out_option(p: argparse.ArgumentParser, default: str) -> None:
@@ -77,15 +82,21 @@ def _train(config, run: Path, progress: bool) -> None:
 
 
 def _claim_output(out: str | Path, *, kind: str, inputs: list) -> AbstractContextManager:
-    """Refuse ``out`` now unless a ``kind`` output may replace it, then lock it."""
+    """Refuse ``out`` now unless a ``kind`` output may replace it, then lock it (on the
+    writing process of a job; the others leave it alone)."""
+    if not is_writer():
+        return nullcontext()
     check_output_dir(out, kind=kind, inputs=inputs)
     return folder_lock(out)
 
 
 def _publish_result(args, result, sections: list[Section], *, title: str, inputs: list) -> Path:
-    """Publish a computed ``result`` and its rendered ``sections`` to ``args.out``."""
+    """Publish a computed ``result`` and its rendered ``sections`` to ``args.out`` (on the
+    writing process of a job)."""
     from ssc_jax.pipeline.publish import publish
 
+    if not is_writer():
+        return Path(args.out)
     analysis, solver = analysis_settings(args)
     return publish(
         args.out,
@@ -317,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     _out_option(p, "ssc_out/compare")
     _analysis_options(p)
     p.set_defaults(func=cmd_compare)
+    for command in sub.choices.values():
+        launch.add_process_options(command)
     return parser
 
 
@@ -334,12 +347,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable = args.func
     try:
+        if args.command in _TRAINING and (args.processes or 1) > 1:
+            raise InputError(f"`{args.command}` trains in one process; drop --processes")
+        if launch.spawns(args):
+            return launch.spawn([sys.executable, "-m", "ssc_jax.run", *argv], args.processes)
+        launch.join(args)
         out = func(args)
     except (OutputError, InputError) as err:
         message = " ".join(str(err).split())
         print(f"ssc-jax: error: {message}", file=sys.stderr)
         return 2
-    if args.command != "train":
+    if args.command != "train" and is_writer():
         print(f"report: {(out / 'report.html').absolute()}")
     return 0
 

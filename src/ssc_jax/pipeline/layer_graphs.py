@@ -24,6 +24,7 @@ from ssc_jax.pipeline.graph_store import (
     save_graphs,
 )
 from ssc_jax.pipeline.inputs import AnalysisInputs, preprocess
+from ssc_jax.solver.distributed import is_writer
 from ssc_jax.solver.solve import affinity, ssc_gram
 from ssc_jax.training.checkpoints import load_checkpoint
 
@@ -91,6 +92,8 @@ def checkpoint_graphs(
     result = ssc_gram(grams, progress=progress, **solver.kwargs())
     coef = np.asarray(result.coef, dtype=np.float32)
     diagnostics = {name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS}
+    if not is_writer():
+        path = None  # in a jax.distributed job, process 0 stores the graphs
     if path is not None:
         try:
             save_graphs(path, names, coef, diagnostics, key)

@@ -9,7 +9,8 @@ Two kinds of work split cleanly, and ``ssc_gram`` uses whichever the batch allow
   single-device one to the solver's tolerance.
 
 On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` gives four devices to test
-with.
+with. In a ``jax.distributed`` job the default mesh holds the devices of every process (see
+``distributed.py``).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ _AXIS = "devices"
 
 
 def device_mesh(devices: Sequence[jax.Device] | None) -> Mesh | None:
-    """A one-axis mesh over ``devices`` (default: every local device), or None for one device.
+    """A one-axis mesh over ``devices`` (default: ``jax.devices()``, every device of every
+    process), or None for one device.
 
     Raises:
       ValueError: for an empty sequence.
     """
-    devices = jax.local_devices() if devices is None else list(devices)
+    devices = jax.devices() if devices is None else list(devices)
     if not devices:
         raise ValueError("devices must name at least one device")
     if len(devices) == 1:

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssc_jax.solver.distributed import to_host
+
 Array = jax.Array
 
 
@@ -123,7 +125,7 @@ def choose_factor(values: Array, vectors: Array, low_rank: bool | None, eps: flo
     the decomposition was computed in: dropping more would solve a truncated problem.
     """
     n = values.shape[-1]
-    host = np.asarray(values, np.float64)
+    host = np.asarray(to_host(values), np.float64)  # all-gathered over the processes of a job
     top = host.max(axis=-1, keepdims=True)
     if np.any(host.min(axis=-1, keepdims=True) < -1e-3 * np.maximum(top, 1e-30)):
         raise ValueError("G must be positive semidefinite (a Gram matrix X X^T)")

@@ -27,7 +27,8 @@ class SolverOptions:
       memory_budget_bytes: bound for one chunk of work on one device; ``None`` is the
         default policy (``ssc_jax.core.memory.default_memory_budget``).
       progress: a progress bar over chunks; ``None`` shows one when there is more than one.
-      devices: devices to spread the work over; ``None`` is every local device.
+      devices: devices to spread the work over; ``None`` is ``jax.devices()``: every local
+        device, and in a ``jax.distributed`` job every device of every process.
     """
 
     normalize: bool = field(default=True, metadata={"help": "unit-norm samples first"})

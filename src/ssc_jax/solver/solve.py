@@ -28,6 +28,7 @@ from ssc_jax.core import checks
 from ssc_jax.core.memory import default_memory_budget, plan_chunks
 from ssc_jax.solver.admm import ADMM, ADMMState, Status
 from ssc_jax.solver.devices import device_mesh, replicate, shard_leading
+from ssc_jax.solver.distributed import spans_processes, to_host
 from ssc_jax.solver.factor import (
     Factor,
     LowRankFactor,
@@ -153,8 +154,9 @@ def ssc_gram(
         single-device one), a single problem by rows.
 
     Returns:
-      An ``SSCResult`` with the batch shape of ``G``. When the batch needs several chunks, its
-      arrays are gathered on the host as NumPy arrays.
+      An ``SSCResult`` with the batch shape of ``G``. When the batch needs several chunks, or
+      the devices span several processes (``distributed.py``), its arrays are gathered on the
+      host as NumPy arrays (on every process).
 
     Raises:
       ValueError: for invalid ``G``, an unknown setting, or tau or mu not > 0.
@@ -336,8 +338,10 @@ def _solve(
                 blocks.extend(jax.tree.map(lambda a, i=i: a[i], group) for i in range(width))
             bar.update()
         merged = _merge_row_blocks(blocks, n=n, problems=len(chunk))
-        # With several chunks, each result leaves the device before the next chunk starts.
-        pieces.append(merged if len(problem_chunks) == 1 else jax.device_get(merged))
+        # With several chunks, each result leaves the device before the next chunk starts;
+        # over several processes, every process gathers it.
+        keep = len(problem_chunks) == 1 and not spans_processes(mesh)
+        pieces.append(merged if keep else to_host(merged))
     bar.close()
     result = pieces[0] if len(pieces) == 1 else jax.tree.map(_concat_host, *pieces)
     result = jax.tree.map(lambda a: a.reshape(batch_shape + a.shape[1:]), result)

@@ -1,0 +1,172 @@
+"""The solver and the command line as a jax.distributed job of two local processes, the
+launcher's options, and the memory math of one problem split by row blocks."""
+
+import argparse
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ssc_jax
+from ssc_jax.core.memory import problem_bytes
+from ssc_jax.pipeline import launch
+from ssc_jax.pipeline.cli import main
+from ssc_jax.pipeline.inputs import InputError
+from ssc_jax.pipeline.layer_graphs import CACHE_DIR
+from ssc_jax.solver.distributed import (
+    GIB,
+    fewest_devices,
+    row_split_bytes,
+    scaling_table,
+)
+from ssc_jax.solver.synthetic import union_of_subspaces
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize("n", [50_000, 100_000])
+@pytest.mark.parametrize("devices", [1, 2, 8, 64])
+def test_row_split_bytes_are_the_solver_byte_model(n, devices):
+    split = row_split_bytes(n, devices)
+    assert split.factor == problem_bytes(n, n, 0, 4) == 4 * 4 * n * n
+    assert split.total == problem_bytes(n, n, math.ceil(n / devices), 4)
+
+
+@pytest.mark.parametrize("n", [50_000, 100_000, 4_000])
+@pytest.mark.parametrize("memory_gib", [24, 80])
+def test_fewest_devices_is_the_fewest_that_fit(n, memory_gib):
+    memory = memory_gib * GIB
+    fewest = fewest_devices(n, memory)
+    if fewest is None:
+        assert row_split_bytes(n, n).total > memory  # not even one row per device fits
+        return
+    assert row_split_bytes(n, fewest).total <= memory
+    assert fewest == 1 or row_split_bytes(n, fewest - 1).total > memory
+
+
+def test_the_factor_is_the_ceiling():
+    # One float32 N x N array is 9.3 GiB at N = 50,000 and the dense factor holds four.
+    assert fewest_devices(50_000, 24 * GIB) is None
+    assert fewest_devices(50_000, 80 * GIB) == 2
+    assert fewest_devices(100_000, 80 * GIB) is None
+    # A late layer (d = 512) has a 0.2 GiB factor; its 335 GiB of state then needs 5 GPUs.
+    assert fewest_devices(100_000, 80 * GIB, rank=512) == 5
+
+
+def test_the_readme_holds_the_scaling_table():
+    assert scaling_table() in README.read_text()
+
+
+def process_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    launch.add_process_options(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_process_options_start_join_or_refuse():
+    assert launch.spawns(process_args("--processes", "2"))
+    assert not launch.spawns(process_args())
+    assert not launch.spawns(process_args("--processes", "1"))
+    joining = process_args("--coordinator", "h:1", "--num-processes", "2", "--process-id", "1")
+    assert not launch.spawns(joining)
+    assert (joining.processes, joining.process_id) == (2, 1)
+    with pytest.raises(InputError, match="--processes must be >= 1"):
+        launch.spawns(process_args("--processes", "0"))
+    with pytest.raises(InputError, match="--process-id needs --coordinator"):
+        launch.spawns(process_args("--process-id", "1"))
+    with pytest.raises(InputError, match="needs --processes N and --process-id I"):
+        launch.join(process_args("--coordinator", "h:1", "--processes", "2"))
+    with pytest.raises(InputError, match=r"--process-id must be in 0\.\.1"):
+        launch.join(process_args("--coordinator", "h:1", "--processes", "2", "--process-id", "2"))
+
+
+def test_a_failed_process_stops_the_job_with_its_status(capfd):
+    # Process 1 fails at once; process 0 would sleep far past the timeout.
+    script = (
+        "import sys, time; i = sys.argv[sys.argv.index('--process-id') + 1]\n"
+        "if i == '1': sys.exit('process one failed')\n"
+        "time.sleep(60)"
+    )
+    assert launch.spawn([sys.executable, "-c", script], 2, timeout=30) == 1
+    assert "[process 1] process one failed" in capfd.readouterr().err
+
+
+def test_a_job_past_its_timeout_is_stopped():
+    with pytest.raises(TimeoutError, match="2 processes still running"):
+        launch.spawn([sys.executable, "-c", "import time; time.sleep(60)"], 2, timeout=1)
+
+
+# A process of a two-process job: a batch split by problems over the job's two devices, and
+# one problem split by rows; process 0 saves what every process gathered.
+_WORKER = """
+import argparse, sys
+import jax, numpy as np, ssc_jax
+from ssc_jax.pipeline import launch
+parser = argparse.ArgumentParser()
+parser.add_argument("out")
+launch.add_process_options(parser)
+args = parser.parse_args()
+launch.join(args)
+assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_devices()) == 1
+grams, x = np.load(args.out + ".in.npy"), np.load(args.out + ".x.npy")
+batch, rows = ssc_jax.ssc_gram(grams), ssc_jax.ssc(x, rel_tol=1e-6, abs_tol=1e-9)
+assert isinstance(batch.coef, np.ndarray) and batch.coef.shape == grams.shape
+if jax.process_index() == 0:
+    np.savez(args.out, batch_coef=batch.coef, batch_iterations=batch.iterations,
+             rows_coef=rows.coef, rows_objective=rows.objective, rows_converged=rows.converged)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_answers(tmp_path):
+    xs = [union_of_subspaces(12, 5, 6, d, noise=0.05, seed=s)[0] for s, d in enumerate((20, 90))]
+    grams = np.stack([x @ x.T for x in (*xs, xs[0])]).astype(np.float32)  # 3 problems on 2
+    x = xs[1].astype(np.float32)
+    out = str(tmp_path / "job")
+    np.save(out + ".in.npy", grams)
+    np.save(out + ".x.npy", x)
+    assert launch.spawn([sys.executable, "-c", _WORKER, out], 2, timeout=120) == 0
+    job = np.load(out + ".npz")
+    # The problems of the batch run side by side there (vmap), one after another here; each
+    # stops on its own test either way.
+    one = ssc_jax.ssc_gram(grams)
+    np.testing.assert_allclose(job["batch_coef"], one.coef, atol=1e-5)
+    np.testing.assert_array_equal(job["batch_iterations"], one.iterations)
+    # Each process solves half of the rows, each half with its own mu and stopping test.
+    one = ssc_jax.ssc(x, rel_tol=1e-6, abs_tol=1e-9)
+    assert bool(job["rows_converged"])
+    assert abs(float(job["rows_objective"]) - float(one.objective)) < 1e-4 * float(one.objective)
+    np.testing.assert_allclose(job["rows_coef"], one.coef, atol=2e-3)
+
+
+def test_the_command_line_starts_joins_or_refuses_a_job(tmp_path, monkeypatch, capsys):
+    started = []
+    monkeypatch.setattr(launch, "spawn", lambda command, n: started.append((command, n)) or 0)
+    argv = ["analyze", str(tmp_path), "--processes", "2"]
+    assert main(argv) == 0
+    assert started == [([sys.executable, "-m", "ssc_jax.run", *argv], 2)]
+    assert main(["train", "--model", "small_cnn", "--processes", "2"]) == 2
+    assert "`train` trains in one process" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path), "--coordinator", "h:1", "--processes", "2"]) == 2
+    assert "needs --processes N and --process-id I" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_analyze_as_two_processes_writes_once_what_one_process_writes(
+    tiny_run, analyzed, fast_analysis, tmp_path
+):
+    # A copy of the run without the graphs that `analyzed` cached, so that the job solves.
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(CACHE_DIR))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ssc_jax.run", "analyze", str(run), "--out", str(out)]
+    assert launch.spawn([*command, *fast_analysis], 2, timeout=240) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(list((run / CACHE_DIR).rglob("*.npz"))) == 1
+    _, single = analyzed
+    assert metrics["layers"] == single["layers"]
+    np.testing.assert_allclose(metrics["modularity"], single["modularity"], atol=1e-4)
