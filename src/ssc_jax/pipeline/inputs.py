@@ -10,7 +10,7 @@ import numpy as np
 
 from ssc_jax.pipeline.config import AnalysisSet
 from ssc_jax.training.augment import normalize
-from ssc_jax.training.checkpoints import list_checkpoints, read_run_config
+from ssc_jax.training.checkpoints import list_checkpoints, read_run_config, readable_epoch
 from ssc_jax.training.datasets import analysis_indices, load_dataset
 
 
@@ -45,22 +45,33 @@ def run_epochs(run_dir: str | Path) -> list[int]:
 
 
 def resolve_epoch(run_dir: str | Path, epoch: int | None) -> int:
-    """``epoch`` if ``run_dir`` has its checkpoint, the last one when None.
+    """``epoch`` if ``run_dir`` has its checkpoint intact; when None the last intact one,
+    with a warning naming each damaged checkpoint after it.
 
     Raises:
-      InputError: when there is no such checkpoint.
+      InputError: when there is no such checkpoint, or it is damaged.
     """
     epochs = run_epochs(run_dir)
-    if epoch is None:
-        return epochs[-1]
-    if epoch not in epochs:
+    if epoch is not None and epoch not in epochs:
         raise InputError(f"no checkpoint for epoch {epoch} in {run_dir}; it has epochs {epochs}")
-    return epoch
+    try:
+        return readable_epoch(run_dir, epoch, items=("model", "metrics"))
+    except ValueError as err:
+        others = [e for e in epochs if e != epoch]
+        hint = f"; pass --epoch with another of its epochs {others}" if epoch and others else ""
+        raise InputError(f"{err}{hint}") from None
 
 
 def run_info(run_dir: str | Path) -> dict:
-    """The run's recorded configuration (``config``, ``mean``, ``std``, ``class_names``...)."""
-    return read_run_config(Path(run_dir))
+    """The run's recorded configuration (``config``, ``mean``, ``std``, ``class_names``...).
+
+    Raises:
+      InputError: when its ``config.json`` is missing or damaged.
+    """
+    try:
+        return read_run_config(Path(run_dir))
+    except ValueError as err:
+        raise InputError(str(err)) from None
 
 
 def held_out_data(info) -> str:

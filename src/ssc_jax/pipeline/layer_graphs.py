@@ -23,9 +23,9 @@ from ssc_jax.pipeline.graph_store import (
     load_graphs,
     save_graphs,
 )
-from ssc_jax.pipeline.inputs import AnalysisInputs, preprocess
+from ssc_jax.pipeline.inputs import AnalysisInputs, InputError, preprocess
 from ssc_jax.solver.solve import affinity, ssc_gram
-from ssc_jax.training.checkpoints import load_checkpoint
+from ssc_jax.training.checkpoints import CheckpointError, load_checkpoint
 
 CACHE_DIR = "ssc_graphs"
 
@@ -70,8 +70,11 @@ def checkpoint_graphs(
     """Load the checkpoint of ``epoch`` in ``run_dir`` and return its graphs on ``inputs``:
     the layers' Grams and predictions are computed, the SSC graphs solved, or loaded from
     ``cache_dir``. With a ``cache_dir`` a new solution is stored there; without one nothing
-    is written."""
-    model, info = load_checkpoint(Path(run_dir), epoch)
+    is written. A damaged checkpoint raises ``InputError`` naming the epoch and file."""
+    try:
+        model, info = load_checkpoint(Path(run_dir), epoch)
+    except CheckpointError as err:
+        raise InputError(str(err)) from None
     images = preprocess(inputs.images, info)
     names, grams = activation_grams(
         model,

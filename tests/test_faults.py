@@ -1,0 +1,157 @@
+"""Damaged files are named and recovered from: checkpoints and cached graphs."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+
+from ssc_jax import TrainConfig, list_checkpoints, load_checkpoint, train
+from ssc_jax.pipeline.cli import main
+from ssc_jax.pipeline.inputs import InputError, resolve_epoch
+from ssc_jax.training.checkpoints import CheckpointError, checkpoint_problem, readable_epoch
+
+TINY = TrainConfig(
+    model="small_cnn",
+    dataset="digits",
+    width=0.25,
+    epochs=2,
+    batch_size=32,
+    data_fraction=0.2,
+    augment=False,
+)
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    history = train(TINY, run, progress=False, summary=False)
+    return run, history
+
+
+def largest_file(step, item: str = "model"):
+    return max((p for p in (step / item).rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def truncate(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_bytes(path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def damaged_run(two_epoch_run, tmp_path):
+    """A copy of the two-epoch run whose epoch 2 model has its largest file cut in half."""
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    damaged = largest_file(run / "checkpoints" / "2")
+    truncate(damaged)
+    return run, damaged
+
+
+def test_intact_checkpoints_have_no_problem(two_epoch_run):
+    run, _ = two_epoch_run
+    assert [checkpoint_problem(run, epoch) for epoch in (1, 2)] == [None, None]
+    assert readable_epoch(run) == 2
+
+
+@pytest.mark.parametrize("damage", [truncate, flip_bytes, lambda p: p.unlink()])
+def test_a_damaged_checkpoint_is_named_and_the_last_intact_one_is_used(
+    two_epoch_run, tmp_path, damage
+):
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    damaged = largest_file(run / "checkpoints" / "2")
+    damage(damaged)
+    assert list_checkpoints(run) == [1, 2]  # still listed: orbax committed it
+    with pytest.raises(CheckpointError, match=f"epoch 2 is damaged: {damaged}") as error:
+        load_checkpoint(run, 2)
+    assert "\n" not in str(error.value)
+    with pytest.warns(UserWarning, match=f"skipping the checkpoint of epoch 2: {damaged}"):
+        _, info = load_checkpoint(run)
+    assert info["epoch"] == 1
+    assert info["metrics"] == two_epoch_run[1][0]
+
+
+def test_without_checksums_a_read_failure_names_the_item(damaged_run):
+    run, _ = damaged_run
+    shutil.rmtree(run / "checksums")
+    assert checkpoint_problem(run, 1) is None
+    problem = checkpoint_problem(run, 2)
+    assert problem.startswith(f"{run / 'checkpoints' / '2' / 'model'} cannot be read (")
+    assert "\n" not in problem and "TensorStore details" not in problem
+    with pytest.raises(CheckpointError, match="epoch 2 is damaged"):
+        load_checkpoint(run, 2)
+
+
+def test_damaged_metrics_do_not_stop_listing(two_epoch_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    truncate(run / "checkpoints" / "2" / "metrics" / "metrics")
+    assert list_checkpoints(run) == [1, 2]
+    with pytest.warns(UserWarning, match="epoch 2: .*metrics/metrics has"):
+        assert readable_epoch(run) == 1
+
+
+def test_every_checkpoint_damaged(damaged_run):
+    run, _ = damaged_run
+    truncate(largest_file(run / "checkpoints" / "1"))
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="every checkpoint"):
+        readable_epoch(run)
+
+
+def test_resume_restarts_after_the_last_intact_epoch(two_epoch_run, damaged_run):
+    run, _ = damaged_run
+    with pytest.warns(UserWarning, match="resuming after epoch 1, .* epoch 2 is trained again"):
+        history = train(TINY, run, progress=False, summary=False)
+    assert [m["epoch"] for m in history] == [1, 2]
+    assert checkpoint_problem(run, 2) is None
+    expected = two_epoch_run[1][1]
+    assert history[1]["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-6)
+    assert history[1]["test_accuracy"] == pytest.approx(expected["test_accuracy"])
+
+
+def test_resume_prints_where_it_resumes(two_epoch_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    train(TINY, run, progress=False)
+    assert f"the run in {run} has finished its 2 epochs" in capsys.readouterr().out
+    train(dataclasses.replace(TINY, epochs=3), run, progress=False)
+    out = capsys.readouterr().out
+    assert f"resuming the run in {run} after epoch 2 of 3" in out
+    assert "epoch 3: train loss" in out and "test acc" in out  # progress=False keeps these
+
+
+def test_analysis_names_a_damaged_epoch_and_falls_back(damaged_run):
+    run, damaged = damaged_run
+    with pytest.raises(InputError, match=r"epoch 2 is damaged: .* pass --epoch with .* \[1\]"):
+        resolve_epoch(run, 2)
+    with pytest.warns(UserWarning, match=f"skipping the checkpoint of epoch 2: {damaged}"):
+        assert resolve_epoch(run, None) == 1
+
+
+def test_cli_analyze_of_a_damaged_epoch_is_one_line(damaged_run, tmp_path, capsys):
+    run, damaged = damaged_run
+    out = tmp_path / "out"
+    assert main(["analyze", str(run), "--epoch", "2", "--out", str(out), "--n", "40"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssc-jax: error: the checkpoint of epoch 2 is damaged: ")
+    assert str(damaged) in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_damaged_config_is_one_line(two_epoch_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    truncate(run / "config.json")
+    out = tmp_path / "out"
+    assert main(["analyze", str(run), "--out", str(out), "--n", "40", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'config.json'} is damaged" in err and err.count("\n") == 1
+    assert not out.exists()
