@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
+import numpy as np
 import pytest
 
 from ssc_jax import TrainConfig, list_checkpoints, load_checkpoint, train
 from ssc_jax.pipeline.cli import main
-from ssc_jax.pipeline.inputs import InputError, resolve_epoch
+from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.graph_store import GraphFileError, load_graphs
+from ssc_jax.pipeline.inputs import InputError, load_inputs, resolve_epoch
+from ssc_jax.pipeline.layer_graphs import checkpoint_graphs
 from ssc_jax.training.checkpoints import CheckpointError, checkpoint_problem, readable_epoch
 
 TINY = TrainConfig(
@@ -155,3 +159,19 @@ def test_damaged_config_is_one_line(two_epoch_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{run / 'config.json'} is damaged" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", [truncate, lambda p: p.write_text("not a zip")])
+def test_a_damaged_cached_graph_is_named_removed_and_solved_again(two_epoch_run, tmp_path, damage):
+    run, _ = two_epoch_run
+    analysis = AnalysisSet(n=40)
+    inputs = load_inputs(analysis, "digits")
+    solve = dict(analysis=analysis, solver=SolverSettings(), cache_dir=tmp_path, progress=False)
+    first = checkpoint_graphs(run, 2, inputs, **solve)
+    damage(first.path)
+    with pytest.raises(GraphFileError, match=f"{first.path} is damaged"):
+        load_graphs(first.path)
+    with pytest.warns(UserWarning, match=f"removed, solving again: {first.path} is damaged"):
+        again = checkpoint_graphs(run, 2, inputs, **solve)
+    np.testing.assert_allclose(again.coef, first.coef, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(load_graphs(again.path).coef, again.coef)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -26,6 +28,10 @@ DIAGNOSTICS = (
     "gap_estimate",
     "objective",
 )
+
+
+class GraphFileError(ValueError):
+    """A graph file that cannot be read: truncated, altered or not written by ``save_graphs``."""
 
 
 class StoredGraphs(NamedTuple):
@@ -97,7 +103,22 @@ def save_graphs(
 
 
 def load_graphs(path: str | Path) -> StoredGraphs:
-    """Read a file written by ``save_graphs``; ``coef`` comes back dense, (L, n, n) float32."""
+    """Read a file written by ``save_graphs``; ``coef`` comes back dense, (L, n, n) float32.
+
+    Raises:
+      GraphFileError: naming ``path``, when the file is damaged; ``FileNotFoundError`` when
+        there is none.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no graph file at {path}")
+    try:
+        return _read(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        text = " ".join(str(err).split())[:200]
+        raise GraphFileError(f"{path} is damaged ({type(err).__name__}: {text})") from None
+
+
+def _read(path: str | Path) -> StoredGraphs:
     with np.load(path, allow_pickle=False) as f:
         layers = [str(s) for s in f["layers"]]
         n = int(f["n"])

@@ -8,6 +8,7 @@ forward pass) because linear CKA needs them and they are dense.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -18,6 +19,7 @@ from ssc_jax.nets.capture import activation_grams, predict
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.graph_store import (
     DIAGNOSTICS,
+    GraphFileError,
     StoredGraphs,
     graph_path,
     load_graphs,
@@ -89,8 +91,9 @@ def checkpoint_graphs(
     key = {"inputs": inputs.key, "layers": names, "solver": solver.key()}
     path = None if cache_dir is None else graph_path(cache_dir, epoch, key)
     if path is not None and path.exists():
-        stored = load_graphs(path)
-        return LayerGraphs(names, grams, stored.coef, stored.diagnostics, probs, key, path)
+        stored = _cached(path, names, len(images))
+        if stored is not None:
+            return LayerGraphs(names, grams, stored.coef, stored.diagnostics, probs, key, path)
     result = ssc_gram(grams, progress=progress, **solver.kwargs())
     coef = np.asarray(result.coef, dtype=np.float32)
     diagnostics = {name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS}
@@ -101,6 +104,23 @@ def checkpoint_graphs(
             warnings.warn(f"could not store the SSC graphs in {path.parent}: {err}", stacklevel=2)
             path = None
     return LayerGraphs(names, grams, coef, diagnostics, probs, key, path)
+
+
+def _cached(path: Path, names: list[str], n: int) -> StoredGraphs | None:
+    """The graphs cached in ``path``; None, with a warning and the file removed, when it is
+    damaged or holds other layers or inputs."""
+    try:
+        stored = load_graphs(path)
+    except GraphFileError as err:
+        problem = str(err)
+    else:
+        if stored.layers == names and stored.coef.shape[1:] == (n, n):
+            return stored
+        problem = f"{path} holds graphs of other layers or inputs"
+    warnings.warn(f"cached SSC graphs removed, solving again: {problem}", stacklevel=3)
+    with contextlib.suppress(OSError):  # a read-only cache: the new solution is not stored
+        path.unlink()
+    return None
 
 
 def run_cache(run_dir: str | Path, cache: bool) -> Path | None:
