@@ -7,8 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from ssc_jax import TrainConfig, list_checkpoints, load_checkpoint, train
+from ssc_jax import TrainConfig, list_checkpoints, load_checkpoint, load_dataset, train
 from ssc_jax.pipeline.cli import main
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.graph_store import GraphFileError, load_graphs
@@ -175,3 +176,77 @@ def test_a_damaged_cached_graph_is_named_removed_and_solved_again(two_epoch_run,
         again = checkpoint_graphs(run, 2, inputs, **solve)
     np.testing.assert_allclose(again.coef, first.coef, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(load_graphs(again.path).coef, again.coef)
+
+
+def class_folders(root, classes, per_class: int = 12):
+    """A folder of digits as PNG files in class folders ``root/<digit>/<i>.png``."""
+    images, labels, _ = load_dataset("digits", "test")
+    for c in classes:
+        (root / str(c)).mkdir(parents=True)
+        for i, image in enumerate(images[labels == c][:per_class]):
+            Image.fromarray(image[..., 0]).save(root / str(c) / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A one-epoch run trained on a folder of digits 0, 1, 2 (8x8 RGB)."""
+    root = tmp_path_factory.mktemp("folders")
+    data = class_folders(root / "three", [0, 1, 2], per_class=40)
+    run = root / "run"
+    argv = ["train", "--model", "small_cnn", "--dataset", str(data), "--test-data", str(data)]
+    argv += ["--width", "0.25", "--epochs", "1", "--batch-size", "32", "--no-augment"]
+    assert main([*argv, "--out", str(run), "--quiet"]) == 0
+    return run, root
+
+
+def _one_line_error(argv, capsys, out) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssc-jax: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert not out.exists()
+    return err
+
+
+def test_n_too_small_for_the_classes(two_epoch_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    for n in ("10", "19"):
+        argv = ["analyze", str(two_epoch_run[0]), "--n", n, "--out", str(out), "--quiet"]
+        err = _one_line_error(argv, capsys, out)
+        assert f"N = {n} analysis inputs over the 10 classes" in err
+        assert "at least 2 per class: pass --n 20 or more" in err
+
+
+def test_one_class_data_is_refused(folder_run, tmp_path, capsys):
+    run, _ = folder_run
+    one = class_folders(tmp_path / "one", [3])
+    out = tmp_path / "out"
+    argv = ["analyze", str(run), "--data", str(one), "--n", "10", "--out", str(out), "--quiet"]
+    err = _one_line_error(argv, capsys, out)
+    assert "holds one class ('3')" in err and "at least 2 classes" in err
+
+
+def test_data_of_another_shape_or_class_count_is_refused(folder_run, tmp_path, capsys):
+    run, _ = folder_run
+    out = tmp_path / "out"
+    argv = ["analyze", str(run), "--data", "digits", "--n", "40", "--out", str(out), "--quiet"]
+    err = _one_line_error(argv, capsys, out)
+    assert "images are (8, 8, 1) but the run" in err and "trained on (8, 8, 3)" in err
+    two = class_folders(tmp_path / "two", [0, 1])
+    argv = ["analyze", str(run), "--data", str(two), "--n", "10", "--out", str(out), "--quiet"]
+    err = _one_line_error(argv, capsys, out)
+    assert "has 2 classes but the run" in err and "was trained on 3" in err
+
+
+def test_train_and_test_classes_that_differ_are_refused_before_training(folder_run, capsys):
+    _, root = folder_run
+    three, two = root / "three", class_folders(root / "other", [0, 1])
+    out = root / "mismatch"
+    argv = ["train", "--model", "small_cnn", "--dataset", str(three), "--test-data", str(two)]
+    err = _one_line_error([*argv, "--out", str(out), "--quiet"], capsys, out)
+    assert "has the classes ['0', '1'] but the training set" in err and "['0', '1', '2']" in err
+    one = class_folders(root / "single", [5])
+    argv = ["train", "--model", "small_cnn", "--dataset", str(one), "--test-data", str(one)]
+    err = _one_line_error([*argv, "--out", str(out), "--quiet"], capsys, out)
+    assert "holds one class ('5')" in err

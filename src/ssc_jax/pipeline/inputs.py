@@ -85,11 +85,70 @@ def preprocess(images: np.ndarray, info) -> np.ndarray:
     return np.asarray(normalize(images, info["mean"], info["std"]))
 
 
+# Fewer inputs of a class than this, and it has no within-class pair to cluster.
+MIN_PER_CLASS = 2
+
+
+def _needed_n(labels: np.ndarray, seed: int) -> int | None:
+    """The smallest N whose stratified sample has ``MIN_PER_CLASS`` inputs of every class."""
+    classes = len(np.unique(labels))
+    for n in range(MIN_PER_CLASS * classes, len(labels) + 1):
+        if np.bincount(labels[analysis_indices(labels, n, seed=seed)]).min() >= MIN_PER_CLASS:
+            return n
+    return None
+
+
+def _check_classes(labels, chosen, class_names, analysis: AnalysisSet, data: str) -> None:
+    """Refuse data of one class, and an N that leaves a class without a within-class pair."""
+    present = np.unique(labels)
+    where = f"the {analysis.split!r} split of {data!r}"
+    if len(present) < 2:
+        raise InputError(
+            f"{where} holds one class ({class_names[present[0]]!r}); SSC analysis compares "
+            "classes: pass --data with images of at least 2 classes"
+        )
+    counts = np.bincount(chosen, minlength=len(class_names))[present]
+    if counts.min() >= MIN_PER_CLASS:
+        return
+    short = class_names[present[np.argmin(counts)]]
+    needed = _needed_n(labels, analysis.seed)
+    fix = (
+        f"pass --n {needed} or more"
+        if needed is not None
+        else f"its class {short!r} has fewer than {MIN_PER_CLASS} inputs there: pass other --data"
+    )
+    raise InputError(
+        f"N = {analysis.n} analysis inputs over the {len(present)} classes of {where} gives "
+        f"class {short!r} {counts.min()}; SSC needs at least {MIN_PER_CLASS} per class: {fix}"
+    )
+
+
+def check_fits_run(inputs: AnalysisInputs, info: dict, run_dir: str | Path) -> None:
+    """Refuse inputs of another image shape or class count than the run's model was trained on.
+
+    Raises:
+      InputError: naming both shapes or counts.
+    """
+    shape = list(inputs.images.shape[1:])
+    trained = info.get("image_shape")
+    if trained is not None and shape != list(trained):
+        raise InputError(
+            f"the analysis images are {tuple(shape)} but the run in {run_dir} was trained on "
+            f"{tuple(trained)} images; pass --data with images like its training data"
+        )
+    if len(inputs.class_names) != info["num_classes"]:
+        raise InputError(
+            f"the analysis data has {len(inputs.class_names)} classes but the run in {run_dir} "
+            f"was trained on {info['num_classes']}; pass --data with the classes it was trained on"
+        )
+
+
 def load_inputs(analysis: AnalysisSet, default_data: str) -> AnalysisInputs:
     """A stratified sample of ``analysis.n`` inputs of ``analysis.data`` (or ``default_data``).
 
     Raises:
-      InputError: when the data cannot be read or holds fewer than N inputs.
+      InputError: when the data cannot be read, holds fewer than N inputs or one class, or
+        N leaves a class fewer than ``MIN_PER_CLASS`` inputs.
     """
     data = analysis.data or default_data
     try:
@@ -108,6 +167,7 @@ def load_inputs(analysis: AnalysisSet, default_data: str) -> AnalysisInputs:
             f"{data!r} holds only {len(labels)}; pass a smaller --n"
         )
     indices = np.asarray(analysis_indices(labels, analysis.n, seed=analysis.seed))
+    _check_classes(labels, labels[indices], list(class_names), analysis, data)
     key = {
         "data": str(Path(data).resolve()) if Path(data).exists() else str(data),
         "split": analysis.split,

@@ -25,7 +25,7 @@ from ssc_jax.pipeline.graph_store import (
     load_graphs,
     save_graphs,
 )
-from ssc_jax.pipeline.inputs import AnalysisInputs, InputError, preprocess
+from ssc_jax.pipeline.inputs import AnalysisInputs, InputError, check_fits_run, preprocess
 from ssc_jax.solver.solve import affinity, ssc_gram
 from ssc_jax.training.checkpoints import CheckpointError, load_checkpoint
 
@@ -77,6 +77,7 @@ def checkpoint_graphs(
         model, info = load_checkpoint(Path(run_dir), epoch)
     except CheckpointError as err:
         raise InputError(str(err)) from None
+    check_fits_run(inputs, info, run_dir)
     images = preprocess(inputs.images, info)
     names, grams = activation_grams(
         model,

@@ -102,11 +102,32 @@ def _check_config(config: TrainConfig) -> None:
         raise ValueError("TrainConfig.test_dataset must name the test set when dataset is a path")
 
 
+def _few(names: list[str], shown: int = 5) -> str:
+    """``names`` for a message: all of them, or the first few and how many in all."""
+    head = ", ".join(repr(n) for n in names[:shown])
+    return f"[{head}]" if len(names) <= shown else f"[{head}, ...] ({len(names)})"
+
+
 def _load_data(config: TrainConfig):
     """Training and test sets (images uint8, labels int32) and the class names."""
     x_train, y_train, classes = load_dataset(config.dataset, "train", data_dir=config.data_dir)
     test_name = config.test_dataset or config.dataset
-    x_test, y_test, _ = load_dataset(test_name, "test", data_dir=config.data_dir)
+    x_test, y_test, test_classes = load_dataset(test_name, "test", data_dir=config.data_dir)
+    if len(np.unique(y_train)) < 2:
+        raise ValueError(
+            f"the training set {config.dataset!r} holds one class ({classes[y_train[0]]!r}); "
+            "a classifier needs at least 2: pass a dataset of several class folders"
+        )
+    if test_classes != classes:
+        raise ValueError(
+            f"the test set {test_name!r} has the classes {_few(test_classes)} but the training "
+            f"set {config.dataset!r} has {_few(classes)}; pass a test set of the same classes"
+        )
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(
+            f"the test images of {test_name!r} are {x_test.shape[1:]} but the training images "
+            f"of {config.dataset!r} are {x_train.shape[1:]}; pass test images of the same size"
+        )
     if config.data_fraction < 1:
         subset = stratified_subset(y_train, config.data_fraction, seed=config.seed)
         x_train, y_train = x_train[subset], y_train[subset]
