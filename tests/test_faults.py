@@ -5,11 +5,20 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from ssc_jax import TrainConfig, list_checkpoints, load_checkpoint, load_dataset, train
+from ssc_jax import (
+    TrainConfig,
+    list_checkpoints,
+    load_checkpoint,
+    load_dataset,
+    ssc,
+    ssc_gram,
+    train,
+)
 from ssc_jax.pipeline.cli import main
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.graph_store import GraphFileError, load_graphs
@@ -250,3 +259,12 @@ def test_train_and_test_classes_that_differ_are_refused_before_training(folder_r
     argv = ["train", "--model", "small_cnn", "--dataset", str(one), "--test-data", str(one)]
     err = _one_line_error([*argv, "--out", str(out), "--quiet"], capsys, out)
     assert "holds one class ('5')" in err
+
+
+@pytest.mark.parametrize("dtype", [np.float16, jnp.bfloat16])
+def test_half_precision_input_is_a_value_error(dtype):
+    X = np.random.default_rng(0).normal(size=(10, 4))
+    with pytest.raises(ValueError, match=r"X has dtype .*16, .* pass float32 or float64"):
+        ssc(jnp.asarray(X, dtype))
+    with pytest.raises(ValueError, match=r"G has dtype .*16, .* pass float32 or float64"):
+        ssc_gram(jnp.asarray(X @ X.T, dtype))
