@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import warnings
 
 import jax.numpy as jnp
 import numpy as np
@@ -19,11 +20,13 @@ from ssc_jax import (
     ssc_gram,
     train,
 )
+from ssc_jax.pipeline.analyze import analyze_checkpoint
 from ssc_jax.pipeline.cli import main
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.graph_store import GraphFileError, load_graphs
 from ssc_jax.pipeline.inputs import InputError, load_inputs, resolve_epoch
 from ssc_jax.pipeline.layer_graphs import checkpoint_graphs
+from ssc_jax.solver.admm import ADMM
 from ssc_jax.training.checkpoints import CheckpointError, checkpoint_problem, readable_epoch
 
 TINY = TrainConfig(
@@ -268,3 +271,20 @@ def test_half_precision_input_is_a_value_error(dtype):
         ssc(jnp.asarray(X, dtype))
     with pytest.raises(ValueError, match=r"G has dtype .*16, .* pass float32 or float64"):
         ssc_gram(jnp.asarray(X @ X.T, dtype))
+
+
+def test_an_iteration_cap_warns_and_marks_the_layers(two_epoch_run):
+    capped = SolverSettings(admm=ADMM(max_iterations=1))
+    analysis = AnalysisSet(n=40)
+    with pytest.warns(RuntimeWarning, match=r"SSC did not converge on \d+ of \d+ layer problems"):
+        result = analyze_checkpoint(
+            two_epoch_run[0], analysis=analysis, solver=capped, cache=False, progress=False
+        )
+    converged = result.graphs.diagnostics["converged"].astype(bool)
+    assert not converged.all()
+    expected = [name for name, ok in zip(result.graphs.layers, converged, strict=True) if not ok]
+    assert result.metrics["unconverged_layers"] == expected
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fine = analyze_checkpoint(two_epoch_run[0], analysis=analysis, cache=False, progress=False)
+    assert fine.metrics["unconverged_layers"] == []

@@ -94,10 +94,12 @@ def checkpoint_graphs(
     if path is not None and path.exists():
         stored = _cached(path, names, len(images))
         if stored is not None:
+            warn_unconverged(names, stored.diagnostics, solver, epoch)
             return LayerGraphs(names, grams, stored.coef, stored.diagnostics, probs, key, path)
     result = ssc_gram(grams, progress=progress, **solver.kwargs())
     coef = np.asarray(result.coef, dtype=np.float32)
     diagnostics = {name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS}
+    warn_unconverged(names, diagnostics, solver, epoch)
     if path is not None:
         try:
             save_graphs(path, names, coef, diagnostics, key)
@@ -105,6 +107,34 @@ def checkpoint_graphs(
             warnings.warn(f"could not store the SSC graphs in {path.parent}: {err}", stacklevel=2)
             path = None
     return LayerGraphs(names, grams, coef, diagnostics, probs, key, path)
+
+
+def unconverged_layers(layers: list[str], diagnostics: dict[str, np.ndarray]) -> list[str]:
+    """The layers whose SSC solve stopped before its stopping tests passed."""
+    converged = np.asarray(diagnostics["converged"], dtype=bool)
+    return [name for name, ok in zip(layers, converged, strict=True) if not ok]
+
+
+def warn_unconverged(
+    layers: list[str], diagnostics: dict[str, np.ndarray], solver: SolverSettings, epoch: int
+) -> None:
+    """One warning when some layers' solves stopped unconverged, saying how far they were."""
+    missed = unconverged_layers(layers, diagnostics)
+    if not missed:
+        return
+    off = ~np.asarray(diagnostics["converged"], dtype=bool)
+    gap = float(np.max(np.asarray(diagnostics["gap_estimate"])[off]))
+    primal = float(np.max(np.asarray(diagnostics["primal_residual"])[off]))
+    admm = solver.admm
+    shown = ", ".join(missed[:4]) + (f" and {len(missed) - 4} more" if len(missed) > 4 else "")
+    warnings.warn(
+        f"SSC did not converge on {len(missed)} of {len(layers)} layer problems of epoch "
+        f"{epoch} ({shown}) within max_iterations = {admm.max_iterations}: largest gap "
+        f"estimate {gap:.2g} (gap_tol {admm.gap_tol:.2g}), largest primal residual "
+        f"{primal:.2g}; metrics.json lists them as unconverged_layers; pass a larger --max-iter",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _cached(path: Path, names: list[str], n: int) -> StoredGraphs | None:
