@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import warnings
 
@@ -26,6 +27,7 @@ from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.graph_store import GraphFileError, load_graphs
 from ssc_jax.pipeline.inputs import InputError, load_inputs, resolve_epoch
 from ssc_jax.pipeline.layer_graphs import checkpoint_graphs
+from ssc_jax.pipeline.locks import folder_lock, lock_holder, lock_path
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.training.checkpoints import CheckpointError, checkpoint_problem, readable_epoch
 
@@ -288,3 +290,18 @@ def test_an_iteration_cap_warns_and_marks_the_layers(two_epoch_run):
         warnings.simplefilter("error", RuntimeWarning)
         fine = analyze_checkpoint(two_epoch_run[0], analysis=analysis, cache=False, progress=False)
     assert fine.metrics["unconverged_layers"] == []
+
+
+def test_analysing_a_run_being_trained_says_so(two_epoch_run, tmp_path, capsys):
+    run, _ = two_epoch_run
+    assert lock_holder(run) is None
+    with folder_lock(run):
+        assert lock_holder(run) == f"pid {os.getpid()}"
+        with pytest.warns(UserWarning, match=r"is being trained now \(pid \d+\); only .* 1-2"):
+            assert resolve_epoch(run, None) == 2
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        with folder_lock(empty), pytest.raises(InputError, match=r"no checkpoints .*trained now"):
+            resolve_epoch(empty, None)
+    assert lock_holder(run) is None
+    assert not lock_path(run).exists()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from ssc_jax.pipeline.config import AnalysisSet
+from ssc_jax.pipeline.locks import lock_holder
 from ssc_jax.training.augment import normalize
 from ssc_jax.training.checkpoints import list_checkpoints, read_run_config, readable_epoch
 from ssc_jax.training.datasets import analysis_indices, load_dataset
@@ -30,7 +32,8 @@ class AnalysisInputs(NamedTuple):
 
 
 def run_epochs(run_dir: str | Path) -> list[int]:
-    """The epochs with a checkpoint in ``run_dir``, ascending.
+    """The epochs with a checkpoint in ``run_dir``, ascending; a warning when another
+    command is training the run now (its completed checkpoints are safe to read).
 
     Raises:
       InputError: when ``run_dir`` is not a folder or holds no checkpoint.
@@ -39,8 +42,16 @@ def run_epochs(run_dir: str | Path) -> list[int]:
     if not run_dir.is_dir():
         raise InputError(f"no training run at {run_dir} (expected a folder from `train`)")
     epochs = sorted(list_checkpoints(run_dir))
+    holder = lock_holder(run_dir)
     if not epochs:
-        raise InputError(f"{run_dir} holds no checkpoints; train first")
+        training = f" (it is being trained now, {holder})" if holder else ""
+        raise InputError(f"{run_dir} holds no checkpoints{training}; train first")
+    if holder is not None:
+        warnings.warn(
+            f"{run_dir} is being trained now ({holder}); only the checkpoints it has "
+            f"completed, epochs {epochs[0]}-{epochs[-1]}, are analysed",
+            stacklevel=2,
+        )
     return epochs
 
 

@@ -84,3 +84,20 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
             path.unlink()
         os.close(fd)
         remove_empty(created)
+
+
+def lock_holder(folder: str | Path) -> str | None:
+    """Who holds the lock of ``folder`` now (``"pid N"``), or None when no one does. Only
+    probes: it takes the lock for an instant when it is free, and creates no file."""
+    path = lock_path(folder)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(path)
+    finally:
+        os.close(fd)
+    return None
