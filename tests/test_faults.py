@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
+import ssc_jax
 from ssc_jax import (
     TrainConfig,
     list_checkpoints,
@@ -28,6 +34,7 @@ from ssc_jax.pipeline.graph_store import GraphFileError, load_graphs
 from ssc_jax.pipeline.inputs import InputError, load_inputs, resolve_epoch
 from ssc_jax.pipeline.layer_graphs import checkpoint_graphs
 from ssc_jax.pipeline.locks import folder_lock, lock_holder, lock_path
+from ssc_jax.pipeline.outputs import atomic_output_dir
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.training.checkpoints import CheckpointError, checkpoint_problem, readable_epoch
 
@@ -305,3 +312,65 @@ def test_analysing_a_run_being_trained_says_so(two_epoch_run, tmp_path, capsys):
             resolve_epoch(empty, None)
     assert lock_holder(run) is None
     assert not lock_path(run).exists()
+
+
+def test_taking_the_lock_recovers_from_a_killed_swap(tmp_path):
+    target = tmp_path / "out"
+    with atomic_output_dir(target, kind="analyze") as folder:
+        (folder / "report.html").write_text("previous")
+    aside = tmp_path / ".out.old-0123abcd"
+    aside.mkdir()
+    os.replace(target, aside / "previous")  # killed between the swap's two renames
+    (tmp_path / ".out.tmp-89abcdef").mkdir()
+    (tmp_path / ".out.tmp-89abcdef" / "metrics.json").write_text("{")
+    (tmp_path / ".out.tmp-notours").mkdir()  # not a name ssc-jax makes: left alone
+    with folder_lock(target):
+        assert (target / "report.html").read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.tmp-notours", "out"]
+
+
+def _hidden_beside(out) -> list[str]:
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}"))
+
+
+@pytest.mark.slow  # three analyze processes
+def test_analyze_killed_at_random_points_leaves_nothing_partial(two_epoch_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "ssc_jax.run", "analyze", str(run), "--out", str(out)]
+    argv += ["--n", "40", "--quiet"]
+    src = str(Path(ssc_jax.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    delay = float(np.random.default_rng(17).uniform(1, 10))
+
+    def publishing() -> bool:
+        return any(".tmp-" in name for name in _hidden_beside(out))
+
+    def started(seconds: float):
+        begun = time.monotonic()
+        return lambda: time.monotonic() - begun > seconds
+
+    for kill_when in (started(delay), publishing):
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while process.poll() is None and not kill_when():
+            time.sleep(0.01)
+        process.kill()
+        process.wait()
+        if kill_when is publishing:  # killed mid-write: its temporary folder is left over
+            assert process.returncode == -9 and publishing()
+            assert not out.exists()
+        if out.exists():  # it finished before the kill: then it is whole
+            assert json.loads((out / "metrics.json").read_text())["epoch"] == 2
+        assert not (run / "ssc_graphs").exists() or all(
+            load_graphs(p).coef.shape[1] == 40
+            for p in (run / "ssc_graphs").glob("*.npz")
+            if not p.name.startswith(".")
+        )
+    finished = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == 2
+    assert (out / "report.html").is_file()
+    assert _hidden_beside(out) == []
+    assert [p.name for p in (run / "ssc_graphs").iterdir() if p.name.startswith(".")] == []
+    assert [checkpoint_problem(run, epoch) for epoch in (1, 2)] == [None, None]

@@ -59,6 +59,24 @@ def _sparse_pays(nnz: int, n: int) -> bool:
     return 8 * nnz + 4 * (n + 1) < 4 * n * n
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove the temporary files of ``path`` left by killed writers (their pid is gone)."""
+    for tmp in path.parent.glob(f".{path.stem}.*.tmp.npz"):
+        pid = tmp.name[len(path.stem) + 2 : -len(".tmp.npz")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def save_graphs(
     path: str | Path,
     layers: Sequence[str],
@@ -91,6 +109,7 @@ def save_graphs(
             arrays[f"c{i}_dense"] = c
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     try:
         with open(tmp, "wb") as f:
