@@ -130,7 +130,7 @@ def _check_classes(labels, chosen, class_names, analysis: AnalysisSet, data: str
     )
     raise InputError(
         f"N = {analysis.n} analysis inputs over the {len(present)} classes of {where} gives "
-        f"class {short!r} {counts.min()}; SSC needs at least {MIN_PER_CLASS} per class: {fix}"
+        f"class {short!r} only {counts.min()}; SSC needs at least {MIN_PER_CLASS} per class: {fix}"
     )
 
 
