@@ -64,3 +64,14 @@ def check_positive(name: str, value: float) -> None:
     """Raise unless ``value`` is a finite number > 0."""
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+
+
+def check_solver_dtype(name: str, x) -> None:
+    """Raise if ``x`` is a floating array narrower than float32 (float16, bfloat16), which
+    the solver's factorisations do not support; integer and bool inputs are cast to float32."""
+    dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
+    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+        raise ValueError(
+            f"{name} has dtype {dtype.name}, which the solver does not support; pass float32 or "
+            f"float64, e.g. {name}.astype(numpy.float32)"
+        )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
+import warnings
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils.validation import validate_data
 
 from ssc_jax.graphs.spectral import spectral_clustering
 from ssc_jax.solver.admm import ADMM
@@ -27,7 +31,13 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
       options: ``SolverOptions`` (``low_rank``, ``devices``, ...) that ``normalize`` and
         ``solver_options`` then override; ``None`` is the default.
 
+    ``fit`` takes dense real input (sparse matrices raise ``TypeError``, complex or
+    non-numeric input ``ValueError``) and checks the parameters before solving. It warns
+    when ``tau <= 1 / max_{i != j} |x_i . x_j|`` (unit rows when ``normalize``): then every
+    coefficient is zero, exactly, and the clustering means nothing.
+
     Attributes:
+      n_features_in_: number of features seen in ``fit``.
       coef_: (n, n) NumPy SSC coefficients, ``X ~= coef_ @ X``.
       affinity_matrix_: (n, n) NumPy affinity graph.
       labels_: (n,) cluster index of each sample.
@@ -53,11 +63,41 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         self.solver_options = solver_options
         self.options = options
 
+    def _check_params(self, n_samples: int) -> None:
+        k = self.n_clusters
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n_samples:
+            raise ValueError(
+                f"n_clusters must be an integer in [1, n_samples={n_samples}]; got {k!r}"
+            )
+        for name in ("tau", "mu"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not value > 0:
+                raise ValueError(f"{name} must be a number > 0; got {value!r}")
+
+    def _warn_if_all_zero(self, X: np.ndarray) -> None:
+        """Warn when ``tau`` is at or below ``1 / max |off-diagonal Gram|``, where C = 0."""
+        x = X.astype(np.float64)
+        if self.normalize:
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            x = x / np.where(norms > 0, norms, 1)
+        gram = np.abs(x @ x.T)
+        np.fill_diagonal(gram, 0)
+        largest = gram.max()
+        if self.tau * largest <= 1:
+            bound = np.inf if largest == 0 else 1 / largest
+            warnings.warn(
+                f"tau = {self.tau} <= 1 / max |x_i . x_j| = {bound:.4g}: every SSC coefficient "
+                f"is zero and the clusters are arbitrary; pass a tau above {bound:.4g}",
+                stacklevel=3,
+            )
+
     def fit(self, X, y=None) -> SparseSubspaceClustering:
         """Fit on (n_samples, n_features) ``X``; ``y`` is ignored."""
-        n = np.shape(X)[0] if np.ndim(X) == 2 else None
-        if n is not None and not 1 <= self.n_clusters <= n:
-            raise ValueError(f"n_clusters must be in [1, n_samples={n}]; got {self.n_clusters}")
+        X = validate_data(
+            self, X, dtype=(np.float64, np.float32), ensure_min_samples=2, ensure_min_features=1
+        )
+        self._check_params(X.shape[0])
+        self._warn_if_all_zero(X)
         result: SSCResult = ssc(
             X,
             options=self.options,

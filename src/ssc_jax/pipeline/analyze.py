@@ -41,6 +41,7 @@ from ssc_jax.pipeline.layer_graphs import (
     export_name,
     export_source,
     run_cache,
+    unconverged_layers,
 )
 from ssc_jax.pipeline.outputs import to_jsonable
 from ssc_jax.pipeline.summary import graph_summary
@@ -214,6 +215,7 @@ def analyze_graphs(
         "embedded_inputs": int(embedded.size),
         "findings": findings.as_json(found),
         "solver_diagnostics": graphs.diagnostics,
+        "unconverged_layers": unconverged_layers(graphs.layers, graphs.diagnostics),
         "confidently_wrong": [
             {
                 "index": w.index,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -333,6 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """ssc-jax's own warnings as one line each; others as Python shows them."""
+    if not Path(filename).resolve().is_relative_to(_PACKAGE):
+        text = warnings.formatwarning(message, category, filename, lineno, line)
+    else:
+        text = f"ssc-jax: warning: {' '.join(str(message).split())}\n"
+    (file or sys.stderr).write(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status.
 
@@ -352,7 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if launch.spawns(args):
             return launch.spawn([sys.executable, "-m", "ssc_jax.run", *argv], args.processes)
         launch.join(args)
-        out = func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            out = func(args)
     except (OutputError, InputError) as err:
         message = " ".join(str(err).split())
         print(f"ssc-jax: error: {message}", file=sys.stderr)

@@ -37,6 +37,7 @@ from ssc_jax.pipeline.layer_graphs import (
     export_name,
     export_source,
     run_cache,
+    unconverged_layers,
 )
 from ssc_jax.pipeline.outputs import to_jsonable
 from ssc_jax.similarity.cka import cka, cka_matrix
@@ -157,6 +158,11 @@ def training_dynamics(
         "linear_cka_to_final": linear_to_final,
         "network_accuracy_per_epoch": accuracy,
         "solver_diagnostics_per_epoch": diagnostics,
+        "unconverged_layers": {
+            str(epoch): missed
+            for epoch, row in zip(chosen, rows, strict=True)
+            if (missed := unconverged_layers(layers, row["diagnostics"]))
+        },
         "heatmaps": {str(e): {"ssc_cka": m[0], "linear_cka": m[1]} for e, m in heatmaps.items()},
         "graph_files": list(exports),
         "findings": findings.as_json(found),

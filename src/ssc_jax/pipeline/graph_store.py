@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -26,6 +28,10 @@ DIAGNOSTICS = (
     "gap_estimate",
     "objective",
 )
+
+
+class GraphFileError(ValueError):
+    """A graph file that cannot be read: truncated, altered or not written by ``save_graphs``."""
 
 
 class StoredGraphs(NamedTuple):
@@ -51,6 +57,24 @@ def graph_path(cache_dir: str | Path, epoch: int, settings: Mapping) -> Path:
 def _sparse_pays(nnz: int, n: int) -> bool:
     """CSR costs 8 bytes per nonzero (value + column) plus the row pointers; dense 4 per cell."""
     return 8 * nnz + 4 * (n + 1) < 4 * n * n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove the temporary files of ``path`` left by killed writers (their pid is gone)."""
+    for tmp in path.parent.glob(f".{path.stem}.*.tmp.npz"):
+        pid = tmp.name[len(path.stem) + 2 : -len(".tmp.npz")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
 
 
 def save_graphs(
@@ -85,6 +109,7 @@ def save_graphs(
             arrays[f"c{i}_dense"] = c
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     try:
         with open(tmp, "wb") as f:
@@ -97,7 +122,22 @@ def save_graphs(
 
 
 def load_graphs(path: str | Path) -> StoredGraphs:
-    """Read a file written by ``save_graphs``; ``coef`` comes back dense, (L, n, n) float32."""
+    """Read a file written by ``save_graphs``; ``coef`` comes back dense, (L, n, n) float32.
+
+    Raises:
+      GraphFileError: naming ``path``, when the file is damaged; ``FileNotFoundError`` when
+        there is none.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no graph file at {path}")
+    try:
+        return _read(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        text = " ".join(str(err).split())[:200]
+        raise GraphFileError(f"{path} is damaged ({type(err).__name__}: {text})") from None
+
+
+def _read(path: str | Path) -> StoredGraphs:
     with np.load(path, allow_pickle=False) as f:
         layers = [str(s) for s in f["layers"]]
         n = int(f["n"])

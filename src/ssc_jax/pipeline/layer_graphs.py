@@ -8,6 +8,7 @@ forward pass) because linear CKA needs them and they are dense.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -18,15 +19,16 @@ from ssc_jax.nets.capture import activation_grams, predict
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.graph_store import (
     DIAGNOSTICS,
+    GraphFileError,
     StoredGraphs,
     graph_path,
     load_graphs,
     save_graphs,
 )
-from ssc_jax.pipeline.inputs import AnalysisInputs, preprocess
+from ssc_jax.pipeline.inputs import AnalysisInputs, InputError, check_fits_run, preprocess
 from ssc_jax.solver.distributed import is_writer
 from ssc_jax.solver.solve import affinity, ssc_gram
-from ssc_jax.training.checkpoints import load_checkpoint
+from ssc_jax.training.checkpoints import CheckpointError, load_checkpoint
 
 CACHE_DIR = "ssc_graphs"
 
@@ -71,8 +73,12 @@ def checkpoint_graphs(
     """Load the checkpoint of ``epoch`` in ``run_dir`` and return its graphs on ``inputs``:
     the layers' Grams and predictions are computed, the SSC graphs solved, or loaded from
     ``cache_dir``. With a ``cache_dir`` a new solution is stored there; without one nothing
-    is written."""
-    model, info = load_checkpoint(Path(run_dir), epoch)
+    is written. A damaged checkpoint raises ``InputError`` naming the epoch and file."""
+    try:
+        model, info = load_checkpoint(Path(run_dir), epoch)
+    except CheckpointError as err:
+        raise InputError(str(err)) from None
+    check_fits_run(inputs, info, run_dir)
     images = preprocess(inputs.images, info)
     names, grams = activation_grams(
         model,
@@ -87,11 +93,14 @@ def checkpoint_graphs(
     key = {"inputs": inputs.key, "layers": names, "solver": solver.key()}
     path = None if cache_dir is None else graph_path(cache_dir, epoch, key)
     if path is not None and path.exists():
-        stored = load_graphs(path)
-        return LayerGraphs(names, grams, stored.coef, stored.diagnostics, probs, key, path)
+        stored = _cached(path, names, len(images))
+        if stored is not None:
+            warn_unconverged(names, stored.diagnostics, solver, epoch)
+            return LayerGraphs(names, grams, stored.coef, stored.diagnostics, probs, key, path)
     result = ssc_gram(grams, progress=progress, **solver.kwargs())
     coef = np.asarray(result.coef, dtype=np.float32)
     diagnostics = {name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS}
+    warn_unconverged(names, diagnostics, solver, epoch)
     if not is_writer():
         path = None  # in a jax.distributed job, process 0 stores the graphs
     if path is not None:
@@ -101,6 +110,51 @@ def checkpoint_graphs(
             warnings.warn(f"could not store the SSC graphs in {path.parent}: {err}", stacklevel=2)
             path = None
     return LayerGraphs(names, grams, coef, diagnostics, probs, key, path)
+
+
+def unconverged_layers(layers: list[str], diagnostics: dict[str, np.ndarray]) -> list[str]:
+    """The layers whose SSC solve stopped before its stopping tests passed."""
+    converged = np.asarray(diagnostics["converged"], dtype=bool)
+    return [name for name, ok in zip(layers, converged, strict=True) if not ok]
+
+
+def warn_unconverged(
+    layers: list[str], diagnostics: dict[str, np.ndarray], solver: SolverSettings, epoch: int
+) -> None:
+    """One warning when some layers' solves stopped unconverged, saying how far they were."""
+    missed = unconverged_layers(layers, diagnostics)
+    if not missed:
+        return
+    off = ~np.asarray(diagnostics["converged"], dtype=bool)
+    gap = float(np.max(np.asarray(diagnostics["gap_estimate"])[off]))
+    primal = float(np.max(np.asarray(diagnostics["primal_residual"])[off]))
+    admm = solver.admm
+    shown = ", ".join(missed[:4]) + (f" and {len(missed) - 4} more" if len(missed) > 4 else "")
+    warnings.warn(
+        f"SSC did not converge on {len(missed)} of {len(layers)} layer problems of epoch "
+        f"{epoch} ({shown}) within max_iterations = {admm.max_iterations}: largest gap "
+        f"estimate {gap:.2g} (gap_tol {admm.gap_tol:.2g}), largest primal residual "
+        f"{primal:.2g}; metrics.json lists them as unconverged_layers; pass a larger --max-iter",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _cached(path: Path, names: list[str], n: int) -> StoredGraphs | None:
+    """The graphs cached in ``path``; None, with a warning and the file removed, when it is
+    damaged or holds other layers or inputs."""
+    try:
+        stored = load_graphs(path)
+    except GraphFileError as err:
+        problem = str(err)
+    else:
+        if stored.layers == names and stored.coef.shape[1:] == (n, n):
+            return stored
+        problem = f"{path} holds graphs of other layers or inputs"
+    warnings.warn(f"cached SSC graphs removed, solving again: {problem}", stacklevel=3)
+    with contextlib.suppress(OSError):  # a read-only cache: the new solution is not stored
+        path.unlink()
+    return None
 
 
 def run_cache(run_dir: str | Path, cache: bool) -> Path | None:

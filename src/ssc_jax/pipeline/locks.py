@@ -15,7 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ssc_jax.pipeline.outputs import OutputError, create_parents, remove_empty
+from ssc_jax.pipeline.outputs import (
+    OutputError,
+    create_parents,
+    recover_interrupted,
+    remove_empty,
+)
 
 
 def lock_path(folder: str | Path) -> Path:
@@ -67,8 +72,10 @@ def _acquire(path: Path, folder: Path) -> int:
 def folder_lock(folder: str | Path) -> Iterator[Path]:
     """Hold the lock of ``folder`` (which need not exist) for the block; yield its absolute
     path. A second holder, in this process or another, fails at once with an
-    ``OutputError`` naming the folder and the holder's pid. On exit the lock file and the
-    parent folders created for it are removed again (unless something else is in them)."""
+    ``OutputError`` naming the folder and the holder's pid. Taking the lock first tidies
+    up after a command that was killed writing ``folder`` (``outputs.recover_interrupted``).
+    On exit the lock file and the parent folders created for it are removed again (unless
+    something else is in them)."""
     folder = Path(folder).absolute()
     created = create_parents(folder)
     path = lock_path(folder)
@@ -78,9 +85,27 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         remove_empty(created)
         raise
     try:
+        recover_interrupted(folder)
         yield folder
     finally:
         if _same_file(fd, path):
             path.unlink()
         os.close(fd)
         remove_empty(created)
+
+
+def lock_holder(folder: str | Path) -> str | None:
+    """Who holds the lock of ``folder`` now (``"pid N"``), or None when no one does. Only
+    probes: it takes the lock for an instant when it is free, and creates no file."""
+    path = lock_path(folder)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(path)
+    finally:
+        os.close(fd)
+    return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -205,6 +206,24 @@ def removed_on_failure(target: str | Path, keep: Callable[[Path], bool]) -> Iter
             shutil.rmtree(target)
         remove_empty(created)
         raise
+
+
+def recover_interrupted(target: str | Path) -> None:
+    """Undo what a killed command left beside ``target``; call only while holding its lock
+    (then no other command is writing it). A previous output that an unfinished swap had set
+    aside goes back in place if nothing took it; temporary folders are removed."""
+    target = Path(target).absolute()
+    if not target.parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(tmp|old)-[0-9a-f]{{8}}")
+    for stale in sorted(target.parent.iterdir()):
+        found = pattern.fullmatch(stale.name)
+        if found is None or not stale.is_dir():
+            continue
+        previous = stale / "previous"
+        if found.group(1) == "old" and previous.exists() and not target.exists():
+            os.replace(previous, target)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _fresh_dir(target: Path, kind: str) -> Path:

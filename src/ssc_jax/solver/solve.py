@@ -109,6 +109,7 @@ def ssc(
     checks.check_ndim("X", X, 2, "a 2-D array of shape (n_samples, n_features)")
     checks.check_min_samples("X", np.shape(X)[0], 2, "each sample is rebuilt from the others")
     checks.check_finite("X", X)
+    checks.check_solver_dtype("X", X)
     solver, options = _configured(solver=solver, options=options, settings=settings)
     x = jnp.asarray(X, _float_dtype(X))
     n, d = x.shape
@@ -166,6 +167,7 @@ def ssc_gram(
     n = np.shape(G)[-1]
     checks.check_min_samples("G", n, 2, "each sample is rebuilt from the others")
     checks.check_finite("G", G)
+    checks.check_solver_dtype("G", G)
     solver, options = _configured(solver=solver, options=options, settings=settings)
     dtype = _float_dtype(G)
     stack = G.reshape((-1, n, n)) if isinstance(G, jax.Array) else np.reshape(G, (-1, n, n))

@@ -8,18 +8,25 @@ Layout of a run folder::
         model/                          the model's variables (StandardSave)
         optimizer/                      the optimizer state (StandardSave)
         metrics/                        epoch, lr, losses, accuracies, time (JsonSave)
+    run_dir/checksums/<epoch>.json      size and SHA-256 of every file of that step
 
 Orbax writes a step under a temporary name and renames it when complete, so a killed run
 leaves either a whole checkpoint or a temporary folder that is never listed (and that the
-next save removes). Runs written before ssc-jax used ``CheckpointManager``
+next save removes). A step damaged later (a truncated or altered file) no longer matches its
+checksums; reading it raises a one-line ``CheckpointError`` naming the epoch and the file, and
+:func:`readable_epoch` falls back to the last checkpoint that reads. Runs written before
+ssc-jax used ``CheckpointManager``
 (``checkpoints/epoch_0001/``) are not readable: retrain them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,12 @@ from ssc_jax.nets.zoo import create_model
 
 _TEMP_PREFIX = ".tmp_"
 _OLD_LAYOUT = re.compile(r"epoch_\d+")
+ITEMS = ("model", "optimizer", "metrics")  # what each checkpoint holds
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is listed but cannot be read: a file is missing, truncated or
+    altered since it was saved. The message is one line naming the epoch and the file."""
 
 
 def _checkpoints_dir(run_dir: str | os.PathLike) -> Path:
@@ -51,6 +64,7 @@ def _manager(run_dir: str | os.PathLike, *, writable: bool = False) -> ocp.Check
         create=writable,
         cleanup_tmp_directories=writable,
         enable_async_checkpointing=False,
+        lightweight_initialize=True,  # else every step's metrics are read, damaged or not
     )
     handlers = {
         "model": ocp.StandardCheckpointHandler(),
@@ -68,11 +82,17 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The run's ``config.json``; ``ValueError`` if the folder holds no run."""
+    """The run's ``config.json``; ``ValueError`` if the folder holds no run or it is damaged."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ValueError(f"{str(run_dir)!r} is not a training run folder: it has no config.json")
-    return json.loads(path.read_text())
+    try:
+        run = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is damaged ({err}); retrain the run into a new folder") from None
+    if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
+        raise ValueError(f"{path} is damaged (no run config in it); retrain into a new folder")
+    return run
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[int]:
@@ -85,6 +105,115 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[int]:
         steps = manager.all_steps()
     marker = ocp.path.atomicity.COMMIT_SUCCESS_FILE
     return sorted(step for step in steps if (folder / str(step) / marker).is_file())
+
+
+def _checksum_path(run_dir: str | os.PathLike, epoch: int) -> Path:
+    return Path(run_dir).resolve() / "checksums" / f"{epoch}.json"
+
+
+def _file_sums(step: Path) -> dict[str, list]:
+    """``relative path -> [size, sha256]`` of every file under ``step``."""
+    sums = {}
+    for path in sorted(p for p in step.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        sums[path.relative_to(step).as_posix()] = [path.stat().st_size, digest.hexdigest()]
+    return sums
+
+
+def _mismatch(step: Path, recorded: dict[str, list], items: Sequence[str]) -> str | None:
+    """The first file of ``items`` in ``step`` that differs from ``recorded``, described;
+    None if all match."""
+    found = {}
+    for item in items:
+        found.update({f"{item}/{name}": sums for name, sums in _file_sums(step / item).items()})
+    for name, (size, digest) in recorded.items():
+        if name.split("/")[0] not in items:
+            continue
+        shown = step / name
+        if name not in found:
+            return f"{shown} is missing"
+        if found[name][0] != size:
+            return f"{shown} has {found[name][0]} bytes, {size} when saved"
+        if found[name][1] != digest:
+            return f"{shown} has changed since it was saved"
+    return None
+
+
+def _trial_restore(run_dir: str | os.PathLike, epoch: int, items: Sequence[str]) -> str | None:
+    """The error reading ``items`` of a checkpoint that has no checksums; None if they read."""
+    restores = {
+        "model": ocp.args.StandardRestore,
+        "optimizer": ocp.args.StandardRestore,
+        "metrics": ocp.args.JsonRestore,
+    }
+    with _manager(run_dir) as manager:
+        for item in items:
+            try:
+                manager.restore(epoch, args=ocp.args.Composite(**{item: restores[item]()}))
+            except Exception as err:  # orbax and tensorstore raise many kinds
+                step = _checkpoints_dir(run_dir) / str(epoch) / item
+                return f"{step} cannot be read ({_first_line(err)})"
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: message``, cut at the first line break (or TensorStore's spec dump)."""
+    text = str(err).split("See full TensorStore details")[0].strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+def checkpoint_problem(
+    run_dir: str | os.PathLike, epoch: int, items: Sequence[str] = ITEMS
+) -> str | None:
+    """What is wrong with ``items`` of the listed checkpoint of ``epoch``, naming the file,
+    or None when they are intact: their files match the checksums recorded when it was
+    saved or, for a step saved without them, they read."""
+    step = _checkpoints_dir(run_dir) / str(epoch)
+    sums = _checksum_path(run_dir, epoch)
+    if not sums.is_file():
+        return _trial_restore(run_dir, epoch, items)
+    try:
+        recorded = json.loads(sums.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _trial_restore(run_dir, epoch, items)
+    return _mismatch(step, recorded, items)
+
+
+def _damaged(epoch: int, problem: str) -> CheckpointError:
+    return CheckpointError(f"the checkpoint of epoch {epoch} is damaged: {problem}")
+
+
+def readable_epoch(
+    run_dir: str | os.PathLike, epoch: int | None = None, items: Sequence[str] = ITEMS
+) -> int:
+    """``epoch`` if ``items`` of its checkpoint are intact (see :func:`checkpoint_problem`),
+    or when None the last such epoch, warning for each later damaged checkpoint it skips.
+
+    Raises:
+      ValueError: when there is no such checkpoint (a ``CheckpointError`` when it, or every
+        checkpoint, is damaged).
+    """
+    if epoch is not None:
+        _check_listed(run_dir, epoch)
+        problem = checkpoint_problem(run_dir, epoch, items)
+        if problem is not None:
+            raise _damaged(epoch, problem)
+        return epoch
+    epochs = list_checkpoints(run_dir)
+    if not epochs:
+        raise ValueError(f"the run in {str(run_dir)!r} has no complete checkpoint yet")
+    for candidate in reversed(epochs):
+        problem = checkpoint_problem(run_dir, candidate, items)
+        if problem is None:
+            return candidate
+        warnings.warn(f"skipping the checkpoint of epoch {candidate}: {problem}", stacklevel=2)
+    raise CheckpointError(
+        f"every checkpoint of the run in {str(run_dir)!r} is damaged (epochs {epochs}); "
+        "retrain it into a new folder"
+    )
 
 
 def _pure(node) -> dict:
@@ -101,6 +230,7 @@ def save_checkpoint(
     """Write the checkpoint of ``epoch`` (replacing one already there); returns its folder."""
     with _manager(run_dir, writable=True) as manager:
         if epoch in manager.all_steps():
+            _checksum_path(run_dir, epoch).unlink(missing_ok=True)
             manager.delete(epoch)
         items = ocp.args.Composite(
             model=ocp.args.StandardSave(_pure(model)),
@@ -108,7 +238,11 @@ def save_checkpoint(
             metrics=ocp.args.JsonSave(metrics),
         )
         manager.save(epoch, args=items, force=True)
-    return _checkpoints_dir(run_dir) / str(epoch)
+    step = _checkpoints_dir(run_dir) / str(epoch)
+    sums = _checksum_path(run_dir, epoch)
+    sums.parent.mkdir(exist_ok=True)
+    write_json(sums, _file_sums(step))
+    return step
 
 
 def _restore_target(node) -> ocp.args.StandardRestore:
@@ -130,12 +264,23 @@ def _check_listed(run_dir: str | os.PathLike, epoch: int) -> None:
         )
 
 
+def _restore(run_dir: str | os.PathLike, epoch: int, targets: dict) -> Any:
+    """Orbax's restore of ``targets``, with any failure turned into a ``CheckpointError``."""
+    problem = checkpoint_problem(run_dir, epoch, list(targets))
+    if problem is None:
+        try:
+            with _manager(run_dir) as manager:
+                return manager.restore(epoch, args=ocp.args.Composite(**targets))
+        except Exception as err:  # orbax and tensorstore raise many kinds
+            step = _checkpoints_dir(run_dir) / str(epoch)
+            problem = f"{step} cannot be read ({_first_line(err)})"
+    raise _damaged(epoch, problem) from None
+
+
 def read_metrics(run_dir: str | os.PathLike, epoch: int) -> dict[str, Any]:
     """The metrics saved with the checkpoint of ``epoch``."""
     _check_listed(run_dir, epoch)
-    with _manager(run_dir) as manager:
-        items = manager.restore(epoch, args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))
-    return items.metrics
+    return _restore(run_dir, epoch, {"metrics": ocp.args.JsonRestore()}).metrics
 
 
 def restore_checkpoint(
@@ -145,13 +290,12 @@ def restore_checkpoint(
     optimizer: nnx.Optimizer | None = None,
 ) -> dict[str, Any]:
     """Load the checkpoint of ``epoch`` into ``model`` (and ``optimizer``), in place;
-    returns its metrics."""
+    returns its metrics. A damaged checkpoint raises ``CheckpointError``."""
     _check_listed(run_dir, epoch)
     targets = {"model": _restore_target(model), "metrics": ocp.args.JsonRestore()}
     if optimizer is not None:
         targets["optimizer"] = _restore_target(optimizer)
-    with _manager(run_dir) as manager:
-        items = manager.restore(epoch, args=ocp.args.Composite(**targets))
+    items = _restore(run_dir, epoch, targets)
     _update_from(model, items.model)
     if optimizer is not None:
         _update_from(optimizer, items.optimizer)
@@ -173,16 +317,14 @@ def model_from_run_config(run: dict[str, Any]) -> nnx.Module:
 def load_checkpoint(
     run_dir: str | os.PathLike, epoch: int | None = None
 ) -> tuple[nnx.Module, dict[str, Any]]:
-    """The model of ``epoch`` (the latest when None), in eval mode, and an info dict: the
-    run's config.json entries (``config``, ``num_classes``, ``in_channels``, ``mean``,
-    ``std``, ``class_names``, ...) plus ``epoch`` and that epoch's ``metrics``.
-    Preprocess inputs with ``ssc_jax.normalize(images, info["mean"], info["std"])``."""
+    """The model of ``epoch`` (the last intact one when None, see :func:`readable_epoch`),
+    in eval mode, and an info dict: the run's config.json entries (``config``,
+    ``num_classes``, ``in_channels``, ``mean``, ``std``, ``class_names``, ...) plus ``epoch``
+    and that epoch's ``metrics``. Preprocess inputs with
+    ``ssc_jax.normalize(images, info["mean"], info["std"])``."""
     run = read_run_config(run_dir)
     if epoch is None:
-        epochs = list_checkpoints(run_dir)
-        if not epochs:
-            raise ValueError(f"the run in {str(run_dir)!r} has no complete checkpoint yet")
-        epoch = epochs[-1]
+        epoch = readable_epoch(run_dir, items=("model", "metrics"))
     model = model_from_run_config(run)
     metrics = restore_checkpoint(run_dir, epoch, model)
     model.eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,12 @@ from ssc_jax.core.checks import check_positive
 from ssc_jax.nets.capture import predict
 from ssc_jax.training.augment import channel_stats, normalize, random_crop_flip
 from ssc_jax.training.checkpoints import (
+    CheckpointError,
     list_checkpoints,
     model_from_run_config,
     read_metrics,
     read_run_config,
+    readable_epoch,
     restore_checkpoint,
     save_checkpoint,
     write_json,
@@ -99,11 +102,32 @@ def _check_config(config: TrainConfig) -> None:
         raise ValueError("TrainConfig.test_dataset must name the test set when dataset is a path")
 
 
+def _few(names: list[str], shown: int = 5) -> str:
+    """``names`` for a message: all of them, or the first few and how many in all."""
+    head = ", ".join(repr(n) for n in names[:shown])
+    return f"[{head}]" if len(names) <= shown else f"[{head}, ...] ({len(names)})"
+
+
 def _load_data(config: TrainConfig):
     """Training and test sets (images uint8, labels int32) and the class names."""
     x_train, y_train, classes = load_dataset(config.dataset, "train", data_dir=config.data_dir)
     test_name = config.test_dataset or config.dataset
-    x_test, y_test, _ = load_dataset(test_name, "test", data_dir=config.data_dir)
+    x_test, y_test, test_classes = load_dataset(test_name, "test", data_dir=config.data_dir)
+    if len(np.unique(y_train)) < 2:
+        raise ValueError(
+            f"the training set {config.dataset!r} holds one class ({classes[y_train[0]]!r}); "
+            "a classifier needs at least 2: pass a dataset of several class folders"
+        )
+    if test_classes != classes:
+        raise ValueError(
+            f"the test set {test_name!r} has the classes {_few(test_classes)} but the training "
+            f"set {config.dataset!r} has {_few(classes)}; pass a test set of the same classes"
+        )
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(
+            f"the test images of {test_name!r} are {x_test.shape[1:]} but the training images "
+            f"of {config.dataset!r} are {x_train.shape[1:]}; pass test images of the same size"
+        )
     if config.data_fraction < 1:
         subset = stratified_subset(y_train, config.data_fraction, seed=config.seed)
         x_train, y_train = x_train[subset], y_train[subset]
@@ -198,13 +222,50 @@ def _train_epoch(step, model, optimizer, config, epoch, x_train, y_train, bar_ar
             losses.append(loss)
             accuracies.append(accuracy)
             bar.update()
-            if (i + 1) % 20 == 0 or i + 1 == steps:
-                bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(accuracy):.3f}")
+            if not bar.disable and ((i + 1) % 20 == 0 or i + 1 == steps):
+                mean_loss, mean_accuracy = np.mean(jax.device_get([losses, accuracies]), axis=1)
+                bar.set_postfix(train_loss=f"{mean_loss:.4f}", train_acc=f"{mean_accuracy:.4f}")
     return float(np.mean(jax.device_get(losses))), float(np.mean(jax.device_get(accuracies)))
 
 
-def train(config: TrainConfig, out_dir, *, progress: bool = True) -> list[dict[str, Any]]:
+def _resume(out_dir: Path, model, optimizer) -> tuple[int, list[dict]]:
+    """Restore the last intact checkpoint of ``out_dir`` into ``model`` and ``optimizer``;
+    returns its epoch (0 for none) and the metrics of the intact epochs up to it. Damaged
+    checkpoints are skipped with a warning; training redoes the epochs after it."""
+    done = list_checkpoints(out_dir)
+    if not done:
+        return 0, []
+    try:
+        last = readable_epoch(out_dir)
+    except CheckpointError as err:
+        warnings.warn(f"{err}; training starts again from epoch 1", stacklevel=3)
+        return 0, []
+    restore_checkpoint(out_dir, last, model, optimizer)
+    if last < done[-1]:
+        again = (
+            f"epoch {done[-1]} is" if done[-1] == last + 1 else f"epochs {last + 1}-{done[-1]} are"
+        )
+        warnings.warn(
+            f"resuming after epoch {last}, the last intact checkpoint; {again} trained again",
+            stacklevel=3,
+        )
+    history = []
+    for epoch in (e for e in done if e <= last):
+        try:
+            history.append(read_metrics(out_dir, epoch))
+        except CheckpointError as err:
+            warnings.warn(str(err), stacklevel=3)
+    return last, history
+
+
+def train(
+    config: TrainConfig, out_dir, *, progress: bool = True, summary: bool = True
+) -> list[dict[str, Any]]:
     """Train (or resume) the run in ``out_dir``; returns every epoch's metrics, in order.
+
+    ``progress`` shows a bar per epoch (its loss and accuracy are the running means that
+    the epoch's summary line reports); ``summary`` prints one line per epoch, and a line
+    when the run resumes.
 
     Each epoch ends with a test evaluation and an atomic checkpoint (model, optimizer,
     metrics). If ``out_dir`` already holds this run, training continues after its last
@@ -224,12 +285,13 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True) -> list[dict[s
     write_json(out_dir / "config.json", run)
 
     optimizer = make_optimizer(model, config, len(x_train) // min(config.batch_size, len(x_train)))
-    done = list_checkpoints(out_dir)
-    history = [read_metrics(out_dir, epoch) for epoch in done]
-    if done:
-        restore_checkpoint(out_dir, done[-1], model, optimizer)
+    last, history = _resume(out_dir, model, optimizer)
+    if summary and 0 < last < config.epochs:
+        print(f"resuming the run in {out_dir} after epoch {last} of {config.epochs}")
+    elif summary and last >= config.epochs:
+        print(f"the run in {out_dir} has finished its {config.epochs} epochs")
     step = make_train_step(config, run["mean"], run["std"])
-    for epoch in range((done[-1] if done else 0) + 1, config.epochs + 1):
+    for epoch in range(last + 1, config.epochs + 1):
         start = time.perf_counter()
         bar_args = dict(desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=True)
         loss, accuracy = _train_epoch(
@@ -247,9 +309,10 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True) -> list[dict[s
         }
         save_checkpoint(out_dir, epoch, model, optimizer, metrics)
         history.append(metrics)
-        if progress:
+        if summary:
             tqdm.write(
-                f"epoch {epoch}: loss {loss:.4f}, train acc {accuracy:.4f}, "
-                f"test acc {test_accuracy:.4f}, {metrics['seconds']:.1f} s"
+                f"epoch {epoch}: train loss {loss:.4f}, train acc {accuracy:.4f} (means over "
+                f"the epoch), test loss {test_loss:.4f}, test acc {test_accuracy:.4f}, "
+                f"{metrics['seconds']:.1f} s"
             )
     return history

@@ -1,0 +1,376 @@
+"""Damaged files are named and recovered from: checkpoints and cached graphs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import ssc_jax
+from ssc_jax import (
+    TrainConfig,
+    list_checkpoints,
+    load_checkpoint,
+    load_dataset,
+    ssc,
+    ssc_gram,
+    train,
+)
+from ssc_jax.pipeline.analyze import analyze_checkpoint
+from ssc_jax.pipeline.cli import main
+from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.graph_store import GraphFileError, load_graphs
+from ssc_jax.pipeline.inputs import InputError, load_inputs, resolve_epoch
+from ssc_jax.pipeline.layer_graphs import checkpoint_graphs
+from ssc_jax.pipeline.locks import folder_lock, lock_holder, lock_path
+from ssc_jax.pipeline.outputs import atomic_output_dir
+from ssc_jax.solver.admm import ADMM
+from ssc_jax.training.checkpoints import CheckpointError, checkpoint_problem, readable_epoch
+
+TINY = TrainConfig(
+    model="small_cnn",
+    dataset="digits",
+    width=0.25,
+    epochs=2,
+    batch_size=32,
+    data_fraction=0.2,
+    augment=False,
+)
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    history = train(TINY, run, progress=False, summary=False)
+    return run, history
+
+
+def largest_file(step, item: str = "model"):
+    return max((p for p in (step / item).rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def truncate(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_bytes(path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def damaged_run(two_epoch_run, tmp_path):
+    """A copy of the two-epoch run whose epoch 2 model has its largest file cut in half."""
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    damaged = largest_file(run / "checkpoints" / "2")
+    truncate(damaged)
+    return run, damaged
+
+
+def test_intact_checkpoints_have_no_problem(two_epoch_run):
+    run, _ = two_epoch_run
+    assert [checkpoint_problem(run, epoch) for epoch in (1, 2)] == [None, None]
+    assert readable_epoch(run) == 2
+
+
+@pytest.mark.parametrize("damage", [truncate, flip_bytes, lambda p: p.unlink()])
+def test_a_damaged_checkpoint_is_named_and_the_last_intact_one_is_used(
+    two_epoch_run, tmp_path, damage
+):
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    damaged = largest_file(run / "checkpoints" / "2")
+    damage(damaged)
+    assert list_checkpoints(run) == [1, 2]  # still listed: orbax committed it
+    with pytest.raises(CheckpointError, match=f"epoch 2 is damaged: {damaged}") as error:
+        load_checkpoint(run, 2)
+    assert "\n" not in str(error.value)
+    with pytest.warns(UserWarning, match=f"skipping the checkpoint of epoch 2: {damaged}"):
+        _, info = load_checkpoint(run)
+    assert info["epoch"] == 1
+    assert info["metrics"] == two_epoch_run[1][0]
+
+
+def test_without_checksums_a_read_failure_names_the_item(damaged_run):
+    run, _ = damaged_run
+    shutil.rmtree(run / "checksums")
+    assert checkpoint_problem(run, 1) is None
+    problem = checkpoint_problem(run, 2)
+    assert problem.startswith(f"{run / 'checkpoints' / '2' / 'model'} cannot be read (")
+    assert "\n" not in problem and "TensorStore details" not in problem
+    with pytest.raises(CheckpointError, match="epoch 2 is damaged"):
+        load_checkpoint(run, 2)
+
+
+def test_damaged_metrics_do_not_stop_listing(two_epoch_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    truncate(run / "checkpoints" / "2" / "metrics" / "metrics")
+    assert list_checkpoints(run) == [1, 2]
+    with pytest.warns(UserWarning, match="epoch 2: .*metrics/metrics has"):
+        assert readable_epoch(run) == 1
+
+
+def test_every_checkpoint_damaged(damaged_run):
+    run, _ = damaged_run
+    truncate(largest_file(run / "checkpoints" / "1"))
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="every checkpoint"):
+        readable_epoch(run)
+
+
+def test_resume_restarts_after_the_last_intact_epoch(two_epoch_run, damaged_run):
+    run, _ = damaged_run
+    with pytest.warns(UserWarning, match="resuming after epoch 1, .* epoch 2 is trained again"):
+        history = train(TINY, run, progress=False, summary=False)
+    assert [m["epoch"] for m in history] == [1, 2]
+    assert checkpoint_problem(run, 2) is None
+    expected = two_epoch_run[1][1]
+    assert history[1]["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-6)
+    assert history[1]["test_accuracy"] == pytest.approx(expected["test_accuracy"])
+
+
+def test_resume_prints_where_it_resumes(two_epoch_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    train(TINY, run, progress=False)
+    assert f"the run in {run} has finished its 2 epochs" in capsys.readouterr().out
+    train(dataclasses.replace(TINY, epochs=3), run, progress=False)
+    out = capsys.readouterr().out
+    assert f"resuming the run in {run} after epoch 2 of 3" in out
+    assert "epoch 3: train loss" in out and "test acc" in out  # progress=False keeps these
+
+
+def test_analysis_names_a_damaged_epoch_and_falls_back(damaged_run):
+    run, damaged = damaged_run
+    with pytest.raises(InputError, match=r"epoch 2 is damaged: .* pass --epoch with .* \[1\]"):
+        resolve_epoch(run, 2)
+    with pytest.warns(UserWarning, match=f"skipping the checkpoint of epoch 2: {damaged}"):
+        assert resolve_epoch(run, None) == 1
+
+
+def test_cli_analyze_of_a_damaged_epoch_is_one_line(damaged_run, tmp_path, capsys):
+    run, damaged = damaged_run
+    out = tmp_path / "out"
+    assert main(["analyze", str(run), "--epoch", "2", "--out", str(out), "--n", "40"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssc-jax: error: the checkpoint of epoch 2 is damaged: ")
+    assert str(damaged) in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_damaged_config_is_one_line(two_epoch_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    truncate(run / "config.json")
+    out = tmp_path / "out"
+    assert main(["analyze", str(run), "--out", str(out), "--n", "40", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'config.json'} is damaged" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", [truncate, lambda p: p.write_text("not a zip")])
+def test_a_damaged_cached_graph_is_named_removed_and_solved_again(two_epoch_run, tmp_path, damage):
+    run, _ = two_epoch_run
+    analysis = AnalysisSet(n=40)
+    inputs = load_inputs(analysis, "digits")
+    solve = dict(analysis=analysis, solver=SolverSettings(), cache_dir=tmp_path, progress=False)
+    first = checkpoint_graphs(run, 2, inputs, **solve)
+    damage(first.path)
+    with pytest.raises(GraphFileError, match=f"{first.path} is damaged"):
+        load_graphs(first.path)
+    with pytest.warns(UserWarning, match=f"removed, solving again: {first.path} is damaged"):
+        again = checkpoint_graphs(run, 2, inputs, **solve)
+    np.testing.assert_allclose(again.coef, first.coef, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(load_graphs(again.path).coef, again.coef)
+
+
+def class_folders(root, classes, per_class: int = 12):
+    """A folder of digits as PNG files in class folders ``root/<digit>/<i>.png``."""
+    images, labels, _ = load_dataset("digits", "test")
+    for c in classes:
+        (root / str(c)).mkdir(parents=True)
+        for i, image in enumerate(images[labels == c][:per_class]):
+            Image.fromarray(image[..., 0]).save(root / str(c) / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A one-epoch run trained on a folder of digits 0, 1, 2 (8x8 RGB)."""
+    root = tmp_path_factory.mktemp("folders")
+    data = class_folders(root / "three", [0, 1, 2], per_class=40)
+    run = root / "run"
+    argv = ["train", "--model", "small_cnn", "--dataset", str(data), "--test-data", str(data)]
+    argv += ["--width", "0.25", "--epochs", "1", "--batch-size", "32", "--no-augment"]
+    assert main([*argv, "--out", str(run), "--quiet"]) == 0
+    return run, root
+
+
+def _one_line_error(argv, capsys, out) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssc-jax: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert not out.exists()
+    return err
+
+
+def test_n_too_small_for_the_classes(two_epoch_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    for n in ("10", "19"):
+        argv = ["analyze", str(two_epoch_run[0]), "--n", n, "--out", str(out), "--quiet"]
+        err = _one_line_error(argv, capsys, out)
+        assert f"N = {n} analysis inputs over the 10 classes" in err
+        assert "at least 2 per class: pass --n 20 or more" in err
+
+
+def test_one_class_data_is_refused(folder_run, tmp_path, capsys):
+    run, _ = folder_run
+    one = class_folders(tmp_path / "one", [3])
+    out = tmp_path / "out"
+    argv = ["analyze", str(run), "--data", str(one), "--n", "10", "--out", str(out), "--quiet"]
+    err = _one_line_error(argv, capsys, out)
+    assert "holds one class ('3')" in err and "at least 2 classes" in err
+
+
+def test_data_of_another_shape_or_class_count_is_refused(folder_run, tmp_path, capsys):
+    run, _ = folder_run
+    out = tmp_path / "out"
+    argv = ["analyze", str(run), "--data", "digits", "--n", "40", "--out", str(out), "--quiet"]
+    err = _one_line_error(argv, capsys, out)
+    assert "images are (8, 8, 1) but the run" in err and "trained on (8, 8, 3)" in err
+    two = class_folders(tmp_path / "two", [0, 1])
+    argv = ["analyze", str(run), "--data", str(two), "--n", "10", "--out", str(out), "--quiet"]
+    err = _one_line_error(argv, capsys, out)
+    assert "has 2 classes but the run" in err and "was trained on 3" in err
+
+
+def test_train_and_test_classes_that_differ_are_refused_before_training(folder_run, capsys):
+    _, root = folder_run
+    three, two = root / "three", class_folders(root / "other", [0, 1])
+    out = root / "mismatch"
+    argv = ["train", "--model", "small_cnn", "--dataset", str(three), "--test-data", str(two)]
+    err = _one_line_error([*argv, "--out", str(out), "--quiet"], capsys, out)
+    assert "has the classes ['0', '1'] but the training set" in err and "['0', '1', '2']" in err
+    one = class_folders(root / "single", [5])
+    argv = ["train", "--model", "small_cnn", "--dataset", str(one), "--test-data", str(one)]
+    err = _one_line_error([*argv, "--out", str(out), "--quiet"], capsys, out)
+    assert "holds one class ('5')" in err
+
+
+@pytest.mark.parametrize("dtype", [np.float16, jnp.bfloat16])
+def test_half_precision_input_is_a_value_error(dtype):
+    X = np.random.default_rng(0).normal(size=(10, 4))
+    with pytest.raises(ValueError, match=r"X has dtype .*16, .* pass float32 or float64"):
+        ssc(jnp.asarray(X, dtype))
+    with pytest.raises(ValueError, match=r"G has dtype .*16, .* pass float32 or float64"):
+        ssc_gram(jnp.asarray(X @ X.T, dtype))
+
+
+def test_an_iteration_cap_warns_and_marks_the_layers(two_epoch_run):
+    capped = SolverSettings(admm=ADMM(max_iterations=1))
+    analysis = AnalysisSet(n=40)
+    with pytest.warns(RuntimeWarning, match=r"SSC did not converge on \d+ of \d+ layer problems"):
+        result = analyze_checkpoint(
+            two_epoch_run[0], analysis=analysis, solver=capped, cache=False, progress=False
+        )
+    converged = result.graphs.diagnostics["converged"].astype(bool)
+    assert not converged.all()
+    expected = [name for name, ok in zip(result.graphs.layers, converged, strict=True) if not ok]
+    assert result.metrics["unconverged_layers"] == expected
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fine = analyze_checkpoint(two_epoch_run[0], analysis=analysis, cache=False, progress=False)
+    assert fine.metrics["unconverged_layers"] == []
+
+
+def test_analysing_a_run_being_trained_says_so(two_epoch_run, tmp_path, capsys):
+    run, _ = two_epoch_run
+    assert lock_holder(run) is None
+    with folder_lock(run):
+        assert lock_holder(run) == f"pid {os.getpid()}"
+        with pytest.warns(UserWarning, match=r"is being trained now \(pid \d+\); only .* 1-2"):
+            assert resolve_epoch(run, None) == 2
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        with folder_lock(empty), pytest.raises(InputError, match=r"no checkpoints .*trained now"):
+            resolve_epoch(empty, None)
+    assert lock_holder(run) is None
+    assert not lock_path(run).exists()
+
+
+def test_taking_the_lock_recovers_from_a_killed_swap(tmp_path):
+    target = tmp_path / "out"
+    with atomic_output_dir(target, kind="analyze") as folder:
+        (folder / "report.html").write_text("previous")
+    aside = tmp_path / ".out.old-0123abcd"
+    aside.mkdir()
+    os.replace(target, aside / "previous")  # killed between the swap's two renames
+    (tmp_path / ".out.tmp-89abcdef").mkdir()
+    (tmp_path / ".out.tmp-89abcdef" / "metrics.json").write_text("{")
+    (tmp_path / ".out.tmp-notours").mkdir()  # not a name ssc-jax makes: left alone
+    with folder_lock(target):
+        assert (target / "report.html").read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.tmp-notours", "out"]
+
+
+def _hidden_beside(out) -> list[str]:
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}"))
+
+
+@pytest.mark.slow  # three analyze processes
+def test_analyze_killed_at_random_points_leaves_nothing_partial(two_epoch_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run[0], run)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "ssc_jax.run", "analyze", str(run), "--out", str(out)]
+    argv += ["--n", "40", "--quiet"]
+    src = str(Path(ssc_jax.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    delay = float(np.random.default_rng(17).uniform(1, 10))
+
+    def publishing() -> bool:
+        return any(".tmp-" in name for name in _hidden_beside(out))
+
+    def started(seconds: float):
+        begun = time.monotonic()
+        return lambda: time.monotonic() - begun > seconds
+
+    for kill_when in (started(delay), publishing):
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while process.poll() is None and not kill_when():
+            time.sleep(0.01)
+        process.kill()
+        process.wait()
+        if kill_when is publishing:  # killed mid-write: its temporary folder is left over
+            assert process.returncode == -9 and publishing()
+            assert not out.exists()
+        if out.exists():  # it finished before the kill: then it is whole
+            assert json.loads((out / "metrics.json").read_text())["epoch"] == 2
+        assert not (run / "ssc_graphs").exists() or all(
+            load_graphs(p).coef.shape[1] == 40
+            for p in (run / "ssc_graphs").glob("*.npz")
+            if not p.name.startswith(".")
+        )
+    finished = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == 2
+    assert (out / "report.html").is_file()
+    assert _hidden_beside(out) == []
+    assert [p.name for p in (run / "ssc_graphs").iterdir() if p.name.startswith(".")] == []
+    assert [checkpoint_problem(run, epoch) for epoch in (1, 2)] == [None, None]
