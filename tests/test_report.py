@@ -25,13 +25,9 @@ from ssc_jax.pipeline.outputs import (
     write_json,
 )
 from ssc_jax.pipeline.publish import publish
-from ssc_jax.pipeline.render import (
-    render_dynamics,
-    setting_text,
-    settings_section,
-    split_columns,
-)
+from ssc_jax.pipeline.render import render_dynamics, settings_section
 from ssc_jax.pipeline.report import CSS_PX_PER_INCH, Report, Section, Table
+from ssc_jax.pipeline.wording import setting_text, split_columns
 
 LAYERS = ["conv1", "conv2", "conv3"]
 

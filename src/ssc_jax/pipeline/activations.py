@@ -30,7 +30,7 @@ from ssc_jax.pipeline.analyze import CheckpointAnalysis, analyze_graphs
 from ssc_jax.pipeline.config import DEFAULT_SOLVER, SolverSettings
 from ssc_jax.pipeline.graph_store import DIAGNOSTICS
 from ssc_jax.pipeline.inputs import AnalysisInputs, InputError
-from ssc_jax.pipeline.layer_graphs import LayerGraphs
+from ssc_jax.pipeline.layer_graphs import LayerGraphs, warn_unconverged
 from ssc_jax.solver.solve import ssc_gram
 
 Layers = Mapping | Iterable[Mapping] | ActivationSource | str | Path
@@ -174,11 +174,13 @@ def solved_graphs(
             f"got {grams.shape}"
         )
     result = ssc_gram(grams, progress=progress, **solver.kwargs())
+    diagnostics = {name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS}
+    warn_unconverged(names, diagnostics, solver, epoch=None)
     return LayerGraphs(
         layers=names,
         grams=grams,
         coef=np.asarray(result.coef, dtype=np.float32),
-        diagnostics={name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS},
+        diagnostics=diagnostics,
         probs=probs,
         key={"inputs": inputs.key, "layers": names, "solver": solver.key()},
         path=None,

@@ -119,9 +119,13 @@ def unconverged_layers(layers: list[str], diagnostics: dict[str, np.ndarray]) ->
 
 
 def warn_unconverged(
-    layers: list[str], diagnostics: dict[str, np.ndarray], solver: SolverSettings, epoch: int
+    layers: list[str],
+    diagnostics: dict[str, np.ndarray],
+    solver: SolverSettings,
+    epoch: int | None,
 ) -> None:
-    """One warning when some layers' solves stopped unconverged, saying how far they were."""
+    """One warning when some layers' solves stopped unconverged, saying how far they were;
+    ``epoch`` is the checkpoint's, None for a network given by its activations."""
     missed = unconverged_layers(layers, diagnostics)
     if not missed:
         return
@@ -129,10 +133,11 @@ def warn_unconverged(
     gap = float(np.max(np.asarray(diagnostics["gap_estimate"])[off]))
     primal = float(np.max(np.asarray(diagnostics["primal_residual"])[off]))
     admm = solver.admm
+    where = "the network" if epoch is None else f"epoch {epoch}"
     shown = ", ".join(missed[:4]) + (f" and {len(missed) - 4} more" if len(missed) > 4 else "")
     warnings.warn(
-        f"SSC did not converge on {len(missed)} of {len(layers)} layer problems of epoch "
-        f"{epoch} ({shown}) within max_iterations = {admm.max_iterations}: largest gap "
+        f"SSC did not converge on {len(missed)} of {len(layers)} layer problems of "
+        f"{where} ({shown}) within max_iterations = {admm.max_iterations}: largest gap "
         f"estimate {gap:.2g} (gap_tol {admm.gap_tol:.2g}), largest primal residual "
         f"{primal:.2g}; metrics.json lists them as unconverged_layers; pass a larger --max-iter",
         RuntimeWarning,
