@@ -51,16 +51,19 @@ class SSCResult(NamedTuple):
       objective: (...) ``||C||_1 + tau/2 ||X - C X||_F^2`` on the (normalised) data.
       iterations: (...) ADMM steps taken.
       converged: (...) whether both stopping tests passed: the residuals within their
-        tolerances and the estimated gap within ``gap_tol``.
+        tolerances and the certified duality gap within ``gap_tol``.
       status: (...) a ``Status`` value (0 converged, 1 out of iterations, 2 non-finite).
       primal_residual: (...) final ``||Z - C||_F``.
       dual_residual: (...) final ``mu ||C - C_prev||_F``.
-      gap_estimate: (...) the relative objective gap extrapolated from the last blocks (the
-        ``gap_tol`` test).
+      duality_gap: (...) the certified relative duality gap ``(P - D) / P`` of C (the
+        ``gap_tol`` test), with D the dual objective of a feasible dual point: the objective
+        is within this fraction of the optimum, ``(P - P*) / P <= duality_gap``, up to the
+        rounding of the dtype it is computed in.
       mu: (...) final ADMM penalty.
-      errors: (..., blocks, 3) primal and dual residuals and gap estimate after each block of
-        iterations, -1 after the last; for a problem solved in row blocks, the blocks'
-        residuals combine in quadrature and their gap estimates by the largest.
+      errors: (..., blocks, 3) primal and dual residuals and relative duality gap after each
+        block of iterations (the gap -1 where not taken), -1 after the last; for a problem
+        solved in row blocks, the blocks' residuals combine in quadrature and their gaps by
+        the largest.
     """
 
     coef: Array
@@ -70,9 +73,14 @@ class SSCResult(NamedTuple):
     status: Array
     primal_residual: Array
     dual_residual: Array
-    gap_estimate: Array
+    duality_gap: Array
     mu: Array
     errors: Array
+
+    @property
+    def gap_estimate(self) -> Array:
+        """``duality_gap``, under the name of the estimate that it replaced."""
+        return self.duality_gap
 
 
 def affinity(coef) -> Array:
@@ -369,15 +377,16 @@ def _merge_row_blocks(states: list[ADMMState], n: int, problems: int) -> SSCResu
     residuals = jnp.sqrt(jnp.sum(jnp.maximum(stacked[..., :2], 0) ** 2, axis=0))
     history = jnp.where(ran, jnp.concatenate([residuals, stacked[..., 2:].max(0)], -1), -1)
     status = functools.reduce(jnp.maximum, [s.status for s in states])
+    objective, gap = sum(s.objective for s in states), sum(s.gap for s in states)
     result = SSCResult(
         coef=coef,
-        objective=sum(s.objective for s in states),
+        objective=objective,
         iterations=functools.reduce(jnp.maximum, [s.iteration for s in states]),
         converged=status == Status.CONVERGED,
         status=status,
         primal_residual=jnp.sqrt(sum(s.primal_residual**2 for s in states)),
         dual_residual=jnp.sqrt(sum(s.dual_residual**2 for s in states)),
-        gap_estimate=functools.reduce(jnp.maximum, [s.gap_estimate for s in states]),
+        duality_gap=jnp.where(objective > 0, gap / objective, gap),
         mu=states[0].mu,
         errors=history,
     )
