@@ -283,6 +283,8 @@ def test_nonfinite_iterates_stop_with_a_status():
         (lambda: ssc_jax.ssc(np.eye(3), mu=0), "mu"),
         (lambda: ssc_jax.ssc(np.eye(3), solver=ADMM(mu=-2.0)), "mu"),
         (lambda: ssc_jax.ssc_gram(np.eye(3), tau=0.0), "tau"),
+        (lambda: ssc_jax.ssc_gram(np.eye(3), rank=0), "rank"),
+        (lambda: ssc_jax.ssc(np.eye(3), rank=1.5), "rank"),
         (lambda: ssc_jax.ssc(np.eye(3), step_size=2), "unknown solver setting"),
         (lambda: ssc_jax.ssc_gram(np.ones((3, 4))), "square"),
         (lambda: ssc_jax.ssc_gram(np.ones(3)), "Gram matrix"),
@@ -308,16 +310,50 @@ def test_ill_conditioned_real_data_reaches_the_optimum():
         assert abs(objective(x, result.coef) - optimum) / optimum < 1e-4
 
 
-def test_rank_keeps_small_eigenvalues_that_the_factor_resolves():
-    """Eigenvalues at 1e-6 of the largest are real for a float64 factor: never truncated."""
+def test_rank_keeps_small_eigenvalues_that_the_gram_resolves():
+    """Eigenvalues at 1e-6 of the largest are real in a float64 Gram: never truncated; in a
+    float32 Gram of 60 samples they are below its rounding (60 eps = 7e-6) and dropped."""
     from ssc_jax.solver.factor import choose_factor, factor_eps
 
     values = jnp.asarray(np.r_[np.full(40, 1e-6), np.ones(20)], jnp.float32)
     vectors = jnp.eye(60)[None]
-    precise = choose_factor(values[None], vectors, None, factor_eps(jnp.float32, True))
+    eps = factor_eps(jnp.float32, True)
+    precise = choose_factor(values[None], vectors, None, eps, gram_eps=np.finfo(np.float64).eps)
     assert isinstance(precise, DenseFactor) and precise.values.shape == (1, 60)
-    coarse = choose_factor(values[None], vectors, None, factor_eps(jnp.float32, False))
-    assert isinstance(coarse, LowRankFactor) and coarse.values.shape == (1, 20)
+    for noisy in (
+        choose_factor(values[None], vectors, None, eps, gram_eps=np.finfo(np.float32).eps),
+        choose_factor(values[None], vectors, None, factor_eps(jnp.float32, False)),
+    ):
+        assert isinstance(noisy, LowRankFactor) and noisy.values.shape == (1, 20)
+
+
+def test_float32_gram_of_few_features_takes_the_low_rank_path(monkeypatch):
+    """A float32 Gram of d = 20 < n / 2 features: its rounding noise is not rank."""
+    x = union_of_subspaces(16, 5, 3, 20, noise=0.05, seed=3)[0].astype(np.float32)
+    gram = x @ x.T
+    chosen = []
+    choose = solver_module.choose_factor
+
+    def spy(*args, **kwargs):
+        chosen.append(choose(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(solver_module, "choose_factor", spy)
+    dense = ssc_jax.ssc_gram(gram, low_rank=False)
+    judged = ssc_jax.ssc_gram(gram)
+    given = ssc_jax.ssc_gram(gram, rank=20)
+    assert isinstance(chosen[0], DenseFactor)
+    assert [type(f) for f in chosen[1:]] == [LowRankFactor, LowRankFactor]
+    assert chosen[1].values.shape == chosen[2].values.shape == (1, 20)
+    for result in (judged, given):
+        assert float(result.objective) == pytest.approx(float(dense.objective), rel=1e-4)
+        np.testing.assert_allclose(result.coef, dense.coef, atol=2e-3)
+    # Below the data's rank, the bound is what the caller asked for: a truncated problem.
+    truncated = ssc_jax.ssc_gram(gram, rank=5)
+    assert chosen[3].values.shape == (1, 5)
+    assert float(truncated.objective) != pytest.approx(float(dense.objective), rel=1e-2)
+    features = ssc_jax.ssc(x, rank=20)
+    np.testing.assert_allclose(features.coef, dense.coef, atol=2e-3)
 
 
 _SHARDED = """

@@ -105,7 +105,7 @@ def ssc(
         them.
       **settings: keyword overrides of fields of either, e.g. ``tau=20.0``, ``mu``,
         ``rel_tol``, ``gap_tol``, ``max_iterations``, ``normalize=False``, ``low_rank``,
-        ``precise_factor``, ``memory_budget_bytes``, ``progress``, ``devices``.
+        ``rank``, ``precise_factor``, ``memory_budget_bytes``, ``progress``, ``devices``.
 
     Returns:
       An ``SSCResult`` for the single problem.
@@ -119,12 +119,14 @@ def ssc(
     solver, options = _configured(solver=solver, options=options, settings=settings)
     x = jnp.asarray(X, _float_dtype(X))
     n, d = x.shape
-    low_rank = d <= n // 2 if options.low_rank is None else options.low_rank
+    width = d if options.rank is None else min(d, options.rank)
+    low_rank = width <= n // 2 if options.low_rank is None else options.low_rank
     if low_rank:
         u, values = factorize(
             thin_svd, x, normalize=options.normalize, precise=options.precise_factor
         )
-        factor = LowRankFactor(vectors=u[None], values=values[None])
+        # Singular values come in descending order: the leading ``width`` pairs.
+        factor = LowRankFactor(vectors=u[None, :, :width], values=values[None, :width])
     else:
         # The Gram in the input's precision, as ssc_gram receives it; only the normalisation
         # and the eigendecomposition need float64.
@@ -138,7 +140,7 @@ def ssc(
         chunk_factor=lambda index, place: place(factor),
         batch=1,
         n=n,
-        rank=d if low_rank else n,
+        rank=width if low_rank else n,
         dtype=x.dtype,
         solver=solver,
         options=options,
@@ -157,8 +159,9 @@ def ssc_gram(
         the host and goes to the device one chunk at a time.
       solver, options, **settings: as in ``ssc``. With ``low_rank=None`` the Woodbury path
         on the numerical rank r of G is taken when the largest rank in a chunk is at most
-        n / 2; with several ``devices`` a batch is split by problems (each answer equals the
-        single-device one), a single problem by rows.
+        n / 2, r judged against the rounding of G's dtype and of the factorisation (pass
+        ``rank=d`` when G comes from d features); with several ``devices`` a batch is split
+        by problems (each answer equals the single-device one), a single problem by rows.
 
     Returns:
       An ``SSCResult`` with the batch shape of ``G``. When the batch needs several chunks, its
@@ -186,14 +189,22 @@ def ssc_gram(
         values, vectors = factorize(
             gram_eigh, gram, normalize=options.normalize, precise=options.precise_factor
         )
-        eps = factor_eps(dtype, options.precise_factor)
-        return place(choose_factor(values, vectors, low_rank=options.low_rank, eps=eps))
+        factor = choose_factor(
+            values,
+            vectors,
+            low_rank=options.low_rank,
+            eps=factor_eps(dtype, options.precise_factor),
+            gram_eps=float(np.finfo(dtype).eps),
+            rank=options.rank,
+        )
+        return place(factor)
 
+    known = options.rank is not None and options.rank <= n // 2 and options.low_rank is not False
     return _solve(
         chunk_factor=chunk_factor,
         batch=len(stack),
         n=n,
-        rank=n,
+        rank=options.rank if known else n,
         dtype=dtype,
         solver=solver,
         options=options,
@@ -208,11 +219,18 @@ def _configured(
     argument of the jitted drivers).
 
     Raises:
-      ValueError: for an unknown setting, or tau or mu not a finite number > 0.
+      ValueError: for an unknown setting, tau or mu not a finite number > 0, or a rank
+        that is not a positive int.
     """
     solver, options = resolve(solver, options, settings)
     checks.check_positive("tau", solver.tau)
     checks.check_positive("mu", solver.mu)
+    if options.rank is not None and (
+        not isinstance(options.rank, int | np.integer) or options.rank < 1
+    ):
+        raise ValueError(
+            f"rank must be a positive int (the data's rank bound); got {options.rank!r}"
+        )
     return dataclasses.replace(solver, tau=float(solver.tau), mu=float(solver.mu)), options
 
 
