@@ -390,3 +390,15 @@ def test_several_devices_give_the_single_device_answers():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
+
+
+def test_a_sweep_over_tau_compiles_once(data):
+    """tau, mu and the tolerances are traced leaves of the solver, not static arguments."""
+    x = data[150][:37]  # a shape that no other test compiles
+    before = solver_module._run_batch._cache_size()
+    results = [ssc_jax.ssc(x, tau=tau, mu=mu) for tau, mu in ((5.0, 10.0), (10, 3.0), (20.0, 7))]
+    assert solver_module._run_batch._cache_size() == before + 1
+    objectives = [float(r.objective) for r in results]
+    assert len(set(objectives)) == 3 and all(bool(r.converged) for r in results)
+    ssc_jax.ssc(x, rel_tol=1e-2, gap_tol=1e-3, abs_tol=0)
+    assert solver_module._run_batch._cache_size() == before + 1

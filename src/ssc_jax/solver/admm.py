@@ -50,6 +50,7 @@ block of rows (``rows``); the whole matrix is the block ``arange(n)``.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -127,9 +128,26 @@ class ADMMState(NamedTuple):
 _NEAR = 3.0
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    meta_fields=("max_iterations", "inner_iterations"),
+    data_fields=(
+        "tau",
+        "mu",
+        "abs_tol",
+        "rel_tol",
+        "gap_tol",
+        "balance",
+        "mu_factor",
+        "mu_bounds",
+        "relaxation",
+    ),
+)
 @dataclass(frozen=True)
 class ADMM:
-    """ADMM solver for SSC; hashable, so it is a static argument of the jitted drivers.
+    """ADMM solver for SSC, a pytree: the numbers are its leaves, traced by the jitted
+    drivers (a sweep over tau compiles once), and the loop lengths, which fix the shapes,
+    are static.
 
     The defaults here are the library's: ``ssc``, ``ssc_gram``, the estimator and the
     command line take theirs from these fields.

@@ -215,8 +215,9 @@ def ssc_gram(
 def _configured(
     *, solver: ADMM | None, options: SolverOptions | None, settings: Mapping[str, Any]
 ) -> tuple[ADMM, SolverOptions]:
-    """``resolve``, with tau and mu checked and held as Python floats (the solver is a static
-    argument of the jitted drivers).
+    """``resolve``, with tau and mu checked, and the solver's numbers held as Python floats
+    (the loop lengths as ints): the jitted drivers trace them, and another type would
+    compile again.
 
     Raises:
       ValueError: for an unknown setting, tau or mu not a finite number > 0, or a rank
@@ -231,7 +232,15 @@ def _configured(
         raise ValueError(
             f"rank must be a positive int (the data's rank bound); got {options.rank!r}"
         )
-    return dataclasses.replace(solver, tau=float(solver.tau), mu=float(solver.mu)), options
+    numbers = {
+        name: int(value)
+        if name in ("max_iterations", "inner_iterations")
+        else tuple(map(float, value))
+        if name == "mu_bounds"
+        else float(value)
+        for name, value in dataclasses.asdict(solver).items()
+    }
+    return dataclasses.replace(solver, **numbers), options
 
 
 def _float_dtype(x) -> np.dtype:
@@ -268,10 +277,10 @@ def _solve_rows(
 
 
 _PROBLEMS, _ROW_BLOCKS = "problems", "row_blocks"
-_run_batch = jax.jit(_solve_rows, static_argnames=("solver", "sequential"))
+_run_batch = jax.jit(_solve_rows, static_argnames="sequential")
 
 
-@functools.partial(jax.jit, static_argnames="solver")
+@jax.jit
 def _run_row_group(solver: ADMM, factor: Factor, rows: Array) -> ADMMState:
     """``_solve_rows`` of one problem for each of the (width, b) row blocks ``rows``, one per
     device."""
