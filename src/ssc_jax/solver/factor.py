@@ -118,20 +118,44 @@ def factorize(fn, a: Array, normalize: bool, precise: bool) -> tuple[Array, Arra
         return first.astype(jnp.float32), second.astype(jnp.float32)
 
 
-def choose_factor(values: Array, vectors: Array, low_rank: bool | None, eps: float) -> Factor:
+def choose_factor(
+    values: Array,
+    vectors: Array,
+    low_rank: bool | None,
+    eps: float,
+    *,
+    gram_eps: float = 0.0,
+    rank: int | None = None,
+) -> Factor:
     """A dense or low-rank factor from a batch of eigendecompositions (ascending values).
 
-    The numerical rank counts eigenvalues above ``n * eps * max``, with ``eps`` the precision
-    the decomposition was computed in: dropping more would solve a truncated problem.
+    The numerical rank counts eigenvalues above ``n * max(eps * l_max, gram_eps * g_max)``:
+    ``eps`` is the precision the decomposition was computed in, whose errors scale with the
+    largest eigenvalue ``l_max``; ``gram_eps`` that of the Gram's own entries, at most
+    ``g_max`` (the largest diagonal entry) in size, whose rounding (float32 activations)
+    bounds the spectrum's resolution by ``n * gram_eps * g_max`` (its Frobenius norm). Dropping
+    more would solve a truncated problem; keeping less would count rounding noise as rank,
+    and a float32 Gram of d < n / 2 features would never take the low-rank path.
+
+    ``rank``, a known bound on the rank (the feature dimension), takes the top ``rank``
+    eigenpairs when ``rank <= n / 2`` and ``low_rank`` is not False, instead of judging it.
+
+    Raises:
+      ValueError: for a G that is not positive semidefinite.
     """
     n = values.shape[-1]
     host = np.asarray(to_host(values), np.float64)  # all-gathered over the processes of a job
     top = host.max(axis=-1, keepdims=True)
     if np.any(host.min(axis=-1, keepdims=True) < -1e-3 * np.maximum(top, 1e-30)):
         raise ValueError("G must be positive semidefinite (a Gram matrix X X^T)")
-    tol = np.maximum(top, 1e-30) * n * eps
-    rank = max(1, int((host > tol).sum(axis=-1).max()))
     values = jnp.maximum(values, 0)
+    if rank is None or low_rank is False:
+        diagonal = jnp.einsum("...ik,...k->...i", vectors**2, values)
+        largest_entry = np.asarray(jnp.max(diagonal, axis=-1, keepdims=True), np.float64)
+        tol = n * np.maximum(np.maximum(top, 1e-30) * eps, largest_entry * gram_eps)
+        rank = max(1, int((host > tol).sum(axis=-1).max()))
+    else:
+        rank = min(rank, n)
     if low_rank is None:
         low_rank = rank <= n // 2
     if low_rank:

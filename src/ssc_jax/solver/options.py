@@ -21,6 +21,9 @@ class SolverOptions:
         layer; an all-zero sample gets zero coefficients either way.
       low_rank: use the Woodbury path on the rank of the data; ``None`` decides by size
         (rank at most n / 2).
+      rank: a known bound on the rank of the data, such as a layer's feature dimension d:
+        with ``rank <= n / 2`` (and ``low_rank`` not False) the Woodbury path takes that many
+        eigenpairs (singular pairs for ``ssc``), instead of judging the numerical rank.
       precise_factor: take the one-off factorisation (SVD or eigh) in float64 for float32
         input, then iterate in float32. Off, it is faster (most on GPUs) but the objective
         may stall about 1e-4 above the optimum on ill-conditioned data.
@@ -33,6 +36,7 @@ class SolverOptions:
 
     normalize: bool = field(default=True, metadata={"help": "unit-norm samples first"})
     low_rank: bool | None = field(default=None, metadata={"help": "force the low-rank path"})
+    rank: int | None = field(default=None, metadata={"help": "known bound on the data's rank"})
     precise_factor: bool = field(default=True, metadata={"help": "float64 factorisation"})
     memory_budget_bytes: int | None = field(
         default=None, metadata={"help": "memory budget for one chunk of solver work (bytes)"}

@@ -52,16 +52,19 @@ class SSCResult(NamedTuple):
       objective: (...) ``||C||_1 + tau/2 ||X - C X||_F^2`` on the (normalised) data.
       iterations: (...) ADMM steps taken.
       converged: (...) whether both stopping tests passed: the residuals within their
-        tolerances and the estimated gap within ``gap_tol``.
+        tolerances and the certified duality gap within ``gap_tol``.
       status: (...) a ``Status`` value (0 converged, 1 out of iterations, 2 non-finite).
       primal_residual: (...) final ``||Z - C||_F``.
       dual_residual: (...) final ``mu ||C - C_prev||_F``.
-      gap_estimate: (...) the relative objective gap extrapolated from the last blocks (the
-        ``gap_tol`` test).
+      duality_gap: (...) the certified relative duality gap ``(P - D) / P`` of C (the
+        ``gap_tol`` test), with D the dual objective of a feasible dual point: the objective
+        is within this fraction of the optimum, ``(P - P*) / P <= duality_gap``, up to the
+        rounding of the dtype it is computed in.
       mu: (...) final ADMM penalty.
-      errors: (..., blocks, 3) primal and dual residuals and gap estimate after each block of
-        iterations, -1 after the last; for a problem solved in row blocks, the blocks'
-        residuals combine in quadrature and their gap estimates by the largest.
+      errors: (..., blocks, 3) primal and dual residuals and relative duality gap after each
+        block of iterations (the gap -1 where not taken), -1 after the last; for a problem
+        solved in row blocks, the blocks' residuals combine in quadrature and their gaps by
+        the largest.
     """
 
     coef: Array
@@ -71,9 +74,14 @@ class SSCResult(NamedTuple):
     status: Array
     primal_residual: Array
     dual_residual: Array
-    gap_estimate: Array
+    duality_gap: Array
     mu: Array
     errors: Array
+
+    @property
+    def gap_estimate(self) -> Array:
+        """``duality_gap``, under the name of the estimate that it replaced."""
+        return self.duality_gap
 
 
 def affinity(coef) -> Array:
@@ -98,7 +106,7 @@ def ssc(
         them.
       **settings: keyword overrides of fields of either, e.g. ``tau=20.0``, ``mu``,
         ``rel_tol``, ``gap_tol``, ``max_iterations``, ``normalize=False``, ``low_rank``,
-        ``precise_factor``, ``memory_budget_bytes``, ``progress``, ``devices``.
+        ``rank``, ``precise_factor``, ``memory_budget_bytes``, ``progress``, ``devices``.
 
     Returns:
       An ``SSCResult`` for the single problem.
@@ -113,12 +121,14 @@ def ssc(
     solver, options = _configured(solver=solver, options=options, settings=settings)
     x = jnp.asarray(X, _float_dtype(X))
     n, d = x.shape
-    low_rank = d <= n // 2 if options.low_rank is None else options.low_rank
+    width = d if options.rank is None else min(d, options.rank)
+    low_rank = width <= n // 2 if options.low_rank is None else options.low_rank
     if low_rank:
         u, values = factorize(
             thin_svd, x, normalize=options.normalize, precise=options.precise_factor
         )
-        factor = LowRankFactor(vectors=u[None], values=values[None])
+        # Singular values come in descending order: the leading ``width`` pairs.
+        factor = LowRankFactor(vectors=u[None, :, :width], values=values[None, :width])
     else:
         # The Gram in the input's precision, as ssc_gram receives it; only the normalisation
         # and the eigendecomposition need float64.
@@ -132,7 +142,7 @@ def ssc(
         chunk_factor=lambda index, place: place(factor),
         batch=1,
         n=n,
-        rank=d if low_rank else n,
+        rank=width if low_rank else n,
         dtype=x.dtype,
         solver=solver,
         options=options,
@@ -151,8 +161,9 @@ def ssc_gram(
         the host and goes to the device one chunk at a time.
       solver, options, **settings: as in ``ssc``. With ``low_rank=None`` the Woodbury path
         on the numerical rank r of G is taken when the largest rank in a chunk is at most
-        n / 2; with several ``devices`` a batch is split by problems (each answer equals the
-        single-device one), a single problem by rows.
+        n / 2, r judged against the rounding of G's dtype and of the factorisation (pass
+        ``rank=d`` when G comes from d features); with several ``devices`` a batch is split
+        by problems (each answer equals the single-device one), a single problem by rows.
 
     Returns:
       An ``SSCResult`` with the batch shape of ``G``. When the batch needs several chunks, or
@@ -182,14 +193,22 @@ def ssc_gram(
         values, vectors = factorize(
             gram_eigh, gram, normalize=options.normalize, precise=options.precise_factor
         )
-        eps = factor_eps(dtype, options.precise_factor)
-        return place(choose_factor(values, vectors, low_rank=options.low_rank, eps=eps))
+        factor = choose_factor(
+            values,
+            vectors,
+            low_rank=options.low_rank,
+            eps=factor_eps(dtype, options.precise_factor),
+            gram_eps=float(np.finfo(dtype).eps),
+            rank=options.rank,
+        )
+        return place(factor)
 
+    known = options.rank is not None and options.rank <= n // 2 and options.low_rank is not False
     return _solve(
         chunk_factor=chunk_factor,
         batch=len(stack),
         n=n,
-        rank=n,
+        rank=options.rank if known else n,
         dtype=dtype,
         solver=solver,
         options=options,
@@ -200,16 +219,32 @@ def ssc_gram(
 def _configured(
     *, solver: ADMM | None, options: SolverOptions | None, settings: Mapping[str, Any]
 ) -> tuple[ADMM, SolverOptions]:
-    """``resolve``, with tau and mu checked and held as Python floats (the solver is a static
-    argument of the jitted drivers).
+    """``resolve``, with tau and mu checked, and the solver's numbers held as Python floats
+    (the loop lengths as ints): the jitted drivers trace them, and another type would
+    compile again.
 
     Raises:
-      ValueError: for an unknown setting, or tau or mu not a finite number > 0.
+      ValueError: for an unknown setting, tau or mu not a finite number > 0, or a rank
+        that is not a positive int.
     """
     solver, options = resolve(solver, options, settings)
     checks.check_positive("tau", solver.tau)
     checks.check_positive("mu", solver.mu)
-    return dataclasses.replace(solver, tau=float(solver.tau), mu=float(solver.mu)), options
+    if options.rank is not None and (
+        not isinstance(options.rank, int | np.integer) or options.rank < 1
+    ):
+        raise ValueError(
+            f"rank must be a positive int (the data's rank bound); got {options.rank!r}"
+        )
+    numbers = {
+        name: int(value)
+        if name in ("max_iterations", "inner_iterations")
+        else tuple(map(float, value))
+        if name == "mu_bounds"
+        else float(value)
+        for name, value in dataclasses.asdict(solver).items()
+    }
+    return dataclasses.replace(solver, **numbers), options
 
 
 def _float_dtype(x) -> np.dtype:
@@ -246,10 +281,10 @@ def _solve_rows(
 
 
 _PROBLEMS, _ROW_BLOCKS = "problems", "row_blocks"
-_run_batch = jax.jit(_solve_rows, static_argnames=("solver", "sequential"))
+_run_batch = jax.jit(_solve_rows, static_argnames="sequential")
 
 
-@functools.partial(jax.jit, static_argnames="solver")
+@jax.jit
 def _run_row_group(solver: ADMM, factor: Factor, rows: Array) -> ADMMState:
     """``_solve_rows`` of one problem for each of the (width, b) row blocks ``rows``, one per
     device."""
@@ -375,15 +410,16 @@ def _merge_row_blocks(states: list[ADMMState], n: int, problems: int) -> SSCResu
     residuals = jnp.sqrt(jnp.sum(jnp.maximum(stacked[..., :2], 0) ** 2, axis=0))
     history = jnp.where(ran, jnp.concatenate([residuals, stacked[..., 2:].max(0)], -1), -1)
     status = functools.reduce(jnp.maximum, [s.status for s in states])
+    objective, gap = sum(s.objective for s in states), sum(s.gap for s in states)
     result = SSCResult(
         coef=coef,
-        objective=sum(s.objective for s in states),
+        objective=objective,
         iterations=functools.reduce(jnp.maximum, [s.iteration for s in states]),
         converged=status == Status.CONVERGED,
         status=status,
         primal_residual=jnp.sqrt(sum(s.primal_residual**2 for s in states)),
         dual_residual=jnp.sqrt(sum(s.dual_residual**2 for s in states)),
-        gap_estimate=functools.reduce(jnp.maximum, [s.gap_estimate for s in states]),
+        duality_gap=jnp.where(objective > 0, gap / objective, gap),
         mu=states[0].mu,
         errors=history,
     )
