@@ -1,0 +1,76 @@
+"""The solver on real activations: one layer of a trained CIFAR-10 network at several N.
+
+Synthetic unions of subspaces flatter an SSC solver; this times it on the Gram of a real
+layer (default: the last conv layer, the one Table 1 reads) of a checkpoint trained by
+``python -m ssc_jax.run train``, on N stratified test images, in units of one N x N x N
+float32 matmul timed in the same run (so the figure travels between machines)::
+
+    python benchmarks/real_activations.py RUN --n 2000 5000
+
+prints, per N: the layer's feature dimension d (the solver takes its low-rank path when
+d <= N/2), the
+iterations, the certified relative duality gap, the solve's seconds and its ratio to the matmul.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssc_jax import activation_grams, capture_activations, layer_names, load_checkpoint, ssc_gram
+from ssc_jax.pipeline.config import AnalysisSet
+from ssc_jax.pipeline.inputs import held_out_data, load_inputs, preprocess, run_info
+from timing import time_calls
+
+
+def matmul_seconds(n: int) -> float:
+    """Best of three N x N x N float32 matmuls on JAX's default device."""
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+    return time_calls(jax.jit(jnp.matmul), a, a, repeat=3).best
+
+
+def layer_gram(run: str, epoch: int | None, layer: str, n: int) -> tuple[np.ndarray, int]:
+    """The (n, n) Gram of ``layer`` on n stratified test inputs, and its feature dimension."""
+    model, info = load_checkpoint(run, epoch)
+    inputs = load_inputs(AnalysisSet(n=n), held_out_data(run_info(run)))
+    images = preprocess(inputs.images, info)
+    width = int(np.prod(capture_activations(model, images[:2], [layer])[layer].shape[1:]))
+    _, grams = activation_grams(model, images, layers=[layer])
+    return np.asarray(grams[0]), width
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="training run folder")
+    parser.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
+    parser.add_argument("--layer", help="layer name (default: the last conv layer)")
+    parser.add_argument("--n", type=int, nargs="+", default=[2000])
+    parser.add_argument("--rank", action="store_true", help="pass rank=d when d <= n/2")
+    args = parser.parse_args()
+    model, _ = load_checkpoint(args.run, args.epoch)
+    layer = args.layer or layer_names(model, "conv")[-1]
+    print(f"{jax.devices()[0].device_kind}, {jax.device_count()} device(s); layer {layer}")
+    header = "| N | d | d <= N/2 | iterations | duality gap | solve s | matmul s | ratio |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for n in args.n:
+        gram, d = layer_gram(args.run, args.epoch, layer, n)
+        unit = matmul_seconds(n)
+        settings = {"rank": d} if args.rank and d <= n // 2 else {}
+        start = time.perf_counter()
+        result = jax.block_until_ready(ssc_gram(gram, progress=False, **settings))
+        seconds = time.perf_counter() - start
+        print(
+            f"| {n} | {d} | {'yes' if d <= n // 2 else 'no'} | {int(result.iterations)} | "
+            f"{float(result.duality_gap):.1e} | {seconds:.1f} | {unit:.3f} | "
+            f"{seconds / unit:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
