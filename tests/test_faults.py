@@ -374,3 +374,23 @@ def test_analyze_killed_at_random_points_leaves_nothing_partial(two_epoch_run, t
     assert _hidden_beside(out) == []
     assert [p.name for p in (run / "ssc_graphs").iterdir() if p.name.startswith(".")] == []
     assert [checkpoint_problem(run, epoch) for epoch in (1, 2)] == [None, None]
+
+
+def test_a_run_trained_on_a_relative_path_is_analysed_from_anywhere(tmp_path, monkeypatch, capsys):
+    """The run records its data as absolute paths, so it opens from any folder."""
+    home = tmp_path / "home"
+    class_folders(home / "images", [0, 1], per_class=20)
+    monkeypatch.chdir(home)
+    argv = ["train", "--model", "small_cnn", "--dataset", "images", "--test-data", "images"]
+    argv += ["--width", "0.25", "--epochs", "1", "--batch-size", "16", "--no-augment"]
+    assert main([*argv, "--out", "run", "--quiet"]) == 0
+    recorded = json.loads((home / "run" / "config.json").read_text())["config"]
+    assert recorded["dataset"] == recorded["test_dataset"] == str(home / "images")
+    # resuming with the same relative path is the same run
+    assert main([*argv, "--out", "run", "--quiet"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = elsewhere / "out"
+    assert main(["analyze", str(home / "run"), "--n", "20", "--out", str(out), "--quiet"]) == 0
+    assert (out / "metrics.json").exists()

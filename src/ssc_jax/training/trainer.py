@@ -148,10 +148,23 @@ def _run_info(config: TrainConfig, x_train: np.ndarray, classes: list[str]) -> d
     }
 
 
+_DATA_FIELDS = ("dataset", "test_dataset")
+
+
+def _absolute(data: str | None) -> str | None:
+    """A dataset given as an existing path, made absolute, so that the run records where its
+    data are wherever it is opened from; a dataset name as it is."""
+    if data is None or not Path(str(data)).exists():
+        return data
+    return str(Path(str(data)).resolve())
+
+
 def _check_resumable(stored: dict[str, Any], config: TrainConfig, out_dir: Path) -> None:
     """Raise unless the run in ``out_dir`` has the same config, ``epochs`` aside."""
     given = dataclasses.asdict(config)
-    differ = [k for k in given if k != "epochs" and stored["config"].get(k) != given[k]]
+    recorded = dict(stored["config"])
+    recorded.update({k: _absolute(recorded.get(k)) for k in _DATA_FIELDS})
+    differ = [k for k in given if k != "epochs" and recorded.get(k) != given[k]]
     if differ:
         details = ", ".join(f"{k}: {stored['config'].get(k)!r} -> {given[k]!r}" for k in differ)
         raise ValueError(
@@ -272,6 +285,7 @@ def train(
     complete checkpoint; a finished run is returned as is, or extended if ``epochs`` grew.
     """
     _check_config(config)
+    config = dataclasses.replace(config, **{k: _absolute(getattr(config, k)) for k in _DATA_FIELDS})
     out_dir = Path(out_dir)
     (x_train, y_train), (x_test, y_test), classes = _load_data(config)
     if (out_dir / "config.json").is_file():
