@@ -5,6 +5,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytest.importorskip("torch")
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
