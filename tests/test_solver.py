@@ -430,3 +430,22 @@ def test_a_warm_start_takes_fewer_iterations_to_the_same_answer(data, start):
     assert np.all(np.asarray(again.iterations) < np.asarray(batch.iterations))
     with pytest.raises(ValueError, match="init must be"):
         ssc_jax.ssc_gram(grams, init=previous)
+
+
+def test_sparse_coefficients(data):
+    single = ssc_jax.ssc(data[24])
+    coef = np.asarray(single.coef)
+    sparse = single.sparse_coef()
+    assert sparse.format == "csr" and sparse.nnz == np.count_nonzero(coef)
+    np.testing.assert_array_equal(sparse.toarray(), coef)
+    small = np.abs(coef[coef != 0]).min()
+    assert single.sparse_coef(threshold=small).nnz == np.count_nonzero(coef) - np.sum(
+        np.abs(coef) == small
+    )
+    grams = np.stack([x @ x.T for x in (data[24], data[150])]).reshape(2, 1, 60, 60)
+    batch = ssc_jax.ssc_gram(grams)
+    nested = batch.sparse_coef()
+    assert len(nested) == 2 and len(nested[1]) == 1
+    np.testing.assert_array_equal(nested[1][0].toarray(), np.asarray(batch.coef[1, 0]))
+    with pytest.raises(ValueError, match="threshold"):
+        single.sparse_coef(threshold=-1.0)

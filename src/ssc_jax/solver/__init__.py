@@ -1,6 +1,6 @@
 """Sparse subspace clustering by ADMM: the solver, its factorisations and its work planning.
 
-Depends on jax and numpy only.
+Depends on jax and numpy only (and SciPy for ``SSCResult.sparse_coef``).
 """
 
 from ssc_jax.solver.admm import ADMM, Status

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import numpy as np
 
 Array = jax.Array
 
@@ -48,3 +49,27 @@ class SSCResult(NamedTuple):
     def gap_estimate(self) -> Array:
         """``duality_gap``, under the name of the estimate that it replaced."""
         return self.duality_gap
+
+    def sparse_coef(self, threshold: float = 0.0):
+        """C as SciPy CSR arrays on the host, one per problem, without the entries of
+        magnitude ``threshold`` or less (the exact zeros by default).
+
+        Returns:
+          A ``scipy.sparse.csr_array`` (n, n) for a single problem; for a batch, a list of
+          them along the first batch axis (nested lists for more axes).
+
+        Raises:
+          ValueError: for a negative threshold.
+        """
+        import scipy.sparse  # only this method needs SciPy
+
+        if not threshold >= 0:
+            raise ValueError(f"threshold must be >= 0; got {threshold}")
+
+        def convert(coef):
+            if coef.ndim > 2:
+                return [convert(coef[i]) for i in range(coef.shape[0])]
+            coef = np.asarray(coef)
+            return scipy.sparse.csr_array(np.where(np.abs(coef) > threshold, coef, 0))
+
+        return convert(self.coef)
