@@ -23,7 +23,15 @@ the load of a shared machine falls on all three alike. Each column is the best r
 speed-up is the best over the best, and the range beside it is the ratio within each round.
 With ``--batch``, one ``ssc_gram`` call on the batch and one call per problem alternate alike.
 
+With ``--stopping``, one problem (the first size and ratio) is solved at several certified
+gap tolerances (``--gap-tols``; the first is the default) and each answer is compared with an
+exact float64 reference (a float64 solve to a certified relative gap of 1e-11, warm-started
+from the tightest float32 answer): iterations, warm time, the certified gap, the true gap of
+the objective and the coefficients' relative Frobenius distance. The tolerances share one
+compiled program (they are traced), so only the first call compiles.
+
     python benchmarks/solver.py                      # n in {500, 1000, 2000}, d in {n/5, 2n}
+    python benchmarks/solver.py --stopping --sizes 1000 --ratios 0.2   # the stopping rule
     python benchmarks/solver.py --sizes 10000 --ratios 0.2   # one big problem (GPU)
     python benchmarks/solver.py --batch 16 --sizes 4000      # a batch of problems (GPU)
 """
@@ -120,6 +128,7 @@ def run_case(n: int, d: int, args) -> dict:
         "warm_s": rounds.best("ssc-jax"),
         "iterations": int(first.result.iterations),
         "gap": (ours - optimum) / optimum,
+        "certified": float(first.result.duality_gap),
         "matmul_s": rounds.best("matmul"),
     }
     row["per_iter_over_matmul"] = row["warm_s"] / row["iterations"] / row["matmul_s"]
@@ -167,6 +176,51 @@ def run_batch(n: int, batch: int, args) -> None:
     )
 
 
+def run_stopping(n: int, d: int, gap_tols: list[float]) -> None:
+    """Each gap tolerance against an exact float64 reference, on one problem."""
+    x, _ = union_of_subspaces(n // 10, 10, 10, d, noise=0.05, seed=0)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    x32 = jnp.asarray(x, jnp.float32)
+    ssc_jax.ssc(x32, tau=TAU).coef.block_until_ready()  # compiles, once for every gap_tol
+    runs = {
+        tol: time_calls(lambda tol=tol: ssc_jax.ssc(x32, tau=TAU, gap_tol=tol), warmup=0)
+        for tol in gap_tols
+    }
+    tightest = runs[min(gap_tols)].result
+    with jax.enable_x64(True):
+        reference = time_calls(
+            lambda: ssc_jax.ssc(
+                jnp.asarray(x),
+                tau=TAU,
+                gap_tol=1e-11,
+                rel_tol=1e-9,
+                abs_tol=1e-13,
+                max_iterations=20_000,
+                init=np.asarray(tightest.coef, np.float64),
+            ),
+            warmup=0,
+        )
+    exact = np.asarray(reference.result.coef)
+    optimum = objective(x, exact)
+    print(
+        f"n={n}, d={d}: float64 reference certified to "
+        f"{float(reference.result.duality_gap):.1e} in {int(reference.result.iterations)} "
+        f"iterations, {reference.best:.1f} s"
+    )
+    print("| gap_tol | iters | warm (s) | certified gap | true gap | C distance | converged |")
+    print("|---|---|---|---|---|---|---|")
+    for tol, run in runs.items():
+        coef = np.asarray(run.result.coef, np.float64)
+        distance = np.linalg.norm(coef - exact) / np.linalg.norm(exact)
+        print(
+            f"| {tol:.0e} | {int(run.result.iterations)} | {run.best:.2f} | "
+            f"{float(run.result.duality_gap):.1e} | "
+            f"{(objective(x, coef) - optimum) / optimum:.1e} | {distance:.1e} | "
+            f"{bool(run.result.converged)} |",
+            flush=True,
+        )
+
+
 def fmt(value, spec: str, unit: str = "") -> str:
     return "-" if value is None else format(value, spec) + unit
 
@@ -179,6 +233,8 @@ def main() -> None:
     parser.add_argument("--paper-max-n", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=0, help="also time a batch of problems")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--stopping", action="store_true", help="compare gap tolerances")
+    parser.add_argument("--gap-tols", type=float, nargs="+", default=[2e-3, 1e-4, 1e-5, 1e-6])
     args = parser.parse_args()
 
     device = jax.devices()[0]
@@ -190,8 +246,12 @@ def main() -> None:
         for n in args.sizes:
             run_batch(n, args.batch, args)
         return
+    if args.stopping:
+        run_stopping(args.sizes[0], int(args.ratios[0] * args.sizes[0]), args.gap_tols)
+        return
     header = (
-        "| n | d | ssc-jax first (s) | ssc-jax warm (s) | iters | gap | paper (s) | paper gap "
+        "| n | d | ssc-jax first (s) | ssc-jax warm (s) | iters | gap | certified | paper (s) "
+        "| paper gap "
         "| speedup | per round | sklearn (s) | sklearn gap | matmul (s) | total / iter / matmul "
         "| loop iter / matmul |"
     )
@@ -202,7 +262,8 @@ def main() -> None:
             r = run_case(n, int(ratio * n), args)
             print(
                 f"| {r['n']} | {r['d']} | {r['first_s']:.2f} | {r['warm_s']:.3f} | "
-                f"{r['iterations']} | {r['gap']:.1e} | {fmt(r.get('paper_s'), '.2f')} | "
+                f"{r['iterations']} | {r['gap']:.1e} | {r['certified']:.1e} | "
+                f"{fmt(r.get('paper_s'), '.2f')} | "
                 f"{fmt(r.get('paper_gap'), '.1e')} | {fmt(r.get('speedup'), '.1f', 'x')} | "
                 f"{r.get('round_speedups', '-')} | "
                 f"{fmt(r.get('sklearn_s'), '.1f')} | {fmt(r.get('sklearn_gap'), '.1e')} | "

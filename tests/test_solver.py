@@ -8,6 +8,7 @@ from sklearn.linear_model import Lasso
 
 import ssc_jax
 from ssc_jax.core.memory import problem_bytes
+from ssc_jax.solver import chunks
 from ssc_jax.solver import solve as solver_module
 from ssc_jax.solver.admm import ADMM, Status
 from ssc_jax.solver.factor import DenseFactor, LowRankFactor
@@ -144,7 +145,7 @@ def test_gram_and_feature_paths_agree(data, d):
 def test_batch_equals_single_problems(data, sequential, monkeypatch):
     # The CPU solves a batch one problem at a time, an accelerator side by side (vmap, with
     # the optional work shared across the batch); both must give the single-problem answers.
-    monkeypatch.setattr(solver_module, "sequential_batches", lambda mesh: sequential)
+    monkeypatch.setattr(chunks, "sequential_batches", lambda mesh: sequential)
     grams = np.stack([x @ x.T for x in (data[24], data[150], 2 * data[150])])
     batched = ssc_jax.ssc_gram(grams)
     assert batched.coef.shape == (3, 60, 60) and batched.iterations.shape == (3,)
@@ -373,6 +374,9 @@ assert abs(float(many.objective) - float(one.objective)) < 1e-4 * float(one.obje
 tight = dict(rel_tol=1e-6, abs_tol=1e-9)
 one, many = ssc_jax.ssc(x, devices=jax.devices()[:1], **tight), ssc_jax.ssc(x, **tight)
 np.testing.assert_allclose(many.coef, one.coef, atol=2e-3)
+# A warm start reaches each device's row block.
+again = ssc_jax.ssc(x, init=many, **tight)
+assert bool(again.converged) and int(again.iterations) < int(many.iterations)
 print("ok")
 """
 
@@ -395,10 +399,53 @@ def test_several_devices_give_the_single_device_answers():
 def test_a_sweep_over_tau_compiles_once(data):
     """tau, mu and the tolerances are traced leaves of the solver, not static arguments."""
     x = data[150][:37]  # a shape that no other test compiles
-    before = solver_module._run_batch._cache_size()
+    before = chunks.run_batch._cache_size()
     results = [ssc_jax.ssc(x, tau=tau, mu=mu) for tau, mu in ((5.0, 10.0), (10, 3.0), (20.0, 7))]
-    assert solver_module._run_batch._cache_size() == before + 1
+    assert chunks.run_batch._cache_size() == before + 1
     objectives = [float(r.objective) for r in results]
     assert len(set(objectives)) == 3 and all(bool(r.converged) for r in results)
     ssc_jax.ssc(x, rel_tol=1e-2, gap_tol=1e-3, abs_tol=0)
-    assert solver_module._run_batch._cache_size() == before + 1
+    assert chunks.run_batch._cache_size() == before + 1
+
+
+@pytest.mark.parametrize("start", ["result", "coef"])
+def test_a_warm_start_takes_fewer_iterations_to_the_same_answer(data, start):
+    x = data[150]
+    tight = {"gap_tol": 1e-5}
+    previous = ssc_jax.ssc(x, tau=TAU, **tight)
+    init = previous if start == "result" else np.asarray(previous.coef)
+    noise = np.random.default_rng(1).normal(scale=1e-3, size=x.shape).astype(np.float32)
+    for nearby in ({"X": x, "tau": 1.1 * TAU}, {"X": x + noise, "tau": TAU}):
+        cold = ssc_jax.ssc(nearby["X"], tau=nearby["tau"], **tight)
+        warm = ssc_jax.ssc(nearby["X"], tau=nearby["tau"], init=init, **tight)
+        assert bool(warm.converged) and float(warm.duality_gap) <= 1e-5
+        assert int(warm.iterations) <= 0.8 * int(cold.iterations)
+        assert float(warm.objective) == pytest.approx(float(cold.objective), rel=2e-5)
+        distance = np.linalg.norm(warm.coef - cold.coef) / np.linalg.norm(cold.coef)
+        assert distance < 1e-2
+    # A batch starts from a batch of coefficients of its own shape.
+    grams = np.stack([x @ x.T, 2 * x @ x.T])
+    batch = ssc_jax.ssc_gram(grams)
+    again = ssc_jax.ssc_gram(grams, init=batch)
+    assert np.all(np.asarray(again.iterations) < np.asarray(batch.iterations))
+    with pytest.raises(ValueError, match="init must be"):
+        ssc_jax.ssc_gram(grams, init=previous)
+
+
+def test_sparse_coefficients(data):
+    single = ssc_jax.ssc(data[24])
+    coef = np.asarray(single.coef)
+    sparse = single.sparse_coef()
+    assert sparse.format == "csr" and sparse.nnz == np.count_nonzero(coef)
+    np.testing.assert_array_equal(sparse.toarray(), coef)
+    small = np.abs(coef[coef != 0]).min()
+    assert single.sparse_coef(threshold=small).nnz == np.count_nonzero(coef) - np.sum(
+        np.abs(coef) == small
+    )
+    grams = np.stack([x @ x.T for x in (data[24], data[150])]).reshape(2, 1, 60, 60)
+    batch = ssc_jax.ssc_gram(grams)
+    nested = batch.sparse_coef()
+    assert len(nested) == 2 and len(nested[1]) == 1
+    np.testing.assert_array_equal(nested[1][0].toarray(), np.asarray(batch.coef[1, 0]))
+    with pytest.raises(ValueError, match="threshold"):
+        single.sparse_coef(threshold=-1.0)

@@ -185,15 +185,25 @@ class ADMM:
     def max_blocks(self) -> int:
         return -(-self.max_iterations // self.inner_iterations)
 
-    def init(self, factor: Factor, rows: Array) -> ADMMState:
-        """The state at C = Lam = 0, with the inverse prepared for the initial mu."""
+    def init(self, factor: Factor, rows: Array, start: Array | None = None) -> ADMMState:
+        """The state at C = Lam = 0, or warm at C = ``start`` (b, n), with the inverse
+        prepared for the initial mu.
+
+        A warm start takes the multiplier of ADMM's fixed point at that C,
+        ``Lam = tau (E - C) G``, so that ``V = C + Lam / mu``.
+        """
         b, n, dtype = rows.shape[0], factor.vectors.shape[0], factor.vectors.dtype
         zeros = jnp.zeros((b, n), dtype)
         inf = jnp.asarray(jnp.inf, dtype)
         mu = jnp.asarray(self.mu, dtype)
+        if start is None:
+            coef = shifted = zeros
+        else:
+            coef = jnp.where(_diagonal_mask(rows, n), 0, start.astype(dtype))
+            shifted = coef + self.tau * _correlations(factor, coef, rows)[1] / mu
         return ADMMState(
-            shifted=zeros,
-            coef=zeros,
+            shifted=shifted,
+            coef=coef,
             mu=mu,
             inverse=factor.prepare(self.tau, mu),
             iteration=jnp.asarray(0, jnp.int32),
@@ -344,9 +354,15 @@ class ADMM:
         )
         return state._replace(status=status.astype(jnp.int32))
 
-    def run(self, factor: Factor, rows: Array, axis_name: str | None = None) -> ADMMState:
-        """Iterate from C = Lam = 0 until ``terminate``; the final state carries the
-        certificate at its C and the status.
+    def run(
+        self,
+        factor: Factor,
+        rows: Array,
+        axis_name: str | None = None,
+        start: Array | None = None,
+    ) -> ADMMState:
+        """Iterate from C = Lam = 0 (or from ``start``, see ``init``) until
+        ``terminate``; the final state carries the certificate at its C and the status.
 
         Under ``jax.vmap(..., axis_name=axis_name)`` (over problems, or over row blocks of
         one problem), the optional work (the objective, a new inverse) is done for the whole
@@ -356,7 +372,7 @@ class ADMM:
         state = lax.while_loop(
             lambda state: ~self.terminate(state),
             lambda state: self.step(factor, state, rows, axis_name),
-            self.init(factor, rows),
+            self.init(factor, rows, start),
         )
         return self.postprocess(factor, state, rows, axis_name)
 
@@ -366,15 +382,10 @@ class ADMM:
 
         With ``a = (E - C) U``, ``||r_i||^2 = sum(a_i^2 l)`` for any X with
         ``X X^T = U diag(l) U^T`` (a sum of squares, without the cancellation of the trace
-        form), and the correlations are ``q = (a l) U^T``. The matmuls run at full float32
-        precision, which NVIDIA GPUs would otherwise cut to TF32.
+        form), and the correlations are ``q = (a l) U^T`` (``_correlations``).
         """
-        n = factor.vectors.shape[0]
-        diagonal = _diagonal_mask(rows, n)
-        highest = lax.Precision.HIGHEST
-        a = jnp.matmul(diagonal.astype(coef.dtype) - coef, factor.vectors, precision=highest)
-        squared = jnp.sum(a**2 * factor.values, axis=1)
-        q = jnp.matmul(a * factor.values, factor.vectors.T, precision=highest)
+        diagonal = _diagonal_mask(rows, factor.vectors.shape[0])
+        squared, q = _correlations(factor, coef, rows)
         l1 = jnp.abs(coef).sum(axis=1)
         largest = jnp.max(jnp.where(diagonal, 0, jnp.abs(q)), axis=1)
         scale = 1 / jnp.maximum(self.tau * largest, 1)
@@ -384,6 +395,16 @@ class ADMM:
             + 0.5 * self.tau * (1 - scale) ** 2 * squared
         )
         return jnp.sum(l1 + 0.5 * self.tau * squared), jnp.sum(gap)
+
+
+def _correlations(factor: Factor, coef: Array, rows: Array) -> tuple[Array, Array]:
+    """(b,) ``||r_i||^2`` and (b, n) ``q = X r_i`` of the residuals ``r_i = x_i - X^T c_i``,
+    at full float32 precision, which NVIDIA GPUs would otherwise cut to TF32."""
+    diagonal = _diagonal_mask(rows, factor.vectors.shape[0])
+    highest = lax.Precision.HIGHEST
+    a = jnp.matmul(diagonal.astype(coef.dtype) - coef, factor.vectors, precision=highest)
+    squared = jnp.sum(a**2 * factor.values, axis=1)
+    return squared, jnp.matmul(a * factor.values, factor.vectors.T, precision=highest)
 
 
 def _anywhere(flag: Array, axis_name: str | None) -> Array:

@@ -1,0 +1,225 @@
+"""How ``ssc`` and ``ssc_gram`` run their problems: chunks that fit a memory budget, spread
+over the local devices, one compiled ADMM program per chunk shape.
+
+On a CPU a chunk's problems are solved one after another, on an accelerator side by side.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from ssc_jax.core.memory import default_memory_budget, plan_chunks
+from ssc_jax.solver.admm import ADMM, ADMMState, Status
+from ssc_jax.solver.devices import device_mesh, replicate, shard_leading
+from ssc_jax.solver.distributed import spans_processes, to_host
+from ssc_jax.solver.factor import Factor
+from ssc_jax.solver.options import SolverOptions
+from ssc_jax.solver.result import SSCResult
+
+Array = jax.Array
+
+
+def solve_rows(
+    solver: ADMM,
+    factors: Factor,
+    rows: Array,
+    starts: Array | None = None,
+    *,
+    sequential: bool,
+    axis_name: str | None = None,
+) -> ADMMState:
+    """The final states of the rows ``rows`` of each problem in ``factors``, from C = 0 or
+    from ``starts``, (p, b, n) coefficients of those rows.
+
+    ``sequential`` solves the problems one after another (``lax.map``), each stopping on its
+    own test; otherwise they run side by side (``vmap``) until the slowest one stops, the
+    others idling through its iterations. ``axis_name`` names the vmap axis this call is
+    mapped over, if any (see ``ADMM.run``). The states leave out the prepared inverse (n x n
+    for a dense factor), which is not needed past the loop.
+    """
+
+    def solve(problem: tuple[Factor, Array | None], axis_name: str | None) -> ADMMState:
+        factor, start = problem
+        state = solver.run(factor, rows, axis_name=axis_name, start=start)
+        return state._replace(inverse=None)
+
+    problems = (factors, starts)
+    if factors.vectors.shape[0] == 1:
+        single = solve(jax.tree.map(lambda a: a[0], problems), axis_name)
+        return jax.tree.map(lambda a: a[None], single)
+    if sequential:
+        return lax.map(functools.partial(solve, axis_name=None), problems)
+    return jax.vmap(functools.partial(solve, axis_name=_PROBLEMS), axis_name=_PROBLEMS)(problems)
+
+
+_PROBLEMS, _ROW_BLOCKS = "problems", "row_blocks"
+run_batch = jax.jit(solve_rows, static_argnames="sequential")
+
+
+@jax.jit
+def _run_row_group(solver: ADMM, factor: Factor, rows: Array, starts: Array | None) -> ADMMState:
+    """``solve_rows`` of one problem for each of the (width, b) row blocks ``rows``, one per
+    device; ``starts`` are None or the blocks' (width, 1, b, n) starting coefficients."""
+    return jax.vmap(
+        lambda block, start: solve_rows(
+            solver, factor, block, start, sequential=False, axis_name=_ROW_BLOCKS
+        ),
+        axis_name=_ROW_BLOCKS,
+    )(rows, starts)
+
+
+def sequential_batches(mesh: Mesh | None) -> bool:
+    """Whether ``ssc_gram`` solves a batch on one device a problem at a time.
+
+    One problem's matmuls already keep every CPU core busy, so on a CPU nothing is gained by
+    running problems side by side, and each stops as soon as it converges (CNN layers of one
+    network need 100 to 250 iterations). An accelerator needs the batch to fill it: there the
+    problems run side by side (``vmap``), and so do they across several devices (``mesh``).
+    """
+    return mesh is None and jax.default_backend() == "cpu"
+
+
+def solve_chunks(
+    *,
+    chunk_factor: Callable[[np.ndarray, Callable], Factor],
+    batch: int,
+    n: int,
+    rank: int,
+    dtype,
+    solver: ADMM,
+    options: SolverOptions,
+    batch_shape: tuple[int, ...],
+    init: np.ndarray | Array | None = None,
+) -> SSCResult:
+    """Solve ``batch`` problems on n samples, chunked over problems and rows by the memory
+    budget of ``options``; from C = 0, or from ``init``, (batch, n, n) coefficients.
+
+    ``chunk_factor(index, place)`` factors the problems ``index`` (an int array) only when
+    their chunk is reached, so that at most one chunk of Grams and factors is on the device
+    at a time; ``place`` puts its arrays on the devices. With several devices, a batch is
+    sharded over problems and a single problem over row blocks (see ``devices.py``); the
+    budget holds per device. ``rank`` is the factor's width (n dense, r low rank).
+    """
+    itemsize = np.dtype(dtype).itemsize
+    budget = options.memory_budget_bytes
+    budget = default_memory_budget() if budget is None else int(budget)
+    plan = plan_chunks(n, batch, rank, itemsize, budget)
+    mesh = device_mesh(options.devices)
+    problems, rows_per_block, width = plan.problems, plan.rows, 1
+    if mesh is None:
+        place = _unplaced
+    elif batch > 1:
+        # Whole problems per device; the chunk is padded to a multiple of the device count.
+        problems = min(plan.problems * mesh.size, -(-batch // mesh.size) * mesh.size)
+        place = functools.partial(shard_leading, mesh=mesh)
+    else:
+        rows_per_block, width = min(plan.rows, -(-n // mesh.size)), mesh.size
+        place = functools.partial(replicate, mesh=mesh)
+    sequential = sequential_batches(mesh)
+    problem_chunks = [range(s, min(s + problems, batch)) for s in range(0, batch, problems)]
+    group_rows = rows_per_block * width
+    units = len(problem_chunks) * math.ceil(n / group_rows)
+    bar = tqdm(
+        total=units,
+        desc="SSC",
+        unit="chunk",
+        disable=(units == 1) if options.progress is None else not options.progress,
+    )
+    pieces = []
+    for chunk in problem_chunks:
+        # Pad the last chunk with copies so that every chunk reuses one compiled program.
+        index = np.minimum(np.arange(chunk.start, chunk.start + problems), chunk.stop - 1)
+        chunk_factors = chunk_factor(index, place)
+        chunk_init = None if init is None else place(jnp.asarray(init[index], dtype))
+        blocks = []
+        for start in range(0, n, group_rows):
+            # Rows past n become n: a zero row of the identity is an all-zero LASSO problem
+            # that stays at C = 0 and adds nothing to the residuals or the objective.
+            rows = np.minimum(np.arange(start, start + group_rows), n)
+            starts = None if chunk_init is None else _row_start(chunk_init, rows)
+            if width == 1:
+                blocks.append(
+                    run_batch(
+                        solver=solver,
+                        factors=chunk_factors,
+                        rows=jnp.asarray(rows),
+                        starts=starts,
+                        sequential=sequential,
+                    )
+                )
+            else:
+                rows = shard_leading(jnp.asarray(rows.reshape(width, rows_per_block)), mesh)
+                if starts is not None:
+                    starts = shard_leading(starts.reshape(width, 1, rows_per_block, n), mesh)
+                group = _run_row_group(
+                    solver=solver, factor=chunk_factors, rows=rows, starts=starts
+                )
+                blocks.extend(jax.tree.map(lambda a, i=i: a[i], group) for i in range(width))
+            bar.update()
+        merged = _merge_row_blocks(blocks, n=n, problems=len(chunk))
+        # With several chunks, each result leaves the device before the next chunk starts;
+        # over several processes, every process gathers it.
+        keep = len(problem_chunks) == 1 and not spans_processes(mesh)
+        pieces.append(merged if keep else to_host(merged))
+    bar.close()
+    result = pieces[0] if len(pieces) == 1 else jax.tree.map(_concat_host, *pieces)
+    result = jax.tree.map(lambda a: a.reshape(batch_shape + a.shape[1:]), result)
+    nonfinite = int(np.sum(np.asarray(result.status) == Status.NONFINITE))
+    if nonfinite:
+        warnings.warn(
+            f"{nonfinite} SSC problem(s) hit non-finite values and stopped early; their "
+            "coefficients are the last finite iterate",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return result
+
+
+def _row_start(coef: Array, rows: np.ndarray) -> Array:
+    """Rows ``rows`` of a chunk's (p, n, n) starting coefficients; row n (padding) is zero."""
+    n = coef.shape[-1]
+    inside = jnp.asarray(rows < n)[None, :, None]
+    return jnp.where(inside, coef[:, np.minimum(rows, n - 1)], 0)
+
+
+def _unplaced(tree):
+    return tree
+
+
+def _concat_host(*arrays: np.ndarray) -> np.ndarray:
+    return np.concatenate(arrays)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "problems"))
+def _merge_row_blocks(states: list[ADMMState], n: int, problems: int) -> SSCResult:
+    """Join the final states of row blocks into one ``SSCResult`` per problem."""
+    coef = jnp.concatenate([s.coef for s in states], axis=1)[:, :n]
+    stacked = jnp.stack([s.errors for s in states])
+    ran = jnp.any(stacked >= 0, axis=0)
+    residuals = jnp.sqrt(jnp.sum(jnp.maximum(stacked[..., :2], 0) ** 2, axis=0))
+    history = jnp.where(ran, jnp.concatenate([residuals, stacked[..., 2:].max(0)], -1), -1)
+    status = functools.reduce(jnp.maximum, [s.status for s in states])
+    objective, gap = sum(s.objective for s in states), sum(s.gap for s in states)
+    result = SSCResult(
+        coef=coef,
+        objective=objective,
+        iterations=functools.reduce(jnp.maximum, [s.iteration for s in states]),
+        converged=status == Status.CONVERGED,
+        status=status,
+        primal_residual=jnp.sqrt(sum(s.primal_residual**2 for s in states)),
+        dual_residual=jnp.sqrt(sum(s.dual_residual**2 for s in states)),
+        duality_gap=jnp.where(objective > 0, gap / objective, gap),
+        mu=states[0].mu,
+        errors=history,
+    )
+    return jax.tree.map(lambda a: a[:problems], result)
