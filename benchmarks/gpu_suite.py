@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -359,8 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     failed = False
 
+    started = time.perf_counter()
+
     def add(make: Callable[[], Row | list[Row]], item: str, scope: str = precision) -> None:
         nonlocal failed
+        # On stderr, so that a run cut short says which row it was on.
+        print(f"[{time.perf_counter() - started:.0f} s] {item} ...", file=sys.stderr, flush=True)
         try:
             with precision_scope(scope):
                 made = make()
@@ -388,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     add(lambda: training_row(sizes, args.data, "default"), "ResNet-18 training", "default")
     precisions = tuple(dict.fromkeys((precision, "default")))
     add(lambda: check_rows(sizes.check_n, precisions), "certificate, float32 vs float64")
+    print(f"[{time.perf_counter() - started:.0f} s] done", file=sys.stderr, flush=True)
     return 1 if failed else 0
 
 

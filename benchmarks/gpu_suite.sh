@@ -19,7 +19,7 @@ fi
 {
   if command -v nvidia-smi >/dev/null; then nvidia-smi; else echo "nvidia-smi: not found"; fi
   "$python" -c 'import jax; print("jax", jax.__version__, jax.devices())'
-  timeout 8m "$python" benchmarks/gpu_suite.py "${args[@]}"
+  timeout --kill-after=20s 8m "$python" benchmarks/gpu_suite.py "${args[@]}"
   status=$?
   if ((status == 124)); then echo "gpu_suite.py: stopped at the 8-minute timeout"; fi
   exit "$status"
