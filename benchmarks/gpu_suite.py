@@ -371,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
                 made = make()
         except Exception as error:  # a failed row is reported; the suite goes on
             failed = True
-            made = Row(item, "-", scope, notes=f"FAILED: {type(error).__name__}: {error}")
+            # One table cell: no pipes or newlines, and at most the head of XLA's long messages.
+            message = " ".join(str(error).replace("|", "/").split())[:300]
+            made = Row(item, "-", scope, notes=f"FAILED: {type(error).__name__}: {message}")
         made = made if isinstance(made, list) else [made]
         rows.extend(made)
         print("\n".join(markdown(made).splitlines()[2:]), flush=True)

@@ -56,9 +56,32 @@ def numbers(column: str, cell: str) -> list[float]:
     return [float(v) for v in cell.split("-")] if column == "iterations" else [float(cell)]
 
 
-def test_training_images_fall_back_to_synthetic_and_say_so(tmp_path, monkeypatch):
+def suite_module(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    gpu_suite = importlib.import_module("gpu_suite")
+    return importlib.import_module("gpu_suite")
+
+
+def test_a_failed_row_says_why_and_the_suite_goes_on(tmp_path, monkeypatch):
+    gpu_suite = suite_module(monkeypatch)
+
+    def fail(*args):
+        raise RuntimeError("RESOURCE_EXHAUSTED | out of\nmemory")
+
+    monkeypatch.setattr(gpu_suite, "solver_row", fail)
+    for name in ("batch_row", "cka_row", "training_row", "check_rows"):
+        row = gpu_suite.Row(name, "small", "highest", warm=1.0)
+        monkeypatch.setattr(gpu_suite, name, lambda *args, row=row: row)
+    out = tmp_path / "table.md"
+    assert gpu_suite.main(["--sizes", "tiny", "--out", str(out)]) == 1
+    rows = table_rows(out.read_text())
+    items = ["matmul (the unit)"] * 2 + ["`ssc_gram`", "batch_row", "cka_row", "training_row"]
+    assert [row["item"] for row in rows] == [*items, "check_rows"]
+    assert rows[2]["notes"] == "FAILED: RuntimeError: RESOURCE_EXHAUSTED / out of memory"
+    assert rows[3]["warm (s)"] == "1"
+
+
+def test_training_images_fall_back_to_synthetic_and_say_so(tmp_path, monkeypatch):
+    gpu_suite = suite_module(monkeypatch)
     images, labels, source = gpu_suite.training_images(str(tmp_path / "absent.zip"), 16)
     assert images.shape == (16, 32, 32, 3) and images.dtype == np.uint8
     assert labels.shape == (16,) and source.startswith("SYNTHETIC")
