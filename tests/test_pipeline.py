@@ -228,3 +228,29 @@ def test_offline_default(tmp_path, capsys):
     assert main(["analyze", str(run), "--out", str(base), "--n", "60", "--quiet"]) == 2
     assert "error: --out" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == checkpoints
+
+
+@pytest.mark.slow
+def test_warm_started_dynamics_reach_the_cold_answer_in_fewer_iterations(tiny_run):
+    from ssc_jax.pipeline.config import AnalysisSet
+    from ssc_jax.pipeline.dynamics import training_dynamics
+
+    def run(warm_start):
+        return training_dynamics(
+            tiny_run,
+            analysis=AnalysisSet(n=80),
+            cache=False,
+            progress=False,
+            warm_start=warm_start,
+        )
+
+    cold, warm = run(False), run(True)
+    np.testing.assert_allclose(warm.modularity, cold.modularity, atol=5e-3)
+    np.testing.assert_allclose(warm.ssc_cka_to_final, cold.ssc_cka_to_final, atol=5e-3)
+    first = cold.epochs.index(1)
+    iterations = {
+        k: np.asarray(d.diagnostics["iterations"]) for k, d in (("cold", cold), ("warm", warm))
+    }
+    # epoch 1 starts cold both times; epoch 2 (the final one) is solved first, cold
+    assert iterations["warm"].sum() <= iterations["cold"].sum()
+    assert np.all(iterations["warm"][first] == iterations["cold"][first])

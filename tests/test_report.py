@@ -38,7 +38,7 @@ def _diagnostics(n_layers):
         "converged": np.ones(n_layers, bool),
         "primal_residual": np.full(n_layers, 1e-5),
         "dual_residual": np.full(n_layers, 2e-5),
-        "gap_estimate": np.full(n_layers, 1e-5),
+        "duality_gap": np.full(n_layers, 1e-5),
         "objective": np.linspace(1.0, 2.0, n_layers),
     }
 

@@ -81,10 +81,14 @@ def training_dynamics(
     heatmap_epochs: list[int] | None = None,
     cache: bool = True,
     progress: bool = True,
+    warm_start: bool = True,
 ) -> Dynamics:
     """Analyse ``epochs`` (default: all) of the run in ``run_dir`` against its last epoch.
 
-    Writes nothing, except new solutions into the run's graph cache when ``cache`` is on.
+    With ``warm_start`` each epoch's solve starts from the graphs of the epoch analysed
+    before it (the first from the last epoch's, which is solved first), which the solver
+    reaches in fewer iterations than from nothing. Writes nothing, except new solutions
+    into the run's graph cache when ``cache`` is on.
     """
     available = run_epochs(run_dir)
     final = available[-1]
@@ -94,7 +98,7 @@ def training_dynamics(
     chosen = sorted(set(epochs or available) | {final})
     heatmap_epochs = sorted((set(heatmap_epochs or spread_epochs(chosen)) & set(chosen)) | {final})
 
-    def graphs_of(epoch):
+    def graphs_of(epoch, init=None):
         graphs = checkpoint_graphs(
             run_dir,
             epoch,
@@ -103,15 +107,20 @@ def training_dynamics(
             solver=solver,
             cache_dir=run_cache(run_dir, cache),
             progress=False,
+            init=init if warm_start else None,
         )
         return graphs, float(np.mean(graphs.probs.argmax(axis=1) == inputs.labels))
 
     inputs = load_inputs(analysis, held_out_data(run_info(run_dir)))
     final_graphs, final_accuracy = graphs_of(final)
     final_A = final_graphs.affinity
-    rows = []
+    rows, previous = [], final_graphs.coef
     for epoch in tqdm(chosen, desc="dynamics", unit="epoch", disable=not progress):
-        graphs, accuracy = (final_graphs, final_accuracy) if epoch == final else graphs_of(epoch)
+        if epoch == final:
+            graphs, accuracy = final_graphs, final_accuracy
+        else:
+            graphs, accuracy = graphs_of(epoch, previous)
+        previous = graphs.coef
         A = graphs.affinity
         row = {
             "modularity": np.asarray(

@@ -25,7 +25,7 @@ DIAGNOSTICS = (
     "converged",
     "primal_residual",
     "dual_residual",
-    "gap_estimate",
+    "duality_gap",
     "objective",
 )
 

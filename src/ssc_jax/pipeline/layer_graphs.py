@@ -69,11 +69,16 @@ def checkpoint_graphs(
     solver: SolverSettings,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    init: np.ndarray | None = None,
 ) -> LayerGraphs:
     """Load the checkpoint of ``epoch`` in ``run_dir`` and return its graphs on ``inputs``:
     the layers' Grams and predictions are computed, the SSC graphs solved, or loaded from
     ``cache_dir``. With a ``cache_dir`` a new solution is stored there; without one nothing
-    is written. A damaged checkpoint raises ``InputError`` naming the epoch and file."""
+    is written. A damaged checkpoint raises ``InputError`` naming the epoch and file.
+
+    ``init``: (L, n, n) coefficients to start the solver from, such as a neighbouring
+    epoch's; the solution is the same to the solver's tolerance, reached in fewer
+    iterations."""
     try:
         model, info = load_checkpoint(Path(run_dir), epoch)
     except CheckpointError as err:
@@ -97,7 +102,9 @@ def checkpoint_graphs(
         if stored is not None:
             warn_unconverged(names, stored.diagnostics, solver, epoch)
             return LayerGraphs(names, grams, stored.coef, stored.diagnostics, probs, key, path)
-    result = ssc_gram(grams, progress=progress, **solver.kwargs())
+    if init is not None and np.shape(init) != grams.shape:
+        init = None  # another layer selection or N: start cold
+    result = ssc_gram(grams, progress=progress, init=init, **solver.kwargs())
     coef = np.asarray(result.coef, dtype=np.float32)
     diagnostics = {name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS}
     warn_unconverged(names, diagnostics, solver, epoch)
@@ -130,15 +137,15 @@ def warn_unconverged(
     if not missed:
         return
     off = ~np.asarray(diagnostics["converged"], dtype=bool)
-    gap = float(np.max(np.asarray(diagnostics["gap_estimate"])[off]))
+    gap = float(np.max(np.asarray(diagnostics["duality_gap"])[off]))
     primal = float(np.max(np.asarray(diagnostics["primal_residual"])[off]))
     admm = solver.admm
     where = "the network" if epoch is None else f"epoch {epoch}"
     shown = ", ".join(missed[:4]) + (f" and {len(missed) - 4} more" if len(missed) > 4 else "")
     warnings.warn(
         f"SSC did not converge on {len(missed)} of {len(layers)} layer problems of "
-        f"{where} ({shown}) within max_iterations = {admm.max_iterations}: largest gap "
-        f"estimate {gap:.2g} (gap_tol {admm.gap_tol:.2g}), largest primal residual "
+        f"{where} ({shown}) within max_iterations = {admm.max_iterations}: largest certified "
+        f"gap {gap:.2g} (gap_tol {admm.gap_tol:.2g}), largest primal residual "
         f"{primal:.2g}; metrics.json lists them as unconverged_layers; pass a larger --max-iter",
         RuntimeWarning,
         stacklevel=3,

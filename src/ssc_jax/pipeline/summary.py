@@ -13,7 +13,7 @@ SOLVER_HEADERS = [
     "converged",
     "primal residual",
     "dual residual",
-    "gap estimate",
+    "certified gap",
     "objective",
 ]
 

@@ -45,11 +45,6 @@ class SSCResult(NamedTuple):
     mu: Array
     errors: Array
 
-    @property
-    def gap_estimate(self) -> Array:
-        """``duality_gap``, under the name of the estimate that it replaced."""
-        return self.duality_gap
-
     def sparse_coef(self, threshold: float = 0.0):
         """C as SciPy CSR arrays on the host, one per problem, without the entries of
         magnitude ``threshold`` or less (the exact zeros by default).
