@@ -87,7 +87,7 @@ def train_torch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> flo
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(index)
+            total += loss.item() * len(index)
             correct += int((logits.argmax(1) == y[index]).sum())
         schedule.step()
         seen = (len(x) // args.batch) * args.batch
