@@ -247,10 +247,8 @@ def test_warm_started_dynamics_reach_the_cold_answer_in_fewer_iterations(tiny_ru
     cold, warm = run(False), run(True)
     np.testing.assert_allclose(warm.modularity, cold.modularity, atol=5e-3)
     np.testing.assert_allclose(warm.ssc_cka_to_final, cold.ssc_cka_to_final, atol=5e-3)
-    first = cold.epochs.index(1)
-    iterations = {
-        k: np.asarray(d.diagnostics["iterations"]) for k, d in (("cold", cold), ("warm", warm))
-    }
-    # epoch 1 starts cold both times; epoch 2 (the final one) is solved first, cold
-    assert iterations["warm"].sum() <= iterations["cold"].sum()
-    assert np.all(iterations["warm"][first] == iterations["cold"][first])
+    # the final epoch is solved first, cold both times; epoch 1 starts from its graphs
+    cold_iterations = np.asarray(cold.diagnostics["iterations"])
+    warm_iterations = np.asarray(warm.diagnostics["iterations"])
+    np.testing.assert_array_equal(warm_iterations[-1], cold_iterations[-1])
+    assert warm_iterations[0].sum() < cold_iterations[0].sum()
