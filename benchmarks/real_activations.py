@@ -9,19 +9,30 @@ float32 matmul timed in the same run (so the figure travels between machines)::
 
 prints, per N: the layer's feature dimension d (the solver takes its low-rank path when
 d <= N/2), the
-iterations, the certified relative duality gap, the solve's seconds and its ratio to the matmul.
+iterations, the certified relative duality gap, the solve's seconds and its ratio to the
+matmul, and Table 1 (SSC labels against the network's predictions) on the layer's graph.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssc_jax import activation_grams, capture_activations, layer_names, load_checkpoint, ssc_gram
+from ssc_jax import (
+    activation_grams,
+    affinity,
+    capture_activations,
+    label_agreement,
+    layer_names,
+    load_checkpoint,
+    predict,
+    ssc_gram,
+)
 from ssc_jax.pipeline.config import AnalysisSet
 from ssc_jax.pipeline.inputs import held_out_data, load_inputs, preprocess, run_info
 from timing import time_calls
@@ -33,14 +44,24 @@ def matmul_seconds(n: int) -> float:
     return time_calls(jax.jit(jnp.matmul), a, a, repeat=3).best
 
 
-def layer_gram(run: str, epoch: int | None, layer: str, n: int) -> tuple[np.ndarray, int]:
-    """The (n, n) Gram of ``layer`` on n stratified test inputs, and its feature dimension."""
+class LayerProblem(NamedTuple):
+    """One layer's (n, n) Gram on n stratified test inputs, its feature dimension d, the
+    inputs' labels and the network's predictions on them."""
+
+    gram: np.ndarray
+    width: int
+    labels: np.ndarray
+    predictions: np.ndarray
+
+
+def layer_problem(run: str, epoch: int | None, layer: str, n: int) -> LayerProblem:
     model, info = load_checkpoint(run, epoch)
     inputs = load_inputs(AnalysisSet(n=n), held_out_data(run_info(run)))
     images = preprocess(inputs.images, info)
     width = int(np.prod(capture_activations(model, images[:2], [layer])[layer].shape[1:]))
     _, grams = activation_grams(model, images, layers=[layer])
-    return np.asarray(grams[0]), width
+    predictions = np.asarray(predict(model, images)).argmax(axis=1)
+    return LayerProblem(np.asarray(grams[0]), width, inputs.labels, predictions)
 
 
 def main() -> None:
@@ -58,7 +79,8 @@ def main() -> None:
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for n in args.n:
-        gram, d = layer_gram(args.run, args.epoch, layer, n)
+        problem = layer_problem(args.run, args.epoch, layer, n)
+        gram, d = problem.gram, problem.width
         unit = matmul_seconds(n)
         settings = {"rank": d} if args.rank and d <= n // 2 else {}
         start = time.perf_counter()
@@ -68,6 +90,12 @@ def main() -> None:
             f"| {n} | {d} | {'yes' if d <= n // 2 else 'no'} | {int(result.iterations)} | "
             f"{float(result.duality_gap):.1e} | {seconds:.1f} | {unit:.3f} | "
             f"{seconds / unit:.0f} |",
+            flush=True,
+        )
+        table1 = label_agreement(affinity(result.coef), problem.labels, problem.predictions)
+        print(
+            "Table 1 on this graph: "
+            + ", ".join(f"{k} {float(v):.3f}" for k, v in table1._asdict().items()),
             flush=True,
         )
 
