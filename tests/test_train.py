@@ -24,7 +24,13 @@ from ssc_jax import (
 from ssc_jax.nets.capture import predict
 from ssc_jax.training.augment import channel_stats, normalize, random_crop_flip
 from ssc_jax.training.checkpoints import restore_checkpoint, save_checkpoint
-from ssc_jax.training.trainer import evaluate, make_optimizer, make_train_step
+from ssc_jax.training.trainer import (
+    YNN_FUSIONS,
+    cpu_compiler_options,
+    evaluate,
+    make_optimizer,
+    make_train_step,
+)
 
 TINY = TrainConfig(
     model="small_cnn",
@@ -126,6 +132,11 @@ def test_train_step_matches_value_and_grad_and_optax_by_hand():
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert int(optimizer.step[...]) == 2
+
+
+def test_only_resnets_get_the_cpu_fusion_options():
+    assert cpu_compiler_options("resnet18") == cpu_compiler_options("ResNet53") == YNN_FUSIONS
+    assert cpu_compiler_options("small_cnn") == cpu_compiler_options("wrn28_2") == {}
 
 
 def test_checkpoint_round_trip_is_bit_exact(tmp_path):

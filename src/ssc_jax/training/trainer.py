@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 
 from ssc_jax.core.checks import check_positive
 from ssc_jax.nets.capture import predict
+from ssc_jax.nets.zoo.registry import ALIASES
+from ssc_jax.nets.zoo.resnet import RESNET_DEPTHS
 from ssc_jax.training.augment import channel_stats, normalize, random_crop_flip
 from ssc_jax.training.checkpoints import (
     CheckpointError,
@@ -178,24 +180,45 @@ def make_optimizer(model: nnx.Module, config: TrainConfig, steps_per_epoch: int)
 
 # XLA:CPU computes a convolution's weight gradient from a batch-minor copy of the layer input
 # and, by default, fuses the BatchNorm, ReLU and residual chain that produced that input into
-# the copy, re-evaluating the chain (up to three BatchNorms deep) with strided reads: half the
-# time of a CIFAR ResNet step on two cores. YNNPACK elementwise and reduce fusions materialise
-# those chains, so each copy reads one buffer (benchmarks/RESULTS.md, "Training throughput").
-CPU_COMPILER_OPTIONS = {
+# the copy, re-evaluating the chain (up to three BatchNorms deep in a post-activation ResNet)
+# with strided reads: half the time of a CIFAR ResNet-18 step on two cores. YNNPACK
+# elementwise and reduce fusions materialise those chains, so each copy reads one buffer. On
+# networks without such chains (VGG, small_cnn; pre-activation Wide-ResNets) they gain nothing
+# or cost 5-15%, so only ResNets get them (benchmarks/RESULTS.md, "Training throughput").
+YNN_FUSIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"
 }
 
 
-def make_functional_step(config: TrainConfig, mean: list[float], std: list[float]):
+def cpu_compiler_options(model: str) -> dict[str, Any]:
+    """XLA options of the train step of the zoo model ``model`` on the CPU."""
+    name = ALIASES.get(model.lower(), model.lower())
+    return dict(YNN_FUSIONS) if name in RESNET_DEPTHS else {}
+
+
+def make_functional_step(
+    config: TrainConfig,
+    mean: list[float],
+    std: list[float],
+    *,
+    compiler_options: dict[str, Any] | None = None,
+):
     """The jitted step (graphdef, state, images uint8 (B, H, W, C), labels (B,), key) ->
     (new state, mean loss, accuracy), where ``graphdef, state = nnx.split((model, optimizer))``.
 
     It augments, normalises, and updates params, momentum and BatchNorm statistics. ``state``
     is donated: its buffers are reused for the new state, so pass each state only once.
+    ``compiler_options`` are XLA's, for this step only; None means
+    :func:`cpu_compiler_options` on the CPU and none elsewhere, ``{}`` XLA's defaults.
     """
-    options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    options = compiler_options
+    if options is None:
+        on_cpu = jax.default_backend() == "cpu"
+        options = cpu_compiler_options(config.model) if on_cpu else {}
 
-    @functools.partial(jax.jit, static_argnums=0, donate_argnums=1, compiler_options=options)
+    @functools.partial(
+        jax.jit, static_argnums=0, donate_argnums=1, compiler_options=options or None
+    )
     def step(graphdef, state, images, labels, key):
         model, optimizer = nnx.merge(graphdef, state)
         x = jnp.asarray(images, jnp.float32)
