@@ -66,11 +66,23 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> 
     return torch.where(flip[:, None, None, None], crops.flip(-1), crops)
 
 
-def make_torch_step(width: float, mean, std, *, lr: float, momentum: float, weight_decay: float):
+def make_torch_step(
+    width: float,
+    mean,
+    std,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    channels_last: bool = False,
+):
     """A train step (images uint8 (B, H, W, 3) as a NumPy array, labels (B,)) -> loss tensor:
-    uint8 -> float, crop + flip, normalisation, forward, backward, SGD with momentum and L2."""
+    uint8 -> float, crop + flip, normalisation, forward, backward, SGD with momentum and L2.
+    ``channels_last`` keeps weights and activations NHWC in memory (oneDNN's fast layout)."""
     torch.manual_seed(0)
     model = ResNet18(width).train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
@@ -80,7 +92,7 @@ def make_torch_step(width: float, mean, std, *, lr: float, momentum: float, weig
 
     def step(images: np.ndarray, labels: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-        x = (crop_flip(x, generator) / 255.0 - mean) / std
+        x = ((crop_flip(x, generator) / 255.0 - mean) / std).contiguous(memory_format=layout)
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), torch.from_numpy(labels).long())
         loss.backward()

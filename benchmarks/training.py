@@ -122,7 +122,8 @@ def throughput_table(models: list[str], widths: list[float], batch: int, steps: 
 
 
 def against_torch(width: float, batch: int, steps: int, rounds: int, threads: int) -> None:
-    """ResNet-18 train steps in Flax (three ways) and PyTorch, in alternating rounds."""
+    """ResNet-18 train steps in Flax (three ways) and PyTorch (NCHW, its default, and
+    channels_last), in alternating rounds."""
     import torch
 
     from torch_resnet import make_torch_step
@@ -132,21 +133,23 @@ def against_torch(width: float, batch: int, steps: int, rounds: int, threads: in
     config = TrainConfig(model="resnet18", width=width, batch_size=batch)
     kinds = ("nnx.jit", "jax.jit", "jax.jit + CPU options")
     calls = {kind: flax_runner(config, images, labels, steps, kind=kind) for kind in kinds}
-    torch_step = make_torch_step(
-        width,
-        *channel_stats(images[:1000]),
-        lr=config.learning_rate,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
     batches = batch_indices(len(images), batch, steps)
+    for layout in ("NCHW", "channels_last"):
+        torch_step = make_torch_step(
+            width,
+            *channel_stats(images[:1000]),
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            channels_last=layout == "channels_last",
+        )
 
-    def torch_run():
-        for rows in batches:
-            loss = torch_step(images[rows], labels[rows])
-        return float(loss)
+        def torch_run(torch_step=torch_step):
+            for rows in batches:
+                loss = torch_step(images[rows], labels[rows])
+            return float(loss)
 
-    calls["torch"] = torch_run
+        calls[f"torch {layout}"] = torch_run
     cpu: dict[str, list[float]] = {name: [] for name in calls}
 
     def with_cpu_time(name, fn):
@@ -167,16 +170,19 @@ def against_torch(width: float, batch: int, steps: int, rounds: int, threads: in
     )
     print(
         "| step | images/s (best round) | images/s (median) | CPU s / step (median) "
-        "| time / torch's (per round) |"
+        "| time / torch NCHW's (median, per round) | time / torch channels_last's |"
     )
-    print("| --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name in calls:
         cpu_step = statistics.median(cpu[name][1:]) / steps  # [0] is the warm-up call
-        ratios = result.ratios(name, "torch")
+        columns = []
+        for torch_name in ("torch NCHW", "torch channels_last"):
+            ratios = result.ratios(name, torch_name)
+            columns.append(f"{statistics.median(ratios):.2f}x ({ratio_range(ratios, '.2f')})")
         print(
             f"| {name} | {batch * steps / result.best(name):.0f} | "
             f"{batch * steps / result.median(name):.0f} | {cpu_step:.3f} | "
-            f"{statistics.median(ratios):.2f}x ({ratio_range(ratios, '.2f')}) |"
+            f"{columns[0]} | {columns[1]} |"
         )
 
 
