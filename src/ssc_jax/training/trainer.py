@@ -181,10 +181,10 @@ def make_optimizer(model: nnx.Module, config: TrainConfig, steps_per_epoch: int)
 # XLA:CPU computes a convolution's weight gradient from a batch-minor copy of the layer input
 # and, by default, fuses the BatchNorm, ReLU and residual chain that produced that input into
 # the copy, re-evaluating the chain (up to three BatchNorms deep in a post-activation ResNet)
-# with strided reads: half the time of a CIFAR ResNet-18 step on two cores. YNNPACK
+# with strided reads: about half the thread time of a CIFAR ResNet-18 step. YNNPACK
 # elementwise and reduce fusions materialise those chains, so each copy reads one buffer. On
 # networks without such chains (VGG, small_cnn; pre-activation Wide-ResNets) they gain nothing
-# or cost 5-15%, so only ResNets get them (benchmarks/RESULTS.md, "Training throughput").
+# or cost 3-17%, so only ResNets get them (benchmarks/RESULTS.md, "Training throughput").
 YNN_FUSIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"
 }
@@ -242,8 +242,9 @@ def make_functional_step(
 def make_train_step(config: TrainConfig, mean: list[float], std: list[float]):
     """One step (model, optimizer, images uint8 (B, H, W, C), labels (B,), key) ->
     (mean loss, accuracy) that updates ``model`` and ``optimizer`` in place: the
-    :func:`make_functional_step` around an ``nnx.split`` and ``nnx.update``. A loop of many
-    steps should split once and call the functional step, as :func:`train` does."""
+    :func:`make_functional_step` around an ``nnx.split`` and ``nnx.update``. The old state
+    is donated, so arrays taken from ``model`` or ``optimizer`` before the call are deleted. A
+    loop of many steps should split once and call the functional step, as :func:`train` does."""
     functional = make_functional_step(config, mean, std)
 
     def train_step(model, optimizer, images, labels, key):
