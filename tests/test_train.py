@@ -6,7 +6,9 @@ import json
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
@@ -20,9 +22,15 @@ from ssc_jax import (
     train,
 )
 from ssc_jax.nets.capture import predict
-from ssc_jax.training.augment import channel_stats
+from ssc_jax.training.augment import channel_stats, normalize, random_crop_flip
 from ssc_jax.training.checkpoints import restore_checkpoint, save_checkpoint
-from ssc_jax.training.trainer import evaluate, make_optimizer, make_train_step
+from ssc_jax.training.trainer import (
+    YNN_FUSIONS,
+    cpu_compiler_options,
+    evaluate,
+    make_optimizer,
+    make_train_step,
+)
 
 TINY = TrainConfig(
     model="small_cnn",
@@ -72,6 +80,63 @@ def test_train_steps_reduce_the_loss():
     step = make_train_step(config, *channel_stats(images))
     losses = [float(step(model, optimizer, images, labels, jax.random.key(i))[0]) for i in range(5)]
     assert losses[-1] < 0.8 * losses[0]
+
+
+def reference_steps(model, config, mean, std, batches):
+    """Train steps by hand: ``jax.value_and_grad`` over the Params and optax's SGD, jitted
+    with XLA's default options; returns each step's loss and the final (params, rest)."""
+    graphdef, params, rest = nnx.as_pure(nnx.split(model, nnx.Param, ...))
+    tx = optax.chain(
+        optax.add_decayed_weights(config.weight_decay),
+        optax.sgd(config.learning_rate, momentum=config.momentum),
+    )
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, rest, opt_state, images, labels, key):
+        def loss_fn(params, rest):
+            net = nnx.merge(graphdef, params, rest)
+            x = normalize(random_crop_flip(key, jnp.asarray(images, jnp.float32)), mean, std)
+            loss = optax.softmax_cross_entropy_with_integer_labels(net(x), labels).mean()
+            return loss, nnx.as_pure(nnx.split(net, nnx.Param, ...)[2])
+
+        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_rest, opt_state, loss
+
+    losses = []
+    for images, labels, key in batches:
+        params, rest, opt_state, loss = step(params, rest, opt_state, images, labels, key)
+        losses.append(float(loss))
+    return losses, (params, rest)
+
+
+def test_train_step_matches_value_and_grad_and_optax_by_hand():
+    # a ResNet (strided blocks, projection shortcuts) with augmentation, where the CPU
+    # compiler options of the step change how XLA fuses BatchNorm, ReLU and residual adds
+    config = TrainConfig(model="resnet18", width=0.125, batch_size=16)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 32).astype(np.int32)
+    batches = [(images[i : i + 16], labels[i : i + 16], jax.random.key(i)) for i in (0, 16)]
+    mean, std = channel_stats(images)
+    model = create_model("resnet18", width=0.125)
+    expected_losses, (params, rest) = reference_steps(model, config, mean, std, batches)
+
+    optimizer = make_optimizer(model, config, steps_per_epoch=2)
+    step = make_train_step(config, mean, std)
+    losses = [float(step(model, optimizer, *batch)[0]) for batch in batches]
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+    _, got_params, got_rest = nnx.split(model, nnx.Param, ...)
+    for got, want in ((got_params, params), (got_rest, rest)):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(optimizer.step[...]) == 2
+
+
+def test_only_resnets_get_the_cpu_fusion_options():
+    assert cpu_compiler_options("resnet18") == cpu_compiler_options("ResNet53") == YNN_FUSIONS
+    assert cpu_compiler_options("small_cnn") == cpu_compiler_options("wrn28_2") == {}
 
 
 def test_checkpoint_round_trip_is_bit_exact(tmp_path):

@@ -9,6 +9,7 @@ augmentation are seeded per epoch, so a resumed run sees the data an uninterrupt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +24,8 @@ from tqdm.auto import tqdm
 
 from ssc_jax.core.checks import check_positive
 from ssc_jax.nets.capture import predict
+from ssc_jax.nets.zoo.registry import ALIASES
+from ssc_jax.nets.zoo.resnet import RESNET_DEPTHS
 from ssc_jax.training.augment import channel_stats, normalize, random_crop_flip
 from ssc_jax.training.checkpoints import (
     CheckpointError,
@@ -188,12 +191,49 @@ def make_optimizer(model: nnx.Module, config: TrainConfig, steps_per_epoch: int)
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-def make_train_step(config: TrainConfig, mean: list[float], std: list[float]):
-    """The jitted step (model, optimizer, images uint8 (B, H, W, C), labels (B,), key) ->
-    (mean loss, accuracy); it augments, normalises, and updates params and BatchNorm stats."""
+# XLA:CPU computes a convolution's weight gradient from a batch-minor copy of the layer input
+# and, by default, fuses the BatchNorm, ReLU and residual chain that produced that input into
+# the copy, re-evaluating the chain (up to three BatchNorms deep in a post-activation ResNet)
+# with strided reads: about half the thread time of a CIFAR ResNet-18 step. YNNPACK
+# elementwise and reduce fusions materialise those chains, so each copy reads one buffer. On
+# networks without such chains (VGG, small_cnn; pre-activation Wide-ResNets) they gain nothing
+# or cost 3-17%, so only ResNets get them (benchmarks/RESULTS.md, "Training throughput").
+YNN_FUSIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"
+}
 
-    @nnx.jit
-    def train_step(model, optimizer, images, labels, key):
+
+def cpu_compiler_options(model: str) -> dict[str, Any]:
+    """XLA options of the train step of the zoo model ``model`` on the CPU."""
+    name = ALIASES.get(model.lower(), model.lower())
+    return dict(YNN_FUSIONS) if name in RESNET_DEPTHS else {}
+
+
+def make_functional_step(
+    config: TrainConfig,
+    mean: list[float],
+    std: list[float],
+    *,
+    compiler_options: dict[str, Any] | None = None,
+):
+    """The jitted step (graphdef, state, images uint8 (B, H, W, C), labels (B,), key) ->
+    (new state, mean loss, accuracy), where ``graphdef, state = nnx.split((model, optimizer))``.
+
+    It augments, normalises, and updates params, momentum and BatchNorm statistics. ``state``
+    is donated: its buffers are reused for the new state, so pass each state only once.
+    ``compiler_options`` are XLA's, for this step only; None means
+    :func:`cpu_compiler_options` on the CPU and none elsewhere, ``{}`` XLA's defaults.
+    """
+    options = compiler_options
+    if options is None:
+        on_cpu = jax.default_backend() == "cpu"
+        options = cpu_compiler_options(config.model) if on_cpu else {}
+
+    @functools.partial(
+        jax.jit, static_argnums=0, donate_argnums=1, compiler_options=options or None
+    )
+    def step(graphdef, state, images, labels, key):
+        model, optimizer = nnx.merge(graphdef, state)
         x = jnp.asarray(images, jnp.float32)
         if config.augment:
             x = random_crop_flip(key, x)
@@ -206,7 +246,25 @@ def make_train_step(config: TrainConfig, mean: list[float], std: list[float]):
 
         (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         optimizer.update(model, grads)
-        return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+        return nnx.state((model, optimizer)), loss, accuracy
+
+    return step
+
+
+def make_train_step(config: TrainConfig, mean: list[float], std: list[float]):
+    """One step (model, optimizer, images uint8 (B, H, W, C), labels (B,), key) ->
+    (mean loss, accuracy) that updates ``model`` and ``optimizer`` in place: the
+    :func:`make_functional_step` around an ``nnx.split`` and ``nnx.update``. The old state
+    is donated, so arrays taken from ``model`` or ``optimizer`` before the call are deleted. A
+    loop of many steps should split once and call the functional step, as :func:`train` does."""
+    functional = make_functional_step(config, mean, std)
+
+    def train_step(model, optimizer, images, labels, key):
+        graphdef, state = nnx.split((model, optimizer))
+        state, loss, accuracy = functional(graphdef, state, images, labels, key)
+        nnx.update((model, optimizer), state)
+        return loss, accuracy
 
     return train_step
 
@@ -220,24 +278,27 @@ def evaluate(model: nnx.Module, images: np.ndarray, labels: np.ndarray, run: dic
 
 
 def _train_epoch(step, model, optimizer, config, epoch, x_train, y_train, bar_args):
-    """One epoch over a seeded shuffle (the last partial batch is dropped)."""
+    """One epoch of the functional ``step`` over a seeded shuffle (the last partial batch is
+    dropped); ``model`` and ``optimizer`` hold the trained state when it returns."""
     model.train()
     batch = min(config.batch_size, len(x_train))
     order = np.random.default_rng([config.seed, epoch]).permutation(len(x_train))
     steps = len(x_train) // batch
     epoch_key = jax.random.fold_in(jax.random.key(config.seed), epoch)
+    graphdef, state = nnx.split((model, optimizer))
     losses, accuracies = [], []
     with tqdm(total=steps, **bar_args) as bar:
         for i in range(steps):
             index = order[i * batch : (i + 1) * batch]
             key = jax.random.fold_in(epoch_key, i)
-            loss, accuracy = step(model, optimizer, x_train[index], y_train[index], key)
+            state, loss, accuracy = step(graphdef, state, x_train[index], y_train[index], key)
             losses.append(loss)
             accuracies.append(accuracy)
             bar.update()
             if not bar.disable and ((i + 1) % 20 == 0 or i + 1 == steps):
                 mean_loss, mean_accuracy = np.mean(jax.device_get([losses, accuracies]), axis=1)
                 bar.set_postfix(train_loss=f"{mean_loss:.4f}", train_acc=f"{mean_accuracy:.4f}")
+    nnx.update((model, optimizer), state)
     return float(np.mean(jax.device_get(losses))), float(np.mean(jax.device_get(accuracies)))
 
 
@@ -304,7 +365,7 @@ def train(
         print(f"resuming the run in {out_dir} after epoch {last} of {config.epochs}")
     elif summary and last >= config.epochs:
         print(f"the run in {out_dir} has finished its {config.epochs} epochs")
-    step = make_train_step(config, run["mean"], run["std"])
+    step = make_functional_step(config, run["mean"], run["std"])
     for epoch in range(last + 1, config.epochs + 1):
         start = time.perf_counter()
         bar_args = dict(desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=True)
