@@ -151,7 +151,7 @@ def choose_factor(
     values = jnp.maximum(values, 0)
     if rank is None or low_rank is False:
         diagonal = jnp.einsum("...ik,...k->...i", vectors**2, values)
-        largest_entry = np.asarray(jnp.max(diagonal, axis=-1, keepdims=True), np.float64)
+        largest_entry = np.asarray(to_host(jnp.max(diagonal, axis=-1, keepdims=True)), np.float64)
         tol = n * np.maximum(np.maximum(top, 1e-30) * eps, largest_entry * gram_eps)
         rank = max(1, int((host > tol).sum(axis=-1).max()))
     else:
