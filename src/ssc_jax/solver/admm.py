@@ -200,7 +200,7 @@ class ADMM:
             coef = shifted = zeros
         else:
             coef = jnp.where(_diagonal_mask(rows, n), 0, start.astype(dtype))
-            shifted = coef + self.tau * _correlations(factor, coef, rows)[1] / mu
+            shifted = coef + self.tau * correlations(factor, coef, rows)[1] / mu
         return ADMMState(
             shifted=shifted,
             coef=coef,
@@ -382,22 +382,25 @@ class ADMM:
 
         With ``a = (E - C) U``, ``||r_i||^2 = sum(a_i^2 l)`` for any X with
         ``X X^T = U diag(l) U^T`` (a sum of squares, without the cancellation of the trace
-        form), and the correlations are ``q = (a l) U^T`` (``_correlations``).
+        form), and the correlations are ``q = (a l) U^T`` (``correlations``).
         """
-        diagonal = _diagonal_mask(rows, factor.vectors.shape[0])
-        squared, q = _correlations(factor, coef, rows)
-        l1 = jnp.abs(coef).sum(axis=1)
-        largest = jnp.max(jnp.where(diagonal, 0, jnp.abs(q)), axis=1)
-        scale = 1 / jnp.maximum(self.tau * largest, 1)
-        gap = (
-            l1
-            - scale * self.tau * jnp.sum(coef * q, axis=1)
-            + 0.5 * self.tau * (1 - scale) ** 2 * squared
-        )
-        return jnp.sum(l1 + 0.5 * self.tau * squared), jnp.sum(gap)
+        objective, gap = row_certificates(factor, coef, rows, self.tau)
+        return jnp.sum(objective), jnp.sum(gap)
 
 
-def _correlations(factor: Factor, coef: Array, rows: Array) -> tuple[Array, Array]:
+def row_certificates(factor: Factor, coef: Array, rows: Array, tau: Array) -> tuple[Array, Array]:
+    """(b,) objectives and (b,) duality gaps of the rows of the (b, n) block ``coef``
+    (``ADMM.certificate`` before the sums)."""
+    diagonal = _diagonal_mask(rows, factor.vectors.shape[0])
+    squared, q = correlations(factor, coef, rows)
+    l1 = jnp.abs(coef).sum(axis=1)
+    largest = jnp.max(jnp.where(diagonal, 0, jnp.abs(q)), axis=1)
+    scale = 1 / jnp.maximum(tau * largest, 1)
+    gap = l1 - scale * tau * jnp.sum(coef * q, axis=1) + 0.5 * tau * (1 - scale) ** 2 * squared
+    return l1 + 0.5 * tau * squared, gap
+
+
+def correlations(factor: Factor, coef: Array, rows: Array) -> tuple[Array, Array]:
     """(b,) ``||r_i||^2`` and (b, n) ``q = X r_i`` of the residuals ``r_i = x_i - X^T c_i``,
     at full float32 precision, which NVIDIA GPUs would otherwise cut to TF32."""
     diagonal = _diagonal_mask(rows, factor.vectors.shape[0])
