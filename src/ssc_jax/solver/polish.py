@@ -37,11 +37,13 @@ class Polished(NamedTuple):
     Attributes:
       coef: (b, n) the exact solution on verified rows, the input coefficients elsewhere.
       verified: (b,) whether the row's polished solution passed the KKT test.
+      objective: (b,) each row's objective P at ``coef``.
       gap: (b,) each row's duality gap ``P - D`` at ``coef`` (rounding level where verified).
     """
 
     coef: Array
     verified: Array
+    objective: Array
     gap: Array
 
 
@@ -141,7 +143,7 @@ def polish(
         (jnp.asarray(0), support, done, ok, flips, off, k),
     )
     done, verified = carry[2], carry[3]
-    return Polished(coef=done, verified=verified, gap=row_certificates(factor, done, rows, tau)[1])
+    return Polished(done, verified, *row_certificates(factor, done, rows, tau))
 
 
 def _rows_like(mask: Array, like: Array) -> Array:
