@@ -98,6 +98,8 @@ class ADMMState(NamedTuple):
       finite: () False once a block met non-finite values; that block is dropped, so the
         iterates are the last finite ones.
       status: () a ``Status`` value, decided by ``postprocess``; MAX_ITERATIONS before.
+      verified: () rows of the block whose polished solution passed the KKT test (see
+        ``ssc_jax.solver.polish``); 0 without polishing.
       errors: (max_iterations // inner_iterations, 3) the primal and dual residuals and the
         relative duality gap (NaN where not taken) after each block, -1 where no block ran.
     """
@@ -115,6 +117,7 @@ class ADMMState(NamedTuple):
     gap: Array
     finite: Array
     status: Array
+    verified: Array
     errors: Array
 
     @property
@@ -130,7 +133,7 @@ _NEAR = 3.0
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    meta_fields=("max_iterations", "inner_iterations"),
+    meta_fields=("max_iterations", "inner_iterations", "polish", "polish_support"),
     data_fields=(
         "tau",
         "mu",
@@ -167,6 +170,11 @@ class ADMM:
       mu_factor: largest factor by which mu grows or shrinks at one change.
       mu_bounds: mu is kept inside these bounds.
       relaxation: over-relaxation factor alpha in [1, 2) (Boyd, Sec. 3.4.3); 1 is plain ADMM.
+      polish: after the loop, solve each row exactly on the support its correlations point
+        to, and keep the solution where the KKT conditions verify
+        (``ssc_jax.solver.polish``); the other rows keep ADMM's iterate.
+      polish_support: the largest support polishing solves for (the systems are padded to
+        it); a row whose support is larger keeps ADMM's iterate.
     """
 
     tau: float = field(default=10.0, metadata={"help": "weight of the data fit"})
@@ -180,6 +188,8 @@ class ADMM:
     mu_factor: float = field(default=10.0, metadata={"help": "largest change of mu at once"})
     mu_bounds: tuple[float, float] = field(default=(1e-4, 1e8), metadata={"help": "mu range"})
     relaxation: float = field(default=1.7, metadata={"help": "over-relaxation factor"})
+    polish: bool = field(default=False, metadata={"help": "exact solve on the support at the end"})
+    polish_support: int = field(default=64, metadata={"help": "largest support polished"})
 
     @property
     def max_blocks(self) -> int:
@@ -200,7 +210,7 @@ class ADMM:
             coef = shifted = zeros
         else:
             coef = jnp.where(_diagonal_mask(rows, n), 0, start.astype(dtype))
-            shifted = coef + self.tau * _correlations(factor, coef, rows)[1] / mu
+            shifted = coef + self.tau * correlations(factor, coef, rows)[1] / mu
         return ADMMState(
             shifted=shifted,
             coef=coef,
@@ -215,6 +225,7 @@ class ADMM:
             gap=jnp.asarray(jnp.nan, dtype),
             finite=jnp.asarray(True),
             status=jnp.asarray(Status.MAX_ITERATIONS, jnp.int32),
+            verified=jnp.asarray(0, jnp.int32),
             errors=-jnp.ones((self.max_blocks, 3), dtype),
         )
 
@@ -382,22 +393,25 @@ class ADMM:
 
         With ``a = (E - C) U``, ``||r_i||^2 = sum(a_i^2 l)`` for any X with
         ``X X^T = U diag(l) U^T`` (a sum of squares, without the cancellation of the trace
-        form), and the correlations are ``q = (a l) U^T`` (``_correlations``).
+        form), and the correlations are ``q = (a l) U^T`` (``correlations``).
         """
-        diagonal = _diagonal_mask(rows, factor.vectors.shape[0])
-        squared, q = _correlations(factor, coef, rows)
-        l1 = jnp.abs(coef).sum(axis=1)
-        largest = jnp.max(jnp.where(diagonal, 0, jnp.abs(q)), axis=1)
-        scale = 1 / jnp.maximum(self.tau * largest, 1)
-        gap = (
-            l1
-            - scale * self.tau * jnp.sum(coef * q, axis=1)
-            + 0.5 * self.tau * (1 - scale) ** 2 * squared
-        )
-        return jnp.sum(l1 + 0.5 * self.tau * squared), jnp.sum(gap)
+        objective, gap = row_certificates(factor, coef, rows, self.tau)
+        return jnp.sum(objective), jnp.sum(gap)
 
 
-def _correlations(factor: Factor, coef: Array, rows: Array) -> tuple[Array, Array]:
+def row_certificates(factor: Factor, coef: Array, rows: Array, tau: Array) -> tuple[Array, Array]:
+    """(b,) objectives and (b,) duality gaps of the rows of the (b, n) block ``coef``
+    (``ADMM.certificate`` before the sums)."""
+    diagonal = _diagonal_mask(rows, factor.vectors.shape[0])
+    squared, q = correlations(factor, coef, rows)
+    l1 = jnp.abs(coef).sum(axis=1)
+    largest = jnp.max(jnp.where(diagonal, 0, jnp.abs(q)), axis=1)
+    scale = 1 / jnp.maximum(tau * largest, 1)
+    gap = l1 - scale * tau * jnp.sum(coef * q, axis=1) + 0.5 * tau * (1 - scale) ** 2 * squared
+    return l1 + 0.5 * tau * squared, gap
+
+
+def correlations(factor: Factor, coef: Array, rows: Array) -> tuple[Array, Array]:
     """(b,) ``||r_i||^2`` and (b, n) ``q = X r_i`` of the residuals ``r_i = x_i - X^T c_i``,
     at full float32 precision, which NVIDIA GPUs would otherwise cut to TF32."""
     diagonal = _diagonal_mask(rows, factor.vectors.shape[0])

@@ -24,6 +24,7 @@ from ssc_jax.solver.devices import device_mesh, replicate, shard_leading
 from ssc_jax.solver.distributed import spans_processes, to_host
 from ssc_jax.solver.factor import Factor
 from ssc_jax.solver.options import SolverOptions
+from ssc_jax.solver.polish import polish
 from ssc_jax.solver.result import SSCResult
 
 Array = jax.Array
@@ -51,6 +52,15 @@ def solve_rows(
     def solve(problem: tuple[Factor, Array | None], axis_name: str | None) -> ADMMState:
         factor, start = problem
         state = solver.run(factor, rows, axis_name=axis_name, start=start)
+        if solver.polish:
+            size = min(solver.polish_support, factor.vectors.shape[0])
+            polished = polish(factor, state.coef, rows, solver.tau, size=size)
+            state = state._replace(
+                coef=polished.coef,
+                objective=jnp.sum(polished.objective),
+                gap=jnp.sum(polished.gap),
+                verified=jnp.sum(polished.verified & (rows < factor.vectors.shape[0])),
+            )
         return state._replace(inverse=None)
 
     problems = (factors, starts)
@@ -220,6 +230,7 @@ def _merge_row_blocks(states: list[ADMMState], n: int, problems: int) -> SSCResu
         dual_residual=jnp.sqrt(sum(s.dual_residual**2 for s in states)),
         duality_gap=jnp.where(objective > 0, gap / objective, gap),
         mu=states[0].mu,
+        verified=sum(s.verified for s in states) / n,
         errors=history,
     )
     return jax.tree.map(lambda a: a[:problems], result)

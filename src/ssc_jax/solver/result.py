@@ -28,6 +28,8 @@ class SSCResult(NamedTuple):
         is within this fraction of the optimum, ``(P - P*) / P <= duality_gap``, up to the
         rounding of the dtype it is computed in.
       mu: (...) final ADMM penalty.
+      verified: (...) the fraction of rows whose polished solution passed the KKT test and
+        replaced ADMM's iterate (``ADMM.polish``); 0 without polishing.
       errors: (..., blocks, 3) primal and dual residuals and relative duality gap after each
         block of iterations (the gap -1 where not taken), -1 after the last; for a problem
         solved in row blocks, the blocks' residuals combine in quadrature and their gaps by
@@ -43,6 +45,7 @@ class SSCResult(NamedTuple):
     dual_residual: Array
     duality_gap: Array
     mu: Array
+    verified: Array
     errors: Array
 
     def sparse_coef(self, threshold: float = 0.0):

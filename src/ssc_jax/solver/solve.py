@@ -208,7 +208,9 @@ def _configured(
         )
     numbers = {
         name: int(value)
-        if name in ("max_iterations", "inner_iterations")
+        if name in ("max_iterations", "inner_iterations", "polish_support")
+        else bool(value)
+        if name == "polish"
         else tuple(map(float, value))
         if name == "mu_bounds"
         else float(value)
