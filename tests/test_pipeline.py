@@ -13,7 +13,7 @@ from ssc_jax.nets.capture import predict
 from ssc_jax.pipeline.analyze import MIN_EMBEDDED, analyze_checkpoint, embedded_inputs
 from ssc_jax.pipeline.cli import main
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
-from ssc_jax.pipeline.graph_store import load_graphs
+from ssc_jax.pipeline.graph_store import dense_stack, load_graphs
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.solve import ssc_gram
 from ssc_jax.training.checkpoints import load_checkpoint
@@ -63,7 +63,7 @@ def _recomputed_table1(run, metrics, stored):
     scaled = (images[pick].astype(np.float32) / np.float32(255) - mean) / std
     predicted = np.asarray(predict(model, scaled)).argmax(axis=1)
     labels = labels[pick]
-    coef = stored.coef[-1].astype(np.float64)
+    coef = stored.coef[-1].toarray().astype(np.float64)
     A = np.abs(coef) + np.abs(coef).T
     np.fill_diagonal(A, 0.0)
     scores = A @ np.eye(10)[labels]
@@ -101,8 +101,9 @@ def test_analyze(tiny_run, analyzed):
     figures += [f"wrong_input_{k + 1}" for k in range(len(metrics["confidently_wrong"]))]
     _check_report(out, figures)
     assert stored.layers == metrics["layers"]
-    assert stored.coef.shape == (len(stored.layers), metrics["n"], metrics["n"])
-    assert np.all(np.diagonal(stored.coef, axis1=1, axis2=2) == 0)
+    coef = dense_stack(stored.coef)
+    assert coef.shape == (len(stored.layers), metrics["n"], metrics["n"])
+    assert np.all(np.diagonal(coef, axis1=1, axis2=2) == 0)
 
 
 def test_fig8_embeds_the_correctly_classified_inputs():

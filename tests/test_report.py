@@ -15,7 +15,13 @@ from PIL import Image
 from ssc_jax.pipeline import plots
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings, settings_record
 from ssc_jax.pipeline.dynamics import Dynamics
-from ssc_jax.pipeline.graph_store import graph_path, load_graphs, save_graphs, settings_key
+from ssc_jax.pipeline.graph_store import (
+    dense_stack,
+    graph_path,
+    load_graphs,
+    save_graphs,
+    settings_key,
+)
 from ssc_jax.pipeline.inputs import AnalysisInputs
 from ssc_jax.pipeline.outputs import (
     MARKER,
@@ -278,7 +284,7 @@ def test_graph_store_roundtrip_sparse_and_dense(tmp_path):
         assert "c0_indptr" in f and "c1_dense" in f
     stored = load_graphs(path)
     assert stored.layers == ["a", "b"]
-    np.testing.assert_array_equal(stored.coef, coef)
+    np.testing.assert_array_equal(dense_stack(stored.coef), coef)
     np.testing.assert_array_equal(stored.diagnostics["iterations"], [10, 11])
     assert stored.settings == settings
     assert list(tmp_path.iterdir()) == [path]

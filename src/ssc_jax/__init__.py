@@ -26,6 +26,7 @@ _HOMES = {
         "hsic",
         "linear_cka",
         "minibatch_cka",
+        "streamed_cka_matrix",
     ),
     "graphs": (
         "LabelAgreement",

@@ -28,10 +28,8 @@ from ssc_jax.nets.activation_source import softmax
 from ssc_jax.nets.external import grams_from_activations
 from ssc_jax.pipeline.analyze import CheckpointAnalysis, analyze_graphs
 from ssc_jax.pipeline.config import DEFAULT_SOLVER, SolverSettings
-from ssc_jax.pipeline.graph_store import DIAGNOSTICS
 from ssc_jax.pipeline.inputs import AnalysisInputs, InputError
-from ssc_jax.pipeline.layer_graphs import LayerGraphs, warn_unconverged
-from ssc_jax.solver.solve import ssc_gram
+from ssc_jax.pipeline.layer_graphs import LayerGraphs, solve_layers, warn_unconverged
 
 Layers = Mapping | Iterable[Mapping] | ActivationSource | str | Path
 
@@ -173,13 +171,12 @@ def solved_graphs(
             f"grams must be (L, n, n) = ({len(names)}, {n}, {n}) for the layers named; "
             f"got {grams.shape}"
         )
-    result = ssc_gram(grams, progress=progress, **solver.kwargs())
-    diagnostics = {name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS}
+    coef, diagnostics = solve_layers(grams, solver, progress=progress)
     warn_unconverged(names, diagnostics, solver, epoch=None)
     return LayerGraphs(
         layers=names,
         grams=grams,
-        coef=np.asarray(result.coef, dtype=np.float32),
+        coef=coef,
         diagnostics=diagnostics,
         probs=probs,
         key={"inputs": inputs.key, "layers": names, "solver": solver.key()},

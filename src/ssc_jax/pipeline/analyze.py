@@ -174,7 +174,7 @@ def analyze_graphs(
     A = graphs.affinity
     n_classes = len(inputs.class_names)
     modularity, ssc_cka, linear_cka = graph_summary(A, graphs.grams, inputs.labels, n_classes)
-    last = A[-1]
+    last = A[-1].toarray()
     if probs is None:
         ssc = np.asarray(affinity_labels(last, inputs.labels, n_classes=n_classes))
         table1 = {"ssc_label_accuracy": float(np.mean(ssc == inputs.labels))}
@@ -186,11 +186,14 @@ def analyze_graphs(
         table1 = {name: float(getattr(agreement, name)) for name in agreement._fields}
         embedded = embedded_inputs(inputs.labels, predicted)
         wrong = confidently_wrong(last, inputs.labels, probs, n_wrong)
-    subgraph = np.ix_(embedded, embedded)
     embeddings = [
         (
             graphs.layers[i],
-            np.asarray(spectral_embedding(A[i][subgraph], n_components=2, normalized=False)),
+            np.asarray(
+                spectral_embedding(
+                    A[i][embedded][:, embedded].toarray(), n_components=2, normalized=False
+                )
+            ),
         )
         for i in embedding_layers(len(graphs.layers))
     ]

@@ -33,7 +33,7 @@ from ssc_jax.pipeline.layer_graphs import (
 )
 from ssc_jax.pipeline.outputs import to_jsonable
 from ssc_jax.pipeline.summary import graph_summary
-from ssc_jax.similarity.cka import cka_matrix
+from ssc_jax.similarity.streamed import streamed_cka_matrix
 
 
 class RunSummary(NamedTuple):
@@ -87,8 +87,8 @@ def cross_similarity(a: LayerGraphs, b: LayerGraphs, *, names: tuple[str, str]) 
         b=names[1],
         layers_a=list(a.layers),
         layers_b=list(b.layers),
-        ssc_cka=np.asarray(cka_matrix(a.affinity, b.affinity)),
-        linear_cka=np.asarray(cka_matrix(a.grams, b.grams)),
+        ssc_cka=streamed_cka_matrix(a.affinity, b.affinity),
+        linear_cka=streamed_cka_matrix(a.grams, b.grams),
     )
 
 

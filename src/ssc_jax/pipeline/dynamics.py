@@ -13,7 +13,6 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from ssc_jax.graphs.communities import modularity
 from ssc_jax.pipeline import findings
 from ssc_jax.pipeline.config import (
     DEFAULT_ANALYSIS,
@@ -40,7 +39,9 @@ from ssc_jax.pipeline.layer_graphs import (
     unconverged_layers,
 )
 from ssc_jax.pipeline.outputs import to_jsonable
-from ssc_jax.similarity.cka import cka, cka_matrix
+from ssc_jax.pipeline.summary import layer_modularity
+from ssc_jax.similarity.cka import cka
+from ssc_jax.similarity.streamed import streamed_cka_matrix
 
 
 class Dynamics(NamedTuple):
@@ -123,10 +124,8 @@ def training_dynamics(
         previous = graphs.coef
         A = graphs.affinity
         row = {
-            "modularity": np.asarray(
-                modularity(A, inputs.labels, n_classes=len(inputs.class_names))
-            ),
-            "ssc": [float(cka(a, b)) for a, b in zip(A, final_A, strict=True)],
+            "modularity": layer_modularity(A, inputs.labels, len(inputs.class_names)),
+            "ssc": np.diagonal(streamed_cka_matrix(A, final_A)).tolist(),
             "linear": [
                 float(cka(g, h)) for g, h in zip(graphs.grams, final_graphs.grams, strict=True)
             ],
@@ -135,7 +134,7 @@ def training_dynamics(
             "export": (export_name(graphs, epoch), export_source(graphs)),
         }
         if epoch in heatmap_epochs:
-            row["heatmap"] = (np.asarray(cka_matrix(A)), np.asarray(cka_matrix(graphs.grams)))
+            row["heatmap"] = (streamed_cka_matrix(A), streamed_cka_matrix(graphs.grams))
         rows.append(row)
     layers = final_graphs.layers
     ssc_to_final = np.asarray([r["ssc"] for r in rows])

@@ -13,7 +13,7 @@ import json
 import os
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,12 +35,29 @@ class GraphFileError(ValueError):
 
 
 class StoredGraphs(NamedTuple):
-    """What one file holds. ``coef`` is (L, n, n) float32 with rows reconstructing rows."""
+    """What one file holds. ``coef`` is L float32 ``scipy.sparse.csr_array`` (n, n), rows
+    reconstructing rows."""
 
     layers: list[str]
-    coef: np.ndarray
+    coef: list[sp.csr_array]
     diagnostics: dict[str, np.ndarray]
     settings: dict
+
+
+def sparse_layers(coef: Iterable) -> list[sp.csr_array]:
+    """Each (n, n) layer of ``coef`` (an (L, n, n) array or a sequence of dense or sparse
+    matrices) as a float32 CSR array without explicit zeros, converted one at a time."""
+    out = []
+    for c in coef:
+        m = sp.csr_array(c, dtype=np.float32)
+        m.eliminate_zeros()
+        out.append(m)
+    return out
+
+
+def dense_stack(coef: Sequence) -> np.ndarray:
+    """(L, n, n) dense float32 copy of L sparse layers: L n^2 entries, for small n only."""
+    return np.stack([np.asarray(c.toarray(), dtype=np.float32) for c in coef])
 
 
 def settings_key(settings: Mapping) -> str:
@@ -80,33 +97,36 @@ def _remove_orphans(path: Path) -> None:
 def save_graphs(
     path: str | Path,
     layers: Sequence[str],
-    coef: np.ndarray,
+    coef: Sequence,
     diagnostics: Mapping[str, np.ndarray],
     settings: Mapping,
 ) -> Path:
-    """Write ``coef`` (L, n, n) with its layer names, diagnostics (each (L,)) and settings.
+    """Write L coefficient matrices ``coef`` (an (L, n, n) array, or L sparse or dense
+    (n, n) matrices) with their layer names, diagnostics (each (L,)) and settings.
 
     The file appears atomically: it is written beside ``path`` and renamed into place.
     """
-    coef = np.asarray(coef, dtype=np.float32)
-    if coef.ndim != 3 or coef.shape[1] != coef.shape[2] or coef.shape[0] != len(layers):
+    coef = sparse_layers(coef)
+    shapes = {c.shape for c in coef}
+    if len(coef) != len(layers) or len(shapes) != 1 or len({*shapes.pop()}) != 1:
         raise ValueError(
-            f"coef must be (L, n, n) with L = len(layers) = {len(layers)}; got {coef.shape}"
+            f"coef must be L = len(layers) = {len(layers)} matrices (n, n); got "
+            f"{[c.shape for c in coef]}"
         )
+    n = coef[0].shape[0]
     arrays: dict[str, np.ndarray] = {
         "layers": np.asarray(list(layers), dtype=str),
         "settings_json": np.asarray(json.dumps(dict(settings), sort_keys=True, default=str)),
-        "n": np.asarray(coef.shape[1]),
+        "n": np.asarray(n),
     }
     for name in DIAGNOSTICS:
         arrays[f"diag_{name}"] = np.asarray(diagnostics[name])
-    for i, c in enumerate(coef):
-        if _sparse_pays(int(np.count_nonzero(c)), c.shape[0]):
-            m = sp.csr_matrix(c)
+    for i, m in enumerate(coef):
+        if _sparse_pays(m.nnz, n):
             arrays[f"c{i}_data"], arrays[f"c{i}_indices"] = m.data, m.indices
             arrays[f"c{i}_indptr"] = m.indptr
         else:
-            arrays[f"c{i}_dense"] = c
+            arrays[f"c{i}_dense"] = m.toarray()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)
@@ -122,7 +142,8 @@ def save_graphs(
 
 
 def load_graphs(path: str | Path) -> StoredGraphs:
-    """Read a file written by ``save_graphs``; ``coef`` comes back dense, (L, n, n) float32.
+    """Read a file written by ``save_graphs``; ``coef`` comes back as L float32 CSR arrays
+    (layers stored dense, as in files of earlier versions, are converted one at a time).
 
     Raises:
       GraphFileError: naming ``path``, when the file is damaged; ``FileNotFoundError`` when
@@ -141,13 +162,15 @@ def _read(path: str | Path) -> StoredGraphs:
     with np.load(path, allow_pickle=False) as f:
         layers = [str(s) for s in f["layers"]]
         n = int(f["n"])
-        coef = np.zeros((len(layers), n, n), dtype=np.float32)
+        coef = []
         for i in range(len(layers)):
             if f"c{i}_dense" in f:
-                coef[i] = f[f"c{i}_dense"]
+                coef += sparse_layers([f[f"c{i}_dense"]])
             else:
                 parts = (f[f"c{i}_data"], f[f"c{i}_indices"], f[f"c{i}_indptr"])
-                coef[i] = sp.csr_matrix(parts, shape=(n, n)).toarray()
+                m = sp.csr_array(parts, shape=(n, n), dtype=np.float32)
+                m.check_format(full_check=True)
+                coef.append(m)
         diagnostics = {name: f[f"diag_{name}"] for name in DIAGNOSTICS}
         settings = json.loads(str(f["settings_json"]))
     return StoredGraphs(layers, coef, diagnostics, settings)

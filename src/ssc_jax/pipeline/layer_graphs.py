@@ -4,16 +4,22 @@ A checkpoint's graphs may be stored in a cache folder (the commands use ``<run>/
 under a key made of the analysis set and the solver settings, so a later command on the same
 checkpoint loads them instead of solving again. The Grams are recomputed each time (one
 forward pass) because linear CKA needs them and they are dense.
+
+Memory: the coefficients are kept as one SciPy CSR array per layer, converted as each group
+of layers comes back from the solver (groups of at most ``SOLVE_GROUP_BYTES`` of dense
+coefficients), so no (L, n, n) dense coefficient or affinity stack exists.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 
 from ssc_jax.nets.capture import activation_grams, predict
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
@@ -24,13 +30,18 @@ from ssc_jax.pipeline.graph_store import (
     graph_path,
     load_graphs,
     save_graphs,
+    sparse_layers,
 )
 from ssc_jax.pipeline.inputs import AnalysisInputs, InputError, check_fits_run, preprocess
 from ssc_jax.solver.distributed import is_writer
-from ssc_jax.solver.solve import affinity, ssc_gram
+from ssc_jax.solver.solve import ssc_gram
 from ssc_jax.training.checkpoints import CheckpointError, load_checkpoint
 
 CACHE_DIR = "ssc_graphs"
+
+# Most bytes of dense float32 coefficients one solver call returns: layers are solved in
+# groups of max(1, SOLVE_GROUP_BYTES // (4 n^2)), one group at n = 500 and L <= 1000.
+SOLVE_GROUP_BYTES = 2**30
 
 
 class LayerGraphs(NamedTuple):
@@ -38,8 +49,10 @@ class LayerGraphs(NamedTuple):
 
     Attributes:
       layers: the L layer names, forward order.
-      grams: (L, n, n) linear-kernel Grams ``X_l X_l^T`` of the flattened activations.
-      coef: (L, n, n) SSC coefficients, rows rebuild rows.
+      grams: (L, n, n) linear-kernel Grams ``X_l X_l^T`` of the flattened activations (an
+        array, or an ``np.memmap``: its consumers read it a layer or row block at a time).
+      coef: L float32 ``scipy.sparse.csr_array`` (n, n), the SSC coefficients, rows rebuild
+        rows.
       diagnostics: name -> (L,) solver diagnostics (``graph_store.DIAGNOSTICS``).
       probs: (n, K) the network's class probabilities on the inputs, None if not known.
       key: what the cache key is made of (inputs, layers, solver settings).
@@ -48,16 +61,44 @@ class LayerGraphs(NamedTuple):
 
     layers: list[str]
     grams: np.ndarray
-    coef: np.ndarray
+    coef: list[sp.csr_array]
     diagnostics: dict[str, np.ndarray]
     probs: np.ndarray | None
     key: dict
     path: Path | None
 
     @property
-    def affinity(self) -> np.ndarray:
-        """(L, n, n) symmetric affinity graphs ``|C| + |C|^T``."""
-        return np.asarray(affinity(self.coef))
+    def affinity(self) -> list[sp.csr_array]:
+        """L symmetric affinity graphs ``|C| + |C|^T``, float32 CSR (n, n)."""
+        return [sp.csr_array(abs(c) + abs(c).T) for c in self.coef]
+
+
+def solve_layers(
+    grams, solver: SolverSettings, *, progress: bool, init: Sequence | None = None
+) -> tuple[list[sp.csr_array], dict[str, np.ndarray]]:
+    """SSC of each layer's Gram in ``grams`` (L, n, n), solved in groups of layers whose
+    dense coefficients fit ``SOLVE_GROUP_BYTES``, each group's converted to CSR as it
+    comes back. ``init``: L (n, n) sparse or dense starting coefficients, or None.
+
+    Returns the L float32 CSR coefficient matrices and the (L,) diagnostics by name.
+    """
+    count, n = len(grams), grams.shape[-1]
+    size = max(1, SOLVE_GROUP_BYTES // (4 * n * n))
+    coef, parts = [], []
+    for start in range(0, count, size):
+        stop = min(count, start + size)
+        start_at = None
+        if init is not None:
+            start_at = np.stack(
+                [m.toarray() if sp.issparse(m) else np.asarray(m) for m in init[start:stop]]
+            )
+        result = ssc_gram(
+            np.asarray(grams[start:stop]), progress=progress, init=start_at, **solver.kwargs()
+        )
+        coef += sparse_layers(np.asarray(result.coef, dtype=np.float32))
+        parts.append({name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS})
+    diagnostics = {name: np.concatenate([p[name] for p in parts]) for name in DIAGNOSTICS}
+    return coef, diagnostics
 
 
 def checkpoint_graphs(
@@ -69,15 +110,15 @@ def checkpoint_graphs(
     solver: SolverSettings,
     cache_dir: str | Path | None = None,
     progress: bool = True,
-    init: np.ndarray | None = None,
+    init: Sequence | None = None,
 ) -> LayerGraphs:
     """Load the checkpoint of ``epoch`` in ``run_dir`` and return its graphs on ``inputs``:
     the layers' Grams and predictions are computed, the SSC graphs solved, or loaded from
     ``cache_dir``. With a ``cache_dir`` a new solution is stored there; without one nothing
     is written. A damaged checkpoint raises ``InputError`` naming the epoch and file.
 
-    ``init``: (L, n, n) coefficients to start the solver from, such as a neighbouring
-    epoch's; the solution is the same to the solver's tolerance, reached in fewer
+    ``init``: L (n, n) coefficients (sparse or dense) to start the solver from, such as a
+    neighbouring epoch's; the solution is the same to the solver's tolerance, reached in fewer
     iterations."""
     try:
         model, info = load_checkpoint(Path(run_dir), epoch)
@@ -102,11 +143,11 @@ def checkpoint_graphs(
         if stored is not None:
             warn_unconverged(names, stored.diagnostics, solver, epoch)
             return LayerGraphs(names, grams, stored.coef, stored.diagnostics, probs, key, path)
-    if init is not None and np.shape(init) != grams.shape:
+    if init is not None and (
+        len(init) != len(names) or any(m.shape != grams.shape[1:] for m in init)
+    ):
         init = None  # another layer selection or N: start cold
-    result = ssc_gram(grams, progress=progress, init=init, **solver.kwargs())
-    coef = np.asarray(result.coef, dtype=np.float32)
-    diagnostics = {name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS}
+    coef, diagnostics = solve_layers(grams, solver, progress=progress, init=init)
     warn_unconverged(names, diagnostics, solver, epoch)
     if not is_writer():
         path = None  # in a jax.distributed job, process 0 stores the graphs
@@ -160,7 +201,7 @@ def _cached(path: Path, names: list[str], n: int) -> StoredGraphs | None:
     except GraphFileError as err:
         problem = str(err)
     else:
-        if stored.layers == names and stored.coef.shape[1:] == (n, n):
+        if stored.layers == names and all(c.shape == (n, n) for c in stored.coef):
             return stored
         problem = f"{path} holds graphs of other layers or inputs"
     warnings.warn(f"cached SSC graphs removed, solving again: {problem}", stacklevel=3)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ssc_jax.graphs.communities import modularity
 from ssc_jax.pipeline.graph_store import DIAGNOSTICS
-from ssc_jax.similarity.cka import cka_matrix
+from ssc_jax.similarity.streamed import streamed_cka_matrix
 
 SOLVER_HEADERS = [
     "iterations",
@@ -18,15 +20,29 @@ SOLVER_HEADERS = [
 ]
 
 
+def layer_modularity(A: Sequence, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Modularity (L,) of each of the L sparse affinity graphs in A, one made dense at a
+    time (n^2 entries)."""
+    return np.asarray(
+        [float(modularity(a.toarray(), labels, n_classes=n_classes)) for a in A], np.float32
+    )
+
+
 def graph_summary(
-    A: np.ndarray, grams: np.ndarray, labels: np.ndarray, n_classes: int
+    A: Sequence, grams, labels: np.ndarray, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Modularity (L,) of each affinity graph in A (L, n, n) with ``labels`` (n,) as
-    communities, pairwise SSC-CKA (L, L) of A and linear CKA (L, L) of the Grams (L, n, n)."""
+    """Modularity (L,) of each of the L sparse affinity graphs A (n, n) with ``labels`` (n,)
+    as communities, pairwise SSC-CKA (L, L) of A and linear CKA (L, L) of the Grams (an
+    (L, n, n) array or memmap).
+
+    Peak memory besides the inputs: one dense n x n graph for modularity, O(nnz of A) for
+    SSC-CKA, and ``L * b * n`` float64 for linear CKA with b rows per block, see
+    `ssc_jax.similarity.streamed.streamed_cka_matrix`; nothing of L n^2 entries.
+    """
     return (
-        np.asarray(modularity(A, labels, n_classes=n_classes)),
-        np.asarray(cka_matrix(A)),
-        np.asarray(cka_matrix(grams)),
+        layer_modularity(A, labels, n_classes),
+        streamed_cka_matrix(A),
+        streamed_cka_matrix(grams),
     )
 
 

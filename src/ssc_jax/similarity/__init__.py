@@ -2,5 +2,15 @@
 
 from ssc_jax.similarity.cka import MinibatchCKA, cka, cka_matrix, linear_cka, minibatch_cka
 from ssc_jax.similarity.hsic import HSICStack, hsic
+from ssc_jax.similarity.streamed import streamed_cka_matrix
 
-__all__ = ["HSICStack", "MinibatchCKA", "cka", "cka_matrix", "hsic", "linear_cka", "minibatch_cka"]
+__all__ = [
+    "HSICStack",
+    "MinibatchCKA",
+    "cka",
+    "cka_matrix",
+    "hsic",
+    "linear_cka",
+    "minibatch_cka",
+    "streamed_cka_matrix",
+]
