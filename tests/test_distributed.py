@@ -100,8 +100,9 @@ def test_a_job_past_its_timeout_is_stopped():
         launch.spawn([sys.executable, "-c", "import time; time.sleep(60)"], 2, timeout=1)
 
 
-# A process of a two-process job: a batch split by problems over the job's two devices, and
-# one problem split by rows; process 0 saves what every process gathered.
+# A process of a two-process job: a batch split by problems over the job's two devices,
+# gathered to process 0 alone (the default), and one problem split by rows, gathered to both;
+# each process saves what it got.
 _WORKER = """
 import argparse, sys
 import jax, numpy as np, ssc_jax
@@ -113,11 +114,14 @@ args = parser.parse_args()
 launch.join(args)
 assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_devices()) == 1
 grams, x = np.load(args.out + ".in.npy"), np.load(args.out + ".x.npy")
-batch, rows = ssc_jax.ssc_gram(grams), ssc_jax.ssc(x, rel_tol=1e-6, abs_tol=1e-9)
-assert isinstance(batch.coef, np.ndarray) and batch.coef.shape == grams.shape
+batch = ssc_jax.ssc_gram(grams)
+rows = ssc_jax.ssc(x, rel_tol=1e-6, abs_tol=1e-9, gather="all")
+got = {"rows_coef": rows.coef, "rows_objective": rows.objective, "rows_converged": rows.converged}
 if jax.process_index() == 0:
-    np.savez(args.out, batch_coef=batch.coef, batch_iterations=batch.iterations,
-             rows_coef=rows.coef, rows_objective=rows.objective, rows_converged=rows.converged)
+    got.update(batch_coef=batch.coef, batch_iterations=batch.iterations)
+else:
+    assert all(field is None for field in batch), batch
+np.savez(f"{args.out}.{jax.process_index()}", **got)
 """
 
 
@@ -130,17 +134,28 @@ def test_two_processes_give_the_single_process_answers(tmp_path):
     np.save(out + ".in.npy", grams)
     np.save(out + ".x.npy", x)
     assert launch.spawn([sys.executable, "-c", _WORKER, out], 2, timeout=120) == 0
-    job = np.load(out + ".npz")
+    job = np.load(out + ".0.npz")
     # The problems of the batch run side by side there (vmap), one after another here; each
     # stops on its own test either way.
     one = ssc_jax.ssc_gram(grams)
     np.testing.assert_allclose(job["batch_coef"], one.coef, atol=1e-5)
     np.testing.assert_array_equal(job["batch_iterations"], one.iterations)
-    # Each process solves half of the rows, each half with its own mu and stopping test.
+    # Each process solves half of the rows, each half with its own mu and stopping test; both
+    # processes get the whole answer.
     one = ssc_jax.ssc(x, rel_tol=1e-6, abs_tol=1e-9)
-    assert bool(job["rows_converged"])
-    assert abs(float(job["rows_objective"]) - float(one.objective)) < 1e-4 * float(one.objective)
-    np.testing.assert_allclose(job["rows_coef"], one.coef, atol=2e-3)
+    other = np.load(out + ".1.npz")
+    assert "batch_coef" not in other
+    for got in (job, other):
+        assert bool(got["rows_converged"])
+        assert abs(float(got["rows_objective"]) - float(one.objective)) < 1e-4 * float(
+            one.objective
+        )
+        np.testing.assert_allclose(got["rows_coef"], one.coef, atol=2e-3)
+
+
+def test_an_unknown_gather_mode_is_refused():
+    with pytest.raises(ValueError, match="gather must be one of"):
+        ssc_jax.ssc_gram(np.eye(3, dtype=np.float32), gather="everywhere")
 
 
 def test_the_command_line_starts_joins_or_refuses_a_job(tmp_path, monkeypatch, capsys):

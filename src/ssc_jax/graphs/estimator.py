@@ -98,13 +98,14 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         )
         self._check_params(X.shape[0])
         self._warn_if_all_zero(X)
+        # In a jax.distributed job every process fits its own labels from the whole result.
         result: SSCResult = ssc(
             X,
             options=self.options,
             tau=self.tau,
             mu=self.mu,
             normalize=self.normalize,
-            **(self.solver_options or {}),
+            **{"gather": "all", **(self.solver_options or {})},
         )
         self.result_ = result
         self.coef_ = np.asarray(result.coef)

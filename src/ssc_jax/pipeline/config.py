@@ -42,12 +42,14 @@ class SolverSettings:
         return self.options.memory_budget_bytes
 
     def kwargs(self) -> dict[str, Any]:
-        """Flat keyword arguments for ``ssc_gram``, all but ``progress``."""
+        """Flat keyword arguments for ``ssc_gram``, all but ``progress``; ``gather`` is
+        ``"all"``: every process of a ``jax.distributed`` job goes on to the analysis."""
         options = {
             f.name: getattr(self.options, f.name)
             for f in dataclasses.fields(self.options)
             if f.name != "progress"
         }
+        options["gather"] = "all"
         return {**dataclasses.asdict(self.admm), **options}
 
     def key(self) -> dict[str, Any]:

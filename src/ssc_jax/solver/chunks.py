@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ssc_jax.core.memory import default_memory_budget, plan_chunks
 from ssc_jax.solver.admm import ADMM, ADMMState, Status
 from ssc_jax.solver.devices import device_mesh, replicate, shard_leading
-from ssc_jax.solver.distributed import spans_processes, to_host
+from ssc_jax.solver.distributed import gather, spans_processes
 from ssc_jax.solver.factor import Factor
 from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.polish import polish
@@ -118,7 +118,9 @@ def solve_chunks(
     their chunk is reached, so that at most one chunk of Grams and factors is on the device
     at a time; ``place`` puts its arrays on the devices. With several devices, a batch is
     sharded over problems and a single problem over row blocks (see ``devices.py``); the
-    budget holds per device. ``rank`` is the factor's width (n dense, r low rank).
+    budget holds per device. ``rank`` is the factor's width (n dense, r low rank). In a
+    multi-process job the result follows ``options.gather``: fields of ``None`` on the
+    processes it does not go to.
     """
     itemsize = np.dtype(dtype).itemsize
     budget = options.memory_budget_bytes
@@ -178,12 +180,14 @@ def solve_chunks(
             bar.update()
         merged = _merge_row_blocks(blocks, n=n, problems=len(chunk))
         # With several chunks, each result leaves the device before the next chunk starts;
-        # over several processes, every process gathers it.
+        # over several processes, it goes where ``options.gather`` says.
         keep = len(problem_chunks) == 1 and not spans_processes(mesh)
-        pieces.append(merged if keep else to_host(merged))
+        pieces.append(merged if keep else gather(merged, options.gather))
     bar.close()
     result = pieces[0] if len(pieces) == 1 else jax.tree.map(_concat_host, *pieces)
     result = jax.tree.map(lambda a: a.reshape(batch_shape + a.shape[1:]), result)
+    if result.status is None:  # a process of a job that gathers to process 0 alone
+        return result
     nonfinite = int(np.sum(np.asarray(result.status) == Status.NONFINITE))
     if nonfinite:
         warnings.warn(

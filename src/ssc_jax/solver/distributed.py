@@ -3,9 +3,19 @@
 Inside a job that called ``jax.distributed.initialize``, ``ssc`` and ``ssc_gram`` spread their
 work over ``jax.devices()``, every device of every process, with the single-process design of
 ``devices.py``: a batch is split by problems, one problem by row blocks, each device holding
-the whole factor and its rows' state. Every process runs the same calls on the same inputs;
-the results are gathered on the host of every process, so that the code after a solve runs
-unchanged, and whatever writes files does so on process 0 alone (`is_writer`).
+the whole factor and its rows' state. Every process runs the same calls on the same inputs.
+
+Where the results go is the solver option ``gather`` (`gather`):
+
+- ``"writer"`` (the default): the host of process 0 (`is_writer`) gets the whole result, as
+  NumPy arrays; on every other process each field of the ``SSCResult`` is ``None``. The
+  solver's merge leaves a result replicated over the devices (XLA gathers it there), so
+  process 0 copies its own replica and the other processes make no host copy at all.
+- ``"all"``: the host of every process gets the whole result (all-gathered), so that code
+  after a solve runs unchanged on each; the pipeline and the estimator ask for this.
+
+Values the solve itself needs on every process (the factor's rank threshold) are all-gathered
+whatever ``gather`` says. Outside a job both modes give the whole result on the one process.
 
 The memory math below is that of one problem split by row blocks, from the solver's byte
 model ``core.memory.problem_bytes``; `scaling_table` is the table of the README's Scaling
@@ -33,6 +43,9 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
+GATHER_MODES = ("writer", "all")
+
+
 def spans_processes(mesh: Mesh | None) -> bool:
     """Whether ``mesh`` has devices of more than one process."""
     return mesh is not None and len({d.process_index for d in mesh.devices.flat}) > 1
@@ -51,6 +64,29 @@ def _host_array(a):
     if isinstance(a, jax.Array) and not a.is_fully_addressable:
         return np.asarray(multihost_utils.process_allgather(a, tiled=True))
     return np.asarray(jax.device_get(a))
+
+
+def gather(tree, mode: str):
+    """Every array of ``tree`` on the host where ``mode`` (one of `GATHER_MODES`) asks.
+
+    ``"all"`` is `to_host`. ``"writer"`` gives NumPy arrays on process 0 and ``None`` in
+    place of every array with shards on other processes elsewhere; an array replicated over
+    the devices is copied from process 0's own replica, any other such array is all-gathered
+    and dropped at once on the other processes (no memory saved there). Every process of a
+    job must make the same call.
+    """
+    if mode == "all":
+        return to_host(tree)
+    return jax.tree.map(_writer_array, tree)
+
+
+def _writer_array(a):
+    if not isinstance(a, jax.Array) or a.is_fully_addressable:
+        return np.asarray(jax.device_get(a))
+    if a.sharding.is_fully_replicated:
+        return np.asarray(a.addressable_data(0)) if is_writer() else None
+    whole = _host_array(a)
+    return whole if is_writer() else None
 
 
 class RowSplitBytes(NamedTuple):

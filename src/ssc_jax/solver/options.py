@@ -32,6 +32,10 @@ class SolverOptions:
       progress: a progress bar over chunks; ``None`` shows one when there is more than one.
       devices: devices to spread the work over; ``None`` is ``jax.devices()``: every local
         device, and in a ``jax.distributed`` job every device of every process.
+      gather: where a ``jax.distributed`` job's result goes (``distributed.gather``):
+        ``"writer"``, the host of process 0 only, the other processes getting an
+        ``SSCResult`` of ``None`` fields; ``"all"``, the host of every process. Outside a
+        job, the one process gets the whole result either way.
     """
 
     normalize: bool = field(default=True, metadata={"help": "unit-norm samples first"})
@@ -44,6 +48,9 @@ class SolverOptions:
     progress: bool | None = field(default=None, metadata={"help": "progress bar over chunks"})
     devices: Sequence[jax.Device] | None = field(
         default=None, metadata={"help": "devices to spread the work over"}
+    )
+    gather: str = field(
+        default="writer", metadata={"help": "where a multi-process job's result goes"}
     )
 
 

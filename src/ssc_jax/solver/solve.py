@@ -21,6 +21,7 @@ import numpy as np
 from ssc_jax.core import checks
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.chunks import solve_chunks
+from ssc_jax.solver.distributed import GATHER_MODES
 from ssc_jax.solver.factor import (
     Factor,
     LowRankFactor,
@@ -65,10 +66,13 @@ def ssc(
         for a related problem (another tau, a nearby X); default C = 0.
       **settings: keyword overrides of fields of either, e.g. ``tau=20.0``, ``mu``,
         ``rel_tol``, ``gap_tol``, ``max_iterations``, ``normalize=False``, ``low_rank``,
-        ``rank``, ``precise_factor``, ``memory_budget_bytes``, ``progress``, ``devices``.
+        ``rank``, ``precise_factor``, ``memory_budget_bytes``, ``progress``, ``devices``,
+        ``gather``.
 
     Returns:
-      An ``SSCResult`` for the single problem.
+      An ``SSCResult`` for the single problem; in a ``jax.distributed`` job, on the host of
+      process 0 only by default, its fields ``None`` elsewhere (``gather``, see
+      ``distributed.py``).
 
     Raises:
       ValueError: for invalid ``X``, an unknown setting, tau or mu not > 0, or an ``init`` of
@@ -136,7 +140,8 @@ def ssc_gram(
     Returns:
       An ``SSCResult`` with the batch shape of ``G``. When the batch needs several chunks, or
       the devices span several processes (``distributed.py``), its arrays are gathered on the
-      host as NumPy arrays (on every process).
+      host as NumPy arrays; in a job, on process 0 alone by default (``gather="writer"``,
+      the fields ``None`` on the others) or on every process (``gather="all"``).
 
     Raises:
       ValueError: for invalid ``G``, an unknown setting, tau or mu not > 0, or an ``init`` of
@@ -194,10 +199,12 @@ def _configured(
     compile again.
 
     Raises:
-      ValueError: for an unknown setting, tau or mu not a finite number > 0, or a rank
-        that is not a positive int.
+      ValueError: for an unknown setting, tau or mu not a finite number > 0, a rank
+        that is not a positive int, or an unknown ``gather`` mode.
     """
     solver, options = resolve(solver, options, settings)
+    if options.gather not in GATHER_MODES:
+        raise ValueError(f"gather must be one of {GATHER_MODES}; got {options.gather!r}")
     checks.check_positive("tau", solver.tau)
     checks.check_positive("mu", solver.mu)
     if options.rank is not None and (
