@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ssc_jax.solver.certificate import correlations, diagonal_mask, row_certificates
 from ssc_jax.solver.factor import Factor
 
 Array = jax.Array
@@ -69,12 +70,6 @@ class Status(enum.IntEnum):
     CONVERGED = 0
     MAX_ITERATIONS = 1
     NONFINITE = 2
-
-
-def _diagonal_mask(rows: Array, n: int) -> Array:
-    """(b, n) True at the diagonal entries ``(i, rows[i])``; a row index of n (padding) has
-    none. A boolean mask, 1 byte an entry, is what the loop reads to find them."""
-    return rows[:, None] == jnp.arange(n)[None, :]
 
 
 class ADMMState(NamedTuple):
@@ -209,7 +204,7 @@ class ADMM:
         if start is None:
             coef = shifted = zeros
         else:
-            coef = jnp.where(_diagonal_mask(rows, n), 0, start.astype(dtype))
+            coef = jnp.where(diagonal_mask(rows, n), 0, start.astype(dtype))
             shifted = coef + self.tau * correlations(factor, coef, rows)[1] / mu
         return ADMMState(
             shifted=shifted,
@@ -239,7 +234,7 @@ class ADMM:
         """
         n = factor.vectors.shape[0]
         mu, inverse = state.mu, state.inverse
-        diagonal = _diagonal_mask(rows, n)
+        diagonal = diagonal_mask(rows, n)
 
         def soft_threshold(V):
             soft = jnp.sign(V) * jnp.maximum(jnp.abs(V) - 1 / mu, 0)
@@ -397,28 +392,6 @@ class ADMM:
         """
         objective, gap = row_certificates(factor, coef, rows, self.tau)
         return jnp.sum(objective), jnp.sum(gap)
-
-
-def row_certificates(factor: Factor, coef: Array, rows: Array, tau: Array) -> tuple[Array, Array]:
-    """(b,) objectives and (b,) duality gaps of the rows of the (b, n) block ``coef``
-    (``ADMM.certificate`` before the sums)."""
-    diagonal = _diagonal_mask(rows, factor.vectors.shape[0])
-    squared, q = correlations(factor, coef, rows)
-    l1 = jnp.abs(coef).sum(axis=1)
-    largest = jnp.max(jnp.where(diagonal, 0, jnp.abs(q)), axis=1)
-    scale = 1 / jnp.maximum(tau * largest, 1)
-    gap = l1 - scale * tau * jnp.sum(coef * q, axis=1) + 0.5 * tau * (1 - scale) ** 2 * squared
-    return l1 + 0.5 * tau * squared, gap
-
-
-def correlations(factor: Factor, coef: Array, rows: Array) -> tuple[Array, Array]:
-    """(b,) ``||r_i||^2`` and (b, n) ``q = X r_i`` of the residuals ``r_i = x_i - X^T c_i``,
-    at full float32 precision, which NVIDIA GPUs would otherwise cut to TF32."""
-    diagonal = _diagonal_mask(rows, factor.vectors.shape[0])
-    highest = lax.Precision.HIGHEST
-    a = jnp.matmul(diagonal.astype(coef.dtype) - coef, factor.vectors, precision=highest)
-    squared = jnp.sum(a**2 * factor.values, axis=1)
-    return squared, jnp.matmul(a * factor.values, factor.vectors.T, precision=highest)
 
 
 def _anywhere(flag: Array, axis_name: str | None) -> Array:

@@ -64,7 +64,7 @@ def solve_rows(
         return state._replace(inverse=None)
 
     problems = (factors, starts)
-    if factors.vectors.shape[0] == 1:
+    if jax.tree.leaves(factors)[0].shape[0] == 1:
         single = solve(jax.tree.map(lambda a: a[0], problems), axis_name)
         return jax.tree.map(lambda a: a[None], single)
     if sequential:

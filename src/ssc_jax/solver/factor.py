@@ -64,7 +64,19 @@ class LowRankFactor(NamedTuple):
         return _plus_eye(shifted_rhs / mu - ((shifted_rhs @ u) * (weights / mu)) @ u.T, diagonal)
 
 
-Factor = DenseFactor | LowRankFactor
+class GramFactor(NamedTuple):
+    """``G`` itself, (n, n), for the working-set solver (``ssc_jax.solver.working_set``),
+    which reads entries and products of G and needs no inverse: no eigendecomposition."""
+
+    gram: Array
+
+
+Factor = DenseFactor | LowRankFactor | GramFactor
+
+
+def sample_count(factor: Factor) -> int:
+    """n, the samples of the problem(s) ``factor`` describes (its last batch axes aside)."""
+    return factor.gram.shape[-1] if isinstance(factor, GramFactor) else factor.vectors.shape[-2]
 
 
 def _plus_eye(matrix: Array, diagonal: Array) -> Array:

@@ -54,7 +54,6 @@ class SolverOptions:
     )
 
 
-ADMM_FIELDS = frozenset(f.name for f in dataclasses.fields(ADMM))
 OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(SolverOptions))
 
 
@@ -63,20 +62,22 @@ def resolve(
 ) -> tuple[ADMM, SolverOptions]:
     """``solver`` and ``options`` (defaults when ``None``) with ``settings`` applied.
 
-    ``settings`` are keyword overrides, each a field of ``ADMM`` (``tau``, ``rel_tol``, ...)
-    or of ``SolverOptions`` (``normalize``, ``devices``, ...).
+    ``settings`` are keyword overrides, each a field of the solver (``ADMM``: ``tau``,
+    ``rel_tol``, ...; or a ``WorkingSet``) or of ``SolverOptions`` (``normalize``, ...).
 
     Raises:
       ValueError: for a name that is neither.
     """
-    unknown = sorted(set(settings) - ADMM_FIELDS - OPTION_FIELDS)
+    solver = ADMM() if solver is None else solver
+    solver_fields = frozenset(f.name for f in dataclasses.fields(solver))
+    unknown = sorted(set(settings) - solver_fields - OPTION_FIELDS)
     if unknown:
         raise ValueError(
-            f"unknown solver setting(s) {', '.join(unknown)}; valid: "
-            f"{', '.join(sorted(ADMM_FIELDS | OPTION_FIELDS))}"
+            f"unknown solver setting(s) {', '.join(unknown)} for {type(solver).__name__}; "
+            f"valid: {', '.join(sorted(solver_fields | OPTION_FIELDS))}"
         )
     solver = dataclasses.replace(
-        solver or ADMM(), **{k: v for k, v in settings.items() if k in ADMM_FIELDS}
+        solver, **{k: v for k, v in settings.items() if k in solver_fields}
     )
     options = dataclasses.replace(
         options or SolverOptions(), **{k: v for k, v in settings.items() if k in OPTION_FIELDS}

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ssc_jax.solver.admm import correlations, row_certificates
+from ssc_jax.solver.certificate import correlations, row_certificates
 from ssc_jax.solver.factor import DenseFactor, Factor
 
 Array = jax.Array

@@ -24,15 +24,18 @@ from ssc_jax.solver.chunks import solve_chunks
 from ssc_jax.solver.distributed import GATHER_MODES
 from ssc_jax.solver.factor import (
     Factor,
+    GramFactor,
     LowRankFactor,
     choose_factor,
     factor_eps,
     factorize,
     gram_eigh,
+    normalize_gram,
     thin_svd,
 )
 from ssc_jax.solver.options import SolverOptions, resolve
 from ssc_jax.solver.result import SSCResult
+from ssc_jax.solver.working_set import WorkingSet
 
 Array = jax.Array
 
@@ -93,6 +96,8 @@ def ssc(
         )
         # Singular values come in descending order: the leading ``width`` pairs.
         factor = LowRankFactor(vectors=u[None, :, :width], values=values[None, :width])
+    elif isinstance(solver, WorkingSet):
+        factor = jax.tree.map(lambda a: a[None], _gram_factor(x @ x.T, options))
     else:
         # The Gram in the input's precision, as ssc_gram receives it; only the normalisation
         # and the eigendecomposition need float64.
@@ -164,6 +169,8 @@ def ssc_gram(
             raise ValueError(
                 f"G must be symmetric (a Gram matrix X X^T); max |G - G^T| = {asymmetry}"
             )
+        if isinstance(solver, WorkingSet):
+            return place(_gram_factor(gram, options))
         values, vectors = factorize(
             gram_eigh, gram, normalize=options.normalize, precise=options.precise_factor
         )
@@ -177,7 +184,12 @@ def ssc_gram(
         )
         return place(factor)
 
-    known = options.rank is not None and options.rank <= n // 2 and options.low_rank is not False
+    known = (
+        options.rank is not None
+        and options.rank <= n // 2
+        and options.low_rank is not False
+        and not isinstance(solver, WorkingSet)
+    )
     return solve_chunks(
         chunk_factor=chunk_factor,
         batch=len(stack),
@@ -189,6 +201,27 @@ def ssc_gram(
         batch_shape=np.shape(G)[:-2],
         init=_initial(init, np.shape(G)[:-2], n),
     )
+
+
+def _gram_factor(gram: Array, options: SolverOptions) -> GramFactor:
+    """(..., n, n) ``gram``, normalised as ``options`` asks (in float64 for float32 input
+    when ``precise_factor``), for the working-set solver.
+
+    Raises:
+      ValueError: for a negative diagonal entry, or an entry beyond the Cauchy-Schwarz bound
+        ``|G_ij| <= sqrt(G_ii G_jj)`` (necessary for positive semidefinite G).
+    """
+    diag = jnp.diagonal(gram, axis1=-2, axis2=-1)
+    bound = jnp.sqrt(jnp.maximum(diag, 0))
+    excess = jnp.abs(gram) - bound[..., :, None] * bound[..., None, :]
+    if bool(jnp.any(diag < 0)) or float(jnp.max(excess)) > 1e-4 * float(jnp.max(diag)):
+        raise ValueError("G must be positive semidefinite (a Gram matrix X X^T)")
+    if not options.normalize:
+        return GramFactor(gram)
+    if options.precise_factor and gram.dtype == jnp.float32:
+        with jax.enable_x64(True):
+            return GramFactor(normalize_gram(gram.astype(jnp.float64)).astype(jnp.float32))
+    return GramFactor(normalize_gram(gram))
 
 
 def _configured(
@@ -206,7 +239,8 @@ def _configured(
     if options.gather not in GATHER_MODES:
         raise ValueError(f"gather must be one of {GATHER_MODES}; got {options.gather!r}")
     checks.check_positive("tau", solver.tau)
-    checks.check_positive("mu", solver.mu)
+    if hasattr(solver, "mu"):
+        checks.check_positive("mu", solver.mu)
     if options.rank is not None and (
         not isinstance(options.rank, int | np.integer) or options.rank < 1
     ):
@@ -214,16 +248,16 @@ def _configured(
             f"rank must be a positive int (the data's rank bound); got {options.rank!r}"
         )
     numbers = {
-        name: int(value)
-        if name in ("max_iterations", "inner_iterations", "polish_support")
-        else bool(value)
-        if name == "polish"
-        else tuple(map(float, value))
-        if name == "mu_bounds"
-        else float(value)
-        for name, value in dataclasses.asdict(solver).items()
+        f.name: _like(f.default, getattr(solver, f.name)) for f in dataclasses.fields(solver)
     }
     return dataclasses.replace(solver, **numbers), options
+
+
+def _like(default: Any, value: Any) -> Any:
+    """``value`` as the Python type of the field's ``default`` (a tuple of floats stays one)."""
+    if isinstance(default, tuple):
+        return tuple(map(float, value))
+    return type(default)(value)
 
 
 def _float_dtype(x) -> np.dtype:

@@ -1,0 +1,68 @@
+"""The certified duality gap of SSC rows, from the correlations of their residuals.
+
+Row i of SSC is the LASSO ``min_c ||c||_1 + tau/2 ||x_i - X^T c||^2`` with ``c_i = 0``, whose
+dual is ``max theta.x_i - ||theta||^2 / (2 tau)`` over ``|x_j.theta| <= 1`` (j != i). From
+the residual ``r = x_i - X^T c`` and its correlations ``q = X r = (e_i - c) G``,
+``theta = s tau r`` with ``s = min(1, 1 / (tau max_{j != i} |q_j|))`` is dual feasible, and::
+
+    P - D = ||c||_1 - s tau c.q + tau/2 (1 - s)^2 ||r||^2  >=  P - P*
+
+Every function takes a block of b rows ``rows`` of one n-sample problem, whose Gram is given
+by a ``Factor``; a row index of n is padding, an all-zero problem.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ssc_jax.solver.factor import Factor, GramFactor, sample_count
+
+Array = jax.Array
+
+
+def diagonal_mask(rows: Array, n: int) -> Array:
+    """(b, n) True at the diagonal entries ``(i, rows[i])``; a row index of n (padding) has
+    none. A boolean mask, 1 byte an entry, is what the loop reads to find them."""
+    return rows[:, None] == jnp.arange(n)[None, :]
+
+
+def row_certificates(factor: Factor, coef: Array, rows: Array, tau: Array) -> tuple[Array, Array]:
+    """(b,) objectives and (b,) duality gaps of the rows of the (b, n) block ``coef``
+    (``ADMM.certificate`` before the sums)."""
+    diagonal = diagonal_mask(rows, sample_count(factor))
+    squared, q = correlations(factor, coef, rows)
+    return row_gaps(coef, squared, q, diagonal, tau)
+
+
+def row_gaps(
+    coef: Array, squared: Array, q: Array, diagonal: Array, tau: Array
+) -> tuple[Array, Array]:
+    """(b,) objectives and duality gaps of the (b, n) block ``coef`` from its residuals'
+    (b,) squared norms and (b, n) correlations ``q`` (``correlations``); ``diagonal`` (b, n)
+    marks each row's own sample."""
+    l1 = jnp.abs(coef).sum(axis=1)
+    largest = jnp.max(jnp.where(diagonal, 0, jnp.abs(q)), axis=1)
+    scale = 1 / jnp.maximum(tau * largest, 1)
+    gap = l1 - scale * tau * jnp.sum(coef * q, axis=1) + 0.5 * tau * (1 - scale) ** 2 * squared
+    return l1 + 0.5 * tau * squared, gap
+
+
+def correlations(factor: Factor, coef: Array, rows: Array) -> tuple[Array, Array]:
+    """(b,) ``||r_i||^2`` and (b, n) ``q = X r_i`` of the residuals ``r_i = x_i - X^T c_i``,
+    at full float32 precision, which NVIDIA GPUs would otherwise cut to TF32.
+
+    From an eigendecomposition, ``a = (E - C) U`` gives ``||r_i||^2 = sum(a_i^2 l)`` (a sum
+    of squares, without the cancellation of the trace form); from G alone
+    (``GramFactor``), ``||r_i||^2 = q_i.(e_i - c_i)``.
+    """
+    n = sample_count(factor)
+    residual = diagonal_mask(rows, n).astype(coef.dtype) - coef
+    highest = lax.Precision.HIGHEST
+    if isinstance(factor, GramFactor):
+        q = jnp.matmul(residual, factor.gram, precision=highest)
+        return jnp.sum(q * residual, axis=1), q
+    a = jnp.matmul(residual, factor.vectors, precision=highest)
+    squared = jnp.sum(a**2 * factor.values, axis=1)
+    return squared, jnp.matmul(a * factor.values, factor.vectors.T, precision=highest)

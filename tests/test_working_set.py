@@ -1,0 +1,124 @@
+"""The working-set solver against exact float64 LASSO solutions (scikit-learn, per row)."""
+
+import jax
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.linear_model import Lasso
+
+import ssc_jax
+from ssc_jax.solver import chunks
+from ssc_jax.solver.synthetic import union_of_subspaces
+from ssc_jax.solver.working_set import WorkingSet
+
+TAU = 10.0
+
+
+def unit_rows(x):
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def exact_ssc(x):
+    """Row i: ``min ||c||_1 + tau/2 ||x_i - X^T c||^2``, sklearn's Lasso at alpha = 1/(tau d)."""
+    x = unit_rows(x)
+    n, d = x.shape
+    coef = np.zeros((n, n))
+    for i in range(n):
+        others = np.delete(np.arange(n), i)
+        lasso = Lasso(alpha=1 / (TAU * d), fit_intercept=False, tol=1e-14, max_iter=500_000)
+        coef[i, others] = lasso.fit(x[others].T, x[i]).coef_
+    return coef
+
+
+def objective(x, coef):
+    x, coef = unit_rows(x), np.asarray(coef, np.float64)
+    return np.abs(coef).sum() + TAU / 2 * np.sum((x - coef @ x) ** 2)
+
+
+@pytest.fixture(scope="module")
+def problems():
+    """Subspaces with d > n (the Gram path) and ill-conditioned digits with d < n / 2 (the
+    thin-SVD path of ``ssc``), each with its exact solution."""
+    subspaces = union_of_subspaces(12, 5, 3, 150, noise=0.05, seed=3)[0]
+    digits = load_digits().data[:150].astype(np.float64)
+    return {name: (x, exact_ssc(x)) for name, x in (("subspaces", subspaces), ("digits", digits))}
+
+
+@pytest.mark.parametrize("name", ["subspaces", "digits"])
+def test_float64_finds_the_exact_solution_and_certifies_it(problems, name):
+    x, exact = problems[name]
+    with jax.enable_x64(True):
+        result = ssc_jax.ssc(x, solver=WorkingSet(tau=TAU, gap_tol=1e-12))
+        from_gram = ssc_jax.ssc_gram(x @ x.T, solver=WorkingSet(tau=TAU, gap_tol=1e-12))
+    for r in (result, from_gram):
+        coef = np.asarray(r.coef)
+        assert bool(r.converged) and 0 <= float(r.duality_gap) <= 1e-12
+        assert np.linalg.norm(coef - exact) / np.linalg.norm(exact) < 1e-7
+        # No spurious tiny coefficients: the support is the reference's.
+        np.testing.assert_array_equal(coef != 0, exact != 0)
+        assert np.all(np.diagonal(coef) == 0)
+
+
+@pytest.mark.parametrize("name", ["subspaces", "digits"])
+def test_float32_gap_bounds_the_distance_to_the_optimum(problems, name):
+    x, exact = problems[name]
+    optimum = objective(x, exact)
+    for gap_tol in (2e-3, 1e-5):
+        result = ssc_jax.ssc(x.astype(np.float32), solver=WorkingSet(tau=TAU, gap_tol=gap_tol))
+        assert bool(result.converged) and float(result.duality_gap) <= gap_tol
+        above = (objective(x, result.coef) - optimum) / optimum
+        assert -1e-6 <= above <= float(result.duality_gap) + 1e-6
+    # At the tight tolerance the coefficients are the exact ones to float32 accuracy.
+    distance = np.linalg.norm(np.asarray(result.coef) - exact) / np.linalg.norm(exact)
+    assert distance < 1e-3
+
+
+def test_row_chunks_and_batches_give_the_same_answer(problems):
+    x = problems["subspaces"][0].astype(np.float32)
+    grams = np.stack([x @ x.T, 4 * x @ x.T])
+    solver = WorkingSet(gap_tol=1e-5)
+    whole = ssc_jax.ssc_gram(grams, solver=solver)
+    chunked = ssc_jax.ssc_gram(grams, solver=solver, memory_budget_bytes=400_000)
+    # Normalised samples: a scaled Gram is the same problem.
+    np.testing.assert_allclose(whole.coef[0], whole.coef[1], atol=1e-5)
+    np.testing.assert_allclose(chunked.coef, whole.coef, atol=2e-4)
+    assert np.all(np.asarray(chunked.duality_gap) <= 1e-5)
+
+
+def test_a_sweep_over_tau_and_tolerances_compiles_once(problems):
+    x = problems["subspaces"][0][:41].astype(np.float32)  # a shape no other test compiles
+    before = chunks.run_batch._cache_size()
+    results = [ssc_jax.ssc_gram(x @ x.T, solver=WorkingSet(tau=tau)) for tau in (5.0, 10, 20.0)]
+    ssc_jax.ssc_gram(x @ x.T, solver=WorkingSet(), gap_tol=1e-5, sweep_tol=1e-4)
+    assert chunks.run_batch._cache_size() == before + 1
+    assert len({float(r.objective) for r in results}) == 3
+
+
+def test_a_warm_start_from_the_answer_needs_no_round(problems):
+    x = problems["digits"][0].astype(np.float32)
+    cold = ssc_jax.ssc(x, solver=WorkingSet(gap_tol=1e-4))
+    warm = ssc_jax.ssc(x, solver=WorkingSet(gap_tol=1e-4), init=cold)
+    assert int(cold.iterations) >= 1 and int(warm.iterations) == 0
+    np.testing.assert_array_equal(warm.coef, cold.coef)
+
+
+def test_a_zero_sample_stays_isolated(problems):
+    x = problems["subspaces"][0].astype(np.float32).copy()
+    x[7] = 0
+    result = ssc_jax.ssc_gram(x @ x.T, solver=WorkingSet())
+    coef = np.asarray(result.coef)
+    assert bool(result.converged)
+    assert not coef[7].any() and not coef[:, 7].any()
+
+
+def test_settings_are_the_solvers_own_and_bad_input_is_named(problems):
+    x = problems["subspaces"][0].astype(np.float32)
+    with pytest.raises(ValueError, match="rel_tol for WorkingSet"):
+        ssc_jax.ssc(x, solver=WorkingSet(), rel_tol=1e-3)
+    indefinite = x @ x.T
+    indefinite[0, 1] = indefinite[1, 0] = 10 * indefinite.max()
+    with pytest.raises(ValueError, match="positive semidefinite"):
+        ssc_jax.ssc_gram(indefinite, solver=WorkingSet())
+    with pytest.raises(ValueError, match="tau"):
+        ssc_jax.ssc(x, solver=WorkingSet(tau=-1.0))
