@@ -36,6 +36,7 @@ from ssc_jax.pipeline.layer_graphs import checkpoint_graphs
 from ssc_jax.pipeline.locks import folder_lock, lock_holder, lock_path
 from ssc_jax.pipeline.outputs import atomic_output_dir
 from ssc_jax.solver.admm import ADMM
+from ssc_jax.solver.working_set import WorkingSet
 from ssc_jax.training.checkpoints import CheckpointError, checkpoint_problem, readable_epoch
 
 TINY = TrainConfig(
@@ -286,10 +287,16 @@ def test_half_precision_input_is_a_value_error(dtype):
         ssc_gram(jnp.asarray(X @ X.T, dtype))
 
 
-def test_an_iteration_cap_warns_and_marks_the_layers(two_epoch_run):
-    capped = SolverSettings(admm=ADMM(max_iterations=1))
+@pytest.mark.parametrize(
+    "capped, cap",
+    [
+        (SolverSettings(admm=ADMM(max_iterations=1), method="admm"), "max_iterations = 1"),
+        (SolverSettings(working_set=WorkingSet(max_rounds=1, gap_tol=1e-7)), "max_rounds = 1"),
+    ],
+)
+def test_an_iteration_cap_warns_and_marks_the_layers(two_epoch_run, capped, cap):
     analysis = AnalysisSet(n=40)
-    with pytest.warns(RuntimeWarning, match=r"SSC did not converge on \d+ of \d+ layer problems"):
+    with pytest.warns(RuntimeWarning, match=rf"SSC did not converge on \d+ of \d+ .*{cap}"):
         result = analyze_checkpoint(
             two_epoch_run[0], analysis=analysis, solver=capped, cache=False, progress=False
         )

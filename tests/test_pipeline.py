@@ -16,6 +16,7 @@ from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.graph_store import dense_stack, load_graphs
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.solve import ssc_gram
+from ssc_jax.solver.working_set import WorkingSet
 from ssc_jax.training.checkpoints import load_checkpoint
 from ssc_jax.training.datasets import analysis_indices, load_dataset
 
@@ -136,21 +137,29 @@ def test_computing_writes_nothing(tiny_run, analyzed, tmp_path, monkeypatch, fas
     assert metrics["graph_file"] == expected["graph_file"]
 
 
-def test_solver_settings_keep_the_cache_key_and_call_the_solver_flat():
-    settings = SolverSettings.of(tau=20.0, rel_tol=1e-3, memory_budget_bytes=2**20)
-    # The key of stored graphs: unchanged from before the settings held an ADMM.
-    before = {"normalize": True, **dataclasses.asdict(ADMM(tau=20.0, mu=10.0, rel_tol=1e-3))}
-    assert settings.key() == before
-    assert SolverSettings().key() == {"normalize": True, **dataclasses.asdict(ADMM())}
+def test_solver_settings_key_the_chosen_solver_and_call_it():
+    settings = SolverSettings.of(tau=20.0, rel_tol=1e-3, size=32, memory_budget_bytes=2**20)
+    # Shared fields set both solvers; each keeps its own.
+    assert settings.admm == ADMM(tau=20.0, rel_tol=1e-3)
+    assert settings.working_set == WorkingSet(tau=20.0, size=32)
+    assert settings.key() == {
+        "normalize": True,
+        "method": "working-set",
+        **dataclasses.asdict(WorkingSet(tau=20.0, size=32)),
+    }
+    admm = SolverSettings(method="admm")
+    assert admm.key() == {"normalize": True, "method": "admm", **dataclasses.asdict(ADMM())}
     kwargs = settings.kwargs()
-    assert kwargs["tau"] == 20.0 and kwargs["memory_budget_bytes"] == 2**20
+    assert kwargs["solver"] == settings.working_set and kwargs["memory_budget_bytes"] == 2**20
     assert "progress" not in kwargs
     x = np.random.default_rng(0).normal(size=(12, 4))
     result = ssc_gram(x @ x.T, progress=False, **kwargs)
-    direct = ssc_gram(x @ x.T, tau=20.0, rel_tol=1e-3)
+    direct = ssc_gram(x @ x.T, solver=WorkingSet(tau=20.0, size=32))
     np.testing.assert_allclose(result.coef, direct.coef, atol=1e-6)
     with pytest.raises(ValueError, match="unknown solver setting"):
         SolverSettings.of(tol=1.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        SolverSettings.of(method="lars")
 
 
 @pytest.mark.slow

@@ -17,7 +17,16 @@ import importlib
 from ssc_jax._version import __version__
 
 _HOMES = {
-    "solver": ("ADMM", "SSCResult", "SolverOptions", "Status", "affinity", "ssc", "ssc_gram"),
+    "solver": (
+        "ADMM",
+        "SSCResult",
+        "SolverOptions",
+        "Status",
+        "WorkingSet",
+        "affinity",
+        "ssc",
+        "ssc_gram",
+    ),
     "similarity": (
         "HSICStack",
         "MinibatchCKA",

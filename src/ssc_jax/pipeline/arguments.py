@@ -1,6 +1,7 @@
 """Command-line options made from the configuration dataclasses' fields.
 
-Each option names a field of ``AnalysisSet``, ``ADMM``, ``SolverOptions`` or ``TrainConfig``;
+Each option names a field of ``AnalysisSet``, ``SolverSettings``, ``ADMM``, ``WorkingSet``,
+``SolverOptions`` or ``TrainConfig``;
 its type, default, choices and help come from the field (``metadata["help"]``, or a short
 text here where the field has none), so the command line and the library share one set of
 defaults. A command may keep a default of its own (``analyze --n 1000``).
@@ -18,6 +19,7 @@ from typing import Any, NamedTuple
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.options import SolverOptions
+from ssc_jax.solver.working_set import WorkingSet
 
 _UNSET = object()
 
@@ -58,6 +60,11 @@ ADMM_OPTIONS = (
     Option("gap_tol", "--gap-tol"),
     Option("max_iterations", "--max-iter"),
 )
+WORKING_SET_OPTIONS = (
+    Option("size", "--working-set-size"),
+    Option("max_rounds", "--max-rounds"),
+)
+METHOD_OPTIONS = (Option("method", "--solver"),)
 SOLVER_OPTIONS = (
     Option("normalize", "--no-normalize"),
     Option("memory_budget_bytes", "--memory-gb", unit=("GiB", 2**30)),
@@ -162,16 +169,22 @@ def add_analysis_options(parser: argparse.ArgumentParser, *, n: int = 1000) -> N
 
 
 def add_solver_options(parser: argparse.ArgumentParser) -> None:
-    """The options of the SSC solver (``ADMM`` and ``SolverOptions``), in a group."""
+    """The options of the SSC solver (``SolverSettings.method``, ``ADMM``, ``WorkingSet``
+    and ``SolverOptions``), in a group; --tau and --gap-tol set both solvers'."""
     solver = parser.add_argument_group("SSC solver")
+    add_options(solver, SolverSettings, METHOD_OPTIONS)
     add_options(solver, ADMM, ADMM_OPTIONS)
+    add_options(solver, WorkingSet, WORKING_SET_OPTIONS)
     add_options(solver, SolverOptions, SOLVER_OPTIONS)
 
 
 def solver_settings(args: argparse.Namespace) -> SolverSettings:
     """The ``SolverSettings`` the options of ``add_solver_options`` give."""
-    return SolverSettings(
-        admm=ADMM(**given(args, ADMM)), options=SolverOptions(**given(args, SolverOptions))
+    return SolverSettings.of(
+        **given(args, SolverSettings),
+        **given(args, ADMM),
+        **given(args, WorkingSet),
+        **given(args, SolverOptions),
     )
 
 

@@ -210,7 +210,7 @@ def cmd_default(args) -> Path:
         intro.text(
             f"small_cnn trained for {len(dynamics.epochs)} epochs on the digits training split "
             f"(run: {run}); every conv layer analysed on N = {analysis.n} stratified test "
-            f"digits (tau = {solver.admm.tau}, mu = {solver.admm.mu})."
+            f"digits (tau = {solver.solver.tau}, solver: {solver.method})."
         )
         sections = [intro, *render_checkpoint(result), *render_dynamics(dynamics, opening=False)]
         metrics = {

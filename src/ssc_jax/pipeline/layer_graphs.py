@@ -180,14 +180,20 @@ def warn_unconverged(
     off = ~np.asarray(diagnostics["converged"], dtype=bool)
     gap = float(np.max(np.asarray(diagnostics["duality_gap"])[off]))
     primal = float(np.max(np.asarray(diagnostics["primal_residual"])[off]))
-    admm = solver.admm
     where = "the network" if epoch is None else f"epoch {epoch}"
     shown = ", ".join(missed[:4]) + (f" and {len(missed) - 4} more" if len(missed) > 4 else "")
+    if solver.method == "admm":
+        cap = f"max_iterations = {solver.admm.max_iterations}"
+        largest, remedy = f"largest primal residual {primal:.2g}", "a larger --max-iter"
+    else:
+        cap = f"max_rounds = {solver.working_set.max_rounds}"
+        largest = f"largest KKT violation {primal:.2g}"
+        remedy = "a larger --max-rounds or --working-set-size"
     warnings.warn(
         f"SSC did not converge on {len(missed)} of {len(layers)} layer problems of "
-        f"{where} ({shown}) within max_iterations = {admm.max_iterations}: largest certified "
-        f"gap {gap:.2g} (gap_tol {admm.gap_tol:.2g}), largest primal residual "
-        f"{primal:.2g}; metrics.json lists them as unconverged_layers; pass a larger --max-iter",
+        f"{where} ({shown}) within {cap}: largest certified gap {gap:.2g} (gap_tol "
+        f"{solver.solver.gap_tol:.2g}), {largest}; metrics.json lists them as "
+        f"unconverged_layers; pass {remedy}",
         RuntimeWarning,
         stacklevel=3,
     )

@@ -1,4 +1,5 @@
-"""Sparse subspace clustering by ADMM: the solver, its factorisations and its work planning.
+"""Sparse subspace clustering: the ADMM and working-set solvers, the certificate, the
+factorisations and the work planning.
 
 Depends on jax and numpy only (and SciPy for ``SSCResult.sparse_coef``).
 """
@@ -7,5 +8,15 @@ from ssc_jax.solver.admm import ADMM, Status
 from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.result import SSCResult
 from ssc_jax.solver.solve import affinity, ssc, ssc_gram
+from ssc_jax.solver.working_set import WorkingSet
 
-__all__ = ["ADMM", "SSCResult", "SolverOptions", "Status", "affinity", "ssc", "ssc_gram"]
+__all__ = [
+    "ADMM",
+    "SSCResult",
+    "SolverOptions",
+    "Status",
+    "WorkingSet",
+    "affinity",
+    "ssc",
+    "ssc_gram",
+]
