@@ -82,7 +82,7 @@ class WorkingSet:
     sweep_tol: float = field(default=1e-5, metadata={"help": "coordinate change that ends a solve"})
     size: int = field(default=64, metadata={"help": "samples per working set"})
     max_rounds: int = field(default=30, metadata={"help": "cap on working-set rounds"})
-    max_sweeps: int = field(default=10, metadata={"help": "cap on coordinate sweeps a round"})
+    max_sweeps: int = field(default=30, metadata={"help": "cap on coordinate sweeps a round"})
     newton_steps: int = field(default=4, metadata={"help": "active-set steps a round"})
 
     # ``solve_rows`` polishes ADMM's iterates; a working-set solution needs no polishing.
@@ -152,13 +152,18 @@ class WorkingSet:
             row = jnp.stack([_violation(measured, diagonal), change, _relative(measured)])
             return measured, round_ + 1, errors.at[round_].set(row)
 
-        initial = jnp.zeros((b, n), dtype) if start is None else start.astype(dtype)
-        initial = jnp.where(diagonal, 0, initial)
+        if start is None:
+            # At C = 0 the residual is x_i itself: q = G_i, ||r||^2 = G_ii, no product.
+            zeros = jnp.zeros((b, n), dtype)
+            squared = jnp.sum(jnp.where(diagonal, own, 0), axis=1)
+            first = _Rows(zeros, tau * own, *row_gaps(zeros, squared, own, diagonal, tau))
+        else:
+            first = measure(jnp.where(diagonal, 0, start.astype(dtype)))
         errors = -jnp.ones((self.max_rounds, 3), dtype)
         current, rounds, errors = lax.while_loop(
             lambda c: (c[1] < self.max_rounds) & (_relative(c[0]) > self.gap_tol),
             one_round,
-            (measure(initial), jnp.asarray(0, jnp.int32), errors),
+            (first, jnp.asarray(0, jnp.int32), errors),
         )
         finite = jnp.all(jnp.isfinite(current.coef))
         converged = _relative(current) <= self.gap_tol
