@@ -5,31 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
-from sklearn.linear_model import Lasso
 
 import ssc_jax
+from lasso_reference import TAU, exact_ssc, unit_rows
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.factor import DenseFactor
 from ssc_jax.solver.polish import polish
 from ssc_jax.solver.synthetic import union_of_subspaces
-
-TAU = 10.0
-
-
-def unit_rows(x):
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def exact_ssc(x):
-    """``min ||c||_1 + tau/2 ||x_i - X^T c||^2`` per row: sklearn's Lasso, alpha = 1 / (tau d)."""
-    x = unit_rows(np.asarray(x, np.float64))
-    n, d = x.shape
-    coef = np.zeros((n, n))
-    for i in range(n):
-        others = np.delete(np.arange(n), i)
-        lasso = Lasso(alpha=1 / (TAU * d), fit_intercept=False, tol=1e-12, max_iter=200_000)
-        coef[i, others] = lasso.fit(x[others].T, x[i]).coef_
-    return coef
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from sklearn.linear_model import Lasso
 
 import ssc_jax
+from lasso_reference import TAU, exact_ssc, objective, unit_rows
 from ssc_jax.core.memory import problem_bytes
 from ssc_jax.solver import chunks
 from ssc_jax.solver import solve as solver_module
@@ -14,30 +14,6 @@ from ssc_jax.solver.admm import ADMM, Status
 from ssc_jax.solver.factor import DenseFactor, LowRankFactor
 from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.synthetic import union_of_subspaces
-
-TAU = 10.0
-
-
-def unit_rows(x):
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def objective(x, coef):
-    x = unit_rows(np.asarray(x, np.float64))
-    coef = np.asarray(coef, np.float64)
-    return np.abs(coef).sum() + TAU / 2 * np.sum((x - coef @ x) ** 2)
-
-
-def exact_ssc(x):
-    """Eq. 2 solved exactly: one float64 Lasso per sample, alpha = 1 / (tau d)."""
-    x = unit_rows(np.asarray(x, np.float64))
-    n, d = x.shape
-    coef = np.zeros((n, n))
-    for i in range(n):
-        others = np.delete(np.arange(n), i)
-        lasso = Lasso(alpha=1 / (TAU * d), fit_intercept=False, tol=1e-12, max_iter=200_000)
-        coef[i, others] = lasso.fit(x[others].T, x[i]).coef_
-    return coef
 
 
 @pytest.fixture(scope="module")

@@ -4,36 +4,12 @@ import jax
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
-from sklearn.linear_model import Lasso
 
 import ssc_jax
+from lasso_reference import TAU, exact_ssc, objective
 from ssc_jax.solver import chunks
 from ssc_jax.solver.synthetic import union_of_subspaces
 from ssc_jax.solver.working_set import WorkingSet
-
-TAU = 10.0
-
-
-def unit_rows(x):
-    x = np.asarray(x, np.float64)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def exact_ssc(x):
-    """Row i: ``min ||c||_1 + tau/2 ||x_i - X^T c||^2``, sklearn's Lasso at alpha = 1/(tau d)."""
-    x = unit_rows(x)
-    n, d = x.shape
-    coef = np.zeros((n, n))
-    for i in range(n):
-        others = np.delete(np.arange(n), i)
-        lasso = Lasso(alpha=1 / (TAU * d), fit_intercept=False, tol=1e-14, max_iter=500_000)
-        coef[i, others] = lasso.fit(x[others].T, x[i]).coef_
-    return coef
-
-
-def objective(x, coef):
-    x, coef = unit_rows(x), np.asarray(coef, np.float64)
-    return np.abs(coef).sum() + TAU / 2 * np.sum((x - coef @ x) ** 2)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +18,10 @@ def problems():
     thin-SVD path of ``ssc``), each with its exact solution."""
     subspaces = union_of_subspaces(12, 5, 3, 150, noise=0.05, seed=3)[0]
     digits = load_digits().data[:150].astype(np.float64)
-    return {name: (x, exact_ssc(x)) for name, x in (("subspaces", subspaces), ("digits", digits))}
+    return {
+        name: (x, exact_ssc(x, tol=1e-14, max_iter=500_000))
+        for name, x in (("subspaces", subspaces), ("digits", digits))
+    }
 
 
 @pytest.mark.parametrize("name", ["subspaces", "digits"])

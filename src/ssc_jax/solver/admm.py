@@ -28,17 +28,10 @@ unions of subspaces.
 
 The solver stops when two tests pass after a block. The residual test (Boyd et al. 2011,
 Sec. 3.3) bounds ``||Z - C||`` and ``mu ||C - C_prev||``: the ADMM's own health check. The
-gap test certifies C. Row i is the LASSO ``min_c ||c||_1 + tau/2 ||x_i - X^T c||^2`` with
-``c_i = 0``, whose dual is ``max theta.x_i - ||theta||^2 / (2 tau)`` over
-``|x_j.theta| <= 1`` (j != i). From the residual ``r = x_i - X^T c`` and its correlations
-``q = X r = (e_i - c) G``, ``theta = s tau r`` with ``s = min(1, 1 / (tau max_{j != i} |q_j|))``
-is dual feasible, and the primal minus the dual objective is::
-
-    P - D = ||c||_1 - s tau c.q + tau/2 (1 - s)^2 ||r||^2  >=  P - P*
-
-with no term that cancels as c nears the optimum. Summed over the rows it bounds the
-objective's distance to the optimum, whatever the data: the residuals alone relate to it
-differently from problem to problem.
+gap test certifies C: the duality gap of each row's LASSO at a dual-feasible rescaling of its
+residual (``ssc_jax.solver.certificate``), summed over the rows, bounds the objective's
+distance to the optimum whatever the data; the residuals alone relate to it differently
+from problem to problem.
 
 Rows of C are independent LASSO problems that share the factor, so the solver works on a
 block of rows (``rows``); the whole matrix is the block ``arange(n)``.
