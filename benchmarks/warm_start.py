@@ -1,11 +1,12 @@
-"""Warm starts in ``dynamics``: ADMM iterations and seconds against cold starts, same run.
+"""Warm starts in ``dynamics``: solver iterations and seconds against cold starts, same run.
 
 ``training_dynamics`` solves the last epoch first, then each epoch from the graphs of the one
 analysed before it (``warm_start=True``, the default). This runs it both ways on a training
-run, without the graph cache, and prints per epoch the iterations summed over the layers and
-the seconds of the whole command, warm against cold::
+run, without the graph cache, and prints per epoch the iterations (ADMM) or rounds (working
+set, ``--solver``) summed over the layers and the seconds of the whole command, warm against
+cold::
 
-    python benchmarks/warm_start.py RUN --n 500 --layers blocks
+    python benchmarks/warm_start.py RUN --n 500 --layers blocks --solver admm
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import time
 
 import numpy as np
 
-from ssc_jax.pipeline.config import AnalysisSet
+from ssc_jax.pipeline.config import SOLVERS, AnalysisSet, SolverSettings
 from ssc_jax.pipeline.dynamics import training_dynamics
 
 
-def timed_dynamics(run: str, analysis: AnalysisSet, warm_start: bool):
+def timed_dynamics(run: str, analysis: AnalysisSet, solver: SolverSettings, warm_start: bool):
     """The dynamics of ``run`` without the cache, and its wall seconds."""
     start = time.perf_counter()
     result = training_dynamics(
-        run, analysis=analysis, cache=False, progress=False, warm_start=warm_start
+        run, analysis=analysis, solver=solver, cache=False, progress=False, warm_start=warm_start
     )
     return result, time.perf_counter() - start
 
@@ -33,14 +34,19 @@ def main() -> None:
     parser.add_argument("run", help="training run folder")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--layers", default="blocks")
+    parser.add_argument("--solver", choices=SOLVERS, default=SOLVERS[0])
     args = parser.parse_args()
     analysis = AnalysisSet(n=args.n, layers=args.layers)
-    cold, cold_s = timed_dynamics(args.run, analysis, warm_start=False)
-    warm, warm_s = timed_dynamics(args.run, analysis, warm_start=True)
+    solver = SolverSettings(method=args.solver)
+    cold, cold_s = timed_dynamics(args.run, analysis, solver, warm_start=False)
+    warm, warm_s = timed_dynamics(args.run, analysis, solver, warm_start=True)
     cold_it = np.asarray(cold.metrics["solver_diagnostics_per_epoch"]["iterations"]).sum(axis=1)
     warm_it = np.asarray(warm.metrics["solver_diagnostics_per_epoch"]["iterations"]).sum(axis=1)
     drift = np.max(np.abs(np.asarray(cold.ssc_cka_to_final) - np.asarray(warm.ssc_cka_to_final)))
-    print(f"N = {args.n}, layers {args.layers}, {len(cold.layers)} layers per epoch")
+    print(
+        f"N = {args.n}, layers {args.layers}, {len(cold.layers)} layers per epoch, "
+        f"solver {args.solver}"
+    )
     print("| epoch | cold iterations | warm iterations | warm / cold |")
     print("|---|---|---|---|")
     for epoch, c, w in zip(cold.epochs, cold_it, warm_it, strict=True):
