@@ -94,6 +94,19 @@ def test_grams_equal_xxt_of_captured_activations(budget):
         np.testing.assert_allclose(gram, flat @ flat.T, rtol=1e-4, atol=1e-4 * np.abs(gram).max())
 
 
+def test_grams_beyond_the_budget_spill_to_an_unlinked_file(tmp_path):
+    model = create_model("small_cnn", width=0.25, in_channels=1)
+    x = np.random.default_rng(1).normal(size=(12, 8, 8, 1)).astype(np.float32)
+    x = np.concatenate([x] * 3)
+    _, in_memory = activation_grams(model, x, memory_budget_bytes=40_000)
+    # 5 layers x 36 x 36 float32 = 25,920 bytes: within 40,000, beyond 20,000.
+    _, kept = activation_grams(model, x, memory_budget_bytes=40_000, spill_dir=tmp_path)
+    _, spilled = activation_grams(model, x, memory_budget_bytes=20_000, spill_dir=tmp_path)
+    assert not isinstance(kept, np.memmap) and isinstance(spilled, np.memmap)
+    np.testing.assert_allclose(spilled, in_memory, rtol=1e-5, atol=1e-5)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_budget_below_two_inputs_of_a_layer_is_refused(monkeypatch):
     model = create_model("small_cnn", width=0.25, in_channels=1)
     x = np.zeros((12, 8, 8, 1), np.float32)

@@ -16,9 +16,12 @@ and results, XLA's workspace, and fragmentation.
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
+import numpy as np
 
 # Bytes of the blocks that a streamed computation writes and reads back at once. On a CPU the
 # block stays in cache between the two: HSIC's centering then matmul measured 2x faster with
@@ -100,3 +103,16 @@ def plan_chunks(n: int, batch: int, rank: int, itemsize: int, budget: int) -> Ch
             f"bytes; the memory budget is {budget:,}"
         )
     return ChunkPlan(problems=1, rows=int(rows))
+
+
+def disk_array(shape: tuple[int, ...], dtype, folder: str | Path) -> np.memmap:
+    """A zeroed array of ``shape`` backed by a file in ``folder`` that is unlinked at once:
+    the operating system frees it with the last reference to the array, and no file is left
+    behind, even if the process dies."""
+    handle, name = tempfile.mkstemp(prefix="ssc-jax-", suffix=".f32", dir=folder)
+    try:
+        array = np.memmap(name, dtype=dtype, mode="w+", shape=shape)
+    finally:
+        os.close(handle)
+        os.unlink(name)
+    return array

@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 from ssc_jax.core.checks import check_finite, check_ndim, check_positive
-from ssc_jax.core.memory import default_memory_budget
+from ssc_jax.core.memory import default_memory_budget, disk_array
 from ssc_jax.nets.generic import describe, hooked_forward, module_table, trace_layers
 from ssc_jax.nets.linen_capture import LinenModel, linen_forward, linen_input_channels, trace_linen
 from ssc_jax.nets.taps import KINDS, has_taps, name_taps, tap_forward, trace_taps
@@ -324,10 +324,15 @@ def activation_grams(
     *,
     batch_size: int = 256,
     memory_budget_bytes: int | None = None,
+    spill_dir: str | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Per-layer Gram matrices G_l = X_l X_l^T of the inputs (X_l: layer l's activations,
     flattened, one row per input). Returns (names in forward order, float32 (L, n, n)).
     ``model``, ``images`` and ``layers`` as in :func:`capture_activations`.
+
+    With ``spill_dir``, a result larger than the budget is an ``np.memmap`` on a file there
+    (unlinked at once: freed with the array), so that its pages leave memory as it is read a
+    layer at a time; without it, or when it fits, it is in memory.
 
     At most ``memory_budget_bytes`` of features are held at once (default
     :func:`ssc_jax.core.memory.default_memory_budget`, half the default device's memory),
@@ -350,7 +355,11 @@ def activation_grams(
     names = [name for name, _ in plan.layers]
     dims = [math.prod(shape) for _, shape in plan.layers]
     n = len(images)
-    grams = np.empty((len(names), n, n), np.float32)
+    shape = (len(names), n, n)
+    if spill_dir is not None and math.prod(shape) * 4 > budget:
+        grams = disk_array(shape, np.float32, spill_dir)
+    else:
+        grams = np.empty(shape, np.float32)
     for group in plan_layer_groups(dims, n, int(budget)):
         group_dims = {names[i]: dims[i] for i in group.layers}
         _fill_grams(

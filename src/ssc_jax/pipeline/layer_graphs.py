@@ -13,6 +13,7 @@ coefficients), so no (L, n, n) dense coefficient or affinity stack exists.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,9 +133,9 @@ def checkpoint_graphs(
         layers=analysis.layers,
         batch_size=analysis.batch_size,
         memory_budget_bytes=solver.memory_budget_bytes,
+        spill_dir=tempfile.gettempdir(),
     )
     names = list(names)
-    grams = np.asarray(grams)
     probs = np.asarray(predict(model, images, batch_size=analysis.batch_size))
     key = {"inputs": inputs.key, "layers": names, "solver": solver.key()}
     path = None if cache_dir is None else graph_path(cache_dir, epoch, key)
