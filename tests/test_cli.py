@@ -12,6 +12,7 @@ from ssc_jax.pipeline.cli import build_parser, main
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.options import SolverOptions
+from ssc_jax.solver.working_set import WorkingSet
 from ssc_jax.training.trainer import TrainConfig
 
 COMMANDS = ["default", "train", "analyze", "dynamics", "compare"]
@@ -55,9 +56,14 @@ def test_options_take_defaults_and_help_from_the_dataclasses():
 def test_options_set_the_settings():
     argv = ["analyze", "run", "--tau", "20", "--max-iter", "70", "--gap-tol", "1e-3"]
     argv += ["--no-normalize", "--memory-gb", "0.5", "--n", "80", "--layers", "blocks"]
+    argv += ["--working-set-size", "32", "--max-rounds", "9"]
     analysis, solver = analysis_settings(build_parser().parse_args(argv))
     assert analysis == AnalysisSet(n=80, layers="blocks")
     assert solver.admm == ADMM(tau=20.0, max_iterations=70, gap_tol=1e-3)
+    assert solver.working_set == WorkingSet(tau=20.0, gap_tol=1e-3, size=32, max_rounds=9)
+    assert solver.method == "working-set" and solver.solver == solver.working_set
+    admm = analysis_settings(build_parser().parse_args([*argv, "--solver", "admm"]))[1]
+    assert admm.solver == solver.admm
     assert solver.options == SolverOptions(normalize=False, memory_budget_bytes=2**29)
     config = TrainConfig(
         model="vgg11", dataset="cifar10", epochs=3, learning_rate=0.05, augment=False

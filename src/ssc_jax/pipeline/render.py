@@ -120,14 +120,20 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
                 layers, result.modularity, solver_rows(result.graphs.diagnostics), strict=True
             )
         ],
-        caption="Solver diagnostics per layer (ADMM).",
+        caption=(
+            "Solver diagnostics per layer. With the working-set solver (the default) the "
+            "iterations are rounds, the primal residual the largest KKT violation off the "
+            "support and the dual residual the last coordinate change; with ADMM they are "
+            "its steps and residuals."
+        ),
     )
     missed = result.metrics["unconverged_layers"]
     if missed:
         modularity.text(
             f"The solve stopped at its iteration cap, short of the tolerance, on "
             f"{len(missed)} of {len(layers)} layers ({', '.join(missed)}): their graphs and "
-            "numbers are approximate; rerun with a larger --max-iter.",
+            "numbers are approximate; rerun with a larger --max-rounds (working set) or "
+            "--max-iter (ADMM).",
             note=True,
         )
 
