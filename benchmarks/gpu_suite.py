@@ -6,7 +6,8 @@ Rows (``--sizes full``; ``--sizes tiny`` scales each down to run in about a minu
 1. ``ssc_gram`` on one noisy union of 10 subspaces of dimension 10, N = 10,000 samples in
    d = 2N dimensions, dense path: first call (compilation and the float64 eigendecomposition
    included) and warm seconds, iterations, the certified duality gap, and the warm time in
-   units of one N x N x N float32 matmul timed in the same run (its own row);
+   units of one N x N x N float32 matmul timed in the same run (its own row); then the
+   same problem by the working-set solver (``WorkingSet``, rounds instead of iterations);
 2. a batch of 16 such problems at N = 4,000 in one ``ssc_gram`` call;
 3. ``cka_matrix`` over 20 (N x N) float32 graphs at N = 10,000 (7.5 GiB of input);
 4. one epoch of ResNet-18 at width 1 (batch 128, augmentation on) with the trainer's jitted
@@ -177,14 +178,15 @@ def matmul_row(n: int, precision: str) -> Row:
     )
 
 
-def solver_row(n: int, unit: float, precision: str) -> Row:
+def solver_row(n: int, unit: float, precision: str, working_set: bool = False) -> Row:
     gram = float32_gram(n, seed=0)
-    solve = lambda: ssc_jax.ssc_gram(gram, tau=TAU, low_rank=False)
+    solver = ssc_jax.WorkingSet(tau=TAU) if working_set else ssc_jax.ADMM(tau=TAU)
+    solve = lambda: ssc_jax.ssc_gram(gram, solver=solver, low_rank=False)
     first = time_calls(solve, warmup=0)
     warm = time_calls(solve, warmup=0)
     result = warm.result
     return Row(
-        "`ssc_gram`, one problem",
+        f"`ssc_gram`, {'working set' if working_set else 'ADMM'}, one problem",
         f"N={n}, d={2 * n}, dense",
         precision,
         first=first.best,
@@ -192,7 +194,8 @@ def solver_row(n: int, unit: float, precision: str) -> Row:
         matmuls=warm.best / unit,
         iterations=str(int(result.iterations)),
         gap=float(result.duality_gap),
-        notes=f"converged: {bool(result.converged)}; float64 eigendecomposition included",
+        notes=f"converged: {bool(result.converged)}; "
+        + ("rounds, no factorisation" if working_set else "float64 eigendecomposition included"),
     )
 
 
@@ -386,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         add(lambda n=n: matmul_row(n, precision), "matmul (the unit)")
         units[n] = rows[-1].warm or float("nan")
     add(lambda: solver_row(sizes.solver_n, units[sizes.solver_n], precision), "`ssc_gram`")
+    add(
+        lambda: solver_row(sizes.solver_n, units[sizes.solver_n], precision, working_set=True),
+        "`ssc_gram`, working set",
+    )
     add(
         lambda: batch_row(sizes.batch, sizes.batch_n, units[sizes.batch_n], precision),
         "`ssc_gram`, a batch",

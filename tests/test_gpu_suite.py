@@ -22,7 +22,18 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 NUMBERS = ("first call (s)", "warm (s)", "/ N^3 matmul", "iterations", "certified gap", "true gap")
 REQUIRED = {
     "matmul (the unit)": ("warm (s)", "/ N^3 matmul"),
-    "`ssc_gram`, one problem": ("first call (s)", "warm (s)", "/ N^3 matmul", "certified gap"),
+    "`ssc_gram`, ADMM, one problem": (
+        "first call (s)",
+        "warm (s)",
+        "/ N^3 matmul",
+        "certified gap",
+    ),
+    "`ssc_gram`, working set, one problem": (
+        "first call (s)",
+        "warm (s)",
+        "/ N^3 matmul",
+        "certified gap",
+    ),
     "`ssc_gram`, a batch of 4": ("first call (s)", "warm (s)", "/ N^3 matmul", "certified gap"),
     "`cka_matrix` over 20 graphs": ("first call (s)", "warm (s)", "/ N^3 matmul"),
     "ResNet-18 training, 2 steps": ("first call (s)", "warm (s)", "iterations"),
@@ -64,7 +75,7 @@ def suite_module(monkeypatch):
 def test_a_failed_row_says_why_and_the_suite_goes_on(tmp_path, monkeypatch):
     gpu_suite = suite_module(monkeypatch)
 
-    def fail(*args):
+    def fail(*args, **kwargs):
         raise RuntimeError("RESOURCE_EXHAUSTED | out of\nmemory")
 
     monkeypatch.setattr(gpu_suite, "solver_row", fail)
@@ -74,10 +85,11 @@ def test_a_failed_row_says_why_and_the_suite_goes_on(tmp_path, monkeypatch):
     out = tmp_path / "table.md"
     assert gpu_suite.main(["--sizes", "tiny", "--out", str(out)]) == 1
     rows = table_rows(out.read_text())
-    items = ["matmul (the unit)"] * 2 + ["`ssc_gram`", "batch_row", "cka_row", "training_row"]
+    items = ["matmul (the unit)"] * 2 + ["`ssc_gram`", "`ssc_gram`, working set"]
+    items += ["batch_row", "cka_row", "training_row"]
     assert [row["item"] for row in rows] == [*items, "check_rows"]
     assert rows[2]["notes"] == "FAILED: RuntimeError: RESOURCE_EXHAUSTED / out of memory"
-    assert rows[3]["warm (s)"] == "1"
+    assert rows[3]["notes"] == rows[2]["notes"] and rows[4]["warm (s)"] == "1"
 
 
 def test_training_images_fall_back_to_synthetic_and_say_so(tmp_path, monkeypatch):
