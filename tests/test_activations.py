@@ -43,7 +43,8 @@ def test_in_memory_analysis_matches_the_same_numbers_computed_by_hand(network):
     flat = [layers[k].reshape(len(network["labels"]), -1).astype(np.float64) for k in layers]
     grams = np.stack([x @ x.T for x in flat])
     np.testing.assert_allclose(result.graphs.grams, grams, rtol=1e-4, atol=1e-3)
-    by_hand = ssc_jax.ssc_gram(grams.astype(np.float32), progress=False)
+    # The commands' solver: the working set (the Python API defaults to ADMM).
+    by_hand = ssc_jax.ssc_gram(grams.astype(np.float32), solver=ssc_jax.WorkingSet())
     A = np.asarray(ssc_jax.affinity(by_hand.coef))
     np.testing.assert_allclose(result.ssc_cka, np.asarray(ssc_jax.cka_matrix(A)), atol=1e-4)
     np.testing.assert_allclose(

@@ -355,15 +355,17 @@ def test_setting_values_read_as_a_person_writes_them():
 
 
 def test_settings_table_has_no_python_reprs():
-    settings = settings_record(AnalysisSet(), SolverSettings())
-    (table,) = settings_section(settings, "0.0").blocks
-    values = dict(table.rows)
-    assert len(values) == len(settings["analysis"]) + len(settings["solver"]) + 1
-    for name, value in values.items():
-        assert isinstance(value, str), name
-        assert not re.search(r"None|True|False|\([\d.e+-]+,|\[|e-0|e\+", value), (name, value)
-    assert values["solver.mu_bounds"] == "1e-4 to 1e8"
-    assert values["memory_budget_bytes"].startswith("auto")
+    for method in ("working-set", "admm"):
+        settings = settings_record(AnalysisSet(), SolverSettings(method=method))
+        (table,) = settings_section(settings, "0.0").blocks
+        values = dict(table.rows)
+        assert len(values) == len(settings["analysis"]) + len(settings["solver"]) + 1
+        for name, value in values.items():
+            assert isinstance(value, str), name
+            assert not re.search(r"None|True|False|\([\d.e+-]+,|\[|e-0|e\+", value), (name, value)
+        assert values["solver.method"] == method
+        assert values["memory_budget_bytes"].startswith("auto")
+    assert values["solver.mu_bounds"] == "1e-4 to 1e8"  # the last table is ADMM's
 
 
 def test_split_columns_keeps_the_first_column_in_each_part():

@@ -10,6 +10,7 @@ from typing import Any
 import jax
 
 from ssc_jax.solver.admm import ADMM
+from ssc_jax.solver.working_set import WorkingSet
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(SolverOptions))
 
 
 def resolve(
-    solver: ADMM | None, options: SolverOptions | None, settings: Mapping[str, Any]
-) -> tuple[ADMM, SolverOptions]:
+    solver: ADMM | WorkingSet | None, options: SolverOptions | None, settings: Mapping[str, Any]
+) -> tuple[ADMM | WorkingSet, SolverOptions]:
     """``solver`` and ``options`` (defaults when ``None``) with ``settings`` applied.
 
     ``settings`` are keyword overrides, each a field of the solver (``ADMM``: ``tau``,

@@ -1,4 +1,4 @@
-"""Sparse subspace clustering: the public solver API over the ADMM core.
+"""Sparse subspace clustering: the public solver API over the ADMM and working-set cores.
 
 ``ssc(X)`` takes samples as rows, ``ssc_gram(G)`` takes Gram matrices ``G = X X^T`` with any
 leading batch axes (for example the layers of one network on the same inputs). Both
@@ -50,7 +50,7 @@ def affinity(coef) -> Array:
 def ssc(
     X,
     *,
-    solver: ADMM | None = None,
+    solver: ADMM | WorkingSet | None = None,
     options: SolverOptions | None = None,
     init: SSCResult | Any | None = None,
     **settings: Any,
@@ -59,8 +59,9 @@ def ssc(
 
     Args:
       X: (n, d) data, one sample per row; n >= 2.
-      solver: the ``ADMM`` (what is solved and how far); default ``ADMM()``: tau = mu = 10
-        as in the paper, mu adapted by residual balancing.
+      solver: what is solved and how far: an ``ADMM`` (default ``ADMM()``: tau = mu = 10
+        as in the paper, mu adapted by residual balancing) or a ``WorkingSet`` (the exact
+        row solutions on working sets, certified to its ``gap_tol``; no factorisation).
       options: the ``SolverOptions`` (how the problem is prepared and the work is spread);
         default ``SolverOptions()``. With ``low_rank=None`` the rank-d Woodbury path is taken
         when d <= n / 2; with several ``devices`` the rows of the problem are split among
@@ -123,7 +124,7 @@ def ssc(
 def ssc_gram(
     G,
     *,
-    solver: ADMM | None = None,
+    solver: ADMM | WorkingSet | None = None,
     options: SolverOptions | None = None,
     init: SSCResult | Any | None = None,
     **settings: Any,
@@ -225,8 +226,11 @@ def _gram_factor(gram: Array, options: SolverOptions) -> GramFactor:
 
 
 def _configured(
-    *, solver: ADMM | None, options: SolverOptions | None, settings: Mapping[str, Any]
-) -> tuple[ADMM, SolverOptions]:
+    *,
+    solver: ADMM | WorkingSet | None,
+    options: SolverOptions | None,
+    settings: Mapping[str, Any],
+) -> tuple[ADMM | WorkingSet, SolverOptions]:
     """``resolve``, with tau and mu checked, and the solver's numbers held as Python floats
     (the loop lengths as ints): the jitted drivers trace them, and another type would
     compile again.
