@@ -1,13 +1,15 @@
 """The working-set solver against exact float64 LASSO solutions (scikit-learn, per row)."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
 import ssc_jax
-from lasso_reference import TAU, exact_ssc, objective
-from ssc_jax.solver import chunks
+from lasso_reference import TAU, exact_ssc, objective, unit_rows
+from ssc_jax.solver import certificate, chunks
+from ssc_jax.solver.factor import GramFactor
 from ssc_jax.solver.synthetic import union_of_subspaces
 from ssc_jax.solver.working_set import WorkingSet
 
@@ -101,3 +103,42 @@ def test_settings_are_the_solvers_own_and_bad_input_is_named(problems):
         ssc_jax.ssc_gram(indefinite, solver=WorkingSet())
     with pytest.raises(ValueError, match="tau"):
         ssc_jax.ssc(x, solver=WorkingSet(tau=-1.0))
+
+
+def _screened(x, coef, tau=TAU):
+    """(n,) gap-safe screening of every row of ``coef`` on the unit rows of ``x``, float64."""
+    with jax.enable_x64(True):
+        gram = jnp.asarray(unit_rows(x) @ unit_rows(x).T)
+        rows = jnp.arange(len(x))
+        factor = GramFactor(gram)
+        diagonal = certificate.diagonal_mask(rows, len(x))
+        squared, q = certificate.correlations(factor, jnp.asarray(coef), rows)
+        _, gap = certificate.row_gaps(jnp.asarray(coef), squared, q, diagonal, tau)
+        norms = jnp.sqrt(jnp.diagonal(gram))
+        return np.asarray(certificate.safe_zeros(jnp.asarray(coef), q, gap, norms, diagonal, tau))
+
+
+@pytest.mark.parametrize("name", ["subspaces", "digits"])
+def test_screening_proves_the_exact_support_and_never_a_wrong_one(problems, name):
+    x, exact = problems[name]
+    assert _screened(x, exact).mean() > 0.9
+    # A row missing one coefficient of the optimum's support is never passed.
+    missing = exact.copy()
+    for i in range(len(x)):
+        support = np.flatnonzero(exact[i])
+        missing[i, support[np.argmax(np.abs(exact[i, support]))]] = 0
+    assert not _screened(x, missing).any()
+    # Rows a loose solve leaves proven have the optimum's support within theirs.
+    loose = np.asarray(ssc_jax.ssc(x.astype(np.float32), solver=WorkingSet(gap_tol=2e-3)).coef)
+    proven = _screened(x, loose.astype(np.float64))
+    assert proven.any()
+    assert np.all(((exact != 0) <= (loose != 0))[proven])
+
+
+def test_the_result_counts_the_proven_rows(problems):
+    x = problems["subspaces"][0]
+    with jax.enable_x64(True):
+        tight = ssc_jax.ssc(x, solver=WorkingSet(tau=TAU, gap_tol=1e-12))
+    loose = ssc_jax.ssc(x.astype(np.float32), solver=WorkingSet(gap_tol=2e-3))
+    assert float(tight.verified) == 1.0
+    assert 0 <= float(loose.verified) <= float(tight.verified)

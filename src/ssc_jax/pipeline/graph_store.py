@@ -27,7 +27,10 @@ DIAGNOSTICS = (
     "dual_residual",
     "duality_gap",
     "objective",
+    "verified",
 )
+# Diagnostics that files of earlier versions lack; they read back as NaN.
+LATER_DIAGNOSTICS = ("verified",)
 
 
 class GraphFileError(ValueError):
@@ -171,6 +174,11 @@ def _read(path: str | Path) -> StoredGraphs:
                 m = sp.csr_array(parts, shape=(n, n), dtype=np.float32)
                 m.check_format(full_check=True)
                 coef.append(m)
-        diagnostics = {name: f[f"diag_{name}"] for name in DIAGNOSTICS}
+        diagnostics = {
+            name: f[f"diag_{name}"]
+            if f"diag_{name}" in f or name not in LATER_DIAGNOSTICS
+            else np.full(len(layers), np.nan)
+            for name in DIAGNOSTICS
+        }
         settings = json.loads(str(f["settings_json"]))
     return StoredGraphs(layers, coef, diagnostics, settings)

@@ -123,8 +123,9 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
         caption=(
             "Solver diagnostics per layer. With the working-set solver (the default) the "
             "iterations are rounds, the primal residual the largest KKT violation off the "
-            "support and the dual residual the last coordinate change; with ADMM they are "
-            "its steps and residuals."
+            "support, the dual residual the last coordinate change and rows proven the "
+            "fraction of rows whose zeros gap-safe screening proves exact; with ADMM they are "
+            "its steps and residuals, and rows proven those its polishing verified."
         ),
     )
     missed = result.metrics["unconverged_layers"]

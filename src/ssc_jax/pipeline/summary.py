@@ -17,6 +17,7 @@ SOLVER_HEADERS = [
     "dual residual",
     "certified gap",
     "objective",
+    "rows proven",
 ]
 
 

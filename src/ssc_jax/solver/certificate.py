@@ -7,6 +7,10 @@ the residual ``r = x_i - X^T c`` and its correlations ``q = X r = (e_i - c) G``,
 
     P - D = ||c||_1 - s tau c.q + tau/2 (1 - s)^2 ||r||^2  >=  P - P*
 
+The dual is (1/tau)-strongly concave, so the optimal theta* lies within ``sqrt(2 tau (P - D))``
+of theta, and a coefficient whose constraint stays below 1 over that sphere is zero at the
+optimum (gap-safe screening, Fercoq, Gramfort and Salmon 2015): ``safe_zeros``.
+
 Every function takes a block of b rows ``rows`` of one n-sample problem, whose Gram is given
 by a ``Factor``; a row index of n is padding, an all-zero problem.
 """
@@ -66,3 +70,20 @@ def correlations(factor: Factor, coef: Array, rows: Array) -> tuple[Array, Array
     a = jnp.matmul(residual, factor.vectors, precision=highest)
     squared = jnp.sum(a**2 * factor.values, axis=1)
     return squared, jnp.matmul(a * factor.values, factor.vectors.T, precision=highest)
+
+
+def safe_zeros(
+    coef: Array, q: Array, gap: Array, norms: Array, diagonal: Array, tau: Array
+) -> Array:
+    """(b,) whether every zero of each row of the (b, n) block ``coef`` is provably zero at
+    the row's optimum, so the optimum's support lies within the row's: the gap-safe test
+    ``s tau |q_j| + sqrt(2 tau gap) ||x_j|| < 1`` holds at each such j.
+
+    ``q`` (b, n) are the correlations (``correlations``), ``gap`` (b,) the rows' duality
+    gaps (``row_gaps``), ``norms`` (n,) the samples' norms ``sqrt(G_jj)``.
+    """
+    largest = jnp.max(jnp.where(diagonal, 0, jnp.abs(q)), axis=1, keepdims=True)
+    scale = 1 / jnp.maximum(tau * largest, 1)
+    radius = jnp.sqrt(2 * tau * jnp.maximum(gap, 0))[:, None]
+    safe = scale * tau * jnp.abs(q) + radius * norms[None, :] < 1
+    return jnp.all(diagonal | (coef != 0) | safe, axis=1)

@@ -28,8 +28,10 @@ class SSCResult(NamedTuple):
         is within this fraction of the optimum, ``(P - P*) / P <= duality_gap``, up to the
         rounding of the dtype it is computed in.
       mu: (...) final ADMM penalty.
-      verified: (...) the fraction of rows whose polished solution passed the KKT test and
-        replaced ADMM's iterate (``ADMM.polish``); 0 without polishing.
+      verified: (...) the fraction of rows proven right: with ``ADMM.polish``, those whose
+        polished solution passed the KKT test and replaced ADMM's iterate (0 without
+        polishing); with ``WorkingSet``, those whose every zero coefficient gap-safe
+        screening proves zero at the optimum, so the exact support lies within theirs.
       errors: (..., blocks, 3) primal and dual residuals and relative duality gap after each
         block of iterations (the gap -1 where not taken), -1 after the last; for a problem
         solved in row blocks, the blocks' residuals combine in quadrature and their gaps by
