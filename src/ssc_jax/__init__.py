@@ -26,6 +26,7 @@ _HOMES = {
         "affinity",
         "ssc",
         "ssc_gram",
+        "tau_path",
     ),
     "similarity": (
         "HSICStack",

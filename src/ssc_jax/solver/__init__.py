@@ -6,6 +6,7 @@ Depends on jax and numpy only (and SciPy for ``SSCResult.sparse_coef``).
 
 from ssc_jax.solver.admm import ADMM, Status
 from ssc_jax.solver.options import SolverOptions
+from ssc_jax.solver.path import tau_path
 from ssc_jax.solver.result import SSCResult
 from ssc_jax.solver.solve import affinity, ssc, ssc_gram
 from ssc_jax.solver.working_set import WorkingSet
@@ -19,4 +20,5 @@ __all__ = [
     "affinity",
     "ssc",
     "ssc_gram",
+    "tau_path",
 ]
