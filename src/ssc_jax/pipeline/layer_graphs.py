@@ -102,25 +102,26 @@ def solve_layers(
     return coef, diagnostics
 
 
-def checkpoint_graphs(
+class CheckpointGrams(NamedTuple):
+    """What one forward pass of a checkpoint on the analysis inputs gives: the L layer
+    names, their (L, n, n) Grams (an array or ``np.memmap``) and the (n, K) class
+    probabilities."""
+
+    layers: list[str]
+    grams: np.ndarray
+    probs: np.ndarray
+
+
+def checkpoint_grams(
     run_dir: str | Path,
     epoch: int,
     inputs: AnalysisInputs,
     *,
     analysis: AnalysisSet,
-    solver: SolverSettings,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-    init: Sequence | None = None,
-) -> LayerGraphs:
-    """Load the checkpoint of ``epoch`` in ``run_dir`` and return its graphs on ``inputs``:
-    the layers' Grams and predictions are computed, the SSC graphs solved, or loaded from
-    ``cache_dir``. With a ``cache_dir`` a new solution is stored there; without one nothing
-    is written. A damaged checkpoint raises ``InputError`` naming the epoch and file.
-
-    ``init``: L (n, n) coefficients (sparse or dense) to start the solver from, such as a
-    neighbouring epoch's; the solution is the same to the solver's tolerance, reached in fewer
-    iterations."""
+    memory_budget_bytes: int | None = None,
+) -> CheckpointGrams:
+    """Load the checkpoint of ``epoch`` in ``run_dir`` and run it on ``inputs``. A damaged
+    checkpoint raises ``InputError`` naming the epoch and file."""
     try:
         model, info = load_checkpoint(Path(run_dir), epoch)
     except CheckpointError as err:
@@ -132,15 +133,62 @@ def checkpoint_graphs(
         images,
         layers=analysis.layers,
         batch_size=analysis.batch_size,
-        memory_budget_bytes=solver.memory_budget_bytes,
+        memory_budget_bytes=memory_budget_bytes,
         spill_dir=tempfile.gettempdir(),
     )
-    names = list(names)
     probs = np.asarray(predict(model, images, batch_size=analysis.batch_size))
+    return CheckpointGrams(list(names), grams, probs)
+
+
+def checkpoint_graphs(
+    run_dir: str | Path,
+    epoch: int,
+    inputs: AnalysisInputs,
+    *,
+    analysis: AnalysisSet,
+    solver: SolverSettings,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    init: Sequence | None = None,
+) -> LayerGraphs:
+    """The graphs of the checkpoint of ``epoch`` in ``run_dir`` on ``inputs``: its
+    ``checkpoint_grams``, then ``solved_graphs``."""
+    computed = checkpoint_grams(
+        run_dir, epoch, inputs, analysis=analysis, memory_budget_bytes=solver.memory_budget_bytes
+    )
+    return solved_graphs(
+        computed,
+        inputs,
+        epoch=epoch,
+        solver=solver,
+        cache_dir=cache_dir,
+        progress=progress,
+        init=init,
+    )
+
+
+def solved_graphs(
+    computed: CheckpointGrams,
+    inputs: AnalysisInputs,
+    *,
+    epoch: int,
+    solver: SolverSettings,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    init: Sequence | None = None,
+) -> LayerGraphs:
+    """The SSC graphs of a checkpoint's ``computed`` Grams, solved or loaded from
+    ``cache_dir``. With a ``cache_dir`` a new solution is stored there; without one nothing
+    is written.
+
+    ``init``: L (n, n) coefficients (sparse or dense) to start the solver from, such as a
+    neighbouring epoch's or tau's; the solution is the same to the solver's tolerance,
+    reached in fewer iterations."""
+    names, grams, probs = computed
     key = {"inputs": inputs.key, "layers": names, "solver": solver.key()}
     path = None if cache_dir is None else graph_path(cache_dir, epoch, key)
     if path is not None and path.exists():
-        stored = _cached(path, names, len(images))
+        stored = _cached(path, names, grams.shape[-1])
         if stored is not None:
             warn_unconverged(names, stored.diagnostics, solver, epoch)
             return LayerGraphs(names, grams, stored.coef, stored.diagnostics, probs, key, path)

@@ -97,16 +97,36 @@ def plot_modularity_by_layer(
     return fig
 
 
-def _epoch_panel(ax, epochs, values, layers, ylabel: str, title: str) -> None:
-    """One Fig 1/2 panel: a line per layer over epochs, coloured shallow → deep."""
+def _layer_lines(ax, x, values, layers, ylabel: str, title: str, xlabel: str = "epoch") -> None:
+    """One Fig 1/2 style panel: a line per layer over ``x`` (epochs, or taus on a log
+    scale), coloured shallow → deep."""
     values = np.asarray(values, dtype=float)
     for j, colour in enumerate(_depth_colours(values.shape[1])):
-        ax.plot(epochs, values[:, j], color=colour, marker="o", markersize=3, label=layers[j])
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.plot(x, values[:, j], color=colour, marker="o", markersize=3, label=layers[j])
+    ax.set_xlabel(xlabel)
+    if xlabel == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        ax.set_xscale("log")
+        ax.set_xticks(x, [f"{t:g}" for t in x])
+        ax.minorticks_off()
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+
+
+def _layer_legend(fig: Figure, ax, n_layers: int) -> None:
+    """The layers' legend of a figure of ``_layer_lines`` panels, outside on the right."""
+    handles, labels = ax.get_legend_handles_labels()
+    shown = _layer_ticks(n_layers, room_in=3.4)
+    fig.legend(
+        [handles[i] for i in shown],
+        [labels[i] for i in shown],
+        loc="outside right center",
+        fontsize=TEXT_PT,
+        title="layer",
+        title_fontsize=TEXT_PT,
+    )
 
 
 def plot_dynamics(
@@ -124,11 +144,11 @@ def plot_dynamics(
     """
     fig = Figure(figsize=(MAX_WIDTH_IN, 4.4), layout="constrained")
     axes = fig.subplots(1, 3)
-    _epoch_panel(axes[0], epochs, modularity, layers, "modularity Q", "(a) SSC graph modularity")
-    _epoch_panel(
+    _layer_lines(axes[0], epochs, modularity, layers, "modularity Q", "(a) SSC graph modularity")
+    _layer_lines(
         axes[1], epochs, ssc_cka_to_final, layers, "CKA to final epoch", "(b) SSC-CKA vs. final"
     )
-    _epoch_panel(
+    _layer_lines(
         axes[2],
         epochs,
         linear_cka_to_final,
@@ -138,17 +158,43 @@ def plot_dynamics(
     )
     for ax in axes[1:]:
         ax.set_ylim(-0.02, 1.02)
-    n_layers = len(layers)
-    handles, labels = axes[0].get_legend_handles_labels()
-    shown = _layer_ticks(n_layers, room_in=3.4)
-    fig.legend(
-        [handles[i] for i in shown],
-        [labels[i] for i in shown],
-        loc="outside right center",
-        fontsize=TEXT_PT,
-        title="layer",
-        title_fontsize=TEXT_PT,
+    _layer_legend(fig, axes[0], len(layers))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_tau_path(
+    taus: Sequence[float],
+    layers: Sequence[str],
+    modularity: np.ndarray,
+    similarity: np.ndarray,
+    nonzeros: np.ndarray,
+    *,
+    reference: float,
+    title: str = "",
+) -> Figure:
+    """One checkpoint over tau: per-layer modularity, SSC-CKA to the graph at ``reference``
+    and mean nonzeros per row of C. Each array has shape (n_taus, n_layers)."""
+    fig = Figure(figsize=(MAX_WIDTH_IN, 4.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    _layer_lines(
+        axes[0], taus, modularity, layers, "modularity Q", "(a) SSC graph modularity", "tau"
     )
+    _layer_lines(
+        axes[1],
+        taus,
+        similarity,
+        layers,
+        f"SSC-CKA to tau = {reference:g}",
+        "(b) SSC-CKA vs. the reference tau",
+        "tau",
+    )
+    axes[1].set_ylim(-0.02, 1.02)
+    _layer_lines(
+        axes[2], taus, nonzeros, layers, "nonzeros per row of C", "(c) sparsity of C", "tau"
+    )
+    _layer_legend(fig, axes[0], len(layers))
     if title:
         fig.suptitle(title)
     return fig

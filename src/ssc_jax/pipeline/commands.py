@@ -1,0 +1,213 @@
+"""What each command of ``python -m ssc_jax.run`` does, given its parsed arguments.
+
+Every analysis command claims its output folder (refusing one that is not its own), computes,
+and publishes the folder atomically on the writing process of a job (``metrics.json``,
+``figures/``, ``graphs/``, ``report.html``).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+from ssc_jax.pipeline.arguments import analysis_settings, given, solver_settings
+from ssc_jax.pipeline.inputs import InputError
+from ssc_jax.pipeline.locks import folder_lock
+from ssc_jax.pipeline.outputs import check_output_dir, check_training_dir, removed_on_failure
+from ssc_jax.pipeline.report import Report, Section
+from ssc_jax.solver.distributed import is_writer
+from ssc_jax.training.checkpoints import list_checkpoints
+from ssc_jax.training.datasets import TFDS_NAMES
+from ssc_jax.training.trainer import TrainConfig, train
+
+
+def _train_config(args, **fixed) -> TrainConfig:
+    """A ``TrainConfig`` from the training options of ``args``, then ``fixed``."""
+    return TrainConfig(**{**given(args, TrainConfig), **fixed})
+
+
+def _has_checkpoint(run: Path) -> bool:
+    return bool(list_checkpoints(run))
+
+
+def _train(config, run: Path, progress: bool) -> None:
+    """Train into ``run``, holding its lock; a run that fails before its first checkpoint
+    leaves nothing.
+
+    The trainer checks its configuration, data and model name, raising ``ValueError``, before
+    its first step; those are the user's errors.
+    """
+    check_training_dir(run)
+    with folder_lock(run), removed_on_failure(run, keep=_has_checkpoint):
+        try:
+            train(config, run, progress=progress)
+        except ValueError as err:
+            raise InputError(str(err)) from err
+
+
+def _claim_output(out: str | Path, *, kind: str, inputs: list) -> AbstractContextManager:
+    """Refuse ``out`` now unless a ``kind`` output may replace it, then lock it (on the
+    writing process of a job; the others leave it alone)."""
+    if not is_writer():
+        return nullcontext()
+    check_output_dir(out, kind=kind, inputs=inputs)
+    return folder_lock(out)
+
+
+def _publish_result(args, result, sections: list[Section], *, title: str, inputs: list) -> Path:
+    """Publish a computed ``result`` and its rendered ``sections`` to ``args.out`` (on the
+    writing process of a job)."""
+    from ssc_jax.pipeline.publish import publish
+
+    if not is_writer():
+        return Path(args.out)
+    analysis, solver = analysis_settings(args)
+    return publish(
+        args.out,
+        command=args.command,
+        inputs=inputs,
+        report=Report(title, sections),
+        metrics=result.metrics,
+        exports=result.exports,
+        analysis=analysis,
+        solver=solver,
+    )
+
+
+def cmd_train(args) -> Path:
+    config = _train_config(args)
+    if config.dataset not in ("digits", *TFDS_NAMES) and config.test_dataset is None:
+        raise InputError("--dataset is a folder or zip, so --test-data must name the test images")
+    out = Path(args.out or f"runs/{config.model}-{Path(str(config.dataset)).stem}-s{config.seed}")
+    _train(config, out, progress=not args.quiet)
+    print(f"run: {out.absolute()}")
+    return out
+
+
+def cmd_analyze(args) -> Path:
+    from ssc_jax.pipeline.analyze import analyze_checkpoint
+    from ssc_jax.pipeline.render import render_checkpoint
+
+    analysis, solver = analysis_settings(args)
+    inputs = [args.run, analysis.data]
+    with _claim_output(args.out, kind="analyze", inputs=inputs):
+        result = analyze_checkpoint(
+            args.run,
+            epoch=args.epoch,
+            analysis=analysis,
+            solver=solver,
+            n_wrong=args.wrong,
+            progress=not args.quiet,
+        )
+        title = f"ssc-jax analysis: {Path(args.run).name}, epoch {result.epoch}"
+        return _publish_result(args, result, render_checkpoint(result), title=title, inputs=inputs)
+
+
+def cmd_dynamics(args) -> Path:
+    from ssc_jax.pipeline.dynamics import training_dynamics
+    from ssc_jax.pipeline.render import render_dynamics
+
+    analysis, solver = analysis_settings(args)
+    inputs = [args.run, analysis.data]
+    with _claim_output(args.out, kind="dynamics", inputs=inputs):
+        result = training_dynamics(
+            args.run,
+            analysis=analysis,
+            solver=solver,
+            epochs=args.epochs,
+            heatmap_epochs=args.heatmap_epochs,
+            progress=not args.quiet,
+        )
+        title = f"ssc-jax training dynamics: {Path(args.run).name}"
+        return _publish_result(args, result, render_dynamics(result), title=title, inputs=inputs)
+
+
+def cmd_tau_path(args) -> Path:
+    from ssc_jax.pipeline.render_tau_path import render_tau_path
+    from ssc_jax.pipeline.tau_path import tau_path
+
+    analysis, solver = analysis_settings(args)
+    inputs = [args.run, analysis.data]
+    with _claim_output(args.out, kind="tau-path", inputs=inputs):
+        result = tau_path(
+            args.run,
+            args.taus,
+            epoch=args.epoch,
+            analysis=analysis,
+            solver=solver,
+            progress=not args.quiet,
+        )
+        title = f"ssc-jax tau path: {Path(args.run).name}, epoch {result.epoch}"
+        return _publish_result(args, result, render_tau_path(result), title=title, inputs=inputs)
+
+
+def cmd_compare(args) -> Path:
+    from ssc_jax.pipeline.compare import compare_runs, parse_run
+    from ssc_jax.pipeline.render import render_comparison
+
+    analysis, solver = analysis_settings(args)
+    inputs = [*(parse_run(spec)[0] for spec in args.runs), analysis.data]
+    with _claim_output(args.out, kind="compare", inputs=inputs):
+        result = compare_runs(
+            args.runs, names=args.names, analysis=analysis, solver=solver, progress=not args.quiet
+        )
+        title = f"ssc-jax comparison of {len(result.runs)} runs"
+        return _publish_result(args, result, render_comparison(result), title=title, inputs=inputs)
+
+
+def cmd_activations(args) -> Path:
+    from ssc_jax.pipeline.activations import analyze_activations, write_analysis
+
+    inputs = [args.path]
+    with _claim_output(args.out, kind="activations", inputs=inputs):
+        solver = solver_settings(args)
+        result = analyze_activations(
+            args.path, solver=solver, n_wrong=args.wrong, progress=not args.quiet
+        )
+        title = f"ssc-jax analysis of saved activations: {Path(args.path).name}"
+        return write_analysis(result, args.out, solver=solver, title=title)
+
+
+def cmd_default(args) -> Path:
+    """Train (or reuse) ``OUT/run`` in place, then publish the report to ``OUT/report``: the
+    report is a folder of its own, so replacing it never touches the run."""
+    from ssc_jax.pipeline.analyze import analyze_checkpoint
+    from ssc_jax.pipeline.dynamics import training_dynamics
+    from ssc_jax.pipeline.publish import publish
+    from ssc_jax.pipeline.render import render_checkpoint, render_dynamics
+
+    analysis, solver = analysis_settings(args)
+    progress = not args.quiet
+    start = time.perf_counter()
+    run, out = Path(args.out).absolute() / "run", Path(args.out).absolute() / "report"
+    check_training_dir(run)
+    with _claim_output(out, kind="default", inputs=[run, analysis.data]):
+        config = _train_config(args, model="small_cnn", dataset="digits", augment=False)
+        _train(config, run, progress=progress)
+        result = analyze_checkpoint(
+            run, analysis=analysis, solver=solver, n_wrong=3, progress=progress
+        )
+        dynamics = training_dynamics(run, analysis=analysis, solver=solver, progress=progress)
+        intro = Section()
+        intro.text(
+            f"small_cnn trained for {len(dynamics.epochs)} epochs on the digits training split "
+            f"(run: {run}); every conv layer analysed on N = {analysis.n} stratified test "
+            f"digits (tau = {solver.solver.tau}, solver: {solver.method})."
+        )
+        sections = [intro, *render_checkpoint(result), *render_dynamics(dynamics, opening=False)]
+        metrics = {
+            **result.metrics,
+            "dynamics": dynamics.metrics,
+            "wall_seconds": time.perf_counter() - start,
+        }
+        return publish(
+            out,
+            command=args.command,
+            inputs=[run, analysis.data],
+            report=Report("ssc-jax: a small CNN on scikit-learn's digits", sections),
+            metrics=metrics,
+            exports={**result.exports, **dynamics.exports},
+            analysis=analysis,
+            solver=solver,
+        )

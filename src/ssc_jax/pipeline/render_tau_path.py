@@ -1,0 +1,94 @@
+"""The report sections of ``tau-path``: the figure over tau, Table 1 and the solver per tau."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ssc_jax.pipeline import plots
+from ssc_jax.pipeline.inputs import run_epochs
+from ssc_jax.pipeline.render import TABLE1_HEADERS, overview
+from ssc_jax.pipeline.report import Section
+from ssc_jax.pipeline.tau_path import TauPath
+from ssc_jax.pipeline.wording import inputs_text, layers_text, model_text, split_columns
+
+
+def render_tau_path(result: TauPath) -> list[Section]:
+    """An overview, the paper's findings per tau, the figure (modularity, SSC-CKA to the
+    reference tau and sparsity per layer over tau), Table 1 per tau, and the solver's work
+    per tau."""
+    taus = [f"{t:g}" for t in result.taus]
+    accuracy = result.table1["network_accuracy"][0]
+    head = overview(
+        [
+            ("model", model_text(result.run)),
+            ("checkpoint", f"epoch {result.epoch} of {run_epochs(result.run)[-1]} ({result.run})"),
+            ("analysis inputs", inputs_text(result.inputs)),
+            ("network accuracy", f"{accuracy:.3f} on these inputs"),
+            ("layers", layers_text(result.layers)),
+            ("tau", f"{', '.join(taus)}; reference {result.reference:g}"),
+        ]
+    )
+    found = Section("The paper's findings on this checkpoint, at each tau")
+    found.table(
+        ["finding", *(f"tau {t}" for t in taus)],
+        [
+            [claim.claim, *(at_tau[i].holds for at_tau in result.findings)]
+            for i, claim in enumerate(result.findings[0])
+        ],
+        caption="Whether each finding holds on the graphs solved at that tau.",
+    )
+    curves = Section("The graphs over tau")
+    curves.figure(
+        "tau_path",
+        plots.plot_tau_path(
+            result.taus,
+            result.layers,
+            result.modularity,
+            result.similarity,
+            result.nonzeros,
+            reference=result.reference,
+            title=f"{Path(result.run).name}, epoch {result.epoch}: each layer's graph over tau",
+        ),
+        caption=(
+            "A larger tau weighs the data fit more against sparsity, so each input is rebuilt "
+            "from more others. SSC-CKA near 1 means the layer's graph, and what is read from "
+            f"it, hardly depends on tau around {result.reference:g}."
+        ),
+    )
+    headers = ["", *(f"tau {t}" for t in taus)]
+    rows = [
+        [f"Q {name}", *column]
+        for name, column in zip(result.layers, result.modularity.T.tolist(), strict=True)
+    ]
+    for part_headers, part_rows in split_columns(headers, rows):
+        curves.table(part_headers, part_rows, caption="Modularity Q per layer and tau.")
+
+    table1 = Section(f"Table 1 on the last conv layer ({result.layers[-1]}) per tau")
+    columns = np.column_stack(list(result.table1.values())).tolist()
+    table1.table(
+        ["tau", *(TABLE1_HEADERS[name] for name in result.table1)],
+        [[t, *row] for t, row in zip(taus, columns, strict=True)],
+        caption="SSC label: the class with the largest summed affinity (neighbours' true labels).",
+    )
+
+    work = Section("The solver along the path")
+    iterations = result.diagnostics["iterations"]
+    work.table(
+        ["tau", "iterations (sum over layers)", "largest certified gap", "unconverged layers"],
+        [
+            [
+                t,
+                int(iterations[i].sum()),
+                float(np.max(result.diagnostics["duality_gap"][i])),
+                int(np.sum(~result.diagnostics["converged"][i].astype(bool))),
+            ]
+            for i, t in enumerate(taus)
+        ],
+        caption=(
+            "The path goes from the smallest tau up, each solve starting from the graphs at "
+            "the tau before it (working set: iterations are rounds)."
+        ),
+    )
+    return [head, found, curves, table1, work]
