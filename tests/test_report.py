@@ -46,6 +46,7 @@ def _diagnostics(n_layers):
         "dual_residual": np.full(n_layers, 2e-5),
         "duality_gap": np.full(n_layers, 1e-5),
         "objective": np.linspace(1.0, 2.0, n_layers),
+        "verified": np.full(n_layers, 0.5),
     }
 
 
@@ -288,6 +289,16 @@ def test_graph_store_roundtrip_sparse_and_dense(tmp_path):
     np.testing.assert_array_equal(stored.diagnostics["iterations"], [10, 11])
     assert stored.settings == settings
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_graph_file_of_an_earlier_version_reads_without_the_later_diagnostics(tmp_path):
+    path = save_graphs(tmp_path / "g.npz", ["a"], np.zeros((1, 3, 3)), _diagnostics(1), {})
+    with np.load(path) as f:
+        older = {k: f[k] for k in f.files if k != "diag_verified"}
+    np.savez_compressed(path, **older)
+    stored = load_graphs(path)
+    assert np.isnan(stored.diagnostics["verified"]).all()
+    np.testing.assert_array_equal(stored.diagnostics["iterations"], [10])
 
 
 def test_graph_key_depends_on_settings_not_order(tmp_path):
