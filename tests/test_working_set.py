@@ -11,7 +11,7 @@ from lasso_reference import TAU, exact_ssc, objective, unit_rows
 from ssc_jax.solver import certificate, chunks
 from ssc_jax.solver.factor import GramFactor
 from ssc_jax.solver.synthetic import union_of_subspaces
-from ssc_jax.solver.working_set import WorkingSet
+from ssc_jax.solver.working_set import WorkingSet, working_set_sizes
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +142,17 @@ def test_the_result_counts_the_proven_rows(problems):
     loose = ssc_jax.ssc(x.astype(np.float32), solver=WorkingSet(gap_tol=2e-3))
     assert float(tight.verified) == 1.0
     assert 0 <= float(loose.verified) <= float(tight.verified)
+
+
+def test_the_working_set_ladder_and_a_row_denser_than_its_lowest_rung(problems):
+    assert working_set_sizes(64, 1000) == [16, 32, 64]
+    assert working_set_sizes(16, 1000) == [8, 16]
+    assert working_set_sizes(64, 20) == [16, 19]
+    # At tau = 100 digits rows use 20-40 samples: the upper rungs, to the same optimum.
+    x = problems["digits"][0]
+    with jax.enable_x64(True):
+        result = ssc_jax.ssc(x, solver=WorkingSet(tau=100.0, gap_tol=1e-10))
+    exact = exact_ssc(x, tau=100.0, tol=1e-14, max_iter=500_000)
+    assert (exact != 0).sum(axis=1).max() > 16
+    assert bool(result.converged)
+    np.testing.assert_allclose(np.asarray(result.coef), exact, atol=1e-6)
