@@ -125,12 +125,12 @@ def cmd_dynamics(args) -> Path:
 
 def cmd_tau_path(args) -> Path:
     from ssc_jax.pipeline.render_tau_path import render_tau_path
-    from ssc_jax.pipeline.tau_path import tau_path
+    from ssc_jax.pipeline.tau_path import checkpoint_tau_path
 
     analysis, solver = analysis_settings(args)
     inputs = [args.run, analysis.data]
     with _claim_output(args.out, kind="tau-path", inputs=inputs):
-        result = tau_path(
+        result = checkpoint_tau_path(
             args.run,
             args.taus,
             epoch=args.epoch,

@@ -87,7 +87,7 @@ def _mean_nonzeros(graphs: LayerGraphs) -> list[float]:
     return [float(c.nnz / c.shape[0]) for c in graphs.coef]
 
 
-def tau_path(
+def checkpoint_tau_path(
     run_dir: str | Path,
     taus: Sequence[float],
     *,
