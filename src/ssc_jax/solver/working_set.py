@@ -16,10 +16,11 @@ Rounds repeat until the block's certified relative gap is within ``gap_tol``. Ea
 costs one correlation pass (two (b, n) x (n, r) products, as one ADMM iteration does with a
 low-rank factor, twice that with a dense one) and the coordinate sweeps, b s^2 flops each
 for working sets of s samples. s climbs a ladder, ``size / 4``, ``size / 2``, ``size``:
-each round takes the smallest rung that leaves a quarter of it above the block's largest
-support (one compiled program holds all three, ``lax.switch``), so the sparse rows of
-synthetic data run on 16 samples and the denser ones of real layers on up to ``size``; on
-1,000 samples of a union of subspaces that is 3x faster than 64 samples every round. A row
+each round takes the smallest rung that leaves a quarter of it free above the block's
+largest demand, a row's support and its KKT violations together (one compiled program
+holds all three, ``lax.switch``). So the sparse rows of synthetic data run on 16 samples
+once their supports settle and the denser ones of real layers on up to ``size``; on 1,000
+samples of a union of subspaces that is 3-4x faster than 64 samples every round. A row
 whose support reaches ``size`` cannot grow its working set further, and its gap shows it.
 Under ``vmap`` (problems side by side on an accelerator) a switch runs every rung.
 
@@ -166,13 +167,15 @@ class WorkingSet:
             return solved
 
         sizes = working_set_sizes(self.size, n)
-        # A size is used while the block's largest support leaves it a quarter free.
+        # A size is used while the block's largest demand (support and KKT violations)
+        # leaves a quarter of it free.
         limits = jnp.asarray([s - s // 4 for s in sizes])
 
         def one_round(carry):
             current, round_, errors = carry
-            support = jnp.max(jnp.sum(current.coef != 0, axis=1))
-            level = jnp.minimum(jnp.sum(support > limits), len(sizes) - 1)
+            violated = (current.coef == 0) & ~diagonal & (jnp.abs(current.k) > 1)
+            demand = jnp.max(jnp.sum((current.coef != 0) | violated, axis=1))
+            level = jnp.minimum(jnp.sum(demand > limits), len(sizes) - 1)
             coef, change = lax.switch(level, [solve_on(s) for s in sizes], current)
             measured = measure(coef)
             row = jnp.stack([_violation(measured, diagonal), change, _relative(measured)])
