@@ -145,9 +145,10 @@ def test_the_result_counts_the_proven_rows(problems):
 
 
 def test_the_working_set_ladder_and_a_row_denser_than_its_lowest_rung(problems):
-    assert working_set_sizes(64, 1000) == [16, 32, 64]
+    assert working_set_sizes(128, 1000) == [16, 32, 64, 128]
+    assert working_set_sizes(64, 1000) == [8, 16, 32, 64]
     assert working_set_sizes(16, 1000) == [8, 16]
-    assert working_set_sizes(64, 20) == [16, 19]
+    assert working_set_sizes(128, 20) == [16, 19]
     # At tau = 100 digits rows use 20-40 samples: the upper rungs, to the same optimum.
     x = problems["digits"][0]
     with jax.enable_x64(True):
