@@ -159,8 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--taus",
         type=float,
         nargs="+",
-        default=[2.0, 5.0, 10.0, 20.0, 50.0],
-        help="values of tau (default: %(default)s)",
+        default=[1.0, 2.0, 5.0, 10.0, 20.0],
+        help="values of tau (default: %(default)s); from tau = 50 up, the rows of a real "
+        "CNN layer's early convolutions can outgrow the working set (--working-set-size)",
     )
     _out_option(p, "ssc_out/tau-path")
     _analysis_options(p)

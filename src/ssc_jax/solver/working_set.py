@@ -175,9 +175,15 @@ class WorkingSet:
 
         def one_round(carry):
             current, round_, errors = carry
-            violated = (current.coef == 0) & ~diagonal & (jnp.abs(current.k) > 1)
-            demand = jnp.max(jnp.sum((current.coef != 0) | violated, axis=1))
-            level = jnp.minimum(jnp.sum(demand > limits), len(sizes) - 1)
+            supports = jnp.sum(current.coef != 0, axis=1)
+            violated = jnp.sum((current.coef == 0) & ~diagonal & (jnp.abs(current.k) > 1), axis=1)
+            need = jnp.sum(jnp.max(supports) > limits)
+            # The typical row's violations (a few rows correlate with almost every sample)
+            # may lift the rung by one above what the largest support needs, by two from
+            # C = 0, where no support says anything yet.
+            wanted = jnp.sum(jnp.median(supports + violated) > limits)
+            lift = jnp.where(jnp.max(supports) == 0, 2, 1)
+            level = jnp.minimum(jnp.clip(wanted, need, need + lift), len(sizes) - 1)
             coef, change = lax.switch(level, [solve_on(s) for s in sizes], current)
             measured = measure(coef)
             row = jnp.stack([_violation(measured, diagonal), change, _relative(measured)])
