@@ -17,16 +17,17 @@ costs one correlation pass (two (b, n) x (n, r) products, as one ADMM iteration 
 low-rank factor, twice that with a dense one) and the coordinate sweeps, b s^2 flops each
 for working sets of s samples. s climbs a ladder, ``size / 8`` (16 by default) to ``size``:
 each round takes the smallest rung that leaves a quarter of it free above the block's
-largest demand, a row's support and its KKT violations together (one compiled program
-holds every rung, ``lax.switch``). So the sparse rows of synthetic data run on 16 samples
-once their supports settle and the denser ones of real layers on up to ``size``; on 1,000
-samples of a union of subspaces that is 3-4x faster than 64 samples every round. A row
-whose support reaches ``size`` cannot grow its working set further, and its gap shows it.
-Under ``vmap`` (problems side by side on an accelerator) a switch runs every rung.
+largest support, or one rung more where the typical row's support and KKT violations
+together ask for it (two from C = 0); one compiled program holds every rung
+(``lax.switch``). So the sparse rows of synthetic data run on 16-32 samples and the denser
+ones of real layers on up to ``size``; on 1,000 samples of a union of subspaces that is
+about 3x faster than 64 samples in every round. A row whose support reaches ``size``
+cannot grow its working set further, and its gap shows it. Under ``vmap`` (problems side by
+side on an accelerator) a switch runs every rung.
 
-On data of very low rank the coordinate descent is slow and few supports verify: 60
-Gaussian samples in 5 dimensions need 10 rounds to a gap of 1e-4 and 20 to 1e-5 (ADMM: 390
-iterations to 1e-5).
+On data of very low rank the coordinate descent is slow and the supports do not verify:
+60 Gaussian samples in 5 dimensions need 12 rounds to a gap of 1e-4 and stop at 1.6e-5
+after 30 (ADMM: 390 iterations to 1e-5).
 
 ``run`` returns the ``ADMMState`` the drivers in ``chunks.py`` expect, so a ``WorkingSet``
 goes wherever an ``ADMM`` does (``ssc(X, solver=WorkingSet())``).
@@ -169,8 +170,7 @@ class WorkingSet:
             return solved
 
         sizes = working_set_sizes(self.size, n)
-        # A size is used while the block's largest demand (support and KKT violations)
-        # leaves a quarter of it free.
+        # A size is used while the block's largest support leaves a quarter of it free.
         limits = jnp.asarray([s - s // 4 for s in sizes])
 
         def one_round(carry):
