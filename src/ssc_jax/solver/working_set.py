@@ -23,7 +23,8 @@ together ask for it (two from C = 0); one compiled program holds every rung
 ones of real layers on up to ``size``; on 1,000 samples of a union of subspaces that is
 about 3x faster than 64 samples in every round. A row whose support reaches ``size``
 cannot grow its working set further, and its gap shows it. Under ``vmap`` (problems side by
-side on an accelerator) a switch runs every rung.
+side on an accelerator) a switch runs every rung, and every rung compiles: on the 2-core CPU
+a new problem shape takes about 5 s to compile, against 2.5 s for one fixed size.
 
 On data of very low rank the coordinate descent is slow and the supports do not verify:
 60 Gaussian samples in 5 dimensions need 12 rounds to a gap of 1e-4 and stop at 1.6e-5
