@@ -101,12 +101,13 @@ def test_a_job_past_its_timeout_is_stopped():
 
 
 # A process of a two-process job: a batch split by problems over the job's two devices,
-# gathered to process 0 alone (the default), and one problem split by rows, gathered to both;
-# each process saves what it got.
+# gathered to process 0 alone (the default), and one problem split by rows, gathered to both
+# and to process 0 alone; each process saves what it got.
 _WORKER = """
 import argparse, sys
 import jax, numpy as np, ssc_jax
 from ssc_jax.pipeline import launch
+from ssc_jax.solver import distributed
 parser = argparse.ArgumentParser()
 parser.add_argument("out")
 launch.add_process_options(parser)
@@ -114,13 +115,16 @@ args = parser.parse_args()
 launch.join(args)
 assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_devices()) == 1
 grams, x = np.load(args.out + ".in.npy"), np.load(args.out + ".x.npy")
+distributed.GATHER_SLICE_BYTES = 4096  # gather the coefficients in many slices
 batch = ssc_jax.ssc_gram(grams)
 rows = ssc_jax.ssc(x, rel_tol=1e-6, abs_tol=1e-9, gather="all")
+written = ssc_jax.ssc(x, rel_tol=1e-6, abs_tol=1e-9)
 got = {"rows_coef": rows.coef, "rows_objective": rows.objective, "rows_converged": rows.converged}
 if jax.process_index() == 0:
-    got.update(batch_coef=batch.coef, batch_iterations=batch.iterations)
+    got.update(batch_coef=batch.coef, batch_iterations=batch.iterations, written=written.coef)
 else:
     assert all(field is None for field in batch), batch
+    assert all(field is None for field in written), written
 np.savez(f"{args.out}.{jax.process_index()}", **got)
 """
 

@@ -352,6 +352,17 @@ np.testing.assert_allclose(many.coef, one.coef, atol=2e-3)
 # A warm start reaches each device's row block.
 again = ssc_jax.ssc(x, init=many, **tight)
 assert bool(again.converged) and int(again.iterations) < int(many.iterations)
+# A budget of 8 rows per device: each device solves its 15 rows in two steps of 8, and its
+# part of the answer stays on it, one block of rows, until the gather.
+from ssc_jax.core.memory import problem_bytes
+from ssc_jax.solver import chunks
+joined, join = [], chunks._join_row_groups
+chunks._join_row_groups = lambda coefs, mesh: joined.append(join(coefs, mesh=mesh)) or joined[-1]
+stepped = ssc_jax.ssc(x, memory_budget_bytes=problem_bytes(60, 60, 8, 4), **tight)
+chunks._join_row_groups = join
+assert [s.data.shape for s in joined[0].addressable_shards] == [(1, 1, 16, 60)] * 4
+np.testing.assert_allclose(stepped.coef, one.coef, atol=2e-3)
+assert bool(stepped.converged)
 print("ok")
 """
 

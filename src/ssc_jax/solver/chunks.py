@@ -7,7 +7,6 @@ On a CPU a chunk's problems are solved one after another, on an accelerator side
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ssc_jax.core.memory import default_memory_budget, plan_chunks
 from ssc_jax.solver.admm import ADMM, ADMMState, Status
-from ssc_jax.solver.devices import device_mesh, replicate, shard_leading
+from ssc_jax.solver.devices import device_mesh, leading, replicate, shard_leading
 from ssc_jax.solver.distributed import gather, spans_processes
 from ssc_jax.solver.factor import Factor
 from ssc_jax.solver.options import SolverOptions
@@ -127,7 +126,7 @@ def solve_chunks(
     budget = default_memory_budget() if budget is None else int(budget)
     plan = plan_chunks(n, batch, rank, itemsize, budget)
     mesh = device_mesh(options.devices)
-    problems, rows_per_block, width = plan.problems, plan.rows, 1
+    problems, width = plan.problems, 1
     if mesh is None:
         place = _unplaced
     elif batch > 1:
@@ -135,12 +134,12 @@ def solve_chunks(
         problems = min(plan.problems * mesh.size, -(-batch // mesh.size) * mesh.size)
         place = functools.partial(shard_leading, mesh=mesh)
     else:
-        rows_per_block, width = min(plan.rows, -(-n // mesh.size)), mesh.size
+        width = mesh.size
         place = functools.partial(replicate, mesh=mesh)
     sequential = sequential_batches(mesh)
     problem_chunks = [range(s, min(s + problems, batch)) for s in range(0, batch, problems)]
-    group_rows = rows_per_block * width
-    units = len(problem_chunks) * math.ceil(n / group_rows)
+    groups = row_groups(n, width, plan.rows)
+    units = len(problem_chunks) * len(groups)
     bar = tqdm(
         total=units,
         desc="SSC",
@@ -153,36 +152,36 @@ def solve_chunks(
         index = np.minimum(np.arange(chunk.start, chunk.start + problems), chunk.stop - 1)
         chunk_factors = chunk_factor(index, place)
         chunk_init = None if init is None else place(jnp.asarray(init[index], dtype))
-        blocks = []
-        for start in range(0, n, group_rows):
-            # Rows past n become n: a zero row of the identity is an all-zero LASSO problem
-            # that stays at C = 0 and adds nothing to the residuals or the objective.
-            rows = np.minimum(np.arange(start, start + group_rows), n)
+        states = []
+        for rows in groups:
             starts = None if chunk_init is None else _row_start(chunk_init, rows)
             if width == 1:
-                blocks.append(
+                states.append(
                     run_batch(
                         solver=solver,
                         factors=chunk_factors,
-                        rows=jnp.asarray(rows),
-                        starts=starts,
+                        rows=jnp.asarray(rows[0]),
+                        starts=None if starts is None else starts[:, 0],
                         sequential=sequential,
                     )
                 )
             else:
-                rows = shard_leading(jnp.asarray(rows.reshape(width, rows_per_block)), mesh)
+                rows = shard_leading(jnp.asarray(rows), mesh)
                 if starts is not None:
-                    starts = shard_leading(starts.reshape(width, 1, rows_per_block, n), mesh)
-                group = _run_row_group(
-                    solver=solver, factor=chunk_factors, rows=rows, starts=starts
+                    starts = shard_leading(jnp.swapaxes(starts, 0, 1), mesh)
+                states.append(
+                    _run_row_group(solver=solver, factor=chunk_factors, rows=rows, starts=starts)
                 )
-                blocks.extend(jax.tree.map(lambda a, i=i: a[i], group) for i in range(width))
             bar.update()
-        merged = _merge_row_blocks(blocks, n=n, problems=len(chunk))
-        # With several chunks, each result leaves the device before the next chunk starts;
-        # over several processes, it goes where ``options.gather`` says.
-        keep = len(problem_chunks) == 1 and not spans_processes(mesh)
-        pieces.append(merged if keep else gather(merged, options.gather))
+        if width == 1:
+            merged = _merge_row_blocks(states, n=n)
+            # With several chunks, each result leaves the device before the next chunk
+            # starts; over several processes, it goes where ``options.gather`` says.
+            keep = len(problem_chunks) == 1 and not spans_processes(mesh)
+            merged = merged if keep else gather(merged, options.gather)
+            pieces.append(_first(merged, len(chunk)))
+        else:
+            pieces.append(_merge_row_groups(states, n=n, mesh=mesh, mode=options.gather))
     bar.close()
     result = pieces[0] if len(pieces) == 1 else jax.tree.map(_concat_host, *pieces)
     result = jax.tree.map(lambda a: a.reshape(batch_shape + a.shape[1:]), result)
@@ -199,10 +198,25 @@ def solve_chunks(
     return result
 
 
+def row_groups(n: int, width: int, rows: int) -> list[np.ndarray]:
+    """The (width, b) row indices of each step of one problem's solve over ``width`` devices,
+    with at most ``rows`` rows per device and step.
+
+    Device d solves the contiguous rows ``d * R`` to ``(d + 1) * R - 1``, R = steps x b, so
+    that its part of the answer is one block of rows; indices past n (padding) are n.
+    """
+    per_device = -(-n // width)
+    steps = -(-per_device // rows)
+    b = -(-per_device // steps)
+    first = np.arange(width)[:, None] * steps * b
+    return [np.minimum(first + g * b + np.arange(b), n) for g in range(steps)]
+
+
 def _row_start(coef: Array, rows: np.ndarray) -> Array:
-    """Rows ``rows`` of a chunk's (p, n, n) starting coefficients; row n (padding) is zero."""
+    """Rows ``rows``, (width, b), of a chunk's (p, n, n) starting coefficients, as
+    (p, width, b, n); row n (padding) is zero."""
     n = coef.shape[-1]
-    inside = jnp.asarray(rows < n)[None, :, None]
+    inside = jnp.asarray(rows < n)[None, ..., None]
     return jnp.where(inside, coef[:, np.minimum(rows, n - 1)], 0)
 
 
@@ -214,18 +228,62 @@ def _concat_host(*arrays: np.ndarray) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-@functools.partial(jax.jit, static_argnames=("n", "problems"))
-def _merge_row_blocks(states: list[ADMMState], n: int, problems: int) -> SSCResult:
-    """Join the final states of row blocks into one ``SSCResult`` per problem."""
+def _first(result: SSCResult, problems: int) -> SSCResult:
+    """The first ``problems`` of a chunk's ``result`` (the rest pad it); fields of ``None``
+    stay ``None``."""
+    return SSCResult(*(None if a is None else a[:problems] for a in result))
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _merge_row_blocks(states: list[ADMMState], n: int) -> SSCResult:
+    """Join the final states of the row blocks of a chunk's problems into one
+    ``SSCResult`` per problem."""
     coef = jnp.concatenate([s.coef for s in states], axis=1)[:, :n]
+    return _joined_diagnostics(states, n)._replace(coef=coef)
+
+
+def _merge_row_groups(states: list[ADMMState], *, n: int, mesh: Mesh, mode: str) -> SSCResult:
+    """The ``SSCResult`` of one problem solved over the devices of ``mesh`` in the steps
+    ``states`` (each of (width, 1, ...) arrays, one row block per device; see
+    ``row_groups``), on the host where ``mode`` says (see ``distributed.gather``).
+
+    The coefficients stay split by rows over the devices until they are gathered, in
+    slices, so that no device holds more than its own rows and one slice of the others.
+    """
+    width = mesh.size
+    coef = gather(_join_row_groups([s.coef for s in states], mesh=mesh), mode)
+    small = [s._replace(coef=None, shifted=None) for s in states]
+    blocks = [jax.tree.map(lambda a, i=i: a[i], s) for s in small for i in range(width)]
+    diagnostics = gather(_merge_diagnostics(blocks, n=n), mode)
+    if coef is None:  # a process that the result does not go to
+        return SSCResult(*[None] * len(SSCResult._fields))
+    # Device d's rows follow device d - 1's: the (width, 1, R, n) blocks read as (1, n, n).
+    return diagnostics._replace(coef=coef[:, 0].reshape(-1, n)[None, :n])
+
+
+@functools.partial(jax.jit, static_argnames="mesh")
+def _join_row_groups(coefs: list[Array], mesh: Mesh) -> Array:
+    """The (width, 1, b, n) coefficient blocks of each step, joined along the rows and kept
+    split over the devices of ``mesh``, one (1, R, n) block each."""
+    return lax.with_sharding_constraint(jnp.concatenate(coefs, axis=2), leading(mesh))
+
+
+_merge_diagnostics = functools.partial(jax.jit, static_argnames="n")(
+    lambda states, n: _joined_diagnostics(states, n)
+)
+
+
+def _joined_diagnostics(states: list[ADMMState], n: int) -> SSCResult:
+    """The diagnostics of one problem (or a chunk's) from its row blocks' final states;
+    ``coef`` is left ``None``."""
     stacked = jnp.stack([s.errors for s in states])
     ran = jnp.any(stacked >= 0, axis=0)
     residuals = jnp.sqrt(jnp.sum(jnp.maximum(stacked[..., :2], 0) ** 2, axis=0))
     history = jnp.where(ran, jnp.concatenate([residuals, stacked[..., 2:].max(0)], -1), -1)
     status = functools.reduce(jnp.maximum, [s.status for s in states])
     objective, gap = sum(s.objective for s in states), sum(s.gap for s in states)
-    result = SSCResult(
-        coef=coef,
+    return SSCResult(
+        coef=None,
         objective=objective,
         iterations=functools.reduce(jnp.maximum, [s.iteration for s in states]),
         converged=status == Status.CONVERGED,
@@ -237,4 +295,3 @@ def _merge_row_blocks(states: list[ADMMState], n: int, problems: int) -> SSCResu
         verified=sum(s.verified for s in states) / n,
         errors=history,
     )
-    return jax.tree.map(lambda a: a[:problems], result)

@@ -39,9 +39,14 @@ def device_mesh(devices: Sequence[jax.Device] | None) -> Mesh | None:
     return Mesh(np.asarray(devices), (_AXIS,))
 
 
+def leading(mesh: Mesh) -> NamedSharding:
+    """The sharding that splits an array's leading axis over the devices of ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec(_AXIS))
+
+
 def shard_leading(tree, mesh: Mesh):
     """Place every array of ``tree`` on ``mesh``, split along its leading axis."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(_AXIS)))
+    return jax.device_put(tree, leading(mesh))
 
 
 def replicate(tree, mesh: Mesh):

@@ -8,11 +8,14 @@ the whole factor and its rows' state. Every process runs the same calls on the s
 Where the results go is the solver option ``gather`` (`gather`):
 
 - ``"writer"`` (the default): the host of process 0 (`is_writer`) gets the whole result, as
-  NumPy arrays; on every other process each field of the ``SSCResult`` is ``None``. The
-  solver's merge leaves a result replicated over the devices (XLA gathers it there), so
-  process 0 copies its own replica and the other processes make no host copy at all.
-- ``"all"``: the host of every process gets the whole result (all-gathered), so that code
-  after a solve runs unchanged on each; the pipeline and the estimator ask for this.
+  NumPy arrays; on every other process each field of the ``SSCResult`` is ``None``.
+- ``"all"``: the host of every process gets the whole result, so that code after a solve
+  runs unchanged on each; the pipeline (whose warm starts need the last graphs on every
+  process) and the estimator ask for this.
+
+The coefficients of a problem split by rows stay split over the devices, each device
+holding its own block of rows, and a batch's stay split by problems; they are all-gathered
+in slices of at most `GATHER_SLICE_BYTES`, so no device ever holds the whole result.
 
 Values the solve itself needs on every process (the factor's rank threshold) are all-gathered
 whatever ``gather`` says. Outside a job both modes give the whole result on the one process.
@@ -51,19 +54,46 @@ def spans_processes(mesh: Mesh | None) -> bool:
     return mesh is not None and len({d.process_index for d in mesh.devices.flat}) > 1
 
 
+GATHER_SLICE_BYTES = 64 * 2**20
+"""The most bytes of one array that a gather places on every device at once."""
+
+
 def to_host(tree):
     """Every array of ``tree`` as a NumPy array on this host.
 
-    An array with shards on other processes is all-gathered, so every process of a job must
-    make the same call; any other array is copied from its device.
+    An array with shards on other processes is all-gathered, in slices of at most
+    `GATHER_SLICE_BYTES`, so every process of a job must make the same call; any other array
+    is copied from its device.
     """
     return jax.tree.map(_host_array, tree)
 
 
-def _host_array(a):
-    if isinstance(a, jax.Array) and not a.is_fully_addressable:
-        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-    return np.asarray(jax.device_get(a))
+def _host_array(a, keep: bool = True) -> np.ndarray | None:
+    """``a`` on this host; with ``keep`` False, ``None`` once this process has taken part in
+    the all-gather of an array with shards on other processes."""
+    if not isinstance(a, jax.Array) or a.is_fully_addressable:
+        return np.asarray(jax.device_get(a)) if keep else None
+    axis = _unsplit_axis(a)
+    if axis is None or a.nbytes <= GATHER_SLICE_BYTES:
+        whole = np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return whole if keep else None
+    whole = np.empty(a.shape, a.dtype) if keep else None
+    step = max(1, a.shape[axis] * GATHER_SLICE_BYTES // a.nbytes)
+    for start in range(0, a.shape[axis], step):
+        where = (slice(None),) * axis + (slice(start, start + step),)
+        piece = multihost_utils.process_allgather(a[where], tiled=True)
+        if keep:
+            whole[where] = piece
+    return whole
+
+
+def _unsplit_axis(a: jax.Array) -> int | None:
+    """The longest axis of ``a`` that its sharding does not split, if any."""
+    spec = getattr(a.sharding, "spec", None)
+    if spec is None:
+        return None
+    whole = [i for i in range(a.ndim) if i >= len(spec) or spec[i] is None]
+    return max(whole, key=lambda i: a.shape[i], default=None)
 
 
 def gather(tree, mode: str):
@@ -71,9 +101,11 @@ def gather(tree, mode: str):
 
     ``"all"`` is `to_host`. ``"writer"`` gives NumPy arrays on process 0 and ``None`` in
     place of every array with shards on other processes elsewhere; an array replicated over
-    the devices is copied from process 0's own replica, any other such array is all-gathered
-    and dropped at once on the other processes (no memory saved there). Every process of a
-    job must make the same call.
+    the devices is copied from process 0's own replica. Any other such array is
+    all-gathered in slices as in `to_host` and each slice dropped at once on the other
+    processes: their devices hold one slice at a time, but the bytes sent are those of an
+    all-gather, since XLA's collectives have no gather to one device. Every process of a job
+    must make the same call.
     """
     if mode == "all":
         return to_host(tree)
@@ -85,8 +117,7 @@ def _writer_array(a):
         return np.asarray(jax.device_get(a))
     if a.sharding.is_fully_replicated:
         return np.asarray(a.addressable_data(0)) if is_writer() else None
-    whole = _host_array(a)
-    return whole if is_writer() else None
+    return _host_array(a, keep=is_writer())
 
 
 class RowSplitBytes(NamedTuple):

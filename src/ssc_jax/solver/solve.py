@@ -144,10 +144,11 @@ def ssc_gram(
         coefficients; default C = 0.
 
     Returns:
-      An ``SSCResult`` with the batch shape of ``G``. When the batch needs several chunks, or
-      the devices span several processes (``distributed.py``), its arrays are gathered on the
-      host as NumPy arrays; in a job, on process 0 alone by default (``gather="writer"``,
-      the fields ``None`` on the others) or on every process (``gather="all"``).
+      An ``SSCResult`` with the batch shape of ``G``. When the batch needs several chunks, one
+      problem is split by rows over several devices, or the devices span several processes
+      (``distributed.py``), its arrays are gathered on the host as NumPy arrays; in a job,
+      on process 0 alone by default (``gather="writer"``, the fields ``None`` on the
+      others) or on every process (``gather="all"``).
 
     Raises:
       ValueError: for invalid ``G``, an unknown setting, tau or mu not > 0, or an ``init`` of
