@@ -7,8 +7,10 @@ gloo collectives); process 0 of each job reports:
   path; its rows are split over the job's devices), its first call (compilation included,
   a second of the total; a warm-up solve would double the run) or the best of
   ``--repeat`` calls after it, and its ADMM iterations;
-- with 2 processes, what the second costs in communication: the all-gather of the n x n
-  coefficients onto every host (``distributed.to_host``, once per solve), and, per ADMM
+- with 2 processes, what the second costs in communication: the gather of the n x n
+  coefficients, split by rows, once per solve: onto every host (``distributed.to_host``),
+  in one piece and in slices of 4 MiB, and onto process 0 alone (``gather(..., "writer")``,
+  the default); and, per ADMM
   iteration, the all-gather of an n x n float32 array that a factor sharded by columns would
   need (lifting the one-factor-per-device ceiling), beside the local matmul of one dense
   iteration, (n / 2, n) @ (n, n), at each of ``--comm-sizes``.
@@ -76,7 +78,8 @@ def worker(args: argparse.Namespace) -> None:
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     import ssc_jax
-    from ssc_jax.solver.distributed import is_writer, to_host
+    from ssc_jax.solver import distributed
+    from ssc_jax.solver.distributed import gather, is_writer, to_host
     from ssc_jax.solver.synthetic import union_of_subspaces
 
     x = union_of_subspaces(args.n // 100, 100, 10, args.rank, noise=0.05, seed=0)[0]
@@ -96,6 +99,10 @@ def worker(args: argparse.Namespace) -> None:
         everywhere = NamedSharding(mesh, PartitionSpec())
         coef = jax.device_put(np.zeros((args.n, args.n), np.float32), rows)
         report["gather_coef_s"] = best_seconds(lambda: to_host(coef), 3)[0]
+        report["gather_writer_s"] = best_seconds(lambda: gather(coef, "writer"), 3)[0]
+        distributed.GATHER_SLICE_BYTES = 4 * 2**20
+        report["gather_sliced_s"] = best_seconds(lambda: to_host(coef), 3)[0]
+        distributed.GATHER_SLICE_BYTES = 64 * 2**20
         gather = jax.jit(lambda a: a, out_shardings=everywhere)
         matmul = jax.jit(lambda a, b: a @ b)
         comm = {}
@@ -146,7 +153,12 @@ def main() -> None:
             f"{r['converged']} | {r['objective']:.2f} |"
         )
     two = jobs["2 processes x 1 thread"]
-    print(f"\nall-gather of the {args.n} x {args.n} coefficients: {two['gather_coef_s']:.3f} s")
+    print(f"\ngather of the {args.n} x {args.n} coefficients, split by rows:\n")
+    print("| onto | slices | seconds |\n|---|---:|---:|")
+    slices = -(-args.n * args.n * 4 // (4 * 2**20))
+    print(f"| every host | 1 | {two['gather_coef_s']:.3f} |")
+    print(f"| every host | {slices} | {two['gather_sliced_s']:.3f} |")
+    print(f"| process 0 alone (the default) | 1 | {two['gather_writer_s']:.3f} |")
     print("\nper ADMM iteration with a factor sharded by columns over 2 processes:\n")
     print("| n | all-gather n x n float32 (s) | local (n/2, n) @ (n, n) matmul (s) | ratio |")
     print("|---:|---:|---:|---:|")

@@ -148,7 +148,8 @@ def test_two_processes_give_the_single_process_answers(tmp_path):
     # processes get the whole answer.
     one = ssc_jax.ssc(x, rel_tol=1e-6, abs_tol=1e-9)
     other = np.load(out + ".1.npz")
-    assert "batch_coef" not in other
+    assert "batch_coef" not in other and "written" not in other
+    np.testing.assert_array_equal(job["written"], job["rows_coef"])
     for got in (job, other):
         assert bool(got["rows_converged"])
         assert abs(float(got["rows_objective"]) - float(one.objective)) < 1e-4 * float(
@@ -189,3 +190,41 @@ def test_analyze_as_two_processes_writes_once_what_one_process_writes(
     _, single = analyzed
     assert metrics["layers"] == single["layers"]
     np.testing.assert_allclose(metrics["modularity"], single["modularity"], atol=1e-4)
+
+
+def test_the_other_processes_solve_and_stop_there(tiny_run, fast_analysis, tmp_path, monkeypatch):
+    """A process of a job other than process 0 takes part in every solve, then analyses,
+    renders and writes nothing."""
+    from ssc_jax.pipeline import analyze, compare, dynamics, layer_graphs, tau_path
+    from ssc_jax.pipeline.config import AnalysisSet
+
+    for module in (analyze, compare, dynamics, layer_graphs, tau_path):
+        monkeypatch.setattr(module, "is_writer", lambda: False)
+    monkeypatch.setattr("ssc_jax.pipeline.commands.is_writer", lambda: False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a process other than process 0 analysed")
+
+    for module, name in (
+        (analyze, "analyze_graphs"),
+        (dynamics, "layer_modularity"),
+        (tau_path, "_summarise"),
+        (compare, "_summary"),
+    ):
+        monkeypatch.setattr(module, name, refuse)
+    solved, solve = [], layer_graphs.solve_layers
+    monkeypatch.setattr(
+        layer_graphs, "solve_layers", lambda *a, **k: solved.append(a[0].shape) or solve(*a, **k)
+    )
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(CACHE_DIR))
+    out = tmp_path / "out"
+    assert main(["analyze", str(run), "--out", str(out), *fast_analysis]) == 0
+    analysis = AnalysisSet(n=80)
+    quiet = {"analysis": analysis, "progress": False}
+    assert dynamics.training_dynamics(run, **quiet) is None
+    assert tau_path.checkpoint_tau_path(run, [5, 10], **quiet) is None
+    assert compare.compare_runs([f"{run}@1", str(run)], **quiet) is None
+    # analyze, dynamics (2 epochs), the tau path (2 taus), compare (2 networks)
+    assert len(solved) == 7
+    assert not out.exists() and not (run / CACHE_DIR).exists()

@@ -45,6 +45,7 @@ from ssc_jax.pipeline.layer_graphs import (
 )
 from ssc_jax.pipeline.outputs import to_jsonable
 from ssc_jax.pipeline.summary import graph_summary
+from ssc_jax.solver.distributed import is_writer
 
 
 class WrongInput(NamedTuple):
@@ -136,10 +137,12 @@ def analyze_checkpoint(
     n_wrong: int = 3,
     cache: bool = True,
     progress: bool = True,
-) -> CheckpointAnalysis:
+) -> CheckpointAnalysis | None:
     """Analyse the checkpoint of ``epoch`` (default: the last) of the run in ``run_dir``.
 
     Writes nothing, except a new solution into the run's graph cache when ``cache`` is on.
+    In a ``jax.distributed`` job, process 0 analyses; the others take part in the solve and
+    return None.
     """
     epoch = resolve_epoch(run_dir, epoch)
     inputs = load_inputs(analysis, held_out_data(run_info(run_dir)))
@@ -152,6 +155,8 @@ def analyze_checkpoint(
         cache_dir=run_cache(run_dir, cache),
         progress=progress,
     )
+    if not is_writer():
+        return None
     return analyze_graphs(graphs, inputs, source=str(run_dir), epoch=epoch, n_wrong=n_wrong)
 
 

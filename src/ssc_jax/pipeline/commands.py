@@ -8,8 +8,10 @@ and publishes the folder atomically on the writing process of a job (``metrics.j
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from ssc_jax.pipeline.arguments import analysis_settings, given, solver_settings
 from ssc_jax.pipeline.inputs import InputError
@@ -55,19 +57,22 @@ def _claim_output(out: str | Path, *, kind: str, inputs: list) -> AbstractContex
     return folder_lock(out)
 
 
-def _publish_result(args, result, sections: list[Section], *, title: str, inputs: list) -> Path:
-    """Publish a computed ``result`` and its rendered ``sections`` to ``args.out`` (on the
-    writing process of a job)."""
+def _publish_result(
+    args, result, render: Callable, *, title: Callable[[Any], str], inputs: list
+) -> Path:
+    """Publish a computed ``result`` to ``args.out``, with the report's sections from
+    ``render(result)`` and its title from ``title(result)``; on the other processes of a job,
+    where ``result`` is None (they take part in the solves only), nothing."""
     from ssc_jax.pipeline.publish import publish
 
-    if not is_writer():
+    if result is None:
         return Path(args.out)
     analysis, solver = analysis_settings(args)
     return publish(
         args.out,
         command=args.command,
         inputs=inputs,
-        report=Report(title, sections),
+        report=Report(title(result), render(result)),
         metrics=result.metrics,
         exports=result.exports,
         analysis=analysis,
@@ -100,8 +105,14 @@ def cmd_analyze(args) -> Path:
             n_wrong=args.wrong,
             progress=not args.quiet,
         )
-        title = f"ssc-jax analysis: {Path(args.run).name}, epoch {result.epoch}"
-        return _publish_result(args, result, render_checkpoint(result), title=title, inputs=inputs)
+        name = Path(args.run).name
+        return _publish_result(
+            args,
+            result,
+            render_checkpoint,
+            title=lambda r: f"ssc-jax analysis: {name}, epoch {r.epoch}",
+            inputs=inputs,
+        )
 
 
 def cmd_dynamics(args) -> Path:
@@ -119,8 +130,14 @@ def cmd_dynamics(args) -> Path:
             heatmap_epochs=args.heatmap_epochs,
             progress=not args.quiet,
         )
-        title = f"ssc-jax training dynamics: {Path(args.run).name}"
-        return _publish_result(args, result, render_dynamics(result), title=title, inputs=inputs)
+        name = Path(args.run).name
+        return _publish_result(
+            args,
+            result,
+            render_dynamics,
+            title=lambda r: f"ssc-jax training dynamics: {name}",
+            inputs=inputs,
+        )
 
 
 def cmd_tau_path(args) -> Path:
@@ -138,8 +155,14 @@ def cmd_tau_path(args) -> Path:
             solver=solver,
             progress=not args.quiet,
         )
-        title = f"ssc-jax tau path: {Path(args.run).name}, epoch {result.epoch}"
-        return _publish_result(args, result, render_tau_path(result), title=title, inputs=inputs)
+        name = Path(args.run).name
+        return _publish_result(
+            args,
+            result,
+            render_tau_path,
+            title=lambda r: f"ssc-jax tau path: {name}, epoch {r.epoch}",
+            inputs=inputs,
+        )
 
 
 def cmd_compare(args) -> Path:
@@ -152,8 +175,13 @@ def cmd_compare(args) -> Path:
         result = compare_runs(
             args.runs, names=args.names, analysis=analysis, solver=solver, progress=not args.quiet
         )
-        title = f"ssc-jax comparison of {len(result.runs)} runs"
-        return _publish_result(args, result, render_comparison(result), title=title, inputs=inputs)
+        return _publish_result(
+            args,
+            result,
+            render_comparison,
+            title=lambda r: f"ssc-jax comparison of {len(r.runs)} runs",
+            inputs=inputs,
+        )
 
 
 def cmd_activations(args) -> Path:

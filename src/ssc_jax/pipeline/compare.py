@@ -34,6 +34,7 @@ from ssc_jax.pipeline.layer_graphs import (
 from ssc_jax.pipeline.outputs import to_jsonable
 from ssc_jax.pipeline.summary import graph_summary
 from ssc_jax.similarity.streamed import streamed_cka_matrix
+from ssc_jax.solver.distributed import is_writer
 
 
 class RunSummary(NamedTuple):
@@ -116,12 +117,14 @@ def compare_runs(
     solver: SolverSettings = DEFAULT_SOLVER,
     cache: bool = True,
     progress: bool = True,
-) -> Comparison:
+) -> Comparison | None:
     """Analyse each network of ``runs`` on one input set: a run's checkpoint (see
     ``parse_run``) or saved activations (see ``is_activation_file``), which must have been
     taken on the inputs the runs are compared on (same labels, in the same order).
 
     Writes nothing, except new solutions into each run's graph cache when ``cache`` is on.
+    In a ``jax.distributed`` job, process 0 analyses; the others take part in the solves and
+    return None.
     """
     if names is not None and len(names) != len(runs):
         raise InputError(f"got {len(names)} names for {len(runs)} networks")
@@ -157,6 +160,8 @@ def compare_runs(
             graphs, given = activation_network(run, solver=solver, progress=progress)
             inputs = _same_inputs(inputs, given, run)
             epoch, name = None, run.name
+        if not is_writer():
+            continue
         name = names[i] if names else name
         if any(r.name == name for r in summaries):
             name = f"{name}#{i + 1}"
@@ -168,6 +173,8 @@ def compare_runs(
             first = graphs
         else:
             cross.append(cross_similarity(first, graphs, names=(summaries[0].name, name)))
+    if not is_writer():
+        return None
     metrics = {
         "runs": [
             {

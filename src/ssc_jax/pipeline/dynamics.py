@@ -42,6 +42,7 @@ from ssc_jax.pipeline.outputs import to_jsonable
 from ssc_jax.pipeline.summary import layer_modularity
 from ssc_jax.similarity.cka import cka
 from ssc_jax.similarity.streamed import streamed_cka_matrix
+from ssc_jax.solver.distributed import is_writer
 
 
 class Dynamics(NamedTuple):
@@ -83,13 +84,14 @@ def training_dynamics(
     cache: bool = True,
     progress: bool = True,
     warm_start: bool = True,
-) -> Dynamics:
+) -> Dynamics | None:
     """Analyse ``epochs`` (default: all) of the run in ``run_dir`` against its last epoch.
 
     With ``warm_start`` each epoch's solve starts from the graphs of the epoch analysed
     before it (the first from the last epoch's, which is solved first), which the solver
     reaches in fewer iterations than from nothing. Writes nothing, except new solutions
-    into the run's graph cache when ``cache`` is on.
+    into the run's graph cache when ``cache`` is on. In a ``jax.distributed`` job, process 0
+    analyses; the others take part in the solves and return None.
     """
     available = run_epochs(run_dir)
     final = available[-1]
@@ -114,7 +116,7 @@ def training_dynamics(
 
     inputs = load_inputs(analysis, held_out_data(run_info(run_dir)))
     final_graphs, final_accuracy = graphs_of(final)
-    final_A = final_graphs.affinity
+    final_A = final_graphs.affinity if is_writer() else None
     rows, previous = [], final_graphs.coef
     for epoch in tqdm(chosen, desc="dynamics", unit="epoch", disable=not progress):
         if epoch == final:
@@ -122,6 +124,8 @@ def training_dynamics(
         else:
             graphs, accuracy = graphs_of(epoch, previous)
         previous = graphs.coef
+        if not is_writer():
+            continue
         A = graphs.affinity
         row = {
             "modularity": layer_modularity(A, inputs.labels, len(inputs.class_names)),
@@ -136,6 +140,8 @@ def training_dynamics(
         if epoch in heatmap_epochs:
             row["heatmap"] = (streamed_cka_matrix(A), streamed_cka_matrix(graphs.grams))
         rows.append(row)
+    if not is_writer():
+        return None
     layers = final_graphs.layers
     ssc_to_final = np.asarray([r["ssc"] for r in rows])
     linear_to_final = np.asarray([r["linear"] for r in rows])

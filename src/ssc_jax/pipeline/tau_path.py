@@ -48,6 +48,7 @@ from ssc_jax.pipeline.layer_graphs import (
 from ssc_jax.pipeline.outputs import to_jsonable
 from ssc_jax.pipeline.summary import layer_modularity
 from ssc_jax.similarity.streamed import streamed_cka_matrix
+from ssc_jax.solver.distributed import is_writer
 from ssc_jax.solver.path import check_taus
 
 
@@ -97,11 +98,13 @@ def checkpoint_tau_path(
     cache: bool = True,
     progress: bool = True,
     warm_start: bool = True,
-) -> TauPath:
+) -> TauPath | None:
     """Analyse the checkpoint of ``epoch`` (default: the last) of ``run_dir`` at each of
     ``taus``, all other solver settings from ``solver``.
 
     Writes nothing, except new solutions into the run's graph cache when ``cache`` is on.
+    In a ``jax.distributed`` job, process 0 analyses; the others take part in the solves and
+    return None.
 
     Raises:
       InputError: for a bad tau (not > 0, or repeated), or what ``analyze`` rejects.
@@ -134,6 +137,8 @@ def checkpoint_tau_path(
         )
         solved.append(graphs)
         previous = graphs
+    if not is_writer():
+        return None
     return _summarise(str(run_dir), epoch, inputs, values, reference, solved)
 
 

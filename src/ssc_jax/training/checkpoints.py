@@ -52,7 +52,11 @@ def _checkpoints_dir(run_dir: str | os.PathLike) -> Path:
 
 def _manager(run_dir: str | os.PathLike, *, writable: bool = False) -> ocp.CheckpointManager:
     """A synchronous manager of the run's checkpoints. A ``writable`` one creates the folder
-    and, before its first save, removes the temporary folders of killed saves."""
+    and, before its first save, removes the temporary folders of killed saves.
+
+    A reading manager is this process's own: in a ``jax.distributed`` job orbax would
+    otherwise wait for every process at each manager it makes, and process 0 alone lists the
+    checkpoints for the report."""
     folder = _checkpoints_dir(run_dir)
     if folder.is_dir() and any(_OLD_LAYOUT.fullmatch(entry.name) for entry in folder.iterdir()):
         raise ValueError(
@@ -65,6 +69,12 @@ def _manager(run_dir: str | os.PathLike, *, writable: bool = False) -> ocp.Check
         cleanup_tmp_directories=writable,
         enable_async_checkpointing=False,
         lightweight_initialize=True,  # else every step's metrics are read, damaged or not
+        # orbax creates no folder for a manager of some processes only; training runs in one.
+        multiprocessing_options=ocp.options.MultiprocessingOptions()
+        if writable
+        else ocp.options.MultiprocessingOptions(
+            primary_host=jax.process_index(), active_processes={jax.process_index()}
+        ),
     )
     handlers = {
         "model": ocp.StandardCheckpointHandler(),
