@@ -94,6 +94,24 @@ def test_grams_equal_xxt_of_captured_activations(budget):
         np.testing.assert_allclose(gram, flat @ flat.T, rtol=1e-4, atol=1e-4 * np.abs(gram).max())
 
 
+@pytest.mark.parametrize("budget", [None, 20_000])
+def test_the_progress_bar_counts_every_input_passed_through_the_model(budget, monkeypatch, capsys):
+    from ssc_jax.nets import capture
+
+    model = create_model("small_cnn", width=0.25, in_channels=1)
+    x = np.random.default_rng(1).normal(size=(12, 8, 8, 1)).astype(np.float32)
+    passed, features = [], capture._features
+    monkeypatch.setattr(
+        capture,
+        "_features",
+        lambda f, images, *a: passed.append(len(images)) or features(f, images, *a),
+    )
+    activation_grams(model, x, batch_size=5, memory_budget_bytes=budget, progress=True)
+    # One pass of the 12 inputs when every layer fits; row blocks pass inputs again.
+    assert (sum(passed) == 12) == (budget is None)
+    assert f"{sum(passed)}/{sum(passed)}" in capsys.readouterr().err
+
+
 def test_grams_beyond_the_budget_spill_to_an_unlinked_file(tmp_path):
     model = create_model("small_cnn", width=0.25, in_channels=1)
     x = np.random.default_rng(1).normal(size=(12, 8, 8, 1)).astype(np.float32)

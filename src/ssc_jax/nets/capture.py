@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
 from ssc_jax.core.checks import check_finite, check_ndim, check_positive
 from ssc_jax.core.memory import default_memory_budget, disk_array
@@ -271,14 +272,16 @@ def plan_layer_groups(widths: Sequence[int], n: int, budget: int) -> list[LayerG
 
 
 def _features(
-    forward: Forward, images: np.ndarray, dims: dict[str, int], batch_size: int
+    forward: Forward, images: np.ndarray, dims: dict[str, int], batch_size: int, bar=None
 ) -> dict[str, np.ndarray]:
     """Flattened activations {name: (n, d)} of the layers named in ``dims`` (name -> d),
-    whose outputs ``forward`` gives."""
+    whose outputs ``forward`` gives; ``bar``, a tqdm bar, counts the inputs done."""
     out = {name: np.empty((len(images), d), np.float32) for name, d in dims.items()}
     for start, values in _batches(forward, images, batch_size):
         for name, value in values.items():
             out[name][start : start + len(value)] = np.asarray(value).reshape(len(value), -1)
+        if bar is not None:
+            bar.update(min(batch_size, len(images) - start))
     return out
 
 
@@ -298,23 +301,32 @@ def _fill_grams(
     rows: int,
     batch_size: int,
     grams: dict[str, np.ndarray],
+    bar=None,
 ) -> None:
     """Write the Gram (n, n) of each layer in ``dims`` (name -> d) into ``grams[name]``, from
-    row blocks of ``rows`` inputs, holding the features of at most two blocks at a time."""
+    row blocks of ``rows`` inputs, holding the features of at most two blocks at a time;
+    ``bar`` counts the inputs passed through the model (`_passed_inputs`)."""
     n = len(images)
     starts = range(0, n, rows)
     for a in starts:
-        xa = _features(forward, images[a : a + rows], dims, batch_size)
+        xa = _features(forward, images[a : a + rows], dims, batch_size, bar)
         for name, x in xa.items():
             grams[name][a : a + rows, a : a + rows] = _gram(x)
         for b in starts[starts.index(a) + 1 :]:
-            xb = _features(forward, images[b : b + rows], dims, batch_size)
+            xb = _features(forward, images[b : b + rows], dims, batch_size, bar)
             for name, x in xa.items():
                 block = _gram(x, xb[name])
                 grams[name][a : a + rows, b : b + rows] = block
                 grams[name][b : b + rows, a : a + rows] = block.T
             del xb  # before the next block's features are captured
         del xa
+
+
+def _passed_inputs(n: int, rows: int) -> int:
+    """The inputs `_fill_grams` passes through the model for n inputs in blocks of ``rows``:
+    each block once for its own Gram block, then again for each block before it."""
+    sizes = [min(rows, n - a) for a in range(0, n, rows)]
+    return sum(size * (1 + i) for i, size in enumerate(sizes))
 
 
 def activation_grams(
@@ -325,6 +337,7 @@ def activation_grams(
     batch_size: int = 256,
     memory_budget_bytes: int | None = None,
     spill_dir: str | None = None,
+    progress: bool = False,
 ) -> tuple[list[str], np.ndarray]:
     """Per-layer Gram matrices G_l = X_l X_l^T of the inputs (X_l: layer l's activations,
     flattened, one row per input). Returns (names in forward order, float32 (L, n, n)).
@@ -344,6 +357,9 @@ def activation_grams(
     blocks: features of two blocks of inputs at a time give the off-diagonal Gram blocks,
     at the cost of recomputing the forward pass.
 
+    With ``progress``, a bar counts the inputs passed through the model, once per group of
+    layers (more for a layer done in row blocks).
+
     Raises:
       ValueError: for a budget below the features of two inputs of a layer, and for
         invalid images or layer names.
@@ -360,14 +376,18 @@ def activation_grams(
         grams = disk_array(shape, np.float32, spill_dir)
     else:
         grams = np.empty(shape, np.float32)
-    for group in plan_layer_groups(dims, n, int(budget)):
-        group_dims = {names[i]: dims[i] for i in group.layers}
-        _fill_grams(
-            forward=plan.forward(frozenset(group_dims)),
-            images=images,
-            dims=group_dims,
-            rows=group.rows,
-            batch_size=batch_size,
-            grams={names[i]: grams[i] for i in group.layers},
-        )
+    groups = plan_layer_groups(dims, n, int(budget))
+    total = sum(_passed_inputs(n, group.rows) for group in groups)
+    with tqdm(total=total, desc="activations", unit="input", disable=not progress) as bar:
+        for group in groups:
+            group_dims = {names[i]: dims[i] for i in group.layers}
+            _fill_grams(
+                forward=plan.forward(frozenset(group_dims)),
+                images=images,
+                dims=group_dims,
+                rows=group.rows,
+                batch_size=batch_size,
+                grams={names[i]: grams[i] for i in group.layers},
+                bar=bar,
+            )
     return names, grams

@@ -119,9 +119,11 @@ def checkpoint_grams(
     *,
     analysis: AnalysisSet,
     memory_budget_bytes: int | None = None,
+    progress: bool = False,
 ) -> CheckpointGrams:
-    """Load the checkpoint of ``epoch`` in ``run_dir`` and run it on ``inputs``. A damaged
-    checkpoint raises ``InputError`` naming the epoch and file."""
+    """Load the checkpoint of ``epoch`` in ``run_dir`` and run it on ``inputs`` (with
+    ``progress``, a bar over the inputs). A damaged checkpoint raises ``InputError`` naming
+    the epoch and file."""
     try:
         model, info = load_checkpoint(Path(run_dir), epoch)
     except CheckpointError as err:
@@ -135,6 +137,7 @@ def checkpoint_grams(
         batch_size=analysis.batch_size,
         memory_budget_bytes=memory_budget_bytes,
         spill_dir=tempfile.gettempdir(),
+        progress=progress,
     )
     probs = np.asarray(predict(model, images, batch_size=analysis.batch_size))
     return CheckpointGrams(list(names), grams, probs)
@@ -154,7 +157,12 @@ def checkpoint_graphs(
     """The graphs of the checkpoint of ``epoch`` in ``run_dir`` on ``inputs``: its
     ``checkpoint_grams``, then ``solved_graphs``."""
     computed = checkpoint_grams(
-        run_dir, epoch, inputs, analysis=analysis, memory_budget_bytes=solver.memory_budget_bytes
+        run_dir,
+        epoch,
+        inputs,
+        analysis=analysis,
+        memory_budget_bytes=solver.memory_budget_bytes,
+        progress=progress,
     )
     return solved_graphs(
         computed,

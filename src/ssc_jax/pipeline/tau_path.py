@@ -116,7 +116,12 @@ def checkpoint_tau_path(
     epoch = resolve_epoch(run_dir, epoch)
     inputs = load_inputs(analysis, held_out_data(run_info(run_dir)))
     computed = checkpoint_grams(
-        run_dir, epoch, inputs, analysis=analysis, memory_budget_bytes=solver.memory_budget_bytes
+        run_dir,
+        epoch,
+        inputs,
+        analysis=analysis,
+        memory_budget_bytes=solver.memory_budget_bytes,
+        progress=progress,
     )
     reference = reference_tau(values, solver.solver.tau)
     solved, previous = [], None
