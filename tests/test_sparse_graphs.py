@@ -17,11 +17,12 @@ def layer_grams(seed=0, layers=3, n=60, d=10):
     return np.einsum("lnd,lmd->lnm", x, x)
 
 
-def test_solve_layers_in_groups_matches_one_solve(monkeypatch):
+def test_solve_layers_in_groups_matches_one_solve(monkeypatch, capsys):
     grams = layer_grams()
     whole = ssc_jax.ssc_gram(grams, progress=False, **SolverSettings().kwargs())
     monkeypatch.setattr(layer_graphs, "SOLVE_GROUP_BYTES", 4 * 60 * 60)  # one layer a group
-    coef, diagnostics = solve_layers(grams, SolverSettings(), progress=False)
+    coef, diagnostics = solve_layers(grams, SolverSettings(), progress=True)
+    assert "3/3" in capsys.readouterr().err  # one bar over the layers, not one per group
     assert all(isinstance(c, sp.csr_array) and c.dtype == np.float32 for c in coef)
     np.testing.assert_allclose(dense_stack(coef), whole.coef, atol=1e-6)
     np.testing.assert_array_equal(diagnostics["iterations"], whole.iterations)

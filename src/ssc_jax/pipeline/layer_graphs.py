@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm.auto import tqdm
 
 from ssc_jax.nets.capture import activation_grams, predict
 from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
@@ -79,13 +80,15 @@ def solve_layers(
 ) -> tuple[list[sp.csr_array], dict[str, np.ndarray]]:
     """SSC of each layer's Gram in ``grams`` (L, n, n), solved in groups of layers whose
     dense coefficients fit ``SOLVE_GROUP_BYTES``, each group's converted to CSR as it
-    comes back. ``init``: L (n, n) sparse or dense starting coefficients, or None.
+    comes back. ``init``: L (n, n) sparse or dense starting coefficients, or None. With
+    ``progress``, a bar counts the layers solved.
 
     Returns the L float32 CSR coefficient matrices and the (L,) diagnostics by name.
     """
     count, n = len(grams), grams.shape[-1]
     size = max(1, SOLVE_GROUP_BYTES // (4 * n * n))
     coef, parts = [], []
+    bar = tqdm(total=count, desc="SSC", unit="layer", disable=not progress)
     for start in range(0, count, size):
         stop = min(count, start + size)
         start_at = None
@@ -94,10 +97,12 @@ def solve_layers(
                 [m.toarray() if sp.issparse(m) else np.asarray(m) for m in init[start:stop]]
             )
         result = ssc_gram(
-            np.asarray(grams[start:stop]), progress=progress, init=start_at, **solver.kwargs()
+            np.asarray(grams[start:stop]), progress=False, init=start_at, **solver.kwargs()
         )
         coef += sparse_layers(np.asarray(result.coef, dtype=np.float32))
         parts.append({name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS})
+        bar.update(stop - start)
+    bar.close()
     diagnostics = {name: np.concatenate([p[name] for p in parts]) for name in DIAGNOSTICS}
     return coef, diagnostics
 
