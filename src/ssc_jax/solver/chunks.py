@@ -203,7 +203,9 @@ def row_groups(n: int, width: int, rows: int) -> list[np.ndarray]:
     with at most ``rows`` rows per device and step.
 
     Device d solves the contiguous rows ``d * R`` to ``(d + 1) * R - 1``, R = steps x b, so
-    that its part of the answer is one block of rows; indices past n (padding) are n.
+    that its part of the answer is one block of rows. Indices past n (padding) are n: a zero
+    row of the identity is an all-zero LASSO problem that stays at C = 0 and adds nothing to
+    the residuals or the objective.
     """
     per_device = -(-n // width)
     steps = -(-per_device // rows)
