@@ -51,7 +51,7 @@ def by_hand(model, images, modules) -> dict[str, np.ndarray]:
     named = dict(model.named_modules())
     handles = [
         named[name].register_forward_hook(
-            lambda module, args, out, name=name: outputs.setdefault(name, out)
+            lambda module, args, out, name=name: outputs.setdefault(name, out.clone())
         )
         for name in modules
     ]
@@ -165,3 +165,45 @@ def test_loaders_that_shuffle_or_change_are_refused(model, images):
     with pytest.raises(ValueError, match="different batch 0 on pass 2"):
         torch_activation_grams(model, noisy)
     assert hooks(model) == 0
+
+
+class InPlace(nn.Module):
+    """Every captured output is overwritten later in the pass: an in-place ReLU after each
+    conv, an in-place residual add into a batch norm's output, an in-place normalisation."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(32, 3)
+
+    def forward(self, x):
+        identity = self.relu1(self.conv1(x))
+        out = self.bn2(self.conv2(identity))
+        out += identity
+        out = self.pool(self.relu2(out))
+        out /= out.norm(dim=1, keepdim=True) + 1e-6
+        return self.fc(out.flatten(1))
+
+
+def test_outputs_are_captured_before_later_in_place_operations(images):
+    torch.manual_seed(2)
+    model = InPlace().eval()
+    model.bn2.running_mean.normal_()
+    with torch.no_grad():
+        conv1 = model.conv1(images)
+        conv2 = model.conv2(torch.relu(conv1))
+        bn2 = model.bn2(conv2)
+        pooled = model.pool(torch.relu(bn2 + torch.relu(conv1)))
+    outputs = {"conv1": conv1, "conv2": conv2, "bn2": bn2, "pool": pooled}
+    expected = {}
+    for name, out in outputs.items():
+        flat = out.reshape(N, -1).double().numpy()
+        expected[name] = flat @ flat.T
+    result = torch_activation_grams(model, images, layers=list(outputs), batch_size=7)
+    assert result.names == list(outputs)
+    assert_close(result.grams, expected)

@@ -1,16 +1,18 @@
 """Per-layer Gram matrices of a PyTorch model, captured with forward hooks.
 
 torch is imported only when :func:`torch_activation_grams` runs, so ``import ssc_jax`` never
-needs it. The chosen modules' outputs are recorded by forward hooks, flattened to (b, D) and
-kept, for one group of layers at a time, as float32 NumPy arrays (n, D); each group's Grams
-are then formed by :func:`ssc_jax.nets.external.layer_gram` (JAX, full float32 precision).
+needs it. The chosen modules' outputs are copied by forward hooks at the moment each module
+returns, flattened to (b, D) float32 on the host, so an in-place operation later in the
+forward pass (``ReLU(inplace=True)``, ``out += identity``) cannot change what was captured.
+They are kept, for one group of layers at a time, as float32 NumPy arrays (n, D); each
+group's Grams are then formed by :func:`ssc_jax.nets.external.layer_gram` (JAX, full float32
+precision).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -75,8 +77,10 @@ def _candidates(model, layers) -> dict:
 
 @contextlib.contextmanager
 def _hooked(modules: dict) -> Iterator[dict]:
-    """Forward hooks on ``modules`` {module: name}; yields {name: output} of the last forward
-    pass, in the order the modules ran. The hooks are removed on exit."""
+    """Forward hooks on ``modules`` {module: name}; yields {name: (b, D) float32 array} of the
+    last forward pass, in the order the modules ran, each a copy taken as the module returned
+    (the tensor itself may be overwritten in place later in the pass). The hooks are removed
+    on exit."""
     import torch
 
     captured: dict = {}
@@ -88,7 +92,8 @@ def _hooked(modules: dict) -> Iterator[dict]:
         if not isinstance(output, torch.Tensor):
             kind = type(output).__name__
             raise ValueError(f"module {name!r} returns a {kind}, not a tensor; select another")
-        captured[name] = output
+        flat = output.detach().reshape(len(output), -1)
+        captured[name] = flat.to("cpu", torch.float32, copy=True).numpy()
 
     handles = [module.register_forward_hook(record) for module in modules]
     try:
@@ -232,10 +237,10 @@ class _Passes(NamedTuple):
 
 
 class _Survey(NamedTuple):
-    """What the first pass finds: per-input output shapes of the selected modules that ran,
-    in forward order, the number of inputs, labels, and each batch's fingerprint."""
+    """What the first pass finds: the per-input output sizes D of the selected modules that
+    ran, in forward order, the number of inputs, labels, and each batch's fingerprint."""
 
-    shapes: dict[str, tuple[int, ...]]
+    dims: dict[str, int]
     n: int
     labels: np.ndarray | None
     fingerprints: list[tuple] | None
@@ -252,18 +257,18 @@ def _survey(passes: _Passes, candidates: dict) -> _Survey:
         raise ValueError("the DataLoader yielded no batches")
     with _hooked(candidates) as captured:
         passes.model(first.inputs)
-        shapes = {name: tuple(value.shape[1:]) for name, value in captured.items()}
-    if not shapes:
+        dims = {name: value.shape[1] for name, value in captured.items()}
+    if not dims:
         modules = _module_list(passes.model)
         raise ValueError(f"no selected module ran in the forward pass; the modules are: {modules}")
     if not isinstance(passes.inputs, torch.utils.data.DataLoader):
-        return _Survey(shapes=shapes, n=len(passes.inputs), labels=None, fingerprints=None)
+        return _Survey(dims=dims, n=len(passes.inputs), labels=None, fingerprints=None)
     fingerprints = [_fingerprint(first), *(_fingerprint(batch) for batch in batches)]
     labels = None
     if all(ys is not None for _, _, ys in fingerprints):
         labels = np.asarray([y for _, _, ys in fingerprints for y in ys], dtype=np.int64)
     n = sum(size for size, _, _ in fingerprints)
-    return _Survey(shapes=shapes, n=n, labels=labels, fingerprints=fingerprints)
+    return _Survey(dims=dims, n=n, labels=labels, fingerprints=fingerprints)
 
 
 def _group_pass(passes: _Passes, modules: dict, features: dict, survey: _Survey, *, number: int):
@@ -287,7 +292,7 @@ def _group_pass(passes: _Passes, modules: dict, features: dict, survey: _Survey,
             output = passes.model(batch.inputs)
             size = len(batch.inputs)
             for name, value in captured.items():
-                features[name][start : start + size] = value.reshape(size, -1).float().cpu().numpy()
+                features[name][start : start + size] = value
             if isinstance(output, torch.Tensor) and output.ndim == 2 and len(output) == size:
                 predictions.append(output.argmax(dim=1).cpu().numpy())
             start += size
@@ -300,8 +305,8 @@ def _capture(passes: _Passes, *, candidates: dict, budget: int, spill_dir) -> To
     """Grams of the selected layers, one group of layers (one pass over the inputs) at a time."""
     survey = _survey(passes, candidates)
     n = survey.n
-    names = list(survey.shapes)
-    dims = {name: math.prod(shape) for name, shape in survey.shapes.items()}
+    dims = survey.dims
+    names = list(dims)
     modules = {module: name for module, name in candidates.items() if name in dims}
     grams = np.empty((len(names), n, n), np.float32)
     predictions = None
