@@ -19,6 +19,7 @@ from ssc_jax._version import __version__
 _HOMES = {
     "solver": (
         "ADMM",
+        "ConvergenceWarning",
         "SSCResult",
         "SolverOptions",
         "Status",

@@ -35,6 +35,7 @@ from ssc_jax.pipeline.graph_store import (
     sparse_layers,
 )
 from ssc_jax.pipeline.inputs import AnalysisInputs, InputError, check_fits_run, preprocess
+from ssc_jax.solver.convergence import ConvergenceWarning
 from ssc_jax.solver.distributed import is_writer
 from ssc_jax.solver.solve import ssc_gram
 from ssc_jax.training.checkpoints import CheckpointError, load_checkpoint
@@ -96,9 +97,12 @@ def solve_layers(
             start_at = np.stack(
                 [m.toarray() if sp.issparse(m) else np.asarray(m) for m in init[start:stop]]
             )
-        result = ssc_gram(
-            np.asarray(grams[start:stop]), progress=False, init=start_at, **solver.kwargs()
-        )
+        with warnings.catch_warnings():
+            # warn_unconverged names the layers, once for all of them
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            result = ssc_gram(
+                np.asarray(grams[start:stop]), progress=False, init=start_at, **solver.kwargs()
+            )
         coef += sparse_layers(np.asarray(result.coef, dtype=np.float32))
         parts.append({name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS})
         bar.update(stop - start)

@@ -5,6 +5,7 @@ Depends on jax and numpy only (and SciPy for ``SSCResult.sparse_coef``).
 """
 
 from ssc_jax.solver.admm import ADMM, Status
+from ssc_jax.solver.convergence import ConvergenceWarning
 from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.path import tau_path
 from ssc_jax.solver.result import SSCResult
@@ -13,6 +14,7 @@ from ssc_jax.solver.working_set import WorkingSet
 
 __all__ = [
     "ADMM",
+    "ConvergenceWarning",
     "SSCResult",
     "SolverOptions",
     "Status",

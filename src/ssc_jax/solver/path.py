@@ -10,13 +10,15 @@ runs one compiled program per chunk shape.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ssc_jax.solver.admm import ADMM
-from ssc_jax.solver.options import SolverOptions
+from ssc_jax.solver.convergence import ConvergenceWarning, warn_unconverged
+from ssc_jax.solver.options import SolverOptions, resolve
 from ssc_jax.solver.result import SSCResult
 from ssc_jax.solver.solve import ssc_gram
 from ssc_jax.solver.working_set import WorkingSet
@@ -70,6 +72,9 @@ def tau_path(
     Returns:
       One ``SSCResult`` per tau, in the order of ``taus``.
 
+    Warns:
+      ConvergenceWarning: once for the whole path, when any solve stops unconverged.
+
     Raises:
       ValueError: for a bad tau (see ``check_taus``), ``tau`` among the settings, or what
         ``ssc_gram`` rejects.
@@ -90,13 +95,16 @@ def tau_path(
     settings = {"gather": "all", **settings} if warm_start else settings
     results: list[SSCResult | None] = [None] * len(values)
     previous = None
-    for i in path_order(values):
-        result = ssc_gram(
-            G,
-            solver=dataclasses.replace(solver, tau=values[i]),
-            options=options,
-            init=previous if warm_start else None,
-            **settings,
-        )
-        results[i] = previous = result
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # one warning for the path, below
+        for i in path_order(values):
+            result = ssc_gram(
+                G,
+                solver=dataclasses.replace(solver, tau=values[i]),
+                options=options,
+                init=previous if warm_start else None,
+                **settings,
+            )
+            results[i] = previous = result
+    warn_unconverged(results, resolve(solver, options, settings)[0], stacklevel=2)
     return results

@@ -21,6 +21,7 @@ import numpy as np
 from ssc_jax.core import checks
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.chunks import solve_chunks
+from ssc_jax.solver.convergence import warn_unconverged
 from ssc_jax.solver.distributed import GATHER_MODES
 from ssc_jax.solver.factor import (
     Factor,
@@ -78,6 +79,10 @@ def ssc(
       process 0 only by default, its fields ``None`` elsewhere (``gather``, see
       ``distributed.py``).
 
+    Warns:
+      ConvergenceWarning: once, when the solve stops before the certified gap reaches
+        ``gap_tol`` (``result.converged`` False), naming the setting to raise.
+
     Raises:
       ValueError: for invalid ``X``, an unknown setting, tau or mu not > 0, or an ``init`` of
         another shape.
@@ -108,7 +113,7 @@ def ssc(
         factor = choose_factor(
             values, vectors, low_rank=False, eps=factor_eps(x.dtype, options.precise_factor)
         )
-    return solve_chunks(
+    result = solve_chunks(
         chunk_factor=lambda index, place: place(factor),
         batch=1,
         n=n,
@@ -119,6 +124,8 @@ def ssc(
         batch_shape=(),
         init=_initial(init, (), n),
     )
+    warn_unconverged([result], solver, stacklevel=2)
+    return result
 
 
 def ssc_gram(
@@ -149,6 +156,9 @@ def ssc_gram(
       (``distributed.py``), its arrays are gathered on the host as NumPy arrays; in a job,
       on process 0 alone by default (``gather="writer"``, the fields ``None`` on the
       others) or on every process (``gather="all"``).
+
+    Warns:
+      ConvergenceWarning: once per call, when any problem of the batch stops unconverged.
 
     Raises:
       ValueError: for invalid ``G``, an unknown setting, tau or mu not > 0, or an ``init`` of
@@ -192,7 +202,7 @@ def ssc_gram(
         and options.low_rank is not False
         and not isinstance(solver, WorkingSet)
     )
-    return solve_chunks(
+    result = solve_chunks(
         chunk_factor=chunk_factor,
         batch=len(stack),
         n=n,
@@ -203,6 +213,8 @@ def ssc_gram(
         batch_shape=np.shape(G)[:-2],
         init=_initial(init, np.shape(G)[:-2], n),
     )
+    warn_unconverged([result], solver, stacklevel=2)
+    return result
 
 
 def _gram_factor(gram: Array, options: SolverOptions) -> GramFactor:
