@@ -27,7 +27,8 @@ A folder with ``manifest.json``
     the header's order (sorted) is used. Each layer is read in
     slices, never whole. bfloat16 and float8 cannot be read by NumPy: save them as float32.
 
-Every problem is a one-line ``ValueError`` naming the file and the array.
+Every problem is a one-line ``ValueError`` naming the file and the array; a file that is
+truncated or damaged says so, with the reader's complaint.
 :func:`~ssc_jax.nets.activation_source.class_probabilities` turns the saved logits or
 predictions into the (n, K) class probabilities that the analysis takes.
 
@@ -48,9 +49,12 @@ import contextlib
 import json
 import struct
 import zipfile
+import zlib
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
 from ssc_jax.nets.activation_source import (
     RESERVED,
@@ -60,6 +64,18 @@ from ssc_jax.nets.activation_source import (
 )
 
 MANIFEST = "manifest.json"
+AGAIN = "save the activations again"
+# What NumPy raises for a damaged .npy header (it parses the header as a Python literal) or
+# a damaged zip member.
+_NUMPY_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    TokenError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
 
 _SAFETENSORS_DTYPES = {
     "BOOL": np.bool_,
@@ -77,22 +93,38 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+def _cause(error: BaseException) -> str:
+    text = " ".join(str(error).split())[:200]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _damaged(path, what: str, error: BaseException) -> ValueError:
+    """The one-line error for ``what`` in ``path`` that cannot be read because of ``error``."""
+    return ValueError(
+        f"{path}: {what} cannot be read; the file is truncated or damaged ({_cause(error)}); "
+        + AGAIN
+    )
+
+
 def _load_npy(path: Path, name: str) -> np.ndarray:
     """``path`` memory-mapped (read-only), with pickled objects refused by name."""
     if not path.is_file():
         raise ValueError(f"{path}: file for array {name!r} not found")
     try:
+        with path.open("rb") as file:
+            if file.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                raise ValueError("no .npy header")
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as error:
-        raise ValueError(f"{path}: array {name!r} cannot be read ({error})") from None
+    except _NUMPY_ERRORS as error:
+        raise _damaged(path, f"array {name!r}", error) from None
 
 
 def _npz_member(path: Path, key: str) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as archive:
-        try:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
             return archive[key]
-        except ValueError as error:
-            raise ValueError(f"{path}: array {key!r} cannot be read ({error})") from None
+    except _NUMPY_ERRORS as error:
+        raise _damaged(path, f"array {key!r}", error) from None
 
 
 def _npz_header(path: Path, archive: np.lib.npyio.NpzFile, key: str):
@@ -112,19 +144,24 @@ def _npz_header(path: Path, archive: np.lib.npyio.NpzFile, key: str):
 def _read_npz(path: Path) -> ActivationSource:
     layers: dict[str, Layer] = {}
     extras = {}
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path}: not a readable .npz archive (not a zip file; truncated or damaged); {AGAIN}"
+        )
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: not a readable .npz file ({error})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: not an .npz archive (np.load gave a single array)")
+    except _NUMPY_ERRORS as error:
+        raise _damaged(path, "the .npz archive", error) from None
     with archive:
         for key in archive.files:
             load = lambda key=key: _npz_member(path, key)
             if key in RESERVED:
                 extras[key] = (str(path), load)
                 continue
-            shape, dtype = _npz_header(path, archive, key)
+            try:
+                shape, dtype = _npz_header(path, archive, key)
+            except _NUMPY_ERRORS as error:
+                raise _damaged(path, f"array {key!r}", error) from None
             opener = lambda load=load: contextlib.nullcontext(load())
             layers[key] = Layer(file=str(path), shape=shape, dtype=dtype, open=opener)
     return assemble_source(path, layers, extras)
@@ -134,8 +171,8 @@ def _read_manifest(folder: Path) -> ActivationSource:
     where = folder / MANIFEST
     try:
         manifest = json.loads(where.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not valid JSON ({error})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{where}: not readable JSON ({_cause(error)}); write it again") from None
     if not isinstance(manifest, dict) or "layers" not in manifest:
         raise ValueError(f'{where}: must be an object with a "layers" list of .npy files')
     files = manifest["layers"]
@@ -178,26 +215,39 @@ def _header(path: Path) -> dict:
     with path.open("rb") as file:
         head = file.read(8)
         if len(head) < 8:
-            raise ValueError(f"{path}: empty or truncated safetensors file")
+            raise ValueError(f"{path}: empty or truncated safetensors file; {AGAIN}")
         size = struct.unpack("<Q", head)[0]
+        if size > path.stat().st_size - 8:
+            raise ValueError(
+                f"{path}: not a safetensors file, or truncated (its header would be {size:,} "
+                f"bytes, the file has {path.stat().st_size:,}); {AGAIN}"
+            )
         try:
-            return json.loads(file.read(size))
+            header = json.loads(file.read(size))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError(f"{path}: not a safetensors file (bad header)") from None
+            raise ValueError(f"{path}: not a safetensors file (bad header); {AGAIN}") from None
+    try:
+        with safe_open(str(path), framework="np"):  # checks the header against the data
+            return header
+    except SafetensorError as error:
+        raise _damaged(path, "the safetensors file", error) from None
 
 
 def _tensor(path: Path, name: str) -> np.ndarray:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="np") as file:
-        return file.get_tensor(name)
+    try:
+        with safe_open(str(path), framework="np") as file:
+            return file.get_tensor(name)
+    except (OSError, SafetensorError) as error:
+        raise _damaged(path, f"array {name!r}", error) from None
 
 
 @contextlib.contextmanager
 def _safetensors_slices(path: Path, name: str, dtype: np.dtype):
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="np") as file:
+    try:
+        file = safe_open(str(path), framework="np")
+    except (OSError, SafetensorError) as error:
+        raise _damaged(path, f"array {name!r}", error) from None
+    with file:
         yield _Slices(file.get_slice(name), dtype)
 
 
