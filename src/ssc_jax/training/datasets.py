@@ -11,16 +11,19 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ssc_jax.core.checks import check_ndim
 
 TFDS_NAMES = ("cifar10", "cifar100")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# What reading a member of a truncated or altered zip raises.
+_ZIP_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
 DIGITS_TEST_FRACTION = 0.3
 Dataset = tuple[np.ndarray, np.ndarray, list[str]]
 
@@ -44,7 +47,7 @@ def load_dataset(
     if str(name) in TFDS_NAMES:
         return _load_tfds(str(name), split, data_dir)
     path = Path(name)
-    if path.is_dir() or zipfile.is_zipfile(path):
+    if path.is_dir() or path.is_file():
         return _load_image_folder(path)
     raise ValueError(
         f"cannot read dataset {str(name)!r}: it is not 'digits', 'cifar10' or 'cifar100', "
@@ -83,21 +86,55 @@ def _natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _image_files(path: Path) -> list[tuple[str, str, Callable[[], bytes]]]:
-    """(class, file name, reader) of every image under a folder or in a zip."""
+def _unreadable_zip(path: Path, error: BaseException) -> ValueError:
+    cause = " ".join(str(error).split())[:120]
+    return ValueError(
+        f"{path}: not a readable zip archive (truncated or damaged: {type(error).__name__}: "
+        f"{cause}); download or copy it again"
+    )
+
+
+def _image_files(path: Path) -> list[tuple[str, str, str, Callable[[], bytes]]]:
+    """(class, file name, where, reader) of every image under a folder or in a zip; where
+    names the file for messages."""
     found = []
     if path.is_dir():
         for file in path.rglob("*"):
             if file.suffix.lower() in IMAGE_SUFFIXES and file.parent != path:
-                found.append((file.parent.name, file.name, file.read_bytes))
+                found.append((file.parent.name, file.name, str(file), file.read_bytes))
         return found
-    archive = zipfile.ZipFile(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as error:
+        raise _unreadable_zip(path, error) from None
     for member in archive.namelist():
         parts = member.split("/")
         hidden = any(p.startswith((".", "__MACOSX")) for p in parts)
         if len(parts) >= 2 and Path(member).suffix.lower() in IMAGE_SUFFIXES and not hidden:
-            found.append((parts[-2], parts[-1], lambda m=member: archive.read(m)))
+            found.append(
+                (parts[-2], parts[-1], f"{path}:{member}", lambda m=member: archive.read(m))
+            )
     return found
+
+
+def _read_image(name: str, where: str, read: Callable[[], bytes], zipped: Path | None):
+    """The image ``name`` (class/file) at ``where`` as RGB (H, W, 3); a one-line
+    ``ValueError`` naming it when the file, or the zip that holds it (``zipped``), cannot be
+    read."""
+    try:
+        data = read()
+    except _ZIP_ERRORS as error:
+        if zipped is not None:
+            raise _unreadable_zip(zipped, error) from None
+        raise ValueError(f"{where}: cannot be read ({error})") from None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        cause = "not a JPEG or PNG image"
+    except OSError as error:
+        cause = str(error)
+    raise ValueError(f"cannot decode image {name} at {where} ({cause}); replace or remove it")
 
 
 def _load_image_folder(path: Path) -> Dataset:
@@ -108,23 +145,18 @@ def _load_image_folder(path: Path) -> Dataset:
             "expected <class>/<image> entries"
         )
     files.sort(key=lambda f: (f[0], _natural_key(f[1])))
-    classes = sorted({cls for cls, _, _ in files})
+    classes = sorted({cls for cls, *_ in files})
     label_of = {cls: i for i, cls in enumerate(classes)}
     images = []
-    for cls, file_name, read in files:
-        try:
-            with Image.open(io.BytesIO(read())) as image:
-                images.append(np.asarray(image.convert("RGB")))
-        except OSError as error:
-            raise ValueError(
-                f"cannot decode image {cls}/{file_name} in {str(path)!r}: {error}"
-            ) from error
+    zipped = None if path.is_dir() else path
+    for cls, file_name, where, read in files:
+        images.append(_read_image(f"{cls}/{file_name}", where, read, zipped))
         if images[-1].shape != images[0].shape:
             raise ValueError(
                 f"images in {str(path)!r} differ in size: {cls}/{file_name} is "
                 f"{images[-1].shape}, the first is {images[0].shape}"
             )
-    labels = np.asarray([label_of[cls] for cls, _, _ in files], np.int32)
+    labels = np.asarray([label_of[cls] for cls, *_ in files], np.int32)
     return np.stack(images), labels, classes
 
 
