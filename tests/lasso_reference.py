@@ -33,6 +33,13 @@ def exact_ssc(x, tau=TAU, tol=1e-12, max_iter=200_000):
     return coef
 
 
+def float64_gram(x):
+    """(n, n) the Gram of samples ``x`` (n, d) in float64: the problem that a solve from the
+    features defines, without the rounding of a float32 product."""
+    x = np.asarray(x, np.float64)
+    return x @ x.T
+
+
 def normalized_gram(gram, normalize=True):
     """(..., n, n) float64 Gram of the unit-norm samples, as the solver sees them: each
     ``G_ij / sqrt(G_ii G_jj)``, a zero sample's row and column zero."""
