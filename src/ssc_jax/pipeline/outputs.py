@@ -10,6 +10,7 @@ Everything else is refused with a one-line ``OutputError`` before any work is do
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import numpy as np
 
 MARKER = ".ssc-jax-output"
 RUN_FILES = ("config.json", "checkpoints")  # what makes a folder a training run
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class OutputError(ValueError):
@@ -166,6 +168,13 @@ def check_training_dir(target: str | Path) -> None:
 
 
 def _as_output_error(target: Path, err: OSError) -> OutputError:
+    """The file system's refusal ``err`` to write ``target`` as a one-line ``OutputError``;
+    a full disk or quota names no temporary file, only what to do."""
+    if err.errno in DISK_FULL:
+        return OutputError(
+            f"cannot write --out {target}: {err.strerror}; free space on its disk, or pass "
+            "--out on another one"
+        )
     where = f" ({err.filename})" if err.filename else ""
     return OutputError(f"cannot write --out {target}: {err.strerror or err}{where}")
 
@@ -263,7 +272,8 @@ def atomic_output_dir(
     ``target`` must pass ``check_output_dir(target, kind=kind, inputs=inputs)``, on entry
     and again just before the swap. The temporary folder is a sibling of ``target``, so the
     swap is two renames on one file system; the ``MARKER`` written into it records ``kind``
-    and the entries the block wrote. Parent folders created here are removed on failure.
+    and the entries the block wrote. Parent folders created here are removed on failure; the
+    file system's refusal to write (a full disk, say) is an ``OutputError``.
     """
     target = Path(target).absolute()
     inputs = list(inputs)
@@ -284,13 +294,12 @@ def atomic_output_dir(
         }
         (tmp / MARKER).write_text(json.dumps(record, indent=1) + "\n")
         check_output_dir(target, kind=kind, inputs=inputs)
-        try:
-            _swap_in(tmp, target)
-        except OSError as err:
-            raise _as_output_error(target, err) from None
-    except BaseException:
+        _swap_in(tmp, target)
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         remove_empty(created)
+        if isinstance(err, OSError):
+            raise _as_output_error(target, err) from None
         raise
 
 
