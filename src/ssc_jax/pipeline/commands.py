@@ -16,7 +16,13 @@ from typing import Any
 from ssc_jax.pipeline.arguments import analysis_settings, given, solver_settings
 from ssc_jax.pipeline.inputs import InputError
 from ssc_jax.pipeline.locks import folder_lock
-from ssc_jax.pipeline.outputs import check_output_dir, check_training_dir, removed_on_failure
+from ssc_jax.pipeline.outputs import (
+    DISK_FULL,
+    OutputError,
+    check_output_dir,
+    check_training_dir,
+    removed_on_failure,
+)
 from ssc_jax.pipeline.report import Report, Section
 from ssc_jax.solver.distributed import is_writer
 from ssc_jax.training.checkpoints import list_checkpoints
@@ -38,7 +44,7 @@ def _train(config, run: Path, progress: bool) -> None:
     leaves nothing.
 
     The trainer checks its configuration, data and model name, raising ``ValueError``, before
-    its first step; those are the user's errors.
+    its first step; those are the user's errors, and so is a full disk.
     """
     check_training_dir(run)
     with folder_lock(run), removed_on_failure(run, keep=_has_checkpoint):
@@ -46,6 +52,13 @@ def _train(config, run: Path, progress: bool) -> None:
             train(config, run, progress=progress)
         except ValueError as err:
             raise InputError(str(err)) from err
+        except OSError as err:
+            if err.errno not in DISK_FULL:
+                raise
+            raise OutputError(
+                f"cannot write the run folder {run}: {err.strerror}; free space on its disk, "
+                "then run the same command again to resume"
+            ) from None
 
 
 def _claim_output(out: str | Path, *, kind: str, inputs: list) -> AbstractContextManager:

@@ -21,10 +21,14 @@ ssc-jax used ``CheckpointManager``
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +43,11 @@ from ssc_jax.nets.zoo import create_model
 _TEMP_PREFIX = ".tmp_"
 _OLD_LAYOUT = re.compile(r"epoch_\d+")
 ITEMS = ("model", "optimizer", "metrics")  # what each checkpoint holds
+# What config.json must hold for the run's model to be rebuilt and its inputs prepared.
+_RUN_KEYS = ("num_classes", "in_channels", "class_names", "mean", "std")
+_CONFIG_KEYS = ("model", "dataset", "test_dataset", "seed", "width")
+_METADATA_BYTES = 2**18  # orbax's files besides the arrays: 80 KiB for small_cnn
+_BLOCK = 4096  # a file system's usual allocation unit
 
 
 class CheckpointError(ValueError):
@@ -87,8 +96,12 @@ def _manager(run_dir: str | os.PathLike, *, writable: bool = False) -> ocp.Check
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON atomically (temporary file + rename)."""
     temp = path.with_name(_TEMP_PREFIX + path.name)
-    temp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temp, path)
+    try:
+        temp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -102,6 +115,12 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path} is damaged ({err}); retrain the run into a new folder") from None
     if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
         raise ValueError(f"{path} is damaged (no run config in it); retrain into a new folder")
+    missing = [key for key in _RUN_KEYS if key not in run]
+    missing += [f"config.{key}" for key in _CONFIG_KEYS if key not in run["config"]]
+    if missing:
+        raise ValueError(
+            f"{path} is damaged (it lacks {', '.join(missing)}); retrain the run into a new folder"
+        )
     return run
 
 
@@ -181,15 +200,22 @@ def checkpoint_problem(
     """What is wrong with ``items`` of the listed checkpoint of ``epoch``, naming the file,
     or None when they are intact: their files match the checksums recorded when it was
     saved or, for a step saved without them, they read."""
-    step = _checkpoints_dir(run_dir) / str(epoch)
-    sums = _checksum_path(run_dir, epoch)
-    if not sums.is_file():
+    recorded = _recorded_sums(run_dir, epoch)
+    if recorded is None:
         return _trial_restore(run_dir, epoch, items)
+    return _mismatch(_checkpoints_dir(run_dir) / str(epoch), recorded, items)
+
+
+def _recorded_sums(run_dir: str | os.PathLike, epoch: int) -> dict[str, list] | None:
+    """The checksums recorded for ``epoch``: None when there are none or they are damaged."""
     try:
-        recorded = json.loads(sums.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return _trial_restore(run_dir, epoch, items)
-    return _mismatch(step, recorded, items)
+        recorded = json.loads(_checksum_path(run_dir, epoch).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    pairs = (isinstance(sums, list) and len(sums) == 2 for sums in recorded.values())
+    return recorded if all(pairs) else None
 
 
 def _damaged(epoch: int, problem: str) -> CheckpointError:
@@ -230,6 +256,29 @@ def _pure(node) -> dict:
     return nnx.to_pure_dict(nnx.state(node))
 
 
+def _checkpoint_bytes(run_dir, epoch: int, model, optimizer) -> int:
+    """What the checkpoint of ``epoch`` will take on disk: as much as the one before it (its
+    files in whole blocks), or its arrays and a margin for orbax's metadata."""
+    previous = _recorded_sums(run_dir, epoch - 1)
+    if previous:
+        return sum(-(-size // _BLOCK) * _BLOCK for size, _ in previous.values())
+    leaves = jax.tree.leaves((_pure(model), _pure(optimizer)))
+    return sum(leaf.nbytes for leaf in leaves) + _METADATA_BYTES
+
+
+@contextlib.contextmanager
+def _orbax_errors_raised_only() -> Any:
+    """Orbax logs the failure of each of its writing threads, then raises it: let the
+    raised error alone report it."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike,
     epoch: int,
@@ -237,18 +286,32 @@ def save_checkpoint(
     optimizer: nnx.Optimizer,
     metrics: dict[str, Any],
 ) -> Path:
-    """Write the checkpoint of ``epoch`` (replacing one already there); returns its folder."""
-    with _manager(run_dir, writable=True) as manager:
-        if epoch in manager.all_steps():
-            _checksum_path(run_dir, epoch).unlink(missing_ok=True)
-            manager.delete(epoch)
-        items = ocp.args.Composite(
-            model=ocp.args.StandardSave(_pure(model)),
-            optimizer=ocp.args.StandardSave(_pure(optimizer)),
-            metrics=ocp.args.JsonSave(metrics),
-        )
-        manager.save(epoch, args=items, force=True)
+    """Write the checkpoint of ``epoch`` (replacing one already there); returns its folder.
+
+    Raises:
+      OSError: ``ENOSPC`` when the disk is full, or has less free space than the previous
+        checkpoint took; the part written is removed.
+    """
     step = _checkpoints_dir(run_dir) / str(epoch)
+    if shutil.disk_usage(run_dir).free < _checkpoint_bytes(run_dir, epoch, model, optimizer):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(step))
+    try:
+        with _orbax_errors_raised_only(), _manager(run_dir, writable=True) as manager:
+            if epoch in manager.all_steps():
+                _checksum_path(run_dir, epoch).unlink(missing_ok=True)
+                manager.delete(epoch)
+            items = ocp.args.Composite(
+                model=ocp.args.StandardSave(_pure(model)),
+                optimizer=ocp.args.StandardSave(_pure(optimizer)),
+                metrics=ocp.args.JsonSave(metrics),
+            )
+            manager.save(epoch, args=items, force=True)
+    except Exception as err:  # TensorStore reports a full disk as a ValueError
+        for partial in step.parent.glob(f"{epoch}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(partial, ignore_errors=True)
+        if os.strerror(errno.ENOSPC) in str(err):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(step)) from None
+        raise
     sums = _checksum_path(run_dir, epoch)
     sums.parent.mkdir(exist_ok=True)
     write_json(sums, _file_sums(step))
