@@ -38,6 +38,15 @@ _DENSE_FACTOR_ARRAYS = 4
 _STATE_ARRAYS = 9
 
 
+class MemoryBudgetError(ValueError):
+    """Work that does not fit the memory budget even when cut as small as it goes; ``needed``
+    is the smallest budget, in bytes, that it fits."""
+
+    def __init__(self, what: str, needed: int, budget: int):
+        super().__init__(f"{what} needs at least {needed:,} bytes; the memory budget is {budget:,}")
+        self.needed = needed
+
+
 class ChunkPlan(NamedTuple):
     """Problems solved together, and rows of each problem solved together."""
 
@@ -89,7 +98,7 @@ def plan_chunks(n: int, batch: int, rank: int, itemsize: int, budget: int) -> Ch
     Rows are planned in multiples of 8.
 
     Raises:
-      ValueError: when not even a block of 8 rows of one problem fits.
+      MemoryBudgetError: when not even a block of 8 rows of one problem fits.
     """
     whole = problem_bytes(n, rank, n, itemsize)
     if whole <= budget:
@@ -98,10 +107,8 @@ def plan_chunks(n: int, batch: int, rank: int, itemsize: int, budget: int) -> Ch
     rows = (budget - shared) // (_STATE_ARRAYS * n * itemsize)
     rows = min(n, rows - rows % 8)
     if rows < 8:
-        raise ValueError(
-            f"an SSC problem with n={n} needs at least {problem_bytes(n, rank, 8, itemsize):,} "
-            f"bytes; the memory budget is {budget:,}"
-        )
+        needed = problem_bytes(n, rank, 8, itemsize)
+        raise MemoryBudgetError(f"an SSC problem with n={n}", needed, budget)
     return ChunkPlan(problems=1, rows=int(rows))
 
 

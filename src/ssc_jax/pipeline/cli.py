@@ -27,6 +27,7 @@ from ssc_jax.pipeline.arguments import (
 from ssc_jax.pipeline.config import AnalysisSet
 from ssc_jax.pipeline.inputs import InputError
 from ssc_jax.pipeline.outputs import OutputError
+from ssc_jax.pipeline.resources import ResourceError, memory_reported
 from ssc_jax.solver.distributed import is_writer
 from ssc_jax.training.trainer import TrainConfig
 
@@ -187,8 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status.
 
     A user's error (a bad option, a missing run or checkpoint, unreadable data, an output
-    folder that is not ours) prints one line and returns 2; anything else is a bug and
-    propagates with its traceback.
+    folder that is not ours, a full disk, memory too small for the work) prints one line and
+    returns 2; anything else is a bug and propagates with its traceback.
     """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -202,10 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if launch.spawns(args):
             return launch.spawn([sys.executable, "-m", "ssc_jax.run", *argv], args.processes)
         launch.join(args)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), memory_reported(args.command):
             warnings.showwarning = _show_warning
             out = func(args)
-    except (OutputError, InputError) as err:
+    except (OutputError, InputError, ResourceError) as err:
         message = " ".join(str(err).split())
         print(f"ssc-jax: error: {message}", file=sys.stderr)
         return 2
