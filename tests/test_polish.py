@@ -7,11 +7,21 @@ import pytest
 from sklearn.datasets import load_digits
 
 import ssc_jax
-from lasso_reference import TAU, exact_ssc, unit_rows
+from lasso_reference import (
+    TAU,
+    assert_same_optimum,
+    exact_ssc,
+    normalized_gram,
+    row_certificates,
+    unit_rows,
+)
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.factor import DenseFactor
 from ssc_jax.solver.polish import polish
 from ssc_jax.solver.synthetic import union_of_subspaces
+
+# The slack of polishing's KKT test on the zero coefficients, in float64.
+KKT_SLACK = np.sqrt(np.finfo(np.float64).eps)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +45,14 @@ def test_polished_rows_are_the_exact_solution(problems, name):
     assert int(result.iterations) == int(plain.iterations)
     verified = np.abs(coef - np.asarray(plain.coef)).max(axis=1) > 0
     assert verified.mean() >= 0.95
-    distance = np.linalg.norm(coef[verified] - exact[verified]) / np.linalg.norm(exact[verified])
-    assert distance < 1e-6
+    # Polishing verifies a row's KKT conditions to the slack sqrt(eps) of its off-support
+    # test, which bounds the row's gap by sqrt(eps) of its objective (the dual point is
+    # scaled by at most 1 / (1 + sqrt(eps))). Within that gap, the verified rows are as close
+    # to the reference as the conditioning of their supports certifies (the other rows are
+    # left as the reference's).
+    objective, gap = row_certificates(normalized_gram(x @ x.T), coef)
+    assert np.all(gap[verified] <= KKT_SLACK * objective[verified])
+    assert_same_optimum(x @ x.T, np.where(verified[:, None], coef, exact), exact, coef=True)
     # No spurious tiny coefficients: the support is the reference's.
     np.testing.assert_array_equal(coef[verified] != 0, exact[verified] != 0)
     assert float(result.duality_gap) < 0.1 * float(plain.duality_gap)
@@ -61,7 +77,14 @@ def test_polish_is_vmappable_over_problems(problems):
         )(stacked, jnp.stack(starts), TAU)
         for p, (factor, start) in enumerate(zip(factors, starts, strict=True)):
             single = polish(factor, start, rows, TAU, size=32)
-            np.testing.assert_allclose(batched.coef[p], single.coef, atol=1e-12)
+            gram = np.asarray(factor.vectors * factor.values) @ np.asarray(factor.vectors).T
+            assert_same_optimum(gram, batched.coef[p], single.coef, coef=True)
             np.testing.assert_array_equal(batched.verified[p], single.verified)
-            assert np.all(np.asarray(single.gap)[np.asarray(single.verified)] < 1e-13)
+            verified = np.asarray(single.verified)
+            for gap, objective in (
+                (batched.gap[p], batched.objective[p]),
+                (single.gap, single.objective),
+            ):
+                gap, objective = np.asarray(gap)[verified], np.asarray(objective)[verified]
+                assert np.all(gap <= KKT_SLACK * objective)
             assert float(np.mean(single.verified)) >= 0.9
