@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import ssc_jax.pipeline.layer_graphs as graphs_module
+from lasso_reference import assert_same_optimum
 from ssc_jax.nets.capture import predict
 from ssc_jax.pipeline.analyze import MIN_EMBEDDED, analyze_checkpoint, embedded_inputs
 from ssc_jax.pipeline.cli import main
@@ -155,7 +156,7 @@ def test_solver_settings_key_the_chosen_solver_and_call_it():
     x = np.random.default_rng(0).normal(size=(12, 4))
     result = ssc_gram(x @ x.T, progress=False, **kwargs)
     direct = ssc_gram(x @ x.T, solver=WorkingSet(tau=20.0, size=32))
-    np.testing.assert_allclose(result.coef, direct.coef, atol=1e-6)
+    assert_same_optimum(x @ x.T, result, direct, tau=20.0)
     with pytest.raises(ValueError, match="unknown solver setting"):
         SolverSettings.of(tol=1.0)
     with pytest.raises(ValueError, match="method must be one of"):
