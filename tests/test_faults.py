@@ -1,21 +1,30 @@
-"""Damaged files are named and recovered from: checkpoints and cached graphs."""
+"""Damaged files and exhausted resources end in one line that names them and what to do:
+checkpoints, cached graphs, run metadata, activation files, datasets, a full disk, the
+memory budget and a device's memory."""
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from jax.errors import JaxRuntimeError
 from PIL import Image
+from safetensors.numpy import save_file
 
 import ssc_jax
 from ssc_jax import (
@@ -173,15 +182,32 @@ def test_cli_analyze_of_a_damaged_epoch_is_one_line(damaged_run, tmp_path, capsy
     assert not out.exists()
 
 
-def test_damaged_config_is_one_line(two_epoch_run, tmp_path, capsys):
+def _without_num_classes(path) -> None:
+    run = json.loads(path.read_text())
+    del run["num_classes"]
+    path.write_text(json.dumps(run))
+
+
+@pytest.mark.parametrize("damage", [truncate, _without_num_classes])
+def test_damaged_config_is_one_line(two_epoch_run, tmp_path, capsys, damage):
     run = tmp_path / "run"
     shutil.copytree(two_epoch_run[0], run)
-    truncate(run / "config.json")
+    damage(run / "config.json")
     out = tmp_path / "out"
     assert main(["analyze", str(run), "--out", str(out), "--n", "40", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"{run / 'config.json'} is damaged" in err and err.count("\n") == 1
+    assert "retrain the run into a new folder" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("sums", ["[1]", '{"model/_METADATA": 5}', "{"])
+def test_damaged_checksums_fall_back_to_reading_the_checkpoint(damaged_run, sums):
+    run, _ = damaged_run
+    for epoch in (1, 2):
+        (run / "checksums" / f"{epoch}.json").write_text(sums)
+    assert checkpoint_problem(run, 1) is None
+    assert checkpoint_problem(run, 2).startswith(f"{run / 'checkpoints' / '2' / 'model'} cannot")
 
 
 @pytest.mark.parametrize("damage", [truncate, lambda p: p.write_text("not a zip")])
@@ -405,3 +431,191 @@ def test_a_run_trained_on_a_relative_path_is_analysed_from_anywhere(tmp_path, mo
     out = elsewhere / "out"
     assert main(["analyze", str(home / "run"), "--n", "20", "--out", str(out), "--quiet"]) == 0
     assert (out / "metrics.json").exists()
+
+
+def digests(path: Path) -> dict[str, str]:
+    """SHA-256 of ``path``, or of every file under it, by relative path."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return {str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def _fails_cleanly(argv, capsys, out, inputs=()) -> str:
+    """``_one_line_error``, and no temporary folder beside ``out``, and ``inputs`` unchanged."""
+    before = [digests(p) for p in inputs]
+    err = _one_line_error(argv, capsys, out)
+    assert _hidden_beside(out) == []
+    assert [digests(p) for p in inputs] == before
+    return err
+
+
+@pytest.fixture(scope="module")
+def saved_activations(tmp_path_factory):
+    """One network's activations on 60 inputs of 3 classes in each of the three layouts."""
+    root = tmp_path_factory.mktemp("activations")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    conv1 = (rng.normal(size=(60, 6, 2)) + labels[:, None, None]).astype(np.float32)
+    conv2 = (rng.normal(size=(60, 5)) + 2 * labels[:, None]).astype(np.float32)
+    np.savez(root / "acts.npz", conv1=conv1, conv2=conv2, labels=labels, logits=np.eye(3)[labels])
+    (root / "npy").mkdir()
+    for name, array in (("conv1", conv1), ("conv2", conv2), ("labels", labels)):
+        np.save(root / "npy" / f"{name}.npy", array)
+    manifest = {"layers": ["conv1.npy", "conv2.npy"], "labels": "labels.npy"}
+    (root / "npy" / "manifest.json").write_text(json.dumps(manifest))
+    tensors = {"conv1": conv1, "conv2": conv2, "labels": labels}
+    save_file(tensors, root / "acts.safetensors", {"layers": json.dumps(["conv1", "conv2"])})
+    return root
+
+
+@pytest.mark.parametrize(
+    "saved, damaged, damage",
+    [
+        ("acts.npz", "", truncate),
+        ("acts.npz", "", flip_bytes),  # a member fails its CRC when its layer is read
+        ("npy", "conv1.npy", lambda p: p.write_bytes(p.read_bytes()[:40])),  # header cut
+        ("npy", "conv2.npy", truncate),
+        ("npy", "labels.npy", lambda p: p.write_text("not an array")),
+        ("npy", "manifest.json", lambda p: p.write_bytes(b'{"layers": [\xff')),
+        ("acts.safetensors", "", truncate),
+        ("acts.safetensors", "", lambda p: p.write_bytes(b"\xff" * 8 + b"{}")),
+    ],
+)
+def test_a_damaged_activation_file_is_named(
+    saved_activations, tmp_path, capsys, saved, damaged, damage
+):
+    source = tmp_path / saved
+    copy = shutil.copytree if (saved_activations / saved).is_dir() else shutil.copy
+    copy(saved_activations / saved, source)
+    damage(source / damaged if damaged else source)
+    out = tmp_path / "out"
+    argv = ["activations", str(source), "--out", str(out), "--quiet"]
+    err = _fails_cleanly(argv, capsys, out, inputs=[source])
+    assert f"error: {source / damaged if damaged else source}: " in err
+    assert ("write it again" if damaged == "manifest.json" else "save the activations again") in err
+
+
+def _flip_a_member(path) -> None:
+    with zipfile.ZipFile(path) as archive:
+        member = archive.getinfo(archive.namelist()[-1])
+    data = bytearray(path.read_bytes())
+    start = member.header_offset + 30 + len(member.filename)  # its compressed bytes
+    data[start : start + 8] = bytes(b ^ 0xFF for b in data[start : start + 8])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "zipped, damage, named, says",
+    [
+        (True, truncate, "", "not a readable zip archive"),
+        (True, _flip_a_member, "", "not a readable zip archive"),
+        (False, lambda f: (f / "0" / "0.png").write_text("no"), "0/0.png", "(not a JPEG or PNG"),
+        (False, lambda f: truncate(f / "1" / "3.png"), "1/3.png", "(image file is truncated)"),
+    ],
+)
+def test_a_damaged_dataset_is_named(tmp_path, capsys, zipped, damage, named, says):
+    data = class_folders(tmp_path / "images", [0, 1])
+    if zipped:
+        data = Path(shutil.make_archive(str(tmp_path / "images"), "zip", data))
+    damage(data)
+    out = tmp_path / "run"
+    argv = ["train", "--model", "small_cnn", "--dataset", str(data), "--test-data", str(data)]
+    err = _fails_cleanly([*argv, "--out", str(out), "--quiet"], capsys, out, inputs=[data])
+    assert f"{data / named if named else data}" in err and says in err
+    assert ("download or copy it again" if zipped else "replace or remove it") in err
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/somewhere/inside")
+
+
+def test_a_full_disk_while_writing_an_output_keeps_the_previous_one(
+    saved_activations, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "out"
+    argv = ["activations", str(saved_activations / "acts.npz"), "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    previous = digests(out)
+    capsys.readouterr()
+    monkeypatch.setattr("ssc_jax.pipeline.publish.write_json", _disk_full)  # after the figures
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"ssc-jax: error: cannot write --out {out}: No space left on device; free space on "
+        "its disk, or pass --out on another one\n"
+    )
+    assert digests(out) == previous and _hidden_beside(out) == []
+    fresh = tmp_path / "fresh"
+    _fails_cleanly([*argv[:-3], "--out", str(fresh), "--quiet"], capsys, fresh)
+
+
+TRAIN_TINY = ["train", "--model", "small_cnn", "--dataset", "digits", "--width", "0.25"]
+TRAIN_TINY += ["--epochs", "2", "--batch-size", "32", "--data-fraction", "0.2", "--no-augment"]
+
+
+def test_a_full_disk_while_saving_a_checkpoint_says_to_free_space_and_resume(
+    tmp_path, capsys, monkeypatch
+):
+    save = ocp.CheckpointManager.save
+
+    def fails_at_epoch_2(manager, step, *args, **kwargs):
+        if step < 2:
+            return save(manager, step, *args, **kwargs)
+        (manager.directory / f"{step}.orbax-checkpoint-tmp" / "model").mkdir(parents=True)
+        raise ValueError(  # as TensorStore reports it
+            f'RESOURCE_EXHAUSTED: Error writing local file "{manager.directory}/...": '
+            "No space left on device [os_error_code='28']"
+        )
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", fails_at_epoch_2)
+    run = tmp_path / "run"
+    assert main([*TRAIN_TINY, "--out", str(run), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"ssc-jax: error: cannot write the run folder {run}: No space left on device; free "
+        "space on its disk, then run the same command again to resume\n"
+    )
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["1"]
+    assert checkpoint_problem(run, 1) is None
+    monkeypatch.undo()
+    assert main([*TRAIN_TINY, "--out", str(run), "--quiet"]) == 0
+    assert list_checkpoints(run) == [1, 2]
+
+
+def test_a_disk_without_room_for_a_checkpoint_is_refused_before_writing(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 0))
+    run = tmp_path / "run"
+    err = _fails_cleanly([*TRAIN_TINY, "--out", str(run), "--quiet"], capsys, run)
+    assert f"cannot write the run folder {run}: No space left on device" in err
+
+
+def test_a_memory_budget_too_small_for_one_problem(saved_activations, tmp_path, capsys):
+    out = tmp_path / "out"
+    source = saved_activations / "acts.npz"
+    argv = ["activations", str(source), "--memory-gb", "1e-6", "--out", str(out), "--quiet"]
+    err = _fails_cleanly(argv, capsys, out, inputs=[source])
+    assert "an SSC problem with n=60 needs at least 74,880 bytes; the memory budget is 1,073" in err
+    assert err.endswith(": pass --memory-gb 7e-05 or more\n")
+
+
+def _out_of_device_memory(*args, **kwargs):
+    raise JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 2.0G.")
+
+
+@pytest.mark.parametrize(
+    "patched, command, smaller",
+    [
+        ("ssc_jax.pipeline.layer_graphs.ssc_gram", "activations", "--memory-gb"),
+        ("ssc_jax.training.trainer._train_epoch", "train", "--batch-size"),
+    ],
+)
+def test_a_device_out_of_memory_is_one_line(
+    saved_activations, tmp_path, capsys, monkeypatch, patched, command, smaller
+):
+    monkeypatch.setattr(patched, _out_of_device_memory)
+    out = tmp_path / "out"
+    source = saved_activations / "acts.npz"
+    argv = ["activations", str(source)] if command == "activations" else TRAIN_TINY
+    err = _fails_cleanly([*argv, "--out", str(out), "--quiet"], capsys, out, inputs=[source])
+    assert re.search(r"error: the memory of \w+ device 0 \(.+\) ran out \(RESOURCE_EXHAUSTED", err)
+    assert err.endswith(f"; pass a smaller {smaller}\n")
