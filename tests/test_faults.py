@@ -598,6 +598,29 @@ def test_a_memory_budget_too_small_for_one_problem(saved_activations, tmp_path, 
     assert err.endswith(": pass --memory-gb 7e-05 or more\n")
 
 
+def test_a_memory_budget_too_small_for_one_layers_features(two_epoch_run, tmp_path, capsys):
+    run, _ = two_epoch_run
+    out = tmp_path / "out"
+    argv = ["analyze", str(run), "--n", "60", "--memory-gb", "1e-9", "--out", str(out)]
+    err = _fails_cleanly([*argv, "--quiet"], capsys, out, inputs=[])
+    assert re.search(r"error: a layer of [\d,]+ features \(two inputs\) needs at least", err)
+    assert err.endswith(", or a smaller --n\n") and "pass --memory-gb" in err
+
+
+def test_no_disk_space_for_the_grams_held_on_disk(two_epoch_run, tmp_path, capsys, monkeypatch):
+    def full_disk(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full_disk, raising=False)
+    run, _ = two_epoch_run
+    out = tmp_path / "out"
+    # Room for the features of two inputs of each layer, not for the 60 x 60 Grams.
+    argv = ["analyze", str(run), "--n", "60", "--memory-gb", "2e-5", "--out", str(out)]
+    err = _fails_cleanly([*argv, "--quiet"], capsys, out, inputs=[])
+    assert re.search(r"error: no room in /\S+ for [\d.e-]+ GiB of Grams held on disk", err)
+    assert err.endswith("set TMPDIR to a folder on a disk with room\n")
+
+
 def _out_of_device_memory(*args, **kwargs):
     raise JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 2.0G.")
 

@@ -15,6 +15,8 @@ and results, XLA's workspace, and fragmentation.
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -112,12 +114,36 @@ def plan_chunks(n: int, batch: int, rank: int, itemsize: int, budget: int) -> Ch
     return ChunkPlan(problems=1, rows=int(rows))
 
 
+class DiskSpaceError(OSError):
+    """A folder's disk has no room for an array that was to be held there."""
+
+
 def disk_array(shape: tuple[int, ...], dtype, folder: str | Path) -> np.memmap:
     """A zeroed array of ``shape`` backed by a file in ``folder`` that is unlinked at once:
     the operating system frees it with the last reference to the array, and no file is left
-    behind, even if the process dies."""
+    behind, even if the process dies.
+
+    The file's blocks are reserved first, where the file system can: a sparse file on a full
+    disk would otherwise end the process with SIGBUS at the first write past the free space.
+
+    Raises:
+      DiskSpaceError: when ``folder``'s disk cannot hold the array.
+    """
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     handle, name = tempfile.mkstemp(prefix="ssc-jax-", suffix=".f32", dir=folder)
     try:
+        if nbytes and hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(handle, 0, nbytes)
+            except OSError as err:
+                if err.errno == errno.ENOSPC:
+                    raise DiskSpaceError(
+                        errno.ENOSPC,
+                        f"no room in {Path(folder).absolute()} for {nbytes / 2**30:.2g} GiB "
+                        "of Grams held on disk; free space there, or set TMPDIR to a folder "
+                        "on a disk with room",
+                    ) from None
+                # EOPNOTSUPP, EINVAL: the file system reserves nothing; write as before
         array = np.memmap(name, dtype=dtype, mode="w+", shape=shape)
     finally:
         os.close(handle)

@@ -33,7 +33,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from ssc_jax.core.checks import check_finite, check_ndim, check_positive
-from ssc_jax.core.memory import default_memory_budget, disk_array
+from ssc_jax.core.memory import MemoryBudgetError, default_memory_budget, disk_array
 from ssc_jax.nets.generic import describe, hooked_forward, module_table, trace_layers
 from ssc_jax.nets.linen_capture import LinenModel, linen_forward, linen_input_channels, trace_linen
 from ssc_jax.nets.taps import KINDS, has_taps, name_taps, tap_forward, trace_taps
@@ -243,8 +243,8 @@ def plan_layer_groups(widths: Sequence[int], n: int, budget: int) -> list[LayerG
     filling the open group.
 
     Raises:
-      ValueError: when the features of two inputs of a layer exceed the budget, naming the
-        bytes needed.
+      MemoryBudgetError (a ``ValueError``): when the features of two inputs of a layer exceed
+        the budget, naming the bytes needed.
     """
     groups: list[LayerGroup] = []
     current: list[int] = []
@@ -254,10 +254,10 @@ def plan_layer_groups(widths: Sequence[int], n: int, budget: int) -> list[LayerG
         if layer_bytes > budget:
             rows = budget // (2 * _FEATURE_BYTES * width)
             if rows < 1:
-                raise ValueError(
-                    f"a layer of {width:,} features needs a memory budget of at least "
-                    f"{2 * _FEATURE_BYTES * width:,} bytes (two inputs); the budget is "
-                    f"{budget:,}"
+                raise MemoryBudgetError(
+                    f"a layer of {width:,} features (two inputs)",
+                    2 * _FEATURE_BYTES * width,
+                    budget,
                 )
             groups.append(LayerGroup(layers=(index,), rows=int(rows)))
             continue

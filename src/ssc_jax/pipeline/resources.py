@@ -1,5 +1,6 @@
 """Memory that a command runs out of, as one line saying what to do: a memory budget too
-small for one SSC problem, or an accelerator's (or the host's) memory exhausted."""
+small for one SSC problem, an accelerator's (or the host's) memory exhausted, or no disk
+space for the Grams held on disk."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 import jax
 from jax.errors import JaxRuntimeError
 
-from ssc_jax.core.memory import MemoryBudgetError
+from ssc_jax.core.memory import DiskSpaceError, MemoryBudgetError
 
 # The options of each command that make its work smaller, most effective first.
 _SMALLER = {
@@ -39,8 +40,9 @@ def _options(names: list[str]) -> str:
 
 @contextmanager
 def memory_reported(command: str) -> Iterator[None]:
-    """Run ``command``'s work, turning a memory budget that cannot hold one SSC problem and
-    a device's ``RESOURCE_EXHAUSTED`` into a ``ResourceError`` naming the options to change.
+    """Run ``command``'s work, turning a memory budget that cannot hold one SSC problem, a
+    device's ``RESOURCE_EXHAUSTED`` and a full disk under the Grams held on disk into a
+    ``ResourceError`` naming what to change.
     """
     smaller = _SMALLER.get(command, _ANALYSIS)
     try:
@@ -48,6 +50,8 @@ def memory_reported(command: str) -> Iterator[None]:
     except MemoryBudgetError as err:
         fewer = ", or a smaller --n" if "--n" in smaller else ""
         raise ResourceError(f"{err}: pass --memory-gb {_gib(err.needed)} or more{fewer}") from None
+    except DiskSpaceError as err:
+        raise ResourceError(err.strerror) from None
     except JaxRuntimeError as err:
         if "RESOURCE_EXHAUSTED" not in str(err):
             raise
