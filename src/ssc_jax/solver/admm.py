@@ -36,14 +36,15 @@ from problem to problem.
 Rows of C are independent LASSO problems that share the factor, so the solver works on a
 block of rows (``rows``); the whole matrix is the block ``arange(n)``.
 
-``ADMM.run`` is ``init``, then ``step`` (one block) while ``terminate`` says go on, then
-``postprocess``; each takes and returns an ``ADMMState``.
+``ADMM`` is a ``Solver`` (``ssc_jax.solver.result``): ``run`` is ``init``, then ``step`` (one
+block) while ``terminate`` says go on, over an ``ADMMState``, then ``postprocess``, which
+polishes when asked (``ssc_jax.solver.polish``) and gives the ``RowSolution``.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -53,16 +54,10 @@ from jax import lax
 
 from ssc_jax.solver.certificate import correlations, diagonal_mask, row_certificates
 from ssc_jax.solver.factor import Factor
+from ssc_jax.solver.polish import polish
+from ssc_jax.solver.result import RowSolution, Solver, Status, quadrature
 
 Array = jax.Array
-
-
-class Status(enum.IntEnum):
-    """Why the solver stopped; stored per problem, since exceptions cannot cross vmap."""
-
-    CONVERGED = 0
-    MAX_ITERATIONS = 1
-    NONFINITE = 2
 
 
 class ADMMState(NamedTuple):
@@ -85,9 +80,6 @@ class ADMMState(NamedTuple):
         where ``objective`` is.
       finite: () False once a block met non-finite values; that block is dropped, so the
         iterates are the last finite ones.
-      status: () a ``Status`` value, decided by ``postprocess``; MAX_ITERATIONS before.
-      verified: () rows of the block whose polished solution passed the KKT test (see
-        ``ssc_jax.solver.polish``); 0 without polishing.
       errors: (max_iterations // inner_iterations, 3) the primal and dual residuals and the
         relative duality gap (NaN where not taken) after each block, -1 where no block ran.
     """
@@ -104,14 +96,27 @@ class ADMMState(NamedTuple):
     objective: Array
     gap: Array
     finite: Array
-    status: Array
-    verified: Array
     errors: Array
 
     @property
     def relative_gap(self) -> Array:
         """() ``gap / objective``, which bounds ``(P - P*) / P``; 0 for an all-zero block."""
         return jnp.where(self.objective > 0, self.gap / self.objective, self.gap)
+
+
+class ADMMDiagnostics(NamedTuple):
+    """ADMM's own diagnostics of a solve (``RowSolution.diagnostics``,
+    ``SSCResult.diagnostics``).
+
+    Attributes:
+      primal_residual: () final ``||Z - C||_F``.
+      dual_residual: () final ``mu ||C - C_prev||_F``.
+      mu: () final penalty.
+    """
+
+    primal_residual: Array
+    dual_residual: Array
+    mu: Array
 
 
 # The certificate is taken once both residuals are within this factor of their tolerances,
@@ -135,7 +140,7 @@ _NEAR = 3.0
     ),
 )
 @dataclass(frozen=True)
-class ADMM:
+class ADMM(Solver):
     """ADMM solver for SSC, a pytree: the numbers are its leaves, traced by the jitted
     drivers (a sweep over tau compiles once), and the loop lengths, which fix the shapes,
     are static.
@@ -212,8 +217,6 @@ class ADMM:
             objective=jnp.asarray(jnp.nan, dtype),
             gap=jnp.asarray(jnp.nan, dtype),
             finite=jnp.asarray(True),
-            status=jnp.asarray(Status.MAX_ITERATIONS, jnp.int32),
-            verified=jnp.asarray(0, jnp.int32),
             errors=-jnp.ones((self.max_blocks, 3), dtype),
         )
 
@@ -223,7 +226,8 @@ class ADMM:
         """One block: ``inner_iterations`` ADMM steps at fixed mu, the residuals, their
         tolerances and the certificate, then the mu update and, when mu moved, its inverse.
 
-        ``axis_name`` names the vmap axis this solve is mapped over, if any (see ``run``).
+        ``axis_name`` names the vmap axis this solve is mapped over, if any
+        (``Solver.run``).
         """
         n = factor.vectors.shape[0]
         mu, inverse = state.mu, state.inverse
@@ -334,8 +338,9 @@ class ADMM:
 
     def postprocess(
         self, factor: Factor, state: ADMMState, rows: Array, axis_name: str | None = None
-    ) -> ADMMState:
-        """The final state: the certificate at its C where no block took it, and its status."""
+    ) -> RowSolution:
+        """The answer at the final state: the certificate at its C where no block took it,
+        the status, and with ``polish`` the polished rows."""
         missing = jnp.isnan(state.objective)
 
         def certify(s: ADMMState) -> ADMMState:
@@ -351,29 +356,38 @@ class ADMM:
             jnp.where(self.converged(state), Status.CONVERGED, Status.MAX_ITERATIONS),
             Status.NONFINITE,
         )
-        return state._replace(status=status.astype(jnp.int32))
-
-    def run(
-        self,
-        factor: Factor,
-        rows: Array,
-        axis_name: str | None = None,
-        start: Array | None = None,
-    ) -> ADMMState:
-        """Iterate from C = Lam = 0 (or from ``start``, see ``init``) until
-        ``terminate``; the final state carries the certificate at its C and the status.
-
-        Under ``jax.vmap(..., axis_name=axis_name)`` (over problems, or over row blocks of
-        one problem), the optional work (the objective, a new inverse) is done for the whole
-        batch when any member needs it and kept only where it is needed; without the name,
-        vmap would turn each ``lax.cond`` into a select that always does it.
-        """
-        state = lax.while_loop(
-            lambda state: ~self.terminate(state),
-            lambda state: self.step(factor, state, rows, axis_name),
-            self.init(factor, rows, start),
+        solution = RowSolution(
+            coef=state.coef,
+            objective=state.objective,
+            gap=state.gap,
+            iterations=state.iteration,
+            status=status.astype(jnp.int32),
+            verified=jnp.asarray(0, jnp.int32),
+            errors=state.errors,
+            diagnostics=ADMMDiagnostics(state.primal_residual, state.dual_residual, state.mu),
         )
-        return self.postprocess(factor, state, rows, axis_name)
+        if not self.polish:
+            return solution
+        n = factor.vectors.shape[0]
+        polished = polish(factor, state.coef, rows, self.tau, size=min(self.polish_support, n))
+        return solution._replace(
+            coef=polished.coef,
+            objective=jnp.sum(polished.objective),
+            gap=jnp.sum(polished.gap),
+            verified=jnp.sum(polished.verified & (rows < n)),
+        )
+
+    def merge_diagnostics(self, parts: Sequence[ADMMDiagnostics]) -> ADMMDiagnostics:
+        """The residuals of a problem's row blocks combine in quadrature; mu is the first
+        block's."""
+        return ADMMDiagnostics(
+            primal_residual=quadrature([p.primal_residual for p in parts]),
+            dual_residual=quadrature([p.dual_residual for p in parts]),
+            mu=parts[0].mu,
+        )
+
+    def residuals(self, solution: RowSolution) -> tuple[Array, Array, Array]:
+        return solution.diagnostics
 
     def certificate(self, factor: Factor, coef: Array, rows: Array) -> tuple[Array, Array]:
         """``(P, P - D)`` of the (b, n) block ``coef``: the objective

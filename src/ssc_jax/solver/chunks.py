@@ -1,5 +1,5 @@
 """How ``ssc`` and ``ssc_gram`` run their problems: chunks that fit a memory budget, spread
-over the local devices, one compiled ADMM program per chunk shape.
+over the local devices, one compiled program per chunk shape, for any ``Solver``.
 
 On a CPU a chunk's problems are solved one after another, on an accelerator side by side.
 """
@@ -18,49 +18,36 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from ssc_jax.core.memory import default_memory_budget, plan_chunks
-from ssc_jax.solver.admm import ADMM, ADMMState, Status
 from ssc_jax.solver.devices import device_mesh, leading, replicate, shard_leading
 from ssc_jax.solver.distributed import gather, spans_processes
 from ssc_jax.solver.factor import Factor
 from ssc_jax.solver.options import SolverOptions
-from ssc_jax.solver.polish import polish
-from ssc_jax.solver.result import SSCResult
+from ssc_jax.solver.result import RowSolution, Solver, SSCResult, Status, quadrature
 
 Array = jax.Array
 
 
 def solve_rows(
-    solver: ADMM,
+    solver: Solver,
     factors: Factor,
     rows: Array,
     starts: Array | None = None,
     *,
     sequential: bool,
     axis_name: str | None = None,
-) -> ADMMState:
-    """The final states of the rows ``rows`` of each problem in ``factors``, from C = 0 or
+) -> RowSolution:
+    """The solutions of the rows ``rows`` of each problem in ``factors``, from C = 0 or
     from ``starts``, (p, b, n) coefficients of those rows.
 
     ``sequential`` solves the problems one after another (``lax.map``), each stopping on its
     own test; otherwise they run side by side (``vmap``) until the slowest one stops, the
     others idling through its iterations. ``axis_name`` names the vmap axis this call is
-    mapped over, if any (see ``ADMM.run``). The states leave out the prepared inverse (n x n
-    for a dense factor), which is not needed past the loop.
+    mapped over, if any (see ``Solver.run``).
     """
 
-    def solve(problem: tuple[Factor, Array | None], axis_name: str | None) -> ADMMState:
+    def solve(problem: tuple[Factor, Array | None], axis_name: str | None) -> RowSolution:
         factor, start = problem
-        state = solver.run(factor, rows, axis_name=axis_name, start=start)
-        if solver.polish:
-            size = min(solver.polish_support, factor.vectors.shape[0])
-            polished = polish(factor, state.coef, rows, solver.tau, size=size)
-            state = state._replace(
-                coef=polished.coef,
-                objective=jnp.sum(polished.objective),
-                gap=jnp.sum(polished.gap),
-                verified=jnp.sum(polished.verified & (rows < factor.vectors.shape[0])),
-            )
-        return state._replace(inverse=None)
+        return solver.run(factor, rows, axis_name=axis_name, start=start)
 
     problems = (factors, starts)
     if jax.tree.leaves(factors)[0].shape[0] == 1:
@@ -76,7 +63,9 @@ run_batch = jax.jit(solve_rows, static_argnames="sequential")
 
 
 @jax.jit
-def _run_row_group(solver: ADMM, factor: Factor, rows: Array, starts: Array | None) -> ADMMState:
+def _run_row_group(
+    solver: Solver, factor: Factor, rows: Array, starts: Array | None
+) -> RowSolution:
     """``solve_rows`` of one problem for each of the (width, b) row blocks ``rows``, one per
     device; ``starts`` are None or the blocks' (width, 1, b, n) starting coefficients."""
     return jax.vmap(
@@ -105,7 +94,7 @@ def solve_chunks(
     n: int,
     rank: int,
     dtype,
-    solver: ADMM,
+    solver: Solver,
     options: SolverOptions,
     batch_shape: tuple[int, ...],
     init: np.ndarray | Array | None = None,
@@ -152,11 +141,11 @@ def solve_chunks(
         index = np.minimum(np.arange(chunk.start, chunk.start + problems), chunk.stop - 1)
         chunk_factors = chunk_factor(index, place)
         chunk_init = None if init is None else place(jnp.asarray(init[index], dtype))
-        states = []
+        solutions = []
         for rows in groups:
             starts = None if chunk_init is None else _row_start(chunk_init, rows)
             if width == 1:
-                states.append(
+                solutions.append(
                     run_batch(
                         solver=solver,
                         factors=chunk_factors,
@@ -169,19 +158,19 @@ def solve_chunks(
                 rows = shard_leading(jnp.asarray(rows), mesh)
                 if starts is not None:
                     starts = shard_leading(jnp.swapaxes(starts, 0, 1), mesh)
-                states.append(
+                solutions.append(
                     _run_row_group(solver=solver, factor=chunk_factors, rows=rows, starts=starts)
                 )
             bar.update()
         if width == 1:
-            merged = _merge_row_blocks(states, n=n)
+            merged = _merge_row_blocks(solver, solutions, n=n)
             # With several chunks, each result leaves the device before the next chunk
             # starts; over several processes, it goes where ``options.gather`` says.
             keep = len(problem_chunks) == 1 and not spans_processes(mesh)
             merged = merged if keep else gather(merged, options.gather)
             pieces.append(_first(merged, len(chunk)))
         else:
-            pieces.append(_merge_row_groups(states, n=n, mesh=mesh, mode=options.gather))
+            pieces.append(_merge_row_groups(solver, solutions, n=n, mesh=mesh, mode=options.gather))
     bar.close()
     result = pieces[0] if len(pieces) == 1 else jax.tree.map(_concat_host, *pieces)
     result = jax.tree.map(lambda a: a.reshape(batch_shape + a.shape[1:]), result)
@@ -233,30 +222,32 @@ def _concat_host(*arrays: np.ndarray) -> np.ndarray:
 def _first(result: SSCResult, problems: int) -> SSCResult:
     """The first ``problems`` of a chunk's ``result`` (the rest pad it); fields of ``None``
     stay ``None``."""
-    return SSCResult(*(None if a is None else a[:problems] for a in result))
+    return jax.tree.map(lambda a: a[:problems], result)
 
 
 @functools.partial(jax.jit, static_argnames="n")
-def _merge_row_blocks(states: list[ADMMState], n: int) -> SSCResult:
-    """Join the final states of the row blocks of a chunk's problems into one
-    ``SSCResult`` per problem."""
-    coef = jnp.concatenate([s.coef for s in states], axis=1)[:, :n]
-    return _joined_diagnostics(states, n)._replace(coef=coef)
+def _merge_row_blocks(solver: Solver, solutions: list[RowSolution], n: int) -> SSCResult:
+    """Join the solutions of the row blocks of a chunk's problems into one ``SSCResult`` per
+    problem."""
+    coef = jnp.concatenate([s.coef for s in solutions], axis=1)[:, :n]
+    return _joined_diagnostics(solver, solutions, n)._replace(coef=coef)
 
 
-def _merge_row_groups(states: list[ADMMState], *, n: int, mesh: Mesh, mode: str) -> SSCResult:
+def _merge_row_groups(
+    solver: Solver, solutions: list[RowSolution], *, n: int, mesh: Mesh, mode: str
+) -> SSCResult:
     """The ``SSCResult`` of one problem solved over the devices of ``mesh`` in the steps
-    ``states`` (each of (width, 1, ...) arrays, one row block per device; see
+    ``solutions`` (each of (width, 1, ...) arrays, one row block per device; see
     ``row_groups``), on the host where ``mode`` says (see ``distributed.gather``).
 
     The coefficients stay split by rows over the devices until they are gathered, in
     slices, so that no device holds more than its own rows and one slice of the others.
     """
     width = mesh.size
-    coef = gather(_join_row_groups([s.coef for s in states], mesh=mesh), mode)
-    small = [s._replace(coef=None, shifted=None) for s in states]
+    coef = gather(_join_row_groups([s.coef for s in solutions], mesh=mesh), mode)
+    small = [s._replace(coef=None) for s in solutions]
     blocks = [jax.tree.map(lambda a, i=i: a[i], s) for s in small for i in range(width)]
-    diagnostics = gather(_merge_diagnostics(blocks, n=n), mode)
+    diagnostics = gather(_merge_diagnostics(solver, blocks, n=n), mode)
     if coef is None:  # a process that the result does not go to
         return SSCResult(*[None] * len(SSCResult._fields))
     # Device d's rows follow device d - 1's: the (width, 1, R, n) blocks read as (1, n, n).
@@ -271,29 +262,31 @@ def _join_row_groups(coefs: list[Array], mesh: Mesh) -> Array:
 
 
 _merge_diagnostics = functools.partial(jax.jit, static_argnames="n")(
-    lambda states, n: _joined_diagnostics(states, n)
+    lambda solver, solutions, n: _joined_diagnostics(solver, solutions, n)
 )
 
 
-def _joined_diagnostics(states: list[ADMMState], n: int) -> SSCResult:
-    """The diagnostics of one problem (or a chunk's) from its row blocks' final states;
+def _joined_diagnostics(solver: Solver, solutions: list[RowSolution], n: int) -> SSCResult:
+    """The diagnostics of one problem (or a chunk's) from its row blocks' solutions;
     ``coef`` is left ``None``."""
-    stacked = jnp.stack([s.errors for s in states])
+    stacked = jnp.stack([s.errors for s in solutions])
     ran = jnp.any(stacked >= 0, axis=0)
     residuals = jnp.sqrt(jnp.sum(jnp.maximum(stacked[..., :2], 0) ** 2, axis=0))
     history = jnp.where(ran, jnp.concatenate([residuals, stacked[..., 2:].max(0)], -1), -1)
-    status = functools.reduce(jnp.maximum, [s.status for s in states])
-    objective, gap = sum(s.objective for s in states), sum(s.gap for s in states)
+    status = functools.reduce(jnp.maximum, [s.status for s in solutions])
+    objective, gap = sum(s.objective for s in solutions), sum(s.gap for s in solutions)
+    primal, dual, mu = zip(*(solver.residuals(s) for s in solutions), strict=True)
     return SSCResult(
         coef=None,
         objective=objective,
-        iterations=functools.reduce(jnp.maximum, [s.iteration for s in states]),
+        iterations=functools.reduce(jnp.maximum, [s.iterations for s in solutions]),
         converged=status == Status.CONVERGED,
         status=status,
-        primal_residual=jnp.sqrt(sum(s.primal_residual**2 for s in states)),
-        dual_residual=jnp.sqrt(sum(s.dual_residual**2 for s in states)),
+        primal_residual=quadrature(primal),
+        dual_residual=quadrature(dual),
         duality_gap=jnp.where(objective > 0, gap / objective, gap),
-        mu=states[0].mu,
-        verified=sum(s.verified for s in states) / n,
+        mu=mu[0],
+        verified=sum(s.verified for s in solutions) / n,
         errors=history,
+        diagnostics=solver.merge_diagnostics([s.diagnostics for s in solutions]),
     )

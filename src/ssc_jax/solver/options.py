@@ -10,7 +10,7 @@ from typing import Any
 import jax
 
 from ssc_jax.solver.admm import ADMM
-from ssc_jax.solver.working_set import WorkingSet
+from ssc_jax.solver.result import Solver
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(SolverOptions))
 
 
 def resolve(
-    solver: ADMM | WorkingSet | None, options: SolverOptions | None, settings: Mapping[str, Any]
-) -> tuple[ADMM | WorkingSet, SolverOptions]:
+    solver: Solver | None, options: SolverOptions | None, settings: Mapping[str, Any]
+) -> tuple[Solver, SolverOptions]:
     """``solver`` and ``options`` (defaults when ``None``) with ``settings`` applied.
 
     ``settings`` are keyword overrides, each a field of the solver (``ADMM``: ``tau``,

@@ -4,7 +4,7 @@
 leading batch axes (for example the layers of one network on the same inputs). Both
 validate their input, scale every sample to unit norm (switchable), choose a dense or a
 low-rank factorisation, split the work into chunks that fit a memory budget (and over the
-local devices, when there are several), and run one compiled ADMM program per chunk shape:
+local devices, when there are several), and run one compiled program per chunk shape:
 on a CPU it solves the problems of a chunk one after another, on an accelerator side by side.
 """
 
@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssc_jax.core import checks
-from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.chunks import solve_chunks
 from ssc_jax.solver.convergence import warn_unconverged
 from ssc_jax.solver.distributed import GATHER_MODES
@@ -35,8 +34,7 @@ from ssc_jax.solver.factor import (
     thin_svd,
 )
 from ssc_jax.solver.options import SolverOptions, resolve
-from ssc_jax.solver.result import SSCResult
-from ssc_jax.solver.working_set import WorkingSet
+from ssc_jax.solver.result import Solver, SSCResult
 
 Array = jax.Array
 
@@ -51,7 +49,7 @@ def affinity(coef) -> Array:
 def ssc(
     X,
     *,
-    solver: ADMM | WorkingSet | None = None,
+    solver: Solver | None = None,
     options: SolverOptions | None = None,
     init: SSCResult | Any | None = None,
     **settings: Any,
@@ -61,8 +59,9 @@ def ssc(
     Args:
       X: (n, d) data, one sample per row; n >= 2.
       solver: what is solved and how far: an ``ADMM`` (default ``ADMM()``: tau = mu = 10
-        as in the paper, mu adapted by residual balancing) or a ``WorkingSet`` (the exact
-        row solutions on working sets, certified to its ``gap_tol``; no factorisation).
+        as in the paper, mu adapted by residual balancing), a ``WorkingSet`` (the exact
+        row solutions on working sets, certified to its ``gap_tol``; no factorisation), or
+        any other ``Solver`` (``ssc_jax.solver.result``).
       options: the ``SolverOptions`` (how the problem is prepared and the work is spread);
         default ``SolverOptions()``. With ``low_rank=None`` the rank-d Woodbury path is taken
         when d <= n / 2; with several ``devices`` the rows of the problem are split among
@@ -102,7 +101,7 @@ def ssc(
         )
         # Singular values come in descending order: the leading ``width`` pairs.
         factor = LowRankFactor(vectors=u[None, :, :width], values=values[None, :width])
-    elif isinstance(solver, WorkingSet):
+    elif solver.reads_gram:
         factor = jax.tree.map(lambda a: a[None], _gram_factor(x @ x.T, options))
     else:
         # The Gram in the input's precision, as ssc_gram receives it; only the normalisation
@@ -131,7 +130,7 @@ def ssc(
 def ssc_gram(
     G,
     *,
-    solver: ADMM | WorkingSet | None = None,
+    solver: Solver | None = None,
     options: SolverOptions | None = None,
     init: SSCResult | Any | None = None,
     **settings: Any,
@@ -181,7 +180,7 @@ def ssc_gram(
             raise ValueError(
                 f"G must be symmetric (a Gram matrix X X^T); max |G - G^T| = {asymmetry}"
             )
-        if isinstance(solver, WorkingSet):
+        if solver.reads_gram:
             return place(_gram_factor(gram, options))
         values, vectors = factorize(
             gram_eigh, gram, normalize=options.normalize, precise=options.precise_factor
@@ -200,7 +199,7 @@ def ssc_gram(
         options.rank is not None
         and options.rank <= n // 2
         and options.low_rank is not False
-        and not isinstance(solver, WorkingSet)
+        and not solver.reads_gram
     )
     result = solve_chunks(
         chunk_factor=chunk_factor,
@@ -219,7 +218,7 @@ def ssc_gram(
 
 def _gram_factor(gram: Array, options: SolverOptions) -> GramFactor:
     """(..., n, n) ``gram``, normalised as ``options`` asks (in float64 for float32 input
-    when ``precise_factor``), for the working-set solver.
+    when ``precise_factor``), for a solver that reads it (``Solver.reads_gram``).
 
     Raises:
       ValueError: for a negative diagonal entry, or an entry beyond the Cauchy-Schwarz bound
@@ -240,10 +239,10 @@ def _gram_factor(gram: Array, options: SolverOptions) -> GramFactor:
 
 def _configured(
     *,
-    solver: ADMM | WorkingSet | None,
+    solver: Solver | None,
     options: SolverOptions | None,
     settings: Mapping[str, Any],
-) -> tuple[ADMM | WorkingSet, SolverOptions]:
+) -> tuple[Solver, SolverOptions]:
     """``resolve``, with tau and mu checked, and the solver's numbers held as Python floats
     (the loop lengths as ints): the jitted drivers trace them, and another type would
     compile again.

@@ -30,13 +30,15 @@ On data of very low rank the coordinate descent is slow and the supports do not 
 60 Gaussian samples in 5 dimensions need 12 rounds to a gap of 1e-4 and stop at 1.6e-5
 after 30 (ADMM: 390 iterations to 1e-5).
 
-``run`` returns the ``ADMMState`` the drivers in ``chunks.py`` expect, so a ``WorkingSet``
-goes wherever an ``ADMM`` does (``ssc(X, solver=WorkingSet())``).
+A ``WorkingSet`` is a ``Solver`` (``ssc_jax.solver.result``) over a ``WorkingSetState``, one
+round a step, so it goes wherever an ``ADMM`` does (``ssc(X, solver=WorkingSet())``); it
+reads G's entries, and the drivers give it G itself (``reads_gram``).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -44,21 +46,73 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ssc_jax.solver.admm import ADMMState, Status
 from ssc_jax.solver.certificate import correlations, row_gaps, safe_zeros
 from ssc_jax.solver.factor import Factor, GramFactor, sample_count
+from ssc_jax.solver.result import RowSolution, Solver, Status
 
 Array = jax.Array
 
 
-class _Rows(NamedTuple):
-    """A round's iterate for a block of b rows: (b, n) coefficients and the (b,) objectives
-    and gaps with the (b, n) scaled correlations ``k = tau q`` they came from."""
+class WorkingSetState(NamedTuple):
+    """A round's iterate for a block of b rows of an n-sample problem.
+
+    Attributes:
+      coef: (b, n) the coefficients.
+      k: (b, n) their scaled correlations ``k = tau q = tau (e_i - c) G``.
+      objective, gap: (b,) each row's objective and certified duality gap at ``coef``.
+      rounds: () working-set rounds taken.
+      kkt_violation: () the largest ``|k_j| - 1`` off the support, 0 when none exceeds 1.
+      change: () the last round's largest coefficient change (scaled by its sample's
+        norm), 0 before the first.
+      errors: (max_rounds, 3) the KKT violation, the change and the relative gap after
+        each round, -1 where no round ran.
+      gram: (n, n) G formed once from a factor that does not hold it; None for a
+        ``GramFactor``.
+    """
 
     coef: Array
     k: Array
     objective: Array
     gap: Array
+    rounds: Array
+    kkt_violation: Array
+    change: Array
+    errors: Array
+    gram: Array | None
+
+    @property
+    def relative_gap(self) -> Array:
+        """() the block's certified relative gap, ``sum(gap) / sum(objective)``."""
+        objective, gap = jnp.sum(self.objective), jnp.sum(self.gap)
+        return jnp.where(objective > 0, gap / objective, gap)
+
+
+class WorkingSetDiagnostics(NamedTuple):
+    """The working set's own diagnostics of a solve (``RowSolution.diagnostics``,
+    ``SSCResult.diagnostics``).
+
+    Attributes:
+      rounds: () working-set rounds taken.
+      kkt_violation: () the largest ``|k_j| - 1`` off the support (``WorkingSetState``).
+      rows_proven: () the rows whose support gap-safe screening proves to contain the
+        optimum's (``certificate.safe_zeros``).
+      change: () the last round's largest coefficient change.
+    """
+
+    rounds: Array
+    kkt_violation: Array
+    rows_proven: Array
+    change: Array
+
+
+class _Problem(NamedTuple):
+    """What every round reads of one problem: G (n, n), the sample norms (n,), the rows' own
+    entries ``G_i`` (b, n) and the (b, n) mask of their diagonal entries."""
+
+    gram: Array
+    norms: Array
+    own: Array
+    diagonal: Array
 
 
 @functools.partial(
@@ -67,7 +121,7 @@ class _Rows(NamedTuple):
     data_fields=("tau", "gap_tol", "sweep_tol"),
 )
 @dataclass(frozen=True)
-class WorkingSet:
+class WorkingSet(Solver):
     """Working-set SSC solver, a pytree like ``ADMM``: tau and the tolerances are traced
     leaves, the sizes (which fix the shapes) static.
 
@@ -102,68 +156,72 @@ class WorkingSet:
     max_sweeps: int = field(default=30, metadata={"help": "cap on coordinate sweeps a round"})
     newton_steps: int = field(default=4, metadata={"help": "active-set steps a round"})
 
-    # ``solve_rows`` polishes ADMM's iterates; a working-set solution needs no polishing.
-    polish = False
+    reads_gram = True
 
-    def run(
+    def init(self, factor: Factor, rows: Array, start: Array | None = None) -> WorkingSetState:
+        """The state at C = 0 or at ``start`` (b, n), measured; G is formed here, once,
+        from a factor that does not hold it. Memory: the (n, n) Gram, the (b, size, size)
+        blocks of it a round takes and a few (b, n) arrays."""
+        n, dtype = sample_count(factor), jax.tree.leaves(factor)[0].dtype
+        gram = None
+        if not isinstance(factor, GramFactor):
+            gram = jnp.matmul(
+                factor.vectors * factor.values, factor.vectors.T, precision=lax.Precision.HIGHEST
+            )
+        problem = _problem(factor, gram, rows)
+        tau = jnp.asarray(self.tau, dtype)
+        if start is None:
+            # At C = 0 the residual is x_i itself: q = G_i, ||r||^2 = G_ii, no product.
+            coef = jnp.zeros((rows.shape[0], n), dtype)
+            squared, q = jnp.sum(jnp.where(problem.diagonal, problem.own, 0), axis=1), problem.own
+        else:
+            coef = jnp.where(problem.diagonal, 0, start.astype(dtype))
+            squared, q = correlations(factor, coef, rows)
+        objective, gap = row_gaps(coef, squared, q, problem.diagonal, tau)
+        return WorkingSetState(
+            coef=coef,
+            k=tau * q,
+            objective=objective,
+            gap=gap,
+            rounds=jnp.asarray(0, jnp.int32),
+            kkt_violation=_violation(coef, tau * q, problem.diagonal),
+            change=jnp.zeros((), dtype),
+            errors=-jnp.ones((self.max_rounds, 3), dtype),
+            gram=gram,
+        )
+
+    def step(
         self,
         factor: Factor,
+        state: WorkingSetState,
         rows: Array,
         axis_name: str | None = None,
-        start: Array | None = None,
-    ) -> ADMMState:
-        """Solve the rows ``rows`` (b,) of one problem, from C = 0 or from ``start`` (b, n).
-
-        Row index n (padding) is an all-zero problem. ``axis_name`` is accepted for the
-        drivers' sake; nothing here needs it. Memory: the (n, n) Gram, formed once, the
-        (b, size, size) blocks of it and a few (b, n) arrays. In the returned state,
-        ``iteration`` counts rounds, ``primal_residual`` is the largest KKT violation
-        ``max(|k_j| - 1)`` off the support, ``dual_residual`` the last round's largest
-        coefficient change, ``verified`` counts the rows whose support gap-safe screening
-        proves to contain the optimum's (``certificate.safe_zeros``), and ``errors`` holds
-        the violation, the change and the relative gap per round.
-        """
+    ) -> WorkingSetState:
+        """One round: the working sets at the rung the supports ask for, their exact
+        solution, and the certificate of the new coefficients. ``axis_name`` is accepted
+        for the contract's sake; nothing here needs it."""
         del axis_name
-        n, dtype = sample_count(factor), jax.tree.leaves(factor)[0].dtype
-        b = rows.shape[0]
-        tau = jnp.asarray(self.tau, dtype)
-        diagonal = rows[:, None] == jnp.arange(n)[None, :]
-        highest = lax.Precision.HIGHEST
-        if isinstance(factor, GramFactor):
-            gram = factor.gram
-        else:
-            gram = jnp.matmul(factor.vectors * factor.values, factor.vectors.T, precision=highest)
-        norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0))
-        own = jnp.where((rows < n)[:, None], gram[jnp.minimum(rows, n - 1)], 0)
+        n, dtype = sample_count(factor), state.coef.dtype
+        b, tau = rows.shape[0], jnp.asarray(self.tau, dtype)
+        problem = _problem(factor, state.gram, rows)
         lines = jnp.arange(b)[:, None]
 
-        def measure(coef: Array) -> _Rows:
-            squared, q = correlations(factor, coef, rows)
-            objective, gap = row_gaps(coef, squared, q, diagonal, tau)
-            return _Rows(coef, tau * q, objective, gap)
-
-        def working_sets(current: _Rows, size: int) -> Array:
+        def working_sets(size: int) -> Array:
             """(b, size) the support, then the samples nearest to a KKT violation."""
-            score = jnp.where(
-                current.coef != 0, jnp.inf, jnp.abs(current.k) / jnp.where(norms > 0, norms, 1)
-            )
-            score = jnp.where(diagonal | (norms == 0)[None, :], -jnp.inf, score)
+            scaled = jnp.abs(state.k) / jnp.where(problem.norms > 0, problem.norms, 1)
+            score = jnp.where(state.coef != 0, jnp.inf, scaled)
+            score = jnp.where(problem.diagonal | (problem.norms == 0)[None, :], -jnp.inf, score)
             return lax.top_k(score, size)[1]
 
         def solve_on(size: int):
-            def solved(current: _Rows) -> tuple[Array, Array]:
-                index = working_sets(current, size)
-                blocks = gram[index[:, :, None], index[:, None, :]]
+            def solved() -> tuple[Array, Array]:
+                index = working_sets(size)
+                blocks = problem.gram[index[:, :, None], index[:, None, :]]
                 usable = (index != rows[:, None]) & (jnp.diagonal(blocks, 0, 1, 2) > 0)
-                target = jnp.take_along_axis(own, index, axis=1)
+                target = jnp.take_along_axis(problem.own, index, axis=1)
+                begin = jnp.where(usable, jnp.take_along_axis(state.coef, index, axis=1), 0)
                 values, change = _descend(
-                    blocks,
-                    target,
-                    jnp.where(usable, jnp.take_along_axis(current.coef, index, axis=1), 0),
-                    usable,
-                    tau,
-                    self.sweep_tol,
-                    self.max_sweeps,
+                    blocks, target, begin, usable, tau, self.sweep_tol, self.max_sweeps
                 )
                 values = _active_set(blocks, target, values, usable, tau, self.newton_steps)
                 return jnp.zeros((b, n), dtype).at[lines, index].set(values), change
@@ -173,80 +231,102 @@ class WorkingSet:
         sizes = working_set_sizes(self.size, n)
         # A size is used while the block's largest support leaves a quarter of it free.
         limits = jnp.asarray([s - s // 4 for s in sizes])
-
-        def one_round(carry):
-            current, round_, errors = carry
-            supports = jnp.sum(current.coef != 0, axis=1)
-            violated = jnp.sum((current.coef == 0) & ~diagonal & (jnp.abs(current.k) > 1), axis=1)
-            need = jnp.sum(jnp.max(supports) > limits)
-            # The typical row's violations (a few rows correlate with almost every sample)
-            # may lift the rung by one above what the largest support needs, by two from
-            # C = 0, where no support says anything yet.
-            wanted = jnp.sum(jnp.median(supports + violated) > limits)
-            lift = jnp.where(jnp.max(supports) == 0, 2, 1)
-            level = jnp.minimum(jnp.clip(wanted, need, need + lift), len(sizes) - 1)
-            coef, change = lax.switch(level, [solve_on(s) for s in sizes], current)
-            measured = measure(coef)
-            row = jnp.stack([_violation(measured, diagonal), change, _relative(measured)])
-            return measured, round_ + 1, errors.at[round_].set(row)
-
-        if start is None:
-            # At C = 0 the residual is x_i itself: q = G_i, ||r||^2 = G_ii, no product.
-            zeros = jnp.zeros((b, n), dtype)
-            squared = jnp.sum(jnp.where(diagonal, own, 0), axis=1)
-            first = _Rows(zeros, tau * own, *row_gaps(zeros, squared, own, diagonal, tau))
-        else:
-            first = measure(jnp.where(diagonal, 0, start.astype(dtype)))
-        errors = -jnp.ones((self.max_rounds, 3), dtype)
-        current, rounds, errors = lax.while_loop(
-            lambda c: (c[1] < self.max_rounds) & (_relative(c[0]) > self.gap_tol),
-            one_round,
-            (first, jnp.asarray(0, jnp.int32), errors),
+        supports = jnp.sum(state.coef != 0, axis=1)
+        violated = jnp.sum((state.coef == 0) & ~problem.diagonal & (jnp.abs(state.k) > 1), axis=1)
+        need = jnp.sum(jnp.max(supports) > limits)
+        # The typical row's violations (a few rows correlate with almost every sample) may
+        # lift the rung by one above what the largest support needs, by two from C = 0,
+        # where no support says anything yet.
+        wanted = jnp.sum(jnp.median(supports + violated) > limits)
+        lift = jnp.where(jnp.max(supports) == 0, 2, 1)
+        level = jnp.minimum(jnp.clip(wanted, need, need + lift), len(sizes) - 1)
+        coef, change = lax.switch(level, [solve_on(s) for s in sizes])
+        squared, q = correlations(factor, coef, rows)
+        objective, gap = row_gaps(coef, squared, q, problem.diagonal, tau)
+        measured = state._replace(
+            coef=coef,
+            k=tau * q,
+            objective=objective,
+            gap=gap,
+            rounds=state.rounds + 1,
+            kkt_violation=_violation(coef, tau * q, problem.diagonal),
+            change=change,
         )
-        finite = jnp.all(jnp.isfinite(current.coef))
-        converged = _relative(current) <= self.gap_tol
+        row = jnp.stack([measured.kkt_violation, change, measured.relative_gap])
+        return measured._replace(errors=state.errors.at[state.rounds].set(row))
+
+    def terminate(self, state: WorkingSetState) -> Array:
+        """Whether the run stops at ``state``: within ``gap_tol``, or out of rounds."""
+        return ~((state.rounds < self.max_rounds) & (state.relative_gap > self.gap_tol))
+
+    def postprocess(
+        self,
+        factor: Factor,
+        state: WorkingSetState,
+        rows: Array,
+        axis_name: str | None = None,
+    ) -> RowSolution:
+        """The answer at the final state: its status, and the rows whose support gap-safe
+        screening proves to contain the optimum's (``certificate.safe_zeros``)."""
+        del axis_name
+        n, tau = sample_count(factor), jnp.asarray(self.tau, state.coef.dtype)
+        problem = _problem(factor, state.gram, rows)
+        finite = jnp.all(jnp.isfinite(state.coef))
+        converged = state.relative_gap <= self.gap_tol
         status = jnp.where(
             finite, jnp.where(converged, Status.CONVERGED, Status.MAX_ITERATIONS), Status.NONFINITE
         )
-        zero = jnp.zeros((), dtype)
-        return ADMMState(
-            shifted=current.coef,
-            coef=current.coef,
-            mu=jnp.asarray(jnp.nan, dtype),
-            inverse=None,
-            iteration=rounds,
-            primal_residual=_violation(current, diagonal),
-            dual_residual=jnp.where(rounds > 0, errors[jnp.maximum(rounds - 1, 0), 1], zero),
-            eps_primal=zero,
-            eps_dual=zero,
-            objective=jnp.sum(current.objective),
-            gap=jnp.sum(current.gap),
-            finite=finite,
-            status=status.astype(jnp.int32),
-            verified=jnp.sum(
-                safe_zeros(current.coef, current.k / tau, current.gap, norms, diagonal, tau)
-                & (rows < n)
-            ),
-            errors=errors,
+        safe = safe_zeros(
+            state.coef, state.k / tau, state.gap, problem.norms, problem.diagonal, tau
         )
+        proven = jnp.sum(safe & (rows < n))
+        return RowSolution(
+            coef=state.coef,
+            objective=jnp.sum(state.objective),
+            gap=jnp.sum(state.gap),
+            iterations=state.rounds,
+            status=status.astype(jnp.int32),
+            verified=proven,
+            errors=state.errors,
+            diagnostics=WorkingSetDiagnostics(
+                rounds=state.rounds,
+                kkt_violation=state.kkt_violation,
+                rows_proven=proven,
+                change=state.change,
+            ),
+        )
+
+    def merge_diagnostics(self, parts: Sequence[WorkingSetDiagnostics]) -> WorkingSetDiagnostics:
+        """Over a problem's row blocks: the most rounds, the largest violation and change,
+        and all rows proven."""
+        merged = super().merge_diagnostics(parts)
+        return merged._replace(rows_proven=sum(p.rows_proven for p in parts))
+
+    def residuals(self, solution: RowSolution) -> tuple[Array, Array, Array]:
+        """The KKT violation and the last change stand for ADMM's residuals; mu is NaN."""
+        violation = solution.diagnostics.kkt_violation
+        return violation, solution.diagnostics.change, jnp.full_like(violation, jnp.nan)
+
+
+def _problem(factor: Factor, gram: Array | None, rows: Array) -> _Problem:
+    """The ``_Problem`` of the rows ``rows`` (b,), G being ``factor``'s or ``gram``."""
+    gram = factor.gram if gram is None else gram
+    n = gram.shape[0]
+    own = jnp.where((rows < n)[:, None], gram[jnp.minimum(rows, n - 1)], 0)
+    diagonal = rows[:, None] == jnp.arange(n)[None, :]
+    return _Problem(gram, jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0)), own, diagonal)
+
+
+def _violation(coef: Array, k: Array, diagonal: Array) -> Array:
+    """() the largest ``|k_j| - 1`` off the support and the diagonal, 0 when none exceeds 1."""
+    off = jnp.where((coef != 0) | diagonal, 0, jnp.abs(k))
+    return jnp.maximum(jnp.max(off) - 1, 0)
 
 
 def working_set_sizes(size: int, n: int) -> list[int]:
     """The working-set sizes a solve of n samples may use, ascending: ``size / 8``,
     ``size / 4``, ``size / 2`` and ``size``, each at least 8 and at most n - 1."""
     return sorted({min(max(s, 8), n - 1) for s in (size // 8, size // 4, size // 2, size)})
-
-
-def _relative(rows: _Rows) -> Array:
-    """() the block's certified relative gap, ``sum(gap) / sum(objective)``."""
-    objective, gap = jnp.sum(rows.objective), jnp.sum(rows.gap)
-    return jnp.where(objective > 0, gap / objective, gap)
-
-
-def _violation(rows: _Rows, diagonal: Array) -> Array:
-    """() the largest ``|k_j| - 1`` off the support and the diagonal, 0 when none exceeds 1."""
-    off = jnp.where((rows.coef != 0) | diagonal, 0, jnp.abs(rows.k))
-    return jnp.maximum(jnp.max(off) - 1, 0)
 
 
 def _active_set(
