@@ -1,6 +1,8 @@
 """Exact SSC references for the solver tests: scikit-learn's Lasso in float64, row by row;
 and what a solve's certified duality gap proves about its answer (``assert_same_optimum``)."""
 
+from typing import NamedTuple
+
 import numpy as np
 from sklearn.linear_model import Lasso
 
@@ -136,6 +138,24 @@ def assert_same_optimum(gram, first, second, tau=TAU, normalize=True, coef=False
                 assert smallest > 0, f"row {index}: support not linearly independent"
                 bound = radius[index][0] / np.sqrt(smallest)
                 assert np.linalg.norm(d[index]) <= bound, (index, np.linalg.norm(d[index]), bound)
+
+
+class Solved(NamedTuple):
+    """What ``certified`` reads of a solve: coefficients, objective and relative gap."""
+
+    coef: np.ndarray
+    objective: float
+    duality_gap: float
+
+
+def stored_layers(stored):
+    """Each layer of stored graphs (``coef``: L sparse (n, n), ``diagnostics`` by name, as
+    ``StoredGraphs`` or ``LayerGraphs`` hold them) as a ``Solved``, for ``certified``."""
+    found = stored.diagnostics
+    return [
+        Solved(c.toarray(), found["objective"][i], found["duality_gap"][i])
+        for i, c in enumerate(stored.coef)
+    ]
 
 
 def problem(result, index):
