@@ -1,6 +1,6 @@
 """Distributed benchmark: one SSC problem as a jax.distributed job of 1 and of 2 processes.
 
-The parent starts each job with ``ssc_jax.pipeline.launch.spawn`` (loopback, CPU backend,
+The parent starts each job with ``ssc_jax.pipeline.cli.launch.spawn`` (loopback, CPU backend,
 gloo collectives); process 0 of each job reports:
 
 - the wall time of ``ssc(X)`` on one problem of n samples (rank ``--rank``, the low-rank
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssc_jax.pipeline import launch
+from ssc_jax.pipeline.cli import launch
 
 # One core per process: Eigen's intra-op threads off.
 _SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false"

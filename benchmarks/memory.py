@@ -55,7 +55,7 @@ def synthetic(n: int, layers: int, k: int, rank: int, grams: np.ndarray, seed: i
 def run_path(path: str, n: int, layers: int, k: int, rank: int) -> dict:
     """One path's peak RSS and results, in this process."""
     from ssc_jax.graphs.communities import modularity
-    from ssc_jax.pipeline.summary import graph_summary
+    from ssc_jax.pipeline.analysis.summary import graph_summary
     from ssc_jax.similarity.cka import cka_matrix
 
     with tempfile.TemporaryDirectory() as folder:

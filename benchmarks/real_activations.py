@@ -37,8 +37,8 @@ from ssc_jax import (
     predict,
     ssc_gram,
 )
-from ssc_jax.pipeline.config import AnalysisSet
-from ssc_jax.pipeline.inputs import held_out_data, load_inputs, preprocess, run_info
+from ssc_jax.pipeline.analysis.config import AnalysisSet
+from ssc_jax.pipeline.analysis.inputs import held_out_data, load_inputs, preprocess, run_info
 from timing import time_calls
 
 

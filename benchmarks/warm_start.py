@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from ssc_jax.pipeline.config import SOLVERS, AnalysisSet, SolverSettings
-from ssc_jax.pipeline.dynamics import training_dynamics
+from ssc_jax.pipeline.analysis.config import SOLVERS, AnalysisSet, SolverSettings
+from ssc_jax.pipeline.analysis.dynamics import training_dynamics
 
 
 def timed_dynamics(run: str, analysis: AnalysisSet, solver: SolverSettings, warm_start: bool):

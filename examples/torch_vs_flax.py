@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from ssc_jax import TrainConfig, load_dataset, stratified_subset, train
-from ssc_jax.pipeline.cli import main as ssc_jax_main
-from ssc_jax.pipeline.config import AnalysisSet
-from ssc_jax.pipeline.inputs import load_inputs, run_info
+from ssc_jax.pipeline.analysis.config import AnalysisSet
+from ssc_jax.pipeline.analysis.inputs import load_inputs, run_info
+from ssc_jax.pipeline.cli.main import main as ssc_jax_main
 
 STAGES = ((32, 32), (64, 64), (128,))
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ssc_jax.pipeline.cli import main
+from ssc_jax.pipeline.cli.main import main
 
 TINY_N = 80
 

@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 
 import ssc_jax
-from ssc_jax.pipeline.activations import display_images, network_probabilities
-from ssc_jax.pipeline.cli import main
-from ssc_jax.pipeline.config import AnalysisSet
-from ssc_jax.pipeline.inputs import InputError, held_out_data, load_inputs, preprocess, run_info
+from ssc_jax.pipeline.analysis.activations import display_images, network_probabilities
+from ssc_jax.pipeline.analysis.config import AnalysisSet
+from ssc_jax.pipeline.analysis.inputs import (
+    InputError,
+    held_out_data,
+    load_inputs,
+    preprocess,
+    run_info,
+)
+from ssc_jax.pipeline.cli.main import main
 from ssc_jax.training.checkpoints import load_checkpoint
 
 

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from ssc_jax.pipeline import analyze
-from ssc_jax.pipeline.arguments import analysis_settings, given
-from ssc_jax.pipeline.cli import build_parser, main
-from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.analysis import analyze
+from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.cli.arguments import analysis_settings, given
+from ssc_jax.pipeline.cli.main import build_parser, main
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.working_set import WorkingSet

@@ -16,13 +16,13 @@ import scipy.sparse as sp
 import ssc_jax
 from lasso_reference import assert_same_optimum, float64_gram, stored_layers
 from ssc_jax.core.memory import problem_bytes
-from ssc_jax.pipeline import launch
-from ssc_jax.pipeline.cli import main
-from ssc_jax.pipeline.config import AnalysisSet
-from ssc_jax.pipeline.graph_store import load_graphs
-from ssc_jax.pipeline.inputs import InputError, held_out_data, load_inputs, run_info
-from ssc_jax.pipeline.layer_graphs import CACHE_DIR, checkpoint_grams
-from ssc_jax.pipeline.summary import layer_modularity
+from ssc_jax.pipeline.analysis.config import AnalysisSet
+from ssc_jax.pipeline.analysis.inputs import InputError, held_out_data, load_inputs, run_info
+from ssc_jax.pipeline.analysis.layer_graphs import CACHE_DIR, checkpoint_grams
+from ssc_jax.pipeline.analysis.summary import layer_modularity
+from ssc_jax.pipeline.cli import launch
+from ssc_jax.pipeline.cli.main import main
+from ssc_jax.pipeline.store.graph_store import load_graphs
 from ssc_jax.solver.distributed import (
     GIB,
     fewest_devices,
@@ -112,7 +112,7 @@ def test_a_job_past_its_timeout_is_stopped():
 _WORKER = """
 import argparse, sys
 import jax, numpy as np, ssc_jax
-from ssc_jax.pipeline import launch
+from ssc_jax.pipeline.cli import launch
 from ssc_jax.solver import distributed
 parser = argparse.ArgumentParser()
 parser.add_argument("out")
@@ -221,12 +221,12 @@ def test_analyze_as_two_processes_writes_once_what_one_process_writes(
 def test_the_other_processes_solve_and_stop_there(tiny_run, fast_analysis, tmp_path, monkeypatch):
     """A process of a job other than process 0 takes part in every solve, then analyses,
     renders and writes nothing."""
-    from ssc_jax.pipeline import analyze, compare, dynamics, layer_graphs, tau_path
-    from ssc_jax.pipeline.config import AnalysisSet
+    from ssc_jax.pipeline.analysis import analyze, compare, dynamics, layer_graphs, tau_path
+    from ssc_jax.pipeline.analysis.config import AnalysisSet
 
     for module in (analyze, compare, dynamics, layer_graphs, tau_path):
         monkeypatch.setattr(module, "is_writer", lambda: False)
-    monkeypatch.setattr("ssc_jax.pipeline.commands.is_writer", lambda: False)
+    monkeypatch.setattr("ssc_jax.pipeline.cli.commands.is_writer", lambda: False)
 
     def refuse(*args, **kwargs):
         raise AssertionError("a process other than process 0 analysed")

@@ -36,14 +36,14 @@ from ssc_jax import (
     ssc_gram,
     train,
 )
-from ssc_jax.pipeline.analyze import analyze_checkpoint
-from ssc_jax.pipeline.cli import main
-from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
-from ssc_jax.pipeline.graph_store import GraphFileError, dense_stack, load_graphs
-from ssc_jax.pipeline.inputs import InputError, load_inputs, resolve_epoch
-from ssc_jax.pipeline.layer_graphs import checkpoint_graphs
-from ssc_jax.pipeline.locks import folder_lock, lock_holder, lock_path
-from ssc_jax.pipeline.outputs import atomic_output_dir
+from ssc_jax.pipeline.analysis.analyze import analyze_checkpoint
+from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.analysis.inputs import InputError, load_inputs, resolve_epoch
+from ssc_jax.pipeline.analysis.layer_graphs import checkpoint_graphs
+from ssc_jax.pipeline.cli.main import main
+from ssc_jax.pipeline.store.graph_store import GraphFileError, dense_stack, load_graphs
+from ssc_jax.pipeline.store.locks import folder_lock, lock_holder, lock_path
+from ssc_jax.pipeline.store.outputs import atomic_output_dir
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.working_set import WorkingSet
 from ssc_jax.training.checkpoints import CheckpointError, checkpoint_problem, readable_epoch
@@ -536,7 +536,8 @@ def test_a_full_disk_while_writing_an_output_keeps_the_previous_one(
     assert main(argv) == 0
     previous = digests(out)
     capsys.readouterr()
-    monkeypatch.setattr("ssc_jax.pipeline.publish.write_json", _disk_full)  # after the figures
+    # write_json runs after the figures are written
+    monkeypatch.setattr("ssc_jax.pipeline.publish.write.write_json", _disk_full)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err == (
@@ -628,7 +629,7 @@ def _out_of_device_memory(*args, **kwargs):
 @pytest.mark.parametrize(
     "patched, command, smaller",
     [
-        ("ssc_jax.pipeline.layer_graphs.ssc_gram", "activations", "--memory-gb"),
+        ("ssc_jax.pipeline.analysis.layer_graphs.ssc_gram", "activations", "--memory-gb"),
         ("ssc_jax.training.trainer._train_epoch", "train", "--batch-size"),
     ],
 )

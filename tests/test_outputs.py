@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ssc_jax.pipeline.cli import main
-from ssc_jax.pipeline.locks import folder_lock, lock_path
-from ssc_jax.pipeline.outputs import (
+from ssc_jax.pipeline.cli.main import main
+from ssc_jax.pipeline.store.locks import folder_lock, lock_path
+from ssc_jax.pipeline.store.outputs import (
     MARKER,
     OutputError,
     atomic_output_dir,
@@ -257,7 +257,7 @@ def test_read_only_parent_is_an_output_error(tmp_path):
 
 HOLD_SCRIPT = """
 import sys, time
-from ssc_jax.pipeline.locks import folder_lock
+from ssc_jax.pipeline.store.locks import folder_lock
 
 with folder_lock(sys.argv[1]):
     print("locked", flush=True)

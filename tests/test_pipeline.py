@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import ssc_jax.pipeline.layer_graphs as graphs_module
+import ssc_jax.pipeline.analysis.layer_graphs as graphs_module
 from lasso_reference import assert_same_optimum, stored_layers
 from ssc_jax.nets.capture import predict
-from ssc_jax.pipeline.analyze import MIN_EMBEDDED, analyze_checkpoint, embedded_inputs
-from ssc_jax.pipeline.cli import main
-from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
-from ssc_jax.pipeline.graph_store import dense_stack, load_graphs
+from ssc_jax.pipeline.analysis.analyze import MIN_EMBEDDED, analyze_checkpoint, embedded_inputs
+from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.cli.main import main
+from ssc_jax.pipeline.store.graph_store import dense_stack, load_graphs
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.solve import ssc_gram
 from ssc_jax.solver.working_set import WorkingSet
@@ -251,10 +251,10 @@ def test_offline_default(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_warm_started_dynamics_reach_the_cold_answer_in_fewer_iterations(tiny_run):
-    from ssc_jax.pipeline.config import AnalysisSet
-    from ssc_jax.pipeline.dynamics import training_dynamics
-    from ssc_jax.pipeline.layer_graphs import checkpoint_grams
-    from ssc_jax.pipeline.summary import layer_modularity
+    from ssc_jax.pipeline.analysis.config import AnalysisSet
+    from ssc_jax.pipeline.analysis.dynamics import training_dynamics
+    from ssc_jax.pipeline.analysis.layer_graphs import checkpoint_grams
+    from ssc_jax.pipeline.analysis.summary import layer_modularity
     from ssc_jax.similarity.streamed import streamed_cka_matrix
 
     def run(warm_start):

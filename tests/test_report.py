@@ -12,28 +12,28 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from ssc_jax.pipeline import plots
-from ssc_jax.pipeline.config import AnalysisSet, SolverSettings, settings_record
-from ssc_jax.pipeline.dynamics import Dynamics
-from ssc_jax.pipeline.graph_store import (
+from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings, settings_record
+from ssc_jax.pipeline.analysis.dynamics import Dynamics
+from ssc_jax.pipeline.analysis.inputs import AnalysisInputs
+from ssc_jax.pipeline.publish.write import publish
+from ssc_jax.pipeline.report import plots
+from ssc_jax.pipeline.report.html import CSS_PX_PER_INCH, Report, Section, Table
+from ssc_jax.pipeline.report.render import render_dynamics, settings_section
+from ssc_jax.pipeline.report.wording import setting_text, split_columns
+from ssc_jax.pipeline.store.graph_store import (
     dense_stack,
     graph_path,
     load_graphs,
     save_graphs,
     settings_key,
 )
-from ssc_jax.pipeline.inputs import AnalysisInputs
-from ssc_jax.pipeline.outputs import (
+from ssc_jax.pipeline.store.outputs import (
     MARKER,
     OutputError,
     atomic_output_dir,
     to_jsonable,
     write_json,
 )
-from ssc_jax.pipeline.publish import publish
-from ssc_jax.pipeline.render import render_dynamics, settings_section
-from ssc_jax.pipeline.report import CSS_PX_PER_INCH, Report, Section, Table
-from ssc_jax.pipeline.wording import setting_text, split_columns
 
 LAYERS = ["conv1", "conv2", "conv3"]
 
@@ -338,7 +338,7 @@ def test_atomic_output_refuses_foreign_folder(tmp_path):
 
 
 def test_findings_read_the_numbers():
-    from ssc_jax.pipeline import findings
+    from ssc_jax.pipeline.analysis import findings
 
     assert findings.modularity_grows(LAYERS, [0.2, 0.3, 0.5]).holds
     assert not findings.modularity_grows(LAYERS, [0.5, 0.3, 0.2]).holds

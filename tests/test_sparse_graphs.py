@@ -8,11 +8,11 @@ import scipy.sparse as sp
 
 import ssc_jax
 from lasso_reference import assert_same_optimum
-from ssc_jax.pipeline import layer_graphs
-from ssc_jax.pipeline.config import SolverSettings
-from ssc_jax.pipeline.graph_store import dense_stack, load_graphs, save_graphs
-from ssc_jax.pipeline.layer_graphs import solve_layers
-from ssc_jax.pipeline.summary import graph_summary
+from ssc_jax.pipeline.analysis import layer_graphs
+from ssc_jax.pipeline.analysis.config import SolverSettings
+from ssc_jax.pipeline.analysis.layer_graphs import solve_layers
+from ssc_jax.pipeline.analysis.summary import graph_summary
+from ssc_jax.pipeline.store.graph_store import dense_stack, load_graphs, save_graphs
 
 
 def layer_grams(seed=0, layers=3, n=60, d=10):

@@ -73,8 +73,8 @@ def test_bad_taus_are_named(grams):
 def test_the_command_reads_each_layer_over_tau(tiny_run, analyzed, tmp_path, fast_analysis):
     import json
 
-    from ssc_jax.pipeline.cli import main
-    from ssc_jax.pipeline.graph_store import load_graphs
+    from ssc_jax.pipeline.cli.main import main
+    from ssc_jax.pipeline.store.graph_store import load_graphs
 
     out = tmp_path / "tau-path"
     argv = ["tau-path", str(tiny_run), "--taus", "20", "5", "10", "--out", str(out)]
@@ -115,7 +115,7 @@ def test_the_command_reads_each_layer_over_tau(tiny_run, analyzed, tmp_path, fas
 
 
 def test_the_command_names_a_bad_tau(tiny_run, tmp_path, fast_analysis, capsys):
-    from ssc_jax.pipeline.cli import main
+    from ssc_jax.pipeline.cli.main import main
 
     out = tmp_path / "bad"
     assert main(["tau-path", str(tiny_run), "--taus", "5", "5", "--out", str(out)]) == 2

@@ -2,6 +2,6 @@
 
 import sys
 
-from ssc_jax.pipeline.cli import main
+from ssc_jax.pipeline.cli.main import main
 
 sys.exit(main())

@@ -1,5 +1,5 @@
 """The analysis pipeline behind ``python -m ssc_jax.run``: graphs, metrics, figures, report."""
 
-from ssc_jax.pipeline.activations import analyze_activations, analyze_grams, write_analysis
+from ssc_jax.pipeline.publish.api import analyze_activations, analyze_grams, write_analysis
 
 __all__ = ["analyze_activations", "analyze_grams", "write_analysis"]

@@ -19,22 +19,22 @@ from ssc_jax.graphs.communities import (
     top_neighbours,
 )
 from ssc_jax.graphs.spectral import spectral_embedding
-from ssc_jax.pipeline import findings
-from ssc_jax.pipeline.config import (
+from ssc_jax.pipeline.analysis import findings
+from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SOLVER,
     AnalysisSet,
     SolverSettings,
 )
-from ssc_jax.pipeline.findings import Finding
-from ssc_jax.pipeline.inputs import (
+from ssc_jax.pipeline.analysis.findings import Finding
+from ssc_jax.pipeline.analysis.inputs import (
     AnalysisInputs,
     held_out_data,
     load_inputs,
     resolve_epoch,
     run_info,
 )
-from ssc_jax.pipeline.layer_graphs import (
+from ssc_jax.pipeline.analysis.layer_graphs import (
     GraphSource,
     LayerGraphs,
     checkpoint_graphs,
@@ -43,8 +43,8 @@ from ssc_jax.pipeline.layer_graphs import (
     run_cache,
     unconverged_layers,
 )
-from ssc_jax.pipeline.outputs import to_jsonable
-from ssc_jax.pipeline.summary import graph_summary
+from ssc_jax.pipeline.analysis.summary import graph_summary
+from ssc_jax.pipeline.store.outputs import to_jsonable
 from ssc_jax.solver.distributed import is_writer
 
 

@@ -13,16 +13,15 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from ssc_jax.pipeline import findings
-from ssc_jax.pipeline.config import (
+from ssc_jax.pipeline.analysis import findings
+from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SOLVER,
     AnalysisSet,
     SolverSettings,
 )
-from ssc_jax.pipeline.findings import Finding
-from ssc_jax.pipeline.graph_store import DIAGNOSTICS
-from ssc_jax.pipeline.inputs import (
+from ssc_jax.pipeline.analysis.findings import Finding
+from ssc_jax.pipeline.analysis.inputs import (
     AnalysisInputs,
     InputError,
     held_out_data,
@@ -30,7 +29,7 @@ from ssc_jax.pipeline.inputs import (
     run_epochs,
     run_info,
 )
-from ssc_jax.pipeline.layer_graphs import (
+from ssc_jax.pipeline.analysis.layer_graphs import (
     GraphSource,
     checkpoint_graphs,
     export_name,
@@ -38,8 +37,9 @@ from ssc_jax.pipeline.layer_graphs import (
     run_cache,
     unconverged_layers,
 )
-from ssc_jax.pipeline.outputs import to_jsonable
-from ssc_jax.pipeline.summary import layer_modularity
+from ssc_jax.pipeline.analysis.summary import layer_modularity
+from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
+from ssc_jax.pipeline.store.outputs import to_jsonable
 from ssc_jax.similarity.cka import cka
 from ssc_jax.similarity.streamed import streamed_cka_matrix
 from ssc_jax.solver.distributed import is_writer

@@ -24,8 +24,9 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from ssc_jax.nets.capture import activation_grams, predict
-from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
-from ssc_jax.pipeline.graph_store import (
+from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.analysis.inputs import AnalysisInputs, InputError, check_fits_run, preprocess
+from ssc_jax.pipeline.store.graph_store import (
     DIAGNOSTICS,
     GraphFileError,
     StoredGraphs,
@@ -34,7 +35,6 @@ from ssc_jax.pipeline.graph_store import (
     save_graphs,
     sparse_layers,
 )
-from ssc_jax.pipeline.inputs import AnalysisInputs, InputError, check_fits_run, preprocess
 from ssc_jax.solver.convergence import ConvergenceWarning
 from ssc_jax.solver.distributed import is_writer
 from ssc_jax.solver.solve import ssc_gram

@@ -13,13 +13,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ssc_jax._version import __version__
-from ssc_jax.pipeline.config import AnalysisSet, SolverSettings, settings_record
-from ssc_jax.pipeline.graph_store import save_graphs
-from ssc_jax.pipeline.layer_graphs import GraphSource
-from ssc_jax.pipeline.outputs import atomic_output_dir, write_json
-from ssc_jax.pipeline.plots import encode_figure
-from ssc_jax.pipeline.render import settings_section
-from ssc_jax.pipeline.report import Report
+from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings, settings_record
+from ssc_jax.pipeline.analysis.layer_graphs import GraphSource
+from ssc_jax.pipeline.report.html import Report
+from ssc_jax.pipeline.report.plots import encode_figure
+from ssc_jax.pipeline.report.render import settings_section
+from ssc_jax.pipeline.store.graph_store import save_graphs
+from ssc_jax.pipeline.store.outputs import atomic_output_dir, write_json
 
 FIGURES = "figures"
 

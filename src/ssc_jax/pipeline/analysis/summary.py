@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ssc_jax.graphs.communities import modularity
-from ssc_jax.pipeline.graph_store import DIAGNOSTICS
+from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
 from ssc_jax.similarity.streamed import streamed_cka_matrix
 
 SOLVER_HEADERS = [

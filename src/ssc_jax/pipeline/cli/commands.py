@@ -13,17 +13,17 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from ssc_jax.pipeline.arguments import analysis_settings, given, solver_settings
-from ssc_jax.pipeline.inputs import InputError
-from ssc_jax.pipeline.locks import folder_lock
-from ssc_jax.pipeline.outputs import (
+from ssc_jax.pipeline.analysis.inputs import InputError
+from ssc_jax.pipeline.cli.arguments import analysis_settings, given, solver_settings
+from ssc_jax.pipeline.report.html import Report, Section
+from ssc_jax.pipeline.store.locks import folder_lock
+from ssc_jax.pipeline.store.outputs import (
     DISK_FULL,
     OutputError,
     check_output_dir,
     check_training_dir,
     removed_on_failure,
 )
-from ssc_jax.pipeline.report import Report, Section
 from ssc_jax.solver.distributed import is_writer
 from ssc_jax.training.checkpoints import list_checkpoints
 from ssc_jax.training.datasets import TFDS_NAMES
@@ -76,7 +76,7 @@ def _publish_result(
     """Publish a computed ``result`` to ``args.out``, with the report's sections from
     ``render(result)`` and its title from ``title(result)``; on the other processes of a job,
     where ``result`` is None (they take part in the solves only), nothing."""
-    from ssc_jax.pipeline.publish import publish
+    from ssc_jax.pipeline.publish.write import publish
 
     if result is None:
         return Path(args.out)
@@ -104,8 +104,8 @@ def cmd_train(args) -> Path:
 
 
 def cmd_analyze(args) -> Path:
-    from ssc_jax.pipeline.analyze import analyze_checkpoint
-    from ssc_jax.pipeline.render import render_checkpoint
+    from ssc_jax.pipeline.analysis.analyze import analyze_checkpoint
+    from ssc_jax.pipeline.report.render import render_checkpoint
 
     analysis, solver = analysis_settings(args)
     inputs = [args.run, analysis.data]
@@ -129,8 +129,8 @@ def cmd_analyze(args) -> Path:
 
 
 def cmd_dynamics(args) -> Path:
-    from ssc_jax.pipeline.dynamics import training_dynamics
-    from ssc_jax.pipeline.render import render_dynamics
+    from ssc_jax.pipeline.analysis.dynamics import training_dynamics
+    from ssc_jax.pipeline.report.render import render_dynamics
 
     analysis, solver = analysis_settings(args)
     inputs = [args.run, analysis.data]
@@ -154,8 +154,8 @@ def cmd_dynamics(args) -> Path:
 
 
 def cmd_tau_path(args) -> Path:
-    from ssc_jax.pipeline.render_tau_path import render_tau_path
-    from ssc_jax.pipeline.tau_path import checkpoint_tau_path
+    from ssc_jax.pipeline.analysis.tau_path import checkpoint_tau_path
+    from ssc_jax.pipeline.report.render_tau_path import render_tau_path
 
     analysis, solver = analysis_settings(args)
     inputs = [args.run, analysis.data]
@@ -179,8 +179,8 @@ def cmd_tau_path(args) -> Path:
 
 
 def cmd_compare(args) -> Path:
-    from ssc_jax.pipeline.compare import compare_runs, parse_run
-    from ssc_jax.pipeline.render import render_comparison
+    from ssc_jax.pipeline.analysis.compare import compare_runs, parse_run
+    from ssc_jax.pipeline.report.render import render_comparison
 
     analysis, solver = analysis_settings(args)
     inputs = [*(parse_run(spec)[0] for spec in args.runs), analysis.data]
@@ -198,7 +198,7 @@ def cmd_compare(args) -> Path:
 
 
 def cmd_activations(args) -> Path:
-    from ssc_jax.pipeline.activations import analyze_activations, write_analysis
+    from ssc_jax.pipeline.publish.api import analyze_activations, write_analysis
 
     inputs = [args.path]
     with _claim_output(args.out, kind="activations", inputs=inputs):
@@ -213,10 +213,10 @@ def cmd_activations(args) -> Path:
 def cmd_default(args) -> Path:
     """Train (or reuse) ``OUT/run`` in place, then publish the report to ``OUT/report``: the
     report is a folder of its own, so replacing it never touches the run."""
-    from ssc_jax.pipeline.analyze import analyze_checkpoint
-    from ssc_jax.pipeline.dynamics import training_dynamics
-    from ssc_jax.pipeline.publish import publish
-    from ssc_jax.pipeline.render import render_checkpoint, render_dynamics
+    from ssc_jax.pipeline.analysis.analyze import analyze_checkpoint
+    from ssc_jax.pipeline.analysis.dynamics import training_dynamics
+    from ssc_jax.pipeline.publish.write import publish
+    from ssc_jax.pipeline.report.render import render_checkpoint, render_dynamics
 
     analysis, solver = analysis_settings(args)
     progress = not args.quiet

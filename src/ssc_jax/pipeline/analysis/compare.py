@@ -15,15 +15,21 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ssc_jax.pipeline.activations import activation_network
-from ssc_jax.pipeline.config import (
+from ssc_jax.pipeline.analysis.activations import activation_network
+from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SOLVER,
     AnalysisSet,
     SolverSettings,
 )
-from ssc_jax.pipeline.inputs import InputError, held_out_data, load_inputs, resolve_epoch, run_info
-from ssc_jax.pipeline.layer_graphs import (
+from ssc_jax.pipeline.analysis.inputs import (
+    InputError,
+    held_out_data,
+    load_inputs,
+    resolve_epoch,
+    run_info,
+)
+from ssc_jax.pipeline.analysis.layer_graphs import (
     GraphSource,
     LayerGraphs,
     checkpoint_graphs,
@@ -31,8 +37,8 @@ from ssc_jax.pipeline.layer_graphs import (
     export_source,
     run_cache,
 )
-from ssc_jax.pipeline.outputs import to_jsonable
-from ssc_jax.pipeline.summary import graph_summary
+from ssc_jax.pipeline.analysis.summary import graph_summary
+from ssc_jax.pipeline.store.outputs import to_jsonable
 from ssc_jax.similarity.streamed import streamed_cka_matrix
 from ssc_jax.solver.distributed import is_writer
 

@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ssc_jax.pipeline import findings, plots
-from ssc_jax.pipeline.analyze import MIN_EMBEDDED, CheckpointAnalysis, WrongInput
-from ssc_jax.pipeline.compare import Comparison
-from ssc_jax.pipeline.dynamics import Dynamics
-from ssc_jax.pipeline.inputs import run_epochs
-from ssc_jax.pipeline.report import Section
-from ssc_jax.pipeline.summary import SOLVER_HEADERS, solver_rows
-from ssc_jax.pipeline.wording import (
+from ssc_jax.pipeline.analysis import findings
+from ssc_jax.pipeline.analysis.analyze import MIN_EMBEDDED, CheckpointAnalysis, WrongInput
+from ssc_jax.pipeline.analysis.compare import Comparison
+from ssc_jax.pipeline.analysis.dynamics import Dynamics
+from ssc_jax.pipeline.analysis.inputs import run_epochs
+from ssc_jax.pipeline.analysis.summary import SOLVER_HEADERS, solver_rows
+from ssc_jax.pipeline.report import plots
+from ssc_jax.pipeline.report.html import Section
+from ssc_jax.pipeline.report.wording import (
     inputs_text,
     layers_text,
     model_text,

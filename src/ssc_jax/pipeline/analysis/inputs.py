@@ -9,8 +9,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ssc_jax.pipeline.config import AnalysisSet
-from ssc_jax.pipeline.locks import lock_holder
+from ssc_jax.pipeline.analysis.config import AnalysisSet
+from ssc_jax.pipeline.store.locks import lock_holder
 from ssc_jax.training.augment import normalize
 from ssc_jax.training.checkpoints import list_checkpoints, read_run_config, readable_epoch
 from ssc_jax.training.datasets import analysis_indices, load_dataset

@@ -18,16 +18,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ssc_jax.graphs.communities import label_agreement
-from ssc_jax.pipeline import findings
-from ssc_jax.pipeline.config import (
+from ssc_jax.pipeline.analysis import findings
+from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SOLVER,
     AnalysisSet,
     SolverSettings,
 )
-from ssc_jax.pipeline.findings import Finding
-from ssc_jax.pipeline.graph_store import DIAGNOSTICS
-from ssc_jax.pipeline.inputs import (
+from ssc_jax.pipeline.analysis.findings import Finding
+from ssc_jax.pipeline.analysis.inputs import (
     AnalysisInputs,
     InputError,
     held_out_data,
@@ -35,7 +34,7 @@ from ssc_jax.pipeline.inputs import (
     resolve_epoch,
     run_info,
 )
-from ssc_jax.pipeline.layer_graphs import (
+from ssc_jax.pipeline.analysis.layer_graphs import (
     GraphSource,
     LayerGraphs,
     checkpoint_grams,
@@ -45,8 +44,9 @@ from ssc_jax.pipeline.layer_graphs import (
     solved_graphs,
     unconverged_layers,
 )
-from ssc_jax.pipeline.outputs import to_jsonable
-from ssc_jax.pipeline.summary import layer_modularity
+from ssc_jax.pipeline.analysis.summary import layer_modularity
+from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
+from ssc_jax.pipeline.store.outputs import to_jsonable
 from ssc_jax.similarity.streamed import streamed_cka_matrix
 from ssc_jax.solver.distributed import is_writer
 from ssc_jax.solver.path import check_taus

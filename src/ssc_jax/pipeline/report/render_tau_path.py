@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ssc_jax.pipeline import plots
-from ssc_jax.pipeline.inputs import run_epochs
-from ssc_jax.pipeline.render import TABLE1_HEADERS, overview
-from ssc_jax.pipeline.report import Section
-from ssc_jax.pipeline.tau_path import TauPath
-from ssc_jax.pipeline.wording import inputs_text, layers_text, model_text, split_columns
+from ssc_jax.pipeline.analysis.inputs import run_epochs
+from ssc_jax.pipeline.analysis.tau_path import TauPath
+from ssc_jax.pipeline.report import plots
+from ssc_jax.pipeline.report.html import Section
+from ssc_jax.pipeline.report.render import TABLE1_HEADERS, overview
+from ssc_jax.pipeline.report.wording import inputs_text, layers_text, model_text, split_columns
 
 
 def render_tau_path(result: TauPath) -> list[Section]:

@@ -16,18 +16,18 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ssc_jax.pipeline import commands, launch
-from ssc_jax.pipeline.arguments import (
+from ssc_jax.pipeline.analysis.config import AnalysisSet
+from ssc_jax.pipeline.analysis.inputs import InputError
+from ssc_jax.pipeline.cli import commands, launch
+from ssc_jax.pipeline.cli.arguments import (
     TRAIN_OPTIONS,
     add_analysis_options,
     add_options,
     add_solver_options,
     changed,
 )
-from ssc_jax.pipeline.config import AnalysisSet
-from ssc_jax.pipeline.inputs import InputError
-from ssc_jax.pipeline.outputs import OutputError
-from ssc_jax.pipeline.resources import ResourceError, memory_reported
+from ssc_jax.pipeline.cli.resources import ResourceError, memory_reported
+from ssc_jax.pipeline.store.outputs import OutputError
 from ssc_jax.solver.distributed import is_writer
 from ssc_jax.training.trainer import TrainConfig
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 
-from ssc_jax.pipeline.inputs import InputError
+from ssc_jax.pipeline.analysis.inputs import InputError
 
 LOOPBACK = "127.0.0.1"
 AUTO = "auto"

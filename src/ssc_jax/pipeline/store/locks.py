@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ssc_jax.pipeline.outputs import (
+from ssc_jax.pipeline.store.outputs import (
     OutputError,
     create_parents,
     recover_interrupted,

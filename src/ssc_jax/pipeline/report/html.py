@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from matplotlib.figure import Figure
 
-from ssc_jax.pipeline.plots import encode_figure
+from ssc_jax.pipeline.report.plots import encode_figure
 
 CSS_PX_PER_INCH = 96
 

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssc_jax.pipeline.inputs import AnalysisInputs, run_info
+from ssc_jax.pipeline.analysis.inputs import AnalysisInputs, run_info
 
 MAX_TABLE_COLUMNS = 12
 """Wider tables are split into several, each repeating the first column."""

@@ -16,7 +16,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ssc_jax.pipeline.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.working_set import WorkingSet
