@@ -175,7 +175,7 @@ def solve_chunks(
     result = pieces[0] if len(pieces) == 1 else jax.tree.map(_concat_host, *pieces)
     result = jax.tree.map(lambda a: a.reshape(batch_shape + a.shape[1:]), result)
     if result.status is None:  # a process of a job that gathers to process 0 alone
-        return result
+        return SSCResult(*[None] * len(SSCResult._fields))
     nonfinite = int(np.sum(np.asarray(result.status) == Status.NONFINITE))
     if nonfinite:
         warnings.warn(
