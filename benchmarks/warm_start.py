@@ -42,7 +42,7 @@ def main() -> None:
     warm, warm_s = timed_dynamics(args.run, analysis, solver, warm_start=True)
     cold_it = np.asarray(cold.metrics["solver_diagnostics_per_epoch"]["iterations"]).sum(axis=1)
     warm_it = np.asarray(warm.metrics["solver_diagnostics_per_epoch"]["iterations"]).sum(axis=1)
-    drift = np.max(np.abs(np.asarray(cold.ssc_cka_to_final) - np.asarray(warm.ssc_cka_to_final)))
+    drift = np.max(np.abs(cold.to_final["ssc_cka"] - warm.to_final["ssc_cka"]))
     print(
         f"N = {args.n}, layers {args.layers}, {len(cold.layers)} layers per epoch, "
         f"solver {args.solver}"

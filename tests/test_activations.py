@@ -52,7 +52,9 @@ def test_in_memory_analysis_matches_the_same_numbers_computed_by_hand(network):
     # The commands' solver: the working set (the Python API defaults to ADMM).
     by_hand = ssc_jax.ssc_gram(grams.astype(np.float32), solver=ssc_jax.WorkingSet())
     A = np.asarray(ssc_jax.affinity(by_hand.coef))
-    np.testing.assert_allclose(result.ssc_cka, np.asarray(ssc_jax.cka_matrix(A)), atol=1e-4)
+    np.testing.assert_allclose(
+        result.similarity["ssc_cka"], np.asarray(ssc_jax.cka_matrix(A)), atol=1e-4
+    )
     np.testing.assert_allclose(
         result.modularity, np.asarray(ssc_jax.modularity(A, network["labels"])), atol=1e-4
     )
@@ -83,8 +85,8 @@ def test_cli_writes_the_usual_folder_and_agrees_with_the_api(network, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["command"] == "activations" and metrics["n"] == 120
     api = ssc_jax.analyze_activations(path, progress=False)
-    np.testing.assert_allclose(metrics["ssc_cka"], api.ssc_cka, atol=1e-6)
-    np.testing.assert_allclose(metrics["linear_cka"], api.linear_cka, atol=1e-6)
+    np.testing.assert_allclose(metrics["ssc_cka"], api.similarity["ssc_cka"], atol=1e-6)
+    np.testing.assert_allclose(metrics["linear_cka"], api.similarity["linear_cka"], atol=1e-6)
     html = (out / "report.html").read_text()
     assert "given activations" in html and "conv2" in html
     # a rerun replaces its own output; a folder holding the input is refused

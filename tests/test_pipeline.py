@@ -203,7 +203,7 @@ def test_dynamics(tiny_run, analyzed, tmp_path, fast_analysis):
     assert metrics["modularity"] == analyzed[1]["modularity"]
     assert set(metrics["heatmaps"]) == {"1", "2"}
     assert len(metrics["graph_files"]) == 2
-    _check_report(out, ["dynamics", "epoch_heatmaps", "epoch_heatmaps_linear"])
+    _check_report(out, ["dynamics", "epoch_heatmaps_ssc_cka", "epoch_heatmaps_linear_cka"])
 
 
 @pytest.mark.slow
@@ -286,7 +286,7 @@ def test_warm_started_dynamics_reach_the_cold_answer_in_fewer_iterations(tiny_ru
             modularity = layer_modularity(A, dynamics.inputs.labels, n_classes)
             np.testing.assert_array_equal(dynamics.modularity[e], modularity)
             similarity = np.diagonal(streamed_cka_matrix(A, final))
-            np.testing.assert_array_equal(dynamics.ssc_cka_to_final[e], similarity)
+            np.testing.assert_array_equal(dynamics.to_final["ssc_cka"][e], similarity)
     exports = (d.exports.values() for d in (warm, cold))
     for epoch, first, second in zip(warm.epochs, *exports, strict=True):
         grams = checkpoint_grams(tiny_run, epoch, warm.inputs, analysis=AnalysisSet(n=80)).grams

@@ -72,7 +72,8 @@ def test_dynamics_figure_has_three_panels_of_a_line_per_layer():
     rng = np.random.default_rng(0)
     epochs = [1, 2, 3, 4]
     panels = [rng.random((4, 3)) for _ in range(3)]
-    fig = plots.plot_dynamics(epochs, LAYERS, *panels, title="run")
+    to_final = {"SSC-CKA": panels[1], "linear CKA": panels[2]}
+    fig = plots.plot_dynamics(epochs, LAYERS, panels[0], to_final, title="run")
     assert len(fig.axes) == 3
     assert [ax.get_title() for ax in fig.axes] == [
         "(a) SSC graph modularity",
@@ -142,7 +143,9 @@ def _twenty_layer_figures():
         "modularity of runs": plots.plot_modularity_by_layer(
             {"a": (layers, rng.random(20)), "b": (layers[:5], rng.random(5))}
         ),
-        "dynamics": plots.plot_dynamics([1, 2, 3, 4, 5], layers, *curves, title="run"),
+        "dynamics": plots.plot_dynamics(
+            [1, 2, 3, 4, 5], layers, curves[0], {"SSC-CKA": curves[1], "CKA": curves[2]}
+        ),
         "4 heatmaps": plots.plot_cka_heatmaps(panels, title="SSC-CKA"),
         "3 heatmaps": plots.plot_cka_heatmaps(panels[:3], title="SSC-CKA"),
         "embeddings": plots.plot_spectral_embeddings(
@@ -408,11 +411,13 @@ def _dynamics(run, n_epochs: int, n_layers: int) -> Dynamics:
         layers=layers,
         inputs=inputs,
         modularity=per_epoch["q"],
-        ssc_cka_to_final=per_epoch["ssc"],
-        linear_cka_to_final=per_epoch["linear"],
+        to_final={"ssc_cka": per_epoch["ssc"], "linear_cka": per_epoch["linear"]},
         network_accuracy=np.linspace(0.3, 0.9, n_epochs),
         diagnostics={k: np.stack([v] * n_epochs) for k, v in diagnostics.items()},
-        heatmaps={e: (rng.random((n_layers, n_layers)),) * 2 for e in epochs[-2:]},
+        heatmaps={
+            e: dict.fromkeys(("ssc_cka", "linear_cka"), rng.random((n_layers, n_layers)))
+            for e in epochs[-2:]
+        },
         findings=[],
         metrics={},
         exports={},
@@ -428,7 +433,8 @@ def test_per_epoch_tables_fit_the_page(n_epochs, n_layers):
         len(t.headers) <= 12 and all(len(r) == len(t.headers) for r in t.rows) for t in tables
     )
     cells = sorted(v for t in tables for r in t.rows for v in r[1:] if isinstance(v, float))
-    expected = [*result.network_accuracy, *result.modularity.ravel()]
+    settled = [v[:-1].mean(axis=0) for v in result.to_final.values()]
+    expected = [*result.network_accuracy, *result.modularity.ravel(), *np.ravel(settled)]
     np.testing.assert_allclose(cells, sorted(expected))
 
 

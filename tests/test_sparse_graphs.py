@@ -11,6 +11,7 @@ from lasso_reference import assert_same_optimum
 from ssc_jax.pipeline.analysis import layer_graphs
 from ssc_jax.pipeline.analysis.config import SolverSettings
 from ssc_jax.pipeline.analysis.layer_graphs import solve_layers
+from ssc_jax.pipeline.analysis.measures import select_measures
 from ssc_jax.pipeline.analysis.summary import graph_summary
 from ssc_jax.pipeline.store.graph_store import dense_stack, load_graphs, save_graphs
 
@@ -68,7 +69,8 @@ def test_graph_summary_matches_the_dense_stacks(tmp_path):
     on_disk = np.lib.format.open_memmap(tmp_path / "g.npy", "w+", np.float32, grams.shape)
     on_disk[:] = grams
     labels = np.arange(60) % 5
-    modularity, ssc_cka, linear_cka = graph_summary(A, on_disk, labels, 5)
+    modularity, similarity = graph_summary(A, on_disk, labels, 5, select_measures())
+    ssc_cka, linear_cka = similarity["ssc_cka"], similarity["linear_cka"]
     stack = dense_stack(A)
     np.testing.assert_allclose(
         modularity, ssc_jax.modularity(stack, labels, n_classes=5), atol=1e-6

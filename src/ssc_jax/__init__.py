@@ -76,7 +76,7 @@ _HOMES = {
         "stratified_subset",
         "train",
     ),
-    "pipeline": ("analyze_activations", "analyze_grams", "write_analysis"),
+    "pipeline": ("analyze_activations", "analyze_grams", "register_measure", "write_analysis"),
 }
 _HOME_OF = {name: room for room, names in _HOMES.items() for name in names}
 

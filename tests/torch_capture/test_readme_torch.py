@@ -22,7 +22,9 @@ def test_readme_torch_example_runs(tmp_path, monkeypatch):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["layers"] == namespace["g"].names == ["0", "2"]
     assert (out / "report.html").exists()
-    np.testing.assert_allclose(metrics["ssc_cka"], namespace["result"].ssc_cka, atol=1e-6)
+    np.testing.assert_allclose(
+        metrics["ssc_cka"], namespace["result"].similarity["ssc_cka"], atol=1e-6
+    )
     assert set(namespace["result"].table1) == {
         "ssc_label_accuracy",
         "network_accuracy",

@@ -1,12 +1,14 @@
 """``analyze``: one checkpoint's SSC graphs and everything the paper reads from them.
 
-Per layer: modularity (Fig 1/2 a at one epoch), pairwise SSC-CKA and linear CKA (Fig 3-7),
+Per layer: modularity (Fig 1/2 a at one epoch), pairwise similarity by each selected measure
+(SSC-CKA and linear CKA by default, Fig 3-7),
 spectral embeddings (Fig 8); on the last layer: Table 1 and the confidently wrong inputs
 with their class affinities and top neighbours (Fig 9).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +45,7 @@ from ssc_jax.pipeline.analysis.layer_graphs import (
     run_cache,
     unconverged_layers,
 )
+from ssc_jax.pipeline.analysis.measures import select_measures
 from ssc_jax.pipeline.analysis.summary import graph_summary
 from ssc_jax.pipeline.store.outputs import to_jsonable
 from ssc_jax.solver.distributed import is_writer
@@ -62,7 +65,7 @@ class WrongInput(NamedTuple):
 
 class CheckpointAnalysis(NamedTuple):
     """Everything ``analyze`` computes. Arrays: ``probs`` (n, K), ``modularity`` (L,),
-    ``ssc_cka`` and ``linear_cka`` (L, L), ``embedded`` (m,) the inputs in Fig 8 and
+    ``similarity`` {measure name: (L, L)}, ``embedded`` (m,) the inputs in Fig 8 and
     ``embeddings`` [(layer, (m, 2))]; ``probs`` is None, ``wrong`` empty and ``table1``
     only the SSC label accuracy for a network given without its predictions. ``metrics``
     holds the ``metrics.json`` entries (JSON types only); ``exports`` maps the path of the
@@ -75,8 +78,7 @@ class CheckpointAnalysis(NamedTuple):
     graphs: LayerGraphs
     probs: np.ndarray | None
     modularity: np.ndarray
-    ssc_cka: np.ndarray
-    linear_cka: np.ndarray
+    similarity: dict[str, np.ndarray]
     table1: dict[str, float]
     embedded: np.ndarray
     embeddings: list[tuple[str, np.ndarray]]
@@ -135,6 +137,7 @@ def analyze_checkpoint(
     analysis: AnalysisSet = DEFAULT_ANALYSIS,
     solver: SolverSettings = DEFAULT_SOLVER,
     n_wrong: int = 3,
+    measures: Sequence[str] | None = None,
     cache: bool = True,
     progress: bool = True,
 ) -> CheckpointAnalysis | None:
@@ -157,7 +160,9 @@ def analyze_checkpoint(
     )
     if not is_writer():
         return None
-    return analyze_graphs(graphs, inputs, source=str(run_dir), epoch=epoch, n_wrong=n_wrong)
+    return analyze_graphs(
+        graphs, inputs, source=str(run_dir), epoch=epoch, n_wrong=n_wrong, measures=measures
+    )
 
 
 def analyze_graphs(
@@ -167,18 +172,22 @@ def analyze_graphs(
     source: str,
     epoch: int | None,
     n_wrong: int = 3,
+    measures: Sequence[str] | None = None,
 ) -> CheckpointAnalysis:
     """Everything ``analyze`` reads from one network's solved ``graphs`` on ``inputs``.
 
     ``source`` names where the network came from (a run folder, an activation file) and
     ``epoch`` its checkpoint, None when it has none. Without the network's class
     probabilities (``graphs.probs`` None) Table 1 has only the SSC label accuracy, Fig 8
-    embeds every input and there is no Fig 9.
+    embeds every input and there is no Fig 9. ``measures`` names the similarity measures
+    (``analysis.measures``; default the paper's SSC-CKA and linear CKA).
     """
     probs = graphs.probs
     A = graphs.affinity
     n_classes = len(inputs.class_names)
-    modularity, ssc_cka, linear_cka = graph_summary(A, graphs.grams, inputs.labels, n_classes)
+    modularity, similarity = graph_summary(
+        A, graphs.grams, inputs.labels, n_classes, select_measures(measures)
+    )
     last = A[-1].toarray()
     if probs is None:
         ssc = np.asarray(affinity_labels(last, inputs.labels, n_classes=n_classes))
@@ -216,8 +225,7 @@ def analyze_graphs(
         "class_names": names,
         "layers": graphs.layers,
         "modularity": modularity,
-        "ssc_cka": ssc_cka,
-        "linear_cka": linear_cka,
+        **similarity,
         **table1,
         "neighbour_labels": "ground truth",
         "embedded_inputs": int(embedded.size),
@@ -245,8 +253,7 @@ def analyze_graphs(
         graphs=graphs,
         probs=probs,
         modularity=modularity,
-        ssc_cka=ssc_cka,
-        linear_cka=linear_cka,
+        similarity=similarity,
         table1=table1,
         embedded=embedded,
         embeddings=embeddings,

@@ -10,6 +10,7 @@ CKA, layers of the first x layers of the other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,37 +38,39 @@ from ssc_jax.pipeline.analysis.layer_graphs import (
     export_source,
     run_cache,
 )
+from ssc_jax.pipeline.analysis.measures import (
+    Measure,
+    cross_similarity_matrices,
+    select_measures,
+)
 from ssc_jax.pipeline.analysis.summary import graph_summary
 from ssc_jax.pipeline.store.outputs import to_jsonable
-from ssc_jax.similarity.streamed import streamed_cka_matrix
 from ssc_jax.solver.distributed import is_writer
 
 
 class RunSummary(NamedTuple):
-    """One compared run at one epoch: ``modularity`` (L,), ``ssc_cka``/``linear_cka`` (L, L),
-    ``diagnostics`` name -> (L,)."""
+    """One compared run at one epoch: ``modularity`` (L,), ``similarity`` {measure name:
+    (L, L)}, ``diagnostics`` name -> (L,)."""
 
     name: str
     run: str
     epoch: int | None
     layers: list[str]
     modularity: np.ndarray
-    ssc_cka: np.ndarray
-    linear_cka: np.ndarray
+    similarity: dict[str, np.ndarray]
     network_accuracy: float | None
     diagnostics: dict[str, np.ndarray]
 
 
 class CrossSimilarity(NamedTuple):
     """Network ``a`` against network ``b`` on the same inputs, layer by layer:
-    ``ssc_cka`` and ``linear_cka`` are (L_a, L_b), rows the layers of a."""
+    ``similarity`` maps each measure's name to its (L_a, L_b) values, rows the layers of a."""
 
     a: str
     b: str
     layers_a: list[str]
     layers_b: list[str]
-    ssc_cka: np.ndarray
-    linear_cka: np.ndarray
+    similarity: dict[str, np.ndarray]
 
 
 class Comparison(NamedTuple):
@@ -81,9 +84,11 @@ class Comparison(NamedTuple):
     exports: dict[str, GraphSource]
 
 
-def cross_similarity(a: LayerGraphs, b: LayerGraphs, *, names: tuple[str, str]) -> CrossSimilarity:
-    """SSC-CKA of the affinity graphs and linear CKA of the Grams between every layer of
-    network ``a`` and every layer of network ``b``, solved on the same n inputs."""
+def cross_similarity(
+    a: LayerGraphs, b: LayerGraphs, *, names: tuple[str, str], measures: Sequence[Measure]
+) -> CrossSimilarity:
+    """Each of ``measures`` between every layer of network ``a`` and every layer of network
+    ``b``, solved on the same n inputs."""
     n_a, n_b = a.grams.shape[-1], b.grams.shape[-1]
     if n_a != n_b:
         raise InputError(
@@ -94,8 +99,11 @@ def cross_similarity(a: LayerGraphs, b: LayerGraphs, *, names: tuple[str, str]) 
         b=names[1],
         layers_a=list(a.layers),
         layers_b=list(b.layers),
-        ssc_cka=streamed_cka_matrix(a.affinity, b.affinity),
-        linear_cka=streamed_cka_matrix(a.grams, b.grams),
+        similarity=cross_similarity_matrices(
+            measures,
+            {"graphs": a.affinity, "grams": a.grams},
+            {"graphs": b.affinity, "grams": b.grams},
+        ),
     )
 
 
@@ -121,12 +129,14 @@ def compare_runs(
     names: list[str] | None = None,
     analysis: AnalysisSet = DEFAULT_ANALYSIS,
     solver: SolverSettings = DEFAULT_SOLVER,
+    measures: Sequence[str] | None = None,
     cache: bool = True,
     progress: bool = True,
 ) -> Comparison | None:
     """Analyse each network of ``runs`` on one input set: a run's checkpoint (see
     ``parse_run``) or saved activations (see ``is_activation_file``), which must have been
     taken on the inputs the runs are compared on (same labels, in the same order).
+    ``measures`` names the similarity measures (default the paper's two).
 
     Writes nothing, except new solutions into each run's graph cache when ``cache`` is on.
     In a ``jax.distributed`` job, process 0 analyses; the others take part in the solves and
@@ -134,6 +144,7 @@ def compare_runs(
     """
     if names is not None and len(names) != len(runs):
         raise InputError(f"got {len(names)} names for {len(runs)} networks")
+    chosen = select_measures(measures)
     specs = [parse_run(s) for s in runs]
     files = [is_activation_file(run) for run, _ in specs]
     checkpoints = {
@@ -171,26 +182,32 @@ def compare_runs(
         name = names[i] if names else name
         if any(r.name == name for r in summaries):
             name = f"{name}#{i + 1}"
-        summaries.append(_summary(name, run, epoch, graphs, inputs))
+        summaries.append(_summary(name, run, epoch, graphs, inputs, chosen))
         graph_file = export_name(graphs, epoch or 0, Path("graphs") / name.replace("/", "_"))
         graph_files.append(graph_file)
         exports[graph_file] = export_source(graphs)
         if first is None:
             first = graphs
         else:
-            cross.append(cross_similarity(first, graphs, names=(summaries[0].name, name)))
+            cross.append(
+                cross_similarity(first, graphs, names=(summaries[0].name, name), measures=chosen)
+            )
     if not is_writer():
         return None
     metrics = {
         "runs": [
             {
-                **{k: v for k, v in r._asdict().items() if k != "diagnostics"},
+                **{k: v for k, v in r._asdict().items() if k not in ("diagnostics", "similarity")},
+                **r.similarity,
                 "solver_diagnostics": r.diagnostics,
                 "graph_file": graph_file,
             }
             for r, graph_file in zip(summaries, graph_files, strict=True)
         ],
-        "cross": [c._asdict() for c in cross],
+        "cross": [
+            {**{k: v for k, v in c._asdict().items() if k != "similarity"}, **c.similarity}
+            for c in cross
+        ],
     }
     return Comparison(runs=summaries, cross=cross, metrics=to_jsonable(metrics), exports=exports)
 
@@ -209,9 +226,16 @@ def _same_inputs(inputs, given, path: Path):
     return inputs
 
 
-def _summary(name: str, run: Path, epoch: int | None, graphs: LayerGraphs, inputs) -> RunSummary:
-    modularity, ssc_cka, linear_cka = graph_summary(
-        graphs.affinity, graphs.grams, inputs.labels, len(inputs.class_names)
+def _summary(
+    name: str,
+    run: Path,
+    epoch: int | None,
+    graphs: LayerGraphs,
+    inputs,
+    measures: Sequence[Measure],
+) -> RunSummary:
+    modularity, similarity = graph_summary(
+        graphs.affinity, graphs.grams, inputs.labels, len(inputs.class_names), measures
     )
     accuracy = None
     if graphs.probs is not None:
@@ -222,8 +246,7 @@ def _summary(name: str, run: Path, epoch: int | None, graphs: LayerGraphs, input
         epoch=epoch,
         layers=graphs.layers,
         modularity=modularity,
-        ssc_cka=ssc_cka,
-        linear_cka=linear_cka,
+        similarity=similarity,
         network_accuracy=accuracy,
         diagnostics=graphs.diagnostics,
     )

@@ -7,6 +7,7 @@ chosen epochs (Fig 6). All epochs are analysed on the same inputs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,18 +38,19 @@ from ssc_jax.pipeline.analysis.layer_graphs import (
     run_cache,
     unconverged_layers,
 )
+from ssc_jax.pipeline.analysis.measures import layer_similarity, paired_similarity, select_measures
 from ssc_jax.pipeline.analysis.summary import layer_modularity
 from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
 from ssc_jax.pipeline.store.outputs import to_jsonable
-from ssc_jax.similarity.cka import cka
-from ssc_jax.similarity.streamed import streamed_cka_matrix
 from ssc_jax.solver.distributed import is_writer
 
 
 class Dynamics(NamedTuple):
     """Per-epoch results; arrays over (E epochs, L layers) unless noted.
 
-    ``heatmaps`` maps a chosen epoch to its (L, L) SSC-CKA and linear-CKA matrices;
+    ``to_final`` maps each measure's name to its (E, L) similarity of each layer to the
+    same layer at the final epoch; ``heatmaps`` maps a chosen epoch to {measure name:
+    (L, L)};
     ``metrics`` holds the ``metrics.json`` entries (JSON types only) and ``exports`` maps the
     path of each epoch's graph file in the output folder to its source.
     """
@@ -58,11 +60,10 @@ class Dynamics(NamedTuple):
     layers: list[str]
     inputs: AnalysisInputs
     modularity: np.ndarray
-    ssc_cka_to_final: np.ndarray
-    linear_cka_to_final: np.ndarray
+    to_final: dict[str, np.ndarray]
     network_accuracy: np.ndarray
     diagnostics: dict[str, np.ndarray]
-    heatmaps: dict[int, tuple[np.ndarray, np.ndarray]]
+    heatmaps: dict[int, dict[str, np.ndarray]]
     findings: list[Finding]
     metrics: dict
     exports: dict[str, GraphSource]
@@ -79,13 +80,15 @@ def training_dynamics(
     *,
     analysis: AnalysisSet = DEFAULT_ANALYSIS,
     solver: SolverSettings = DEFAULT_SOLVER,
+    measures: Sequence[str] | None = None,
     epochs: list[int] | None = None,
     heatmap_epochs: list[int] | None = None,
     cache: bool = True,
     progress: bool = True,
     warm_start: bool = True,
 ) -> Dynamics | None:
-    """Analyse ``epochs`` (default: all) of the run in ``run_dir`` against its last epoch.
+    """Analyse ``epochs`` (default: all) of the run in ``run_dir`` against its last epoch,
+    with the similarity ``measures`` (default the paper's two).
 
     With ``warm_start`` each epoch's solve starts from the graphs of the epoch analysed
     before it (the first from the last epoch's, which is solved first), which the solver
@@ -93,6 +96,7 @@ def training_dynamics(
     into the run's graph cache when ``cache`` is on. In a ``jax.distributed`` job, process 0
     analyses; the others take part in the solves and return None.
     """
+    chosen_measures = select_measures(measures)
     available = run_epochs(run_dir)
     final = available[-1]
     missing = sorted(set(epochs or []) - set(available))
@@ -116,7 +120,9 @@ def training_dynamics(
 
     inputs = load_inputs(analysis, held_out_data(run_info(run_dir)))
     final_graphs, final_accuracy = graphs_of(final)
-    final_A = final_graphs.affinity if is_writer() else None
+    final_inputs = (
+        {"graphs": final_graphs.affinity, "grams": final_graphs.grams} if is_writer() else None
+    )
     rows, previous = [], final_graphs.coef
     for epoch in tqdm(chosen, desc="dynamics", unit="epoch", disable=not progress):
         if epoch == final:
@@ -129,22 +135,20 @@ def training_dynamics(
         A = graphs.affinity
         row = {
             "modularity": layer_modularity(A, inputs.labels, len(inputs.class_names)),
-            "ssc": np.diagonal(streamed_cka_matrix(A, final_A)).tolist(),
-            "linear": [
-                float(cka(g, h)) for g, h in zip(graphs.grams, final_graphs.grams, strict=True)
-            ],
+            "to_final": paired_similarity(
+                chosen_measures, {"graphs": A, "grams": graphs.grams}, final_inputs
+            ),
             "accuracy": accuracy,
             "diagnostics": graphs.diagnostics,
             "export": (export_name(graphs, epoch), export_source(graphs)),
         }
         if epoch in heatmap_epochs:
-            row["heatmap"] = (streamed_cka_matrix(A), streamed_cka_matrix(graphs.grams))
+            row["heatmap"] = layer_similarity(chosen_measures, A, graphs.grams)
         rows.append(row)
     if not is_writer():
         return None
     layers = final_graphs.layers
-    ssc_to_final = np.asarray([r["ssc"] for r in rows])
-    linear_to_final = np.asarray([r["linear"] for r in rows])
+    to_final = {m.name: np.stack([r["to_final"][m.name] for r in rows]) for m in chosen_measures}
     per_epoch = np.stack([r["modularity"] for r in rows])
     accuracy = np.asarray([r["accuracy"] for r in rows])
     diagnostics = {
@@ -155,21 +159,22 @@ def training_dynamics(
     found = []
     if len(chosen) > 1:
         found = [
-            findings.bottom_up_convergence(layers, ssc_to_final, "SSC-CKA"),
-            findings.bottom_up_convergence(layers, linear_to_final, "linear CKA"),
-            findings.linear_converges_faster(ssc_to_final, linear_to_final),
+            findings.bottom_up_convergence(layers, to_final[m.name], m.title)
+            for m in chosen_measures
         ]
+        if {"ssc_cka", "linear_cka"} <= set(to_final):
+            found.append(
+                findings.linear_converges_faster(to_final["ssc_cka"], to_final["linear_cka"])
+            )
     metrics = {
         "run": str(run_dir),
         "epochs": chosen,
         "layers": layers,
         "modularity": per_epoch[-1],
-        "ssc_cka": heatmaps[final][0],
-        "linear_cka": heatmaps[final][1],
+        **heatmaps[final],
         "solver_diagnostics": {k: v[-1] for k, v in diagnostics.items()},
         "modularity_per_epoch": per_epoch,
-        "ssc_cka_to_final": ssc_to_final,
-        "linear_cka_to_final": linear_to_final,
+        **{f"{name}_to_final": values for name, values in to_final.items()},
         "network_accuracy_per_epoch": accuracy,
         "solver_diagnostics_per_epoch": diagnostics,
         "unconverged_layers": {
@@ -177,7 +182,7 @@ def training_dynamics(
             for epoch, row in zip(chosen, rows, strict=True)
             if (missed := unconverged_layers(layers, row["diagnostics"]))
         },
-        "heatmaps": {str(e): {"ssc_cka": m[0], "linear_cka": m[1]} for e, m in heatmaps.items()},
+        "heatmaps": {str(e): m for e, m in heatmaps.items()},
         "graph_files": list(exports),
         "findings": findings.as_json(found),
     }
@@ -187,8 +192,7 @@ def training_dynamics(
         layers=layers,
         inputs=inputs,
         modularity=per_epoch,
-        ssc_cka_to_final=ssc_to_final,
-        linear_cka_to_final=linear_to_final,
+        to_final=to_final,
         network_accuracy=accuracy,
         diagnostics=diagnostics,
         heatmaps=heatmaps,

@@ -1,4 +1,4 @@
-"""Per-checkpoint numbers shared by every command: modularity and the two CKA matrices."""
+"""Per-checkpoint numbers shared by every command: modularity and the similarity matrices."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ssc_jax.graphs.communities import modularity
+from ssc_jax.pipeline.analysis.measures import Measure, layer_similarity
 from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
-from ssc_jax.similarity.streamed import streamed_cka_matrix
 
 SOLVER_HEADERS = [
     "iterations",
@@ -30,21 +30,18 @@ def layer_modularity(A: Sequence, labels: np.ndarray, n_classes: int) -> np.ndar
 
 
 def graph_summary(
-    A: Sequence, grams, labels: np.ndarray, n_classes: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    A: Sequence, grams, labels: np.ndarray, n_classes: int, measures: Sequence[Measure]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Modularity (L,) of each of the L sparse affinity graphs A (n, n) with ``labels`` (n,)
-    as communities, pairwise SSC-CKA (L, L) of A and linear CKA (L, L) of the Grams (an
-    (L, n, n) array or memmap).
+    as communities, and {name: (L, L)} of each of ``measures`` between every pair of layers,
+    from A or the Grams (an (L, n, n) array or memmap).
 
-    Peak memory besides the inputs: one dense n x n graph for modularity, O(nnz of A) for
-    SSC-CKA, and ``L * b * n`` float64 for linear CKA with b rows per block, see
-    `ssc_jax.similarity.streamed.streamed_cka_matrix`; nothing of L n^2 entries.
+    Peak memory besides the inputs: one dense n x n graph for modularity, and for the
+    paper's measures O(nnz of A) for SSC-CKA and ``L * b * n`` float64 for linear CKA with b
+    rows per block, see `ssc_jax.similarity.streamed.streamed_cka_matrix`; nothing of L n^2
+    entries.
     """
-    return (
-        layer_modularity(A, labels, n_classes),
-        streamed_cka_matrix(A),
-        streamed_cka_matrix(grams),
-    )
+    return layer_modularity(A, labels, n_classes), layer_similarity(measures, A, grams)
 
 
 def solver_rows(diagnostics: dict[str, np.ndarray]) -> list[list]:

@@ -44,10 +44,10 @@ from ssc_jax.pipeline.analysis.layer_graphs import (
     solved_graphs,
     unconverged_layers,
 )
+from ssc_jax.pipeline.analysis.measures import Measure, paired_similarity, select_measures
 from ssc_jax.pipeline.analysis.summary import layer_modularity
 from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
 from ssc_jax.pipeline.store.outputs import to_jsonable
-from ssc_jax.similarity.streamed import streamed_cka_matrix
 from ssc_jax.solver.distributed import is_writer
 from ssc_jax.solver.path import check_taus
 
@@ -55,8 +55,10 @@ from ssc_jax.solver.path import check_taus
 class TauPath(NamedTuple):
     """Everything ``tau-path`` computes, for T taus (ascending) and L layers.
 
-    ``modularity``, ``nonzeros`` (mean nonzero coefficients per row) and ``similarity``
-    (SSC-CKA to the same layer at ``reference``) are (T, L); ``table1`` maps each Table 1
+    ``modularity`` and ``nonzeros`` (mean nonzero coefficients per row) are (T, L);
+    ``similarity`` maps each selected measure of the graphs to its (T, L) similarity of each
+    layer to the same layer at ``reference`` (measures of the Grams are left out: the Grams
+    do not depend on tau); ``table1`` maps each Table 1
     number to its (T,) values on the last layer; ``findings`` holds the paper's findings on
     one checkpoint (Sec. 4.1, Table 1) as checked at each tau; ``diagnostics`` maps each
     solver diagnostic to (T, L). ``metrics`` holds the ``metrics.json`` entries; ``exports``
@@ -71,7 +73,7 @@ class TauPath(NamedTuple):
     reference: float
     modularity: np.ndarray
     nonzeros: np.ndarray
-    similarity: np.ndarray
+    similarity: dict[str, np.ndarray]
     table1: dict[str, np.ndarray]
     findings: list[list[Finding]]
     diagnostics: dict[str, np.ndarray]
@@ -95,12 +97,14 @@ def checkpoint_tau_path(
     epoch: int | None = None,
     analysis: AnalysisSet = DEFAULT_ANALYSIS,
     solver: SolverSettings = DEFAULT_SOLVER,
+    measures: Sequence[str] | None = None,
     cache: bool = True,
     progress: bool = True,
     warm_start: bool = True,
 ) -> TauPath | None:
     """Analyse the checkpoint of ``epoch`` (default: the last) of ``run_dir`` at each of
-    ``taus``, all other solver settings from ``solver``.
+    ``taus``, all other solver settings from ``solver``; ``measures`` (default the paper's
+    two) names the similarity measures, of which those of the graphs are followed over tau.
 
     Writes nothing, except new solutions into the run's graph cache when ``cache`` is on.
     In a ``jax.distributed`` job, process 0 analyses; the others take part in the solves and
@@ -109,6 +113,7 @@ def checkpoint_tau_path(
     Raises:
       InputError: for a bad tau (not > 0, or repeated), or what ``analyze`` rejects.
     """
+    on_graphs = [m for m in select_measures(measures) if m.on == "graphs"]
     try:
         values = sorted(check_taus(taus))
     except ValueError as err:
@@ -144,7 +149,7 @@ def checkpoint_tau_path(
         previous = graphs
     if not is_writer():
         return None
-    return _summarise(str(run_dir), epoch, inputs, values, reference, solved)
+    return _summarise(str(run_dir), epoch, inputs, values, reference, solved, on_graphs)
 
 
 def _summarise(
@@ -154,16 +159,17 @@ def _summarise(
     taus: list[float],
     reference: float,
     solved: list[LayerGraphs],
+    measures: Sequence[Measure],
 ) -> TauPath:
     labels, n_classes = inputs.labels, len(inputs.class_names)
     layers = solved[0].layers
-    reference_graphs = solved[taus.index(reference)].affinity
+    reference_graphs = {"graphs": solved[taus.index(reference)].affinity}
     modularity, nonzeros, similarity, table1, found = [], [], [], [], []
     for graphs in solved:
         A = graphs.affinity
         modularity.append(layer_modularity(A, labels, n_classes))
         nonzeros.append(_mean_nonzeros(graphs))
-        similarity.append(np.diagonal(streamed_cka_matrix(A, reference_graphs)))
+        similarity.append(paired_similarity(measures, {"graphs": A}, reference_graphs))
         agreement = label_agreement(
             A[-1].toarray(), labels, graphs.probs.argmax(axis=1), n_classes=n_classes
         )
@@ -182,8 +188,8 @@ def _summarise(
     result = dict(
         modularity=np.stack(modularity),
         nonzeros=np.asarray(nonzeros),
-        similarity=np.stack(similarity),
     )
+    to_reference = {m.name: np.stack([s[m.name] for s in similarity]) for m in measures}
     metrics = {
         "run": run,
         "epoch": epoch,
@@ -195,7 +201,7 @@ def _summarise(
         "reference_tau": reference,
         "modularity_per_tau": result["modularity"],
         "nonzeros_per_row_per_tau": result["nonzeros"],
-        "ssc_cka_to_reference_tau": result["similarity"],
+        **{f"{name}_to_reference_tau": values for name, values in to_reference.items()},
         **{f"{name}_per_tau": values for name, values in table.items()},
         "findings_per_tau": [findings.as_json(f) for f in found],
         "solver_diagnostics_per_tau": diagnostics,
@@ -218,5 +224,6 @@ def _summarise(
         diagnostics=diagnostics,
         metrics=to_jsonable(metrics),
         exports=exports,
+        similarity=to_reference,
         **result,
     )

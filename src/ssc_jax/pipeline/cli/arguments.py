@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.analysis.inputs import InputError
+from ssc_jax.pipeline.analysis.measures import PAPER_MEASURES, select_measures
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.working_set import WorkingSet
@@ -191,3 +193,27 @@ def solver_settings(args: argparse.Namespace) -> SolverSettings:
 def analysis_settings(args: argparse.Namespace) -> tuple[AnalysisSet, SolverSettings]:
     """The ``AnalysisSet`` and ``SolverSettings`` the options of ``add_analysis_options`` give."""
     return AnalysisSet(**given(args, AnalysisSet)), solver_settings(args)
+
+
+def add_measures_option(parser: argparse.ArgumentParser) -> None:
+    """``--measures``: the similarity measures between layers, by registered name."""
+    parser.add_argument(
+        "--measures",
+        nargs="+",
+        default=list(PAPER_MEASURES),
+        metavar="NAME",
+        help="similarity measures between layers, epochs and networks (default: %(default)s; "
+        "ssc_jax.register_measure adds one)",
+    )
+
+
+def measure_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """The measures ``--measures`` selects, checked against those registered.
+
+    Raises:
+      InputError: for a name no measure is registered under.
+    """
+    try:
+        return tuple(m.name for m in select_measures(args.measures))
+    except ValueError as err:
+        raise InputError(f"--measures: {err}") from None

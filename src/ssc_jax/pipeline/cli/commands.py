@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ssc_jax.pipeline.analysis.inputs import InputError
-from ssc_jax.pipeline.cli.arguments import analysis_settings, given, solver_settings
+from ssc_jax.pipeline.cli.arguments import (
+    analysis_settings,
+    given,
+    measure_names,
+    solver_settings,
+)
 from ssc_jax.pipeline.report.html import Report, Section
 from ssc_jax.pipeline.store.locks import folder_lock
 from ssc_jax.pipeline.store.outputs import (
@@ -116,6 +121,7 @@ def cmd_analyze(args) -> Path:
             analysis=analysis,
             solver=solver,
             n_wrong=args.wrong,
+            measures=measure_names(args),
             progress=not args.quiet,
         )
         name = Path(args.run).name
@@ -139,6 +145,7 @@ def cmd_dynamics(args) -> Path:
             args.run,
             analysis=analysis,
             solver=solver,
+            measures=measure_names(args),
             epochs=args.epochs,
             heatmap_epochs=args.heatmap_epochs,
             progress=not args.quiet,
@@ -166,6 +173,7 @@ def cmd_tau_path(args) -> Path:
             epoch=args.epoch,
             analysis=analysis,
             solver=solver,
+            measures=measure_names(args),
             progress=not args.quiet,
         )
         name = Path(args.run).name
@@ -186,7 +194,12 @@ def cmd_compare(args) -> Path:
     inputs = [*(parse_run(spec)[0] for spec in args.runs), analysis.data]
     with _claim_output(args.out, kind="compare", inputs=inputs):
         result = compare_runs(
-            args.runs, names=args.names, analysis=analysis, solver=solver, progress=not args.quiet
+            args.runs,
+            names=args.names,
+            analysis=analysis,
+            solver=solver,
+            measures=measure_names(args),
+            progress=not args.quiet,
         )
         return _publish_result(
             args,
@@ -204,7 +217,11 @@ def cmd_activations(args) -> Path:
     with _claim_output(args.out, kind="activations", inputs=inputs):
         solver = solver_settings(args)
         result = analyze_activations(
-            args.path, solver=solver, n_wrong=args.wrong, progress=not args.quiet
+            args.path,
+            solver=solver,
+            n_wrong=args.wrong,
+            measures=measure_names(args),
+            progress=not args.quiet,
         )
         title = f"ssc-jax analysis of saved activations: {Path(args.path).name}"
         return write_analysis(result, args.out, solver=solver, title=title)
@@ -226,10 +243,13 @@ def cmd_default(args) -> Path:
     with _claim_output(out, kind="default", inputs=[run, analysis.data]):
         config = _train_config(args, model="small_cnn", dataset="digits", augment=False)
         _train(config, run, progress=progress)
+        measures = measure_names(args)
         result = analyze_checkpoint(
-            run, analysis=analysis, solver=solver, n_wrong=3, progress=progress
+            run, analysis=analysis, solver=solver, measures=measures, progress=progress
         )
-        dynamics = training_dynamics(run, analysis=analysis, solver=solver, progress=progress)
+        dynamics = training_dynamics(
+            run, analysis=analysis, solver=solver, measures=measures, progress=progress
+        )
         intro = Section()
         intro.text(
             f"small_cnn trained for {len(dynamics.epochs)} epochs on the digits training split "

@@ -22,6 +22,7 @@ from ssc_jax.pipeline.cli import commands, launch
 from ssc_jax.pipeline.cli.arguments import (
     TRAIN_OPTIONS,
     add_analysis_options,
+    add_measures_option,
     add_options,
     add_solver_options,
     changed,
@@ -43,6 +44,7 @@ def _out_option(p: argparse.ArgumentParser, default: str) -> None:
 
 def _analysis_options(p: argparse.ArgumentParser, *, n: int = 1000) -> None:
     add_analysis_options(p, n=n)
+    add_measures_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wrong", type=int, default=3, help="confidently wrong inputs to show")
     _out_option(p, "ssc_out/activations")
     add_solver_options(p)
+    add_measures_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=commands.cmd_activations)
 

@@ -13,7 +13,7 @@ spectral embeddings, Table 1, and Fig 9 when images and predictions are given)::
     >>> layers = {"conv1": rng.normal(size=(60, 8)) + labels[:, None],
     ...           "conv2": rng.normal(size=(60, 4)) + 2 * labels[:, None]}
     >>> result = analyze_activations(layers, labels, progress=False)
-    >>> result.graphs.layers, result.ssc_cka.shape
+    >>> result.graphs.layers, result.similarity["ssc_cka"].shape
     (['conv1', 'conv2'], (2, 2))
 """
 
@@ -48,6 +48,7 @@ def analyze_activations(
     class_names: Sequence[str] | None = None,
     solver: SolverSettings = DEFAULT_SOLVER,
     n_wrong: int = 3,
+    measures: Sequence[str] | None = None,
     progress: bool = True,
     out: str | Path | None = None,
 ) -> CheckpointAnalysis:
@@ -59,8 +60,8 @@ def analyze_activations(
         path of an ``.npz``, a folder with ``manifest.json`` or ``.safetensors`` files (see
         ``nets.activation_files``); a path brings its own labels, logits or predictions
         and images. The Grams are formed one layer at a time within the memory budget.
-      labels, probs, logits, predictions, images, class_names, solver, n_wrong, progress,
-        out: as for :func:`analyze_grams`; labels are required unless ``layers`` is a
+      labels, probs, logits, predictions, images, class_names, solver, n_wrong, measures,
+        progress, out: as for :func:`analyze_grams`; labels are required unless ``layers`` is a
         source or path.
 
     Raises:
@@ -78,7 +79,9 @@ def analyze_activations(
         class_names=class_names,
     )
     source = inputs.key["data"]
-    analysis = analyze_graphs(graphs, inputs, source=source, epoch=None, n_wrong=n_wrong)
+    analysis = analyze_graphs(
+        graphs, inputs, source=source, epoch=None, n_wrong=n_wrong, measures=measures
+    )
     if out is not None:
         write_analysis(analysis, out, solver=solver)
     return analysis
@@ -96,6 +99,7 @@ def analyze_grams(
     class_names: Sequence[str] | None = None,
     solver: SolverSettings = DEFAULT_SOLVER,
     n_wrong: int = 3,
+    measures: Sequence[str] | None = None,
     progress: bool = True,
     out: str | Path | None = None,
     source: str = "grams",
@@ -118,6 +122,9 @@ def analyze_grams(
       class_names: K names; default "0" .. "K-1".
       solver: how the SSC problems are solved.
       n_wrong: confidently wrong inputs to show in Fig 9.
+      measures: the names of the similarity measures between layers (default the paper's
+        SSC-CKA and linear CKA; ``ssc_jax.register_measure`` adds one); the result's
+        ``similarity`` maps each name to its (L, L) values.
       progress: show the solver's progress bar.
       out: when given, the usual output folder (``metrics.json``, figures, graphs,
         ``report.html``) is written there, as by ``python -m ssc_jax.run activations``.
@@ -137,7 +144,9 @@ def analyze_grams(
         source=source,
     )
     graphs = solved_graphs(names, grams, inputs, probs, solver=solver, progress=progress)
-    analysis = analyze_graphs(graphs, inputs, source=source, epoch=None, n_wrong=n_wrong)
+    analysis = analyze_graphs(
+        graphs, inputs, source=source, epoch=None, n_wrong=n_wrong, measures=measures
+    )
     if out is not None:
         write_analysis(analysis, out, solver=solver)
     return analysis

@@ -133,66 +133,73 @@ def plot_dynamics(
     epochs: Sequence[int],
     layers: Sequence[str],
     modularity: np.ndarray,
-    ssc_cka_to_final: np.ndarray,
-    linear_cka_to_final: np.ndarray,
+    to_final: Mapping[str, np.ndarray],
     *,
     title: str = "",
 ) -> Figure:
-    """Fig 1/2 (a-c): per-epoch modularity, SSC-CKA to the final epoch, linear CKA to final.
-
-    Each array has shape (n_epochs, n_layers); the legend names the layers.
-    """
+    """Fig 1/2: per-epoch modularity, then for each measure (by its title in ``to_final``)
+    each layer's similarity to its final state. Each array has shape (n_epochs, n_layers);
+    the legend names the layers."""
     fig = Figure(figsize=(MAX_WIDTH_IN, 4.4), layout="constrained")
-    axes = fig.subplots(1, 3)
+    axes = np.atleast_1d(fig.subplots(1, 1 + len(to_final)))
     _layer_lines(axes[0], epochs, modularity, layers, "modularity Q", "(a) SSC graph modularity")
-    _layer_lines(
-        axes[1], epochs, ssc_cka_to_final, layers, "CKA to final epoch", "(b) SSC-CKA vs. final"
-    )
-    _layer_lines(
-        axes[2],
-        epochs,
-        linear_cka_to_final,
-        layers,
-        "CKA to final epoch",
-        "(c) linear CKA vs. final",
-    )
-    for ax in axes[1:]:
-        ax.set_ylim(-0.02, 1.02)
+    for letter, ax, (name, values) in zip("bcdefghij", axes[1:], to_final.items(), strict=False):
+        _layer_lines(
+            ax, epochs, values, layers, f"{name} to final epoch", f"({letter}) {name} vs. final"
+        )
+        _unit_range(ax, values)
     _layer_legend(fig, axes[0], len(layers))
     if title:
         fig.suptitle(title)
     return fig
 
 
+def _unit_range(ax, values: np.ndarray) -> None:
+    """Fix the y range to [0, 1] (with a margin) for values that lie in it, as CKA does."""
+    values = np.asarray(values, dtype=float)
+    if np.all((values >= 0) & (values <= 1)):
+        ax.set_ylim(-0.02, 1.02)
+
+
 def plot_tau_path(
     taus: Sequence[float],
     layers: Sequence[str],
     modularity: np.ndarray,
-    similarity: np.ndarray,
+    similarity: Mapping[str, np.ndarray],
     nonzeros: np.ndarray,
     *,
     reference: float,
     title: str = "",
 ) -> Figure:
-    """One checkpoint over tau: per-layer modularity, SSC-CKA to the graph at ``reference``
-    and mean nonzeros per row of C. Each array has shape (n_taus, n_layers)."""
+    """One checkpoint over tau: per-layer modularity, for each measure of the graphs (by its
+    title in ``similarity``) the similarity to the graph at ``reference``, and the mean
+    nonzeros per row of C. Each array has shape (n_taus, n_layers)."""
     fig = Figure(figsize=(MAX_WIDTH_IN, 4.4), layout="constrained")
-    axes = fig.subplots(1, 3)
+    axes = np.atleast_1d(fig.subplots(1, 2 + len(similarity)))
     _layer_lines(
         axes[0], taus, modularity, layers, "modularity Q", "(a) SSC graph modularity", "tau"
     )
+    letters = iter("bcdefghij")
+    for ax, (name, values) in zip(axes[1:], similarity.items(), strict=False):
+        ylabel = f"{name} to tau = {reference:g}"
+        _layer_lines(
+            ax,
+            taus,
+            values,
+            layers,
+            ylabel,
+            f"({next(letters)}) {name} vs. the reference tau",
+            "tau",
+        )
+        _unit_range(ax, values)
     _layer_lines(
-        axes[1],
+        axes[-1],
         taus,
-        similarity,
+        nonzeros,
         layers,
-        f"SSC-CKA to tau = {reference:g}",
-        "(b) SSC-CKA vs. the reference tau",
+        "nonzeros per row of C",
+        f"({next(letters)}) sparsity of C",
         "tau",
-    )
-    axes[1].set_ylim(-0.02, 1.02)
-    _layer_lines(
-        axes[2], taus, nonzeros, layers, "nonzeros per row of C", "(c) sparsity of C", "tau"
     )
     _layer_legend(fig, axes[0], len(layers))
     if title:

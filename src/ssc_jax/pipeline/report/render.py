@@ -17,6 +17,7 @@ from ssc_jax.pipeline.analysis.analyze import MIN_EMBEDDED, CheckpointAnalysis, 
 from ssc_jax.pipeline.analysis.compare import Comparison
 from ssc_jax.pipeline.analysis.dynamics import Dynamics
 from ssc_jax.pipeline.analysis.inputs import run_epochs
+from ssc_jax.pipeline.analysis.measures import title_of
 from ssc_jax.pipeline.analysis.summary import SOLVER_HEADERS, solver_rows
 from ssc_jax.pipeline.report import plots
 from ssc_jax.pipeline.report.html import Section
@@ -34,6 +35,13 @@ TABLE1_HEADERS = {
     "network_accuracy": "network accuracy",
     "agreement": "agreement",
 }
+
+
+def _kind(similarity: Mapping[str, np.ndarray]) -> str:
+    """The colour bar's label of heatmaps of ``similarity``: "CKA" when every measure is a
+    CKA, else "similarity"."""
+    titles = [title_of(name) for name in similarity]
+    return "CKA" if all(t.endswith("CKA") for t in titles) else "similarity"
 
 
 def overview(pairs: Sequence[tuple[str, object]]) -> Section:
@@ -143,11 +151,25 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
     similarity.figure(
         "cka_heatmaps",
         plots.plot_cka_heatmaps(
-            [("SSC-CKA", result.ssc_cka, layers), ("linear CKA", result.linear_cka, layers)],
-            title=f"Layer-by-layer CKA, {tag}",
-            colorbar_label="CKA",
+            [(title_of(name), m, layers) for name, m in result.similarity.items()],
+            title=f"Layer-by-layer {_kind(result.similarity)}, {tag}",
+            colorbar_label=_kind(result.similarity),
         ),
     )
+    if len(layers) > 1:
+        similarity.table(
+            ["layer", "next layer", *(title_of(name) for name in result.similarity)],
+            [
+                [
+                    layers[i],
+                    layers[i + 1],
+                    *(float(m[i, i + 1]) for m in result.similarity.values()),
+                ]
+                for i in range(len(layers) - 1)
+            ],
+            caption="Each measure between consecutive layers (the first off-diagonal of the "
+            "heatmaps).",
+        )
 
     embeddings = Section("Spectral embeddings of the SSC graphs (Fig 8)")
     labels = result.inputs.labels
@@ -243,29 +265,36 @@ def render_dynamics(result: Dynamics, *, opening: bool = True) -> list[Section]:
             result.epochs,
             layers,
             result.modularity,
-            result.ssc_cka_to_final,
-            result.linear_cka_to_final,
+            {title_of(name): values for name, values in result.to_final.items()},
             title=f"{Path(result.run).name}: each layer over training, against its final state",
         ),
     )
     _per_epoch_tables(curves, result)
+    if len(result.epochs) > 1:
+        curves.table(
+            ["layer", *(title_of(name) for name in result.to_final)],
+            [
+                [layer, *(float(np.mean(v[:-1, i])) for v in result.to_final.values())]
+                for i, layer in enumerate(layers)
+            ],
+            caption="Each layer's similarity to its final state, averaged over the epochs "
+            "before the last: the lower, the later the layer settles.",
+        )
 
-    heatmaps = Section("Pairwise SSC-CKA at chosen epochs (Fig 6)")
-    for index, name, stem in (
-        (0, "SSC-CKA", "epoch_heatmaps"),
-        (1, "linear CKA", "epoch_heatmaps_linear"),
-    ):
+    heatmaps = Section("Pairwise similarity at chosen epochs (Fig 6)")
+    for name in result.to_final:
         panels = [
             (
                 f"epoch {e} (acc {result.network_accuracy[result.epochs.index(e)]:.2f})",
-                m[index],
+                m[name],
                 layers,
             )
             for e, m in result.heatmaps.items()
         ]
+        title = title_of(name)
         heatmaps.figure(
-            stem,
-            plots.plot_cka_heatmaps(panels, title=f"{name} between layers", colorbar_label=name),
+            f"epoch_heatmaps_{name}",
+            plots.plot_cka_heatmaps(panels, title=f"{title} between layers", colorbar_label=title),
         )
     iterations = result.diagnostics["iterations"]
     not_converged = int(np.sum(~result.diagnostics["converged"].astype(bool)))
@@ -296,14 +325,12 @@ def render_comparison(result: Comparison) -> list[Section]:
             for r in runs
         ],
     )
-    heatmaps = Section("Pairwise SSC-CKA side by side (Fig 3/4/5/7)")
-    for field, label, stem in (
-        ("ssc_cka", "SSC-CKA", "compare_ssc_cka"),
-        ("linear_cka", "linear CKA", "compare_linear_cka"),
-    ):
-        panels = [(_network_title(r), getattr(r, field), r.layers) for r in runs]
+    heatmaps = Section("Pairwise similarity side by side (Fig 3/4/5/7)")
+    for name in runs[0].similarity:
+        panels = [(_network_title(r), r.similarity[name], r.layers) for r in runs]
+        label = title_of(name)
         heatmaps.figure(
-            stem,
+            f"compare_{name}",
             plots.plot_cka_heatmaps(panels, title=f"{label} between layers", colorbar_label=label),
         )
     depth = Section("Modularity against depth")
@@ -324,30 +351,35 @@ def _network_title(run) -> str:
 
 
 def render_cross(cross) -> Section:
-    """The network-against-network section: for each pair, SSC-CKA and linear CKA between
-    every layer of the first network (rows) and every layer of the other (columns)."""
+    """The network-against-network section: for each pair, each measure between every layer
+    of the first network (rows) and every layer of the other (columns), and each layer's most
+    similar layer of the other network by each measure."""
     section = Section("Network against network: layer-by-layer similarity across networks")
     for k, c in enumerate(cross):
         section.figure(
             f"cross_{k + 1}",
             plots.plot_cka_heatmaps(
-                [("SSC-CKA", c.ssc_cka, c.layers_a), ("linear CKA", c.linear_cka, c.layers_a)],
+                [(title_of(name), m, c.layers_a) for name, m in c.similarity.items()],
                 title=f"{c.a} (rows) against {c.b} (columns)",
-                colorbar_label="CKA",
-                col_layers=[c.layers_b, c.layers_b],
+                colorbar_label=_kind(c.similarity),
+                col_layers=[c.layers_b] * len(c.similarity),
             ),
             f"Each cell compares a layer of {c.a} with a layer of {c.b} on the same inputs; "
             "a bright diagonal band means the two networks build their representations in "
             "the same order.",
         )
-        best = np.asarray(c.ssc_cka).argmax(axis=1)
-        section.table(
-            [f"layer of {c.a}", f"most similar layer of {c.b} (SSC-CKA)", "SSC-CKA"],
-            [
-                [layer, c.layers_b[j], float(c.ssc_cka[i, j])]
-                for i, (layer, j) in enumerate(zip(c.layers_a, best, strict=True))
-            ],
-        )
+        best = {name: np.asarray(m).argmax(axis=1) for name, m in c.similarity.items()}
+        headers = [f"layer of {c.a}"]
+        for name in c.similarity:
+            headers += [f"most similar layer of {c.b} ({title_of(name)})", title_of(name)]
+        rows = []
+        for i, layer in enumerate(c.layers_a):
+            row = [layer]
+            for name, m in c.similarity.items():
+                j = best[name][i]
+                row += [c.layers_b[j], float(m[i, j])]
+            rows.append(row)
+        section.table(headers, rows)
     return section
 
 

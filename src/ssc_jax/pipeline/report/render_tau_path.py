@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ssc_jax.pipeline.analysis.inputs import run_epochs
+from ssc_jax.pipeline.analysis.measures import title_of
 from ssc_jax.pipeline.analysis.tau_path import TauPath
 from ssc_jax.pipeline.report import plots
 from ssc_jax.pipeline.report.html import Section
@@ -15,9 +16,9 @@ from ssc_jax.pipeline.report.wording import inputs_text, layers_text, model_text
 
 
 def render_tau_path(result: TauPath) -> list[Section]:
-    """An overview, the paper's findings per tau, the figure (modularity, SSC-CKA to the
-    reference tau and sparsity per layer over tau), Table 1 per tau, and the solver's work
-    per tau."""
+    """An overview, the paper's findings per tau, the figure (modularity, each graph
+    measure's similarity to the reference tau and sparsity per layer over tau), Table 1 per
+    tau, and the solver's work per tau."""
     taus = [f"{t:g}" for t in result.taus]
     accuracy = result.table1["network_accuracy"][0]
     head = overview(
@@ -46,15 +47,15 @@ def render_tau_path(result: TauPath) -> list[Section]:
             result.taus,
             result.layers,
             result.modularity,
-            result.similarity,
+            {title_of(name): values for name, values in result.similarity.items()},
             result.nonzeros,
             reference=result.reference,
             title=f"{Path(result.run).name}, epoch {result.epoch}: each layer's graph over tau",
         ),
         caption=(
             "A larger tau weighs the data fit more against sparsity, so each input is rebuilt "
-            "from more others. SSC-CKA near 1 means the layer's graph, and what is read from "
-            f"it, hardly depends on tau around {result.reference:g}."
+            "from more others. A similarity near 1 means the layer's graph, and what is read "
+            f"from it, hardly depends on tau around {result.reference:g}."
         ),
     )
     headers = ["", *(f"tau {t}" for t in taus)]
@@ -64,6 +65,18 @@ def render_tau_path(result: TauPath) -> list[Section]:
     ]
     for part_headers, part_rows in split_columns(headers, rows):
         curves.table(part_headers, part_rows, caption="Modularity Q per layer and tau.")
+    rows = [
+        [f"{title_of(name)} {layer}", *column]
+        for name, values in result.similarity.items()
+        for layer, column in zip(result.layers, values.T.tolist(), strict=True)
+    ]
+    for part_headers, part_rows in split_columns(headers, rows):
+        curves.table(
+            part_headers,
+            part_rows,
+            caption=f"Each measure of a layer's graph against its graph at tau = "
+            f"{result.reference:g}.",
+        )
 
     table1 = Section(f"Table 1 on the last conv layer ({result.layers[-1]}) per tau")
     columns = np.column_stack(list(result.table1.values())).tolist()
