@@ -230,6 +230,20 @@ def test_a_damaged_cached_graph_is_named_removed_and_solved_again(two_epoch_run,
     )
 
 
+def test_a_cached_graph_of_an_earlier_version_is_solved_again(two_epoch_run, tmp_path):
+    run, _ = two_epoch_run
+    analysis = AnalysisSet(n=40)
+    inputs = load_inputs(analysis, "digits")
+    solve = dict(analysis=analysis, solver=SolverSettings(), cache_dir=tmp_path, progress=False)
+    first = checkpoint_graphs(run, 2, inputs, **solve)
+    with np.load(first.path) as f:  # without the solver's own diagnostics
+        older = {k: f[k] for k in f.files if not k.startswith("own_")}
+    np.savez_compressed(first.path, **older)
+    with pytest.warns(UserWarning, match=f"solving again: {first.path} was written by an earlier"):
+        again = checkpoint_graphs(run, 2, inputs, **solve)
+    assert list(load_graphs(again.path).diagnostics["own"]) == list(first.diagnostics["own"])
+
+
 def class_folders(root, classes, per_class: int = 12):
     """A folder of digits as PNG files in class folders ``root/<digit>/<i>.png``."""
     images, labels, _ = load_dataset("digits", "test")

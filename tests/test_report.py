@@ -12,15 +12,18 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
+from ssc_jax.pipeline.analysis.analyze import analyze_checkpoint
 from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings, settings_record
 from ssc_jax.pipeline.analysis.dynamics import Dynamics
 from ssc_jax.pipeline.analysis.inputs import AnalysisInputs
 from ssc_jax.pipeline.publish.write import publish
 from ssc_jax.pipeline.report import plots
 from ssc_jax.pipeline.report.html import CSS_PX_PER_INCH, Report, Section, Table
-from ssc_jax.pipeline.report.render import render_dynamics, settings_section
-from ssc_jax.pipeline.report.wording import setting_text, split_columns
+from ssc_jax.pipeline.report.render import render_checkpoint, render_dynamics, settings_section
+from ssc_jax.pipeline.report.wording import heading, setting_text, split_columns
 from ssc_jax.pipeline.store.graph_store import (
+    DIAGNOSTICS,
+    OWN,
     dense_stack,
     graph_path,
     load_graphs,
@@ -283,13 +286,17 @@ def test_graph_store_roundtrip_sparse_and_dense(tmp_path):
     dense = rng.normal(size=(n, n))
     coef = np.stack([sparse, dense]).astype(np.float32)
     settings = {"tau": 10.0, "mu": 10.0, "n": n}
-    path = save_graphs(tmp_path / "g.npz", ["a", "b"], coef, _diagnostics(2), settings)
+    own = {"rounds": np.array([10, 11]), "kkt_violation": np.array([1e-6, 0.0])}
+    diagnostics = _diagnostics(2) | {OWN: own}
+    path = save_graphs(tmp_path / "g.npz", ["a", "b"], coef, diagnostics, settings)
     with np.load(path) as f:
         assert "c0_indptr" in f and "c1_dense" in f
     stored = load_graphs(path)
     assert stored.layers == ["a", "b"]
     np.testing.assert_array_equal(dense_stack(stored.coef), coef)
     np.testing.assert_array_equal(stored.diagnostics["iterations"], [10, 11])
+    assert list(stored.diagnostics[OWN]) == ["rounds", "kkt_violation"]
+    np.testing.assert_array_equal(stored.diagnostics[OWN]["kkt_violation"], [1e-6, 0.0])
     assert stored.settings == settings
     assert list(tmp_path.iterdir()) == [path]
 
@@ -302,6 +309,7 @@ def test_a_graph_file_of_an_earlier_version_reads_without_the_later_diagnostics(
     stored = load_graphs(path)
     assert np.isnan(stored.diagnostics["verified"]).all()
     np.testing.assert_array_equal(stored.diagnostics["iterations"], [10])
+    assert OWN not in stored.diagnostics
 
 
 def test_graph_key_depends_on_settings_not_order(tmp_path):
@@ -455,3 +463,50 @@ def test_reports_open_with_model_data_n_and_accuracy(tiny_run, analyzed):
     assert about["model"] == "small_cnn (width 0.5), trained on digits"
     assert about["network accuracy"] == "0.300 at epoch 1, 0.900 at epoch 2"
     assert about["analysis inputs"].startswith("N = 40,")
+
+
+def test_column_headings_read_as_words():
+    assert heading("kkt_violation") == "KKT violation"
+    assert heading("rows_polished") == "rows polished"
+    assert heading("mu") == "mu"
+
+
+@pytest.mark.slow
+def test_the_solver_table_shows_each_solvers_own_diagnostics(tiny_run, analyzed, fast_analysis):
+    out, metrics = analyzed
+    page = (out / "report.html").read_text()
+    for name in ("rounds", "KKT violation", "rows proven", "change", "certified gap"):
+        assert f"<th>{name}</th>" in page
+    assert "<th>mu</th>" not in page and "<th>primal residual</th>" not in page
+    # metrics.json keeps every diagnostic it had and adds the solver's own
+    solver = metrics["solver_diagnostics"]
+    assert set(solver) == {*DIAGNOSTICS, OWN}
+    assert list(solver[OWN]) == ["rounds", "kkt_violation", "rows_proven", "change"]
+    assert solver[OWN]["rounds"] == solver["iterations"]
+
+    admm = analyze_checkpoint(
+        tiny_run,
+        analysis=AnalysisSet(n=int(fast_analysis[1])),
+        solver=SolverSettings(method="admm"),
+        cache=False,
+        progress=False,
+    )
+    (table,) = [
+        block
+        for section in render_checkpoint(admm)
+        for block in section.blocks
+        if isinstance(block, Table) and "certified gap" in block.headers
+    ]
+    assert table.headers == [
+        "layer",
+        "modularity",
+        "iterations",
+        "primal residual",
+        "dual residual",
+        "mu",
+        "rows polished",
+        "converged",
+        "certified gap",
+        "objective",
+    ]
+    assert [row[2] for row in table.rows] == admm.metrics["solver_diagnostics"]["iterations"]

@@ -60,10 +60,13 @@ def test_both_solvers_run_through_the_one_loop(x):
 
 
 def test_each_solver_reports_its_own_diagnostics(x):
-    admm = ssc_jax.ssc(x)
-    assert isinstance(admm.diagnostics, ADMMDiagnostics)
-    for name in ("primal_residual", "dual_residual", "mu"):
-        np.testing.assert_array_equal(getattr(admm.diagnostics, name), getattr(admm, name))
+    for budget, polish in ((None, False), (200_000, True)):
+        admm = ssc_jax.ssc(x, solver=ADMM(polish=polish), memory_budget_bytes=budget)
+        assert isinstance(admm.diagnostics, ADMMDiagnostics)
+        for name in ("iterations", "primal_residual", "dual_residual", "mu"):
+            np.testing.assert_array_equal(getattr(admm.diagnostics, name), getattr(admm, name))
+        polished = int(admm.diagnostics.rows_polished)
+        assert polished == round(float(admm.verified) * 60) and (polished > 0) == polish
 
     # Row blocks (a small memory budget) merge each diagnostic by its own rule.
     for budget in (None, 200_000):

@@ -109,14 +109,19 @@ class ADMMDiagnostics(NamedTuple):
     ``SSCResult.diagnostics``).
 
     Attributes:
+      iterations: () ADMM iterations taken.
       primal_residual: () final ``||Z - C||_F``.
       dual_residual: () final ``mu ||C - C_prev||_F``.
       mu: () final penalty.
+      rows_polished: () the rows whose polished solution passed the KKT test and replaced
+        ADMM's iterate (0 without ``polish``).
     """
 
+    iterations: Array
     primal_residual: Array
     dual_residual: Array
     mu: Array
+    rows_polished: Array
 
 
 # The certificate is taken once both residuals are within this factor of their tolerances,
@@ -364,30 +369,41 @@ class ADMM(Solver):
             status=status.astype(jnp.int32),
             verified=jnp.asarray(0, jnp.int32),
             errors=state.errors,
-            diagnostics=ADMMDiagnostics(state.primal_residual, state.dual_residual, state.mu),
+            diagnostics=ADMMDiagnostics(
+                iterations=state.iteration,
+                primal_residual=state.primal_residual,
+                dual_residual=state.dual_residual,
+                mu=state.mu,
+                rows_polished=jnp.asarray(0, jnp.int32),
+            ),
         )
         if not self.polish:
             return solution
         n = factor.vectors.shape[0]
         polished = polish(factor, state.coef, rows, self.tau, size=min(self.polish_support, n))
+        verified = jnp.sum(polished.verified & (rows < n))
         return solution._replace(
             coef=polished.coef,
             objective=jnp.sum(polished.objective),
             gap=jnp.sum(polished.gap),
-            verified=jnp.sum(polished.verified & (rows < n)),
+            verified=verified,
+            diagnostics=solution.diagnostics._replace(rows_polished=verified),
         )
 
     def merge_diagnostics(self, parts: Sequence[ADMMDiagnostics]) -> ADMMDiagnostics:
-        """The residuals of a problem's row blocks combine in quadrature; mu is the first
-        block's."""
+        """Over a problem's row blocks: the most iterations, the residuals combined in
+        quadrature, the first block's mu and all rows polished."""
         return ADMMDiagnostics(
+            iterations=functools.reduce(jnp.maximum, [p.iterations for p in parts]),
             primal_residual=quadrature([p.primal_residual for p in parts]),
             dual_residual=quadrature([p.dual_residual for p in parts]),
             mu=parts[0].mu,
+            rows_polished=sum(p.rows_polished for p in parts),
         )
 
     def residuals(self, solution: RowSolution) -> tuple[Array, Array, Array]:
-        return solution.diagnostics
+        d = solution.diagnostics
+        return d.primal_residual, d.dual_residual, d.mu
 
     def certificate(self, factor: Factor, coef: Array, rows: Array) -> tuple[Array, Array]:
         """``(P, P - D)`` of the (b, n) block ``coef``: the objective

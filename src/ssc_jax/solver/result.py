@@ -165,11 +165,11 @@ class SSCResult(NamedTuple):
         the largest. The working set's rows are its rounds, with the KKT violation and the
         coefficient change in place of the residuals.
       diagnostics: the solver's own diagnostics by name, a NamedTuple of (...) arrays
-        (``._asdict()`` gives a dict): for ``ADMM`` an ``ADMMDiagnostics`` (primal_residual,
-        dual_residual, mu), for ``WorkingSet`` a ``WorkingSetDiagnostics`` (rounds,
-        kkt_violation, rows_proven, change). For a problem solved in row blocks, ADMM's
-        residuals combine in quadrature; the working set's rounds, violation and change by
-        the largest, its rows proven by their sum.
+        (``._asdict()`` gives a dict): for ``ADMM`` an ``ADMMDiagnostics`` (iterations,
+        primal_residual, dual_residual, mu, rows_polished), for ``WorkingSet`` a
+        ``WorkingSetDiagnostics`` (rounds, kkt_violation, rows_proven, change). For a
+        problem solved in row blocks, ADMM's residuals combine in quadrature; the steps,
+        violation and change by the largest, the rows polished or proven by their sum.
     """
 
     coef: Array

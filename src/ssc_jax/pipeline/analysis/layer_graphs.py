@@ -28,6 +28,7 @@ from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.analysis.inputs import AnalysisInputs, InputError, check_fits_run, preprocess
 from ssc_jax.pipeline.store.graph_store import (
     DIAGNOSTICS,
+    OWN,
     GraphFileError,
     StoredGraphs,
     graph_path,
@@ -56,7 +57,8 @@ class LayerGraphs(NamedTuple):
         array, or an ``np.memmap``: its consumers read it a layer or row block at a time).
       coef: L float32 ``scipy.sparse.csr_array`` (n, n), the SSC coefficients, rows rebuild
         rows.
-      diagnostics: name -> (L,) solver diagnostics (``graph_store.DIAGNOSTICS``).
+      diagnostics: name -> (L,) solver diagnostics (``graph_store.DIAGNOSTICS``), and under
+        ``graph_store.OWN`` the solver's own, name -> (L,).
       probs: (n, K) the network's class probabilities on the inputs, None if not known.
       key: what the cache key is made of (inputs, layers, solver settings).
       path: the cached ``.npz`` file, or None without a cache (or if it could not be written).
@@ -65,7 +67,7 @@ class LayerGraphs(NamedTuple):
     layers: list[str]
     grams: np.ndarray
     coef: list[sp.csr_array]
-    diagnostics: dict[str, np.ndarray]
+    diagnostics: dict
     probs: np.ndarray | None
     key: dict
     path: Path | None
@@ -78,13 +80,14 @@ class LayerGraphs(NamedTuple):
 
 def solve_layers(
     grams, solver: SolverSettings, *, progress: bool, init: Sequence | None = None
-) -> tuple[list[sp.csr_array], dict[str, np.ndarray]]:
+) -> tuple[list[sp.csr_array], dict]:
     """SSC of each layer's Gram in ``grams`` (L, n, n), solved in groups of layers whose
     dense coefficients fit ``SOLVE_GROUP_BYTES``, each group's converted to CSR as it
     comes back. ``init``: L (n, n) sparse or dense starting coefficients, or None. With
     ``progress``, a bar counts the layers solved.
 
-    Returns the L float32 CSR coefficient matrices and the (L,) diagnostics by name.
+    Returns the L float32 CSR coefficient matrices and the (L,) diagnostics by name, the
+    solver's own (``SSCResult.diagnostics``) under ``OWN``.
     """
     count, n = len(grams), grams.shape[-1]
     size = max(1, SOLVE_GROUP_BYTES // (4 * n * n))
@@ -104,11 +107,15 @@ def solve_layers(
                 np.asarray(grams[start:stop]), progress=False, init=start_at, **solver.kwargs()
             )
         coef += sparse_layers(np.asarray(result.coef, dtype=np.float32))
-        parts.append({name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS})
+        parts.append(
+            {name: np.asarray(getattr(result, name)) for name in DIAGNOSTICS}
+            | {OWN: {k: np.asarray(v) for k, v in result.diagnostics._asdict().items()}}
+        )
         bar.update(stop - start)
     bar.close()
     diagnostics = {name: np.concatenate([p[name] for p in parts]) for name in DIAGNOSTICS}
-    return coef, diagnostics
+    own = {k: np.concatenate([p[OWN][k] for p in parts]) for k in parts[0][OWN]}
+    return coef, diagnostics | {OWN: own}
 
 
 class CheckpointGrams(NamedTuple):
@@ -267,15 +274,19 @@ def warn_unconverged(
 
 def _cached(path: Path, names: list[str], n: int) -> StoredGraphs | None:
     """The graphs cached in ``path``; None, with a warning and the file removed, when it is
-    damaged or holds other layers or inputs."""
+    damaged, holds other layers or inputs, or lacks the solver's own diagnostics (a file of
+    an earlier version)."""
     try:
         stored = load_graphs(path)
     except GraphFileError as err:
         problem = str(err)
     else:
-        if stored.layers == names and all(c.shape == (n, n) for c in stored.coef):
+        if stored.layers != names or any(c.shape != (n, n) for c in stored.coef):
+            problem = f"{path} holds graphs of other layers or inputs"
+        elif OWN not in stored.diagnostics:
+            problem = f"{path} was written by an earlier version, without the solver's diagnostics"
+        else:
             return stored
-        problem = f"{path} holds graphs of other layers or inputs"
     warnings.warn(f"cached SSC graphs removed, solving again: {problem}", stacklevel=3)
     with contextlib.suppress(OSError):  # a read-only cache: the new solution is not stored
         path.unlink()

@@ -8,17 +8,14 @@ import numpy as np
 
 from ssc_jax.graphs.communities import modularity
 from ssc_jax.pipeline.analysis.measures import Measure, layer_similarity
-from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
+from ssc_jax.pipeline.store.graph_store import OWN
 
-SOLVER_HEADERS = [
-    "iterations",
-    "converged",
-    "primal residual",
-    "dual residual",
-    "certified gap",
-    "objective",
-    "rows proven",
-]
+# What every solver reports beside its own diagnostics, by the name its column shows.
+SHARED_DIAGNOSTICS = {
+    "converged": "converged",
+    "certified_gap": "duality_gap",
+    "objective": "objective",
+}
 
 
 def layer_modularity(A: Sequence, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -44,7 +41,10 @@ def graph_summary(
     return layer_modularity(A, labels, n_classes), layer_similarity(measures, A, grams)
 
 
-def solver_rows(diagnostics: dict[str, np.ndarray]) -> list[list]:
-    """One report-table row per layer, in the order of ``SOLVER_HEADERS``."""
-    columns = [np.asarray(diagnostics[name]).tolist() for name in DIAGNOSTICS]
-    return [list(row) for row in zip(*columns, strict=True)]
+def solver_columns(diagnostics: dict) -> dict[str, list]:
+    """The report table's solver columns by name, each a value per layer: the solver's own
+    diagnostics under their names, then ``SHARED_DIAGNOSTICS``."""
+    columns = {name: np.asarray(values).tolist() for name, values in diagnostics[OWN].items()}
+    for name, key in SHARED_DIAGNOSTICS.items():
+        columns[name] = np.asarray(diagnostics[key]).tolist()
+    return columns

@@ -18,10 +18,11 @@ from ssc_jax.pipeline.analysis.compare import Comparison
 from ssc_jax.pipeline.analysis.dynamics import Dynamics
 from ssc_jax.pipeline.analysis.inputs import run_epochs
 from ssc_jax.pipeline.analysis.measures import title_of
-from ssc_jax.pipeline.analysis.summary import SOLVER_HEADERS, solver_rows
+from ssc_jax.pipeline.analysis.summary import solver_columns
 from ssc_jax.pipeline.report import plots
 from ssc_jax.pipeline.report.html import Section
 from ssc_jax.pipeline.report.wording import (
+    heading,
     inputs_text,
     layers_text,
     model_text,
@@ -121,20 +122,17 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
             {tag: (layers, result.modularity)}, title=f"Modularity per layer, {tag}"
         ),
     )
+    solver = solver_columns(result.graphs.diagnostics)
     modularity.table(
-        ["layer", "modularity", *SOLVER_HEADERS],
+        ["layer", "modularity", *map(heading, solver)],
         [
             [name, float(q), *row]
-            for name, q, row in zip(
-                layers, result.modularity, solver_rows(result.graphs.diagnostics), strict=True
-            )
+            for name, q, *row in zip(layers, result.modularity, *solver.values(), strict=True)
         ],
         caption=(
-            "Solver diagnostics per layer. With the working-set solver (the default) the "
-            "iterations are rounds, the primal residual the largest KKT violation off the "
-            "support, the dual residual the last coordinate change and rows proven the "
-            "fraction of rows whose zeros gap-safe screening proves exact; with ADMM they are "
-            "its steps and residuals, and rows proven those its polishing verified."
+            "The solver's own diagnostics per layer under their own names, then whether its "
+            "stopping tests passed, the certified relative duality gap (a bound on the "
+            "objective's relative distance from the optimum) and the objective."
         ),
     )
     missed = result.metrics["unconverged_layers"]

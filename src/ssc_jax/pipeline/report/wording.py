@@ -18,6 +18,14 @@ _DEFAULT_MEANING = {
     "memory_budget_bytes": "auto (half the device memory)",
 }
 
+# Words a heading writes in capitals.
+_ABBREVIATIONS = {"kkt": "KKT"}
+
+
+def heading(name: str) -> str:
+    """A table column's heading from a name: ``kkt_violation`` -> "KKT violation"."""
+    return " ".join(_ABBREVIATIONS.get(word, word) for word in name.split("_"))
+
 
 def _number(value: float) -> str:
     """``value`` as a person writes it: 10, 0.0015, 1e-6, 1e8, inf."""

@@ -1,9 +1,11 @@
 """Compressed storage of SSC coefficient matrices, keyed by checkpoint and solver settings.
 
 One ``.npz`` file holds the L coefficient matrices of one checkpoint on one analysis set,
-with the layer names, the solver's diagnostics and the settings that produced them. A layer
-is stored as CSR (``scipy.sparse`` components) when that is smaller than dense, which it is
-for SSC at the paper's tau; the whole file is zlib-compressed either way.
+with the layer names, the solver's diagnostics and the settings that produced them. The
+diagnostics are those of ``DIAGNOSTICS``, which every solver reports, and under ``OWN`` the
+solver's own by their names (``SSCResult.diagnostics``). A layer is stored as CSR
+(``scipy.sparse`` components) when that is smaller than dense, which it is for SSC at the
+paper's tau; the whole file is zlib-compressed either way.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ DIAGNOSTICS = (
 )
 # Diagnostics that files of earlier versions lack; they read back as NaN.
 LATER_DIAGNOSTICS = ("verified",)
+# The key of the solver's own diagnostics, name -> (L,), in a diagnostics mapping; files of
+# earlier versions lack them.
+OWN = "own"
 
 
 class GraphFileError(ValueError):
@@ -39,11 +44,12 @@ class GraphFileError(ValueError):
 
 class StoredGraphs(NamedTuple):
     """What one file holds. ``coef`` is L float32 ``scipy.sparse.csr_array`` (n, n), rows
-    reconstructing rows."""
+    reconstructing rows; ``diagnostics`` maps each of ``DIAGNOSTICS`` to (L,) and ``OWN``
+    to the solver's own, name -> (L,), when the file has them."""
 
     layers: list[str]
     coef: list[sp.csr_array]
-    diagnostics: dict[str, np.ndarray]
+    diagnostics: dict
     settings: dict
 
 
@@ -101,11 +107,12 @@ def save_graphs(
     path: str | Path,
     layers: Sequence[str],
     coef: Sequence,
-    diagnostics: Mapping[str, np.ndarray],
+    diagnostics: Mapping,
     settings: Mapping,
 ) -> Path:
     """Write L coefficient matrices ``coef`` (an (L, n, n) array, or L sparse or dense
-    (n, n) matrices) with their layer names, diagnostics (each (L,)) and settings.
+    (n, n) matrices) with their layer names, diagnostics (each of ``DIAGNOSTICS`` (L,), and
+    the solver's own under ``OWN`` if given) and settings.
 
     The file appears atomically: it is written beside ``path`` and renamed into place.
     """
@@ -124,6 +131,8 @@ def save_graphs(
     }
     for name in DIAGNOSTICS:
         arrays[f"diag_{name}"] = np.asarray(diagnostics[name])
+    for name, values in diagnostics.get(OWN, {}).items():
+        arrays[f"own_{name}"] = np.asarray(values)
     for i, m in enumerate(coef):
         if _sparse_pays(m.nnz, n):
             arrays[f"c{i}_data"], arrays[f"c{i}_indices"] = m.data, m.indices
@@ -180,5 +189,8 @@ def _read(path: str | Path) -> StoredGraphs:
             else np.full(len(layers), np.nan)
             for name in DIAGNOSTICS
         }
+        own = {key[len("own_") :]: f[key] for key in f.files if key.startswith("own_")}
+        if own:
+            diagnostics[OWN] = own
         settings = json.loads(str(f["settings_json"]))
     return StoredGraphs(layers, coef, diagnostics, settings)
