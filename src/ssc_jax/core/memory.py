@@ -26,8 +26,9 @@ import jax
 import numpy as np
 
 # Bytes of the blocks that a streamed computation writes and reads back at once. On a CPU the
-# block stays in cache between the two: HSIC's centering then matmul measured 2x faster with
-# 4 MiB blocks than with one large block. An accelerator prefers few, large matmuls.
+# block stays in cache between the two, which makes HSIC's centering then matmul faster than
+# in one large block (see benchmarks/RESULTS.md, "Similarity"). An accelerator prefers few,
+# large matmuls.
 _CPU_BLOCK_BYTES = 4 * 2**20
 _ACCELERATOR_BLOCK_BYTES = 512 * 2**20
 

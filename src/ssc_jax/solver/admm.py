@@ -22,9 +22,9 @@ has its exact inverse without refactoring. mu adapts only between blocks of
 the inverse is rebuilt only when mu moved. The rule balances the residuals relative to their
 tolerances, ``r = (primal / eps_primal) / (dual / eps_dual)``, and scales mu by ``sqrt(r)``
 (Wohlberg 2017, "ADMM penalty parameter selection by residual balancing"): the mu where both
-residual tests are met together. On CNN activations it needs 2-3x fewer iterations than
-doubling and halving on absolute residuals (Boyd et al. 2011, eq. 3.13), and as few on
-unions of subspaces.
+residual tests are met together. On CNN activations it needs fewer iterations than
+doubling and halving on absolute residuals (Boyd et al. 2011, eq. 3.13), and no more on
+unions of subspaces (see benchmarks/RESULTS.md, "Solver").
 
 The solver stops when two tests pass after a block. The residual test (Boyd et al. 2011,
 Sec. 3.3) bounds ``||Z - C||`` and ``mu ||C - C_prev||``: the ADMM's own health check. The

@@ -285,8 +285,8 @@ def _initial(init, batch_shape: tuple[int, ...], n: int) -> np.ndarray | Array |
     """``init`` (an ``SSCResult``, or coefficients of the batch shape) as a (batch, n, n)
     stack of coefficients.
 
-    The run starts at the solver's mu: measured on unions of subspaces, a result's final mu
-    took 1.5-2x the iterations from there.
+    The run starts at the solver's mu: on unions of subspaces a result's final mu took more
+    iterations from there (see benchmarks/RESULTS.md, "Warm starts in ``dynamics``").
 
     Raises:
       ValueError: for coefficients of another shape, or non-finite ones.

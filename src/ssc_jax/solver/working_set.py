@@ -20,15 +20,15 @@ each round takes the smallest rung that leaves a quarter of it free above the bl
 largest support, or one rung more where the typical row's support and KKT violations
 together ask for it (two from C = 0); one compiled program holds every rung
 (``lax.switch``). So the sparse rows of synthetic data run on 16-32 samples and the denser
-ones of real layers on up to ``size``; on 1,000 samples of a union of subspaces that is
-about 3x faster than 64 samples in every round. A row whose support reaches ``size``
+ones of real layers on up to ``size``, faster than a fixed 64 samples in every round (see
+benchmarks/RESULTS.md, "Certified solvers"). A row whose support reaches ``size``
 cannot grow its working set further, and its gap shows it. Under ``vmap`` (problems side by
-side on an accelerator) a switch runs every rung, and every rung compiles: on the 2-core CPU
-a new problem shape takes about 5 s to compile, against 2.5 s for one fixed size.
+side on an accelerator) a switch runs every rung, and every rung compiles, so a new problem
+shape compiles for longer than with one fixed size.
 
-On data of very low rank the coordinate descent is slow and the supports do not verify:
-60 Gaussian samples in 5 dimensions need 12 rounds to a gap of 1e-4 and stop at 1.6e-5
-after 30 (ADMM: 390 iterations to 1e-5).
+On data of very low rank the coordinate descent is slow and the supports do not verify: the
+rounds can reach ``max_rounds`` short of a tight ``gap_tol`` that ADMM meets (an example is
+in benchmarks/RESULTS.md, "Certified solvers").
 
 A ``WorkingSet`` is a ``Solver`` (``ssc_jax.solver.result``) over a ``WorkingSetState``, one
 round a step, so it goes wherever an ``ADMM`` does (``ssc(X, solver=WorkingSet())``); it

@@ -194,10 +194,11 @@ def make_optimizer(model: nnx.Module, config: TrainConfig, steps_per_epoch: int)
 # XLA:CPU computes a convolution's weight gradient from a batch-minor copy of the layer input
 # and, by default, fuses the BatchNorm, ReLU and residual chain that produced that input into
 # the copy, re-evaluating the chain (up to three BatchNorms deep in a post-activation ResNet)
-# with strided reads: about half the thread time of a CIFAR ResNet-18 step. YNNPACK
-# elementwise and reduce fusions materialise those chains, so each copy reads one buffer. On
-# networks without such chains (VGG, small_cnn; pre-activation Wide-ResNets) they gain nothing
-# or cost 3-17%, so only ResNets get them (benchmarks/RESULTS.md, "Training throughput").
+# with strided reads: as much thread time in a CIFAR ResNet-18 step as its convolutions take.
+# YNNPACK elementwise and reduce fusions materialise those chains, so each copy reads one
+# buffer. On networks without such chains (VGG, small_cnn; pre-activation Wide-ResNets) they
+# gain nothing or cost time, so only ResNets get them (benchmarks/RESULTS.md, "Training
+# throughput").
 YNN_FUSIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"
 }
