@@ -78,6 +78,7 @@ def test_each_rows_gap_bounds_its_distance_to_the_optimum(problems, name, blocks
     with jax.enable_x64(True):
         early = ssc_jax.ssc(
             x,
+            solver=ADMM(),
             tau=TAU,
             max_iterations=100_000 if late else 10 * blocks,
             gap_tol=1e-9 if late else 0.0,
@@ -109,7 +110,7 @@ def test_each_rows_gap_bounds_its_distance_to_the_optimum(problems, name, blocks
 @pytest.mark.parametrize("name", ["subspaces-d24", "subspaces-d150", "digits"])
 def test_float32_default_is_certified_against_the_float64_optimum(problems, name):
     x = unit_rows(problems[name])
-    result = ssc_jax.ssc(x.astype(np.float32))
+    result = ssc_jax.ssc(x.astype(np.float32), solver=ADMM())
     assert bool(result.converged)
     gap = float(result.duality_gap)
     assert 0 <= gap <= ADMM().gap_tol
@@ -131,7 +132,8 @@ def test_the_gap_vanishes_at_the_optimum_and_stops_the_solver(problems):
     # (`certified`). The two run the same iterations until the loose one stops; the tight
     # one stops there too exactly when that iterate already meets 1e-6.
     x = problems["subspaces-d150"].astype(np.float32)
-    loose, tight = ssc_jax.ssc(x, gap_tol=1e-3), ssc_jax.ssc(x, gap_tol=1e-6)
+    loose = ssc_jax.ssc(x, solver=ADMM(gap_tol=1e-3))
+    tight = ssc_jax.ssc(x, solver=ADMM(gap_tol=1e-6))
     for result, tol in ((loose, 1e-3), (tight, 1e-6)):
         assert bool(result.converged) and float(result.duality_gap) <= tol
         certified(x @ x.T, result)

@@ -11,7 +11,7 @@ from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.cli.arguments import analysis_settings, given
 from ssc_jax.pipeline.cli.main import build_parser, main
 from ssc_jax.solver.admm import ADMM
-from ssc_jax.solver.options import SolverOptions
+from ssc_jax.solver.options import DEFAULT_SOLVER, SolverOptions
 from ssc_jax.solver.working_set import WorkingSet
 from ssc_jax.training.trainer import TrainConfig
 
@@ -41,10 +41,10 @@ def _help_of(command: str, flag: str) -> str:
 def test_options_take_defaults_and_help_from_the_dataclasses():
     parser = build_parser()
     analysis, solver = analysis_settings(parser.parse_args(["analyze", "run"]))
-    assert analysis == AnalysisSet(n=1000)  # analyze keeps its own N
-    assert solver == SolverSettings()
+    assert analysis == AnalysisSet() and analysis.n == 1000
+    assert solver == SolverSettings() and solver.solver == DEFAULT_SOLVER
     analysis, solver = analysis_settings(parser.parse_args(["default"]))
-    assert analysis == AnalysisSet() and analysis.n == 500
+    assert analysis == AnalysisSet(n=500)  # the digits' test split holds 540
     helps = {f.name: f.metadata["help"] for f in dataclasses.fields(ADMM)}
     assert _help_of("analyze", "--max-iter").startswith(helps["max_iterations"])
     assert _help_of("compare", "--tau") == helps["tau"] + " (default: %(default)s)"

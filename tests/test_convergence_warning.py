@@ -25,7 +25,7 @@ def only_warning(record) -> str:
 
 def test_an_iteration_cap_warns_once_with_the_gap_and_the_setting(digits):
     with pytest.warns(ConvergenceWarning) as record:
-        result = ssc_jax.ssc(digits, max_iterations=50)
+        result = ssc_jax.ssc(digits, solver=ssc_jax.ADMM(), max_iterations=50)
     message = only_warning(record)
     assert not bool(result.converged)
     assert "ADMM" in message and "1 of 1 problem" in message

@@ -122,9 +122,9 @@ launch.join(args)
 assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_devices()) == 1
 grams, x = np.load(args.out + ".in.npy"), np.load(args.out + ".x.npy")
 distributed.GATHER_SLICE_BYTES = 4096  # gather the coefficients in many slices
-batch = ssc_jax.ssc_gram(grams)
-rows = ssc_jax.ssc(x, rel_tol=1e-6, abs_tol=1e-9, gather="all")
-written = ssc_jax.ssc(x, rel_tol=1e-6, abs_tol=1e-9)
+batch = ssc_jax.ssc_gram(grams, solver=ssc_jax.ADMM())
+rows = ssc_jax.ssc(x, solver=ssc_jax.ADMM(), rel_tol=1e-6, abs_tol=1e-9, gather="all")
+written = ssc_jax.ssc(x, solver=ssc_jax.ADMM(), rel_tol=1e-6, abs_tol=1e-9)
 got = {"rows_coef": rows.coef, "rows_objective": rows.objective, "rows_converged": rows.converged}
 got.update(rows_gap=rows.duality_gap)
 if jax.process_index() == 0:
@@ -155,12 +155,12 @@ def test_two_processes_give_the_single_process_answers(tmp_path):
     job = np.load(out + ".0.npz")
     # The problems of the batch run side by side there (vmap), one after another here; each
     # stops on its own test either way.
-    one = ssc_jax.ssc_gram(grams)
+    one = ssc_jax.ssc_gram(grams, solver=ssc_jax.ADMM())
     assert_same_optimum(grams, solved(job, "batch"), one)
     np.testing.assert_array_equal(job["batch_iterations"], one.iterations)
     # Each process solves half of the rows, each half with its own mu and stopping test; both
     # processes get the whole answer.
-    one = ssc_jax.ssc(x, rel_tol=1e-6, abs_tol=1e-9)
+    one = ssc_jax.ssc(x, solver=ssc_jax.ADMM(), rel_tol=1e-6, abs_tol=1e-9)
     other = np.load(out + ".1.npz")
     assert "batch_coef" not in other and "written" not in other
     np.testing.assert_array_equal(job["written"], job["rows_coef"])

@@ -36,10 +36,10 @@ def test_recovers_five_noisy_subspaces():
 
 
 def test_sklearn_protocol():
-    model = SparseSubspaceClustering(n_clusters=3, tau=20.0, solver_options={"rel_tol": 1e-4})
+    model = SparseSubspaceClustering(n_clusters=3, tau=20.0, solver=ADMM(rel_tol=1e-4))
     params = clone(model).get_params()
-    assert params["tau"] == 20.0 and params["solver_options"] == {"rel_tol": 1e-4}
-    assert params["mu"] == ADMM().mu and params["options"] is None
+    assert params["tau"] == 20.0 and params["solver"] == ADMM(rel_tol=1e-4)
+    assert params["options"] is None
 
 
 def test_options_and_settings_reach_the_solver():
@@ -47,9 +47,9 @@ def test_options_and_settings_reach_the_solver():
     X = X * np.linspace(0.5, 2, len(X))[:, None]
     options = SolverOptions(normalize=True, low_rank=False)
     model = SparseSubspaceClustering(
-        n_clusters=3, tau=5.0, normalize=False, options=options, solver_options={"rel_tol": 1e-3}
+        n_clusters=3, tau=5.0, normalize=False, options=options, solver=ADMM(rel_tol=1e-3)
     ).fit(X)
-    want = ssc(X, tau=5.0, normalize=False, low_rank=False, rel_tol=1e-3)
+    want = ssc(X, solver=ADMM(), tau=5.0, normalize=False, low_rank=False, rel_tol=1e-3)
     np.testing.assert_array_equal(model.coef_, np.asarray(want.coef))
     assert int(model.result_.iterations) == int(want.iterations)
 

@@ -16,11 +16,18 @@ from lasso_reference import (
 )
 from ssc_jax.core.memory import problem_bytes
 from ssc_jax.solver import chunks
+from ssc_jax.solver import options as options_module
 from ssc_jax.solver import solve as solver_module
 from ssc_jax.solver.admm import ADMM, Status
 from ssc_jax.solver.factor import DenseFactor, LowRankFactor
 from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.synthetic import union_of_subspaces
+
+
+@pytest.fixture(autouse=True)
+def admm_unless_named(monkeypatch):
+    """This module tests ADMM: a call that names no solver gets ``ADMM()``."""
+    monkeypatch.setattr(options_module, "DEFAULT_SOLVER", ADMM())
 
 
 @pytest.fixture(scope="module")

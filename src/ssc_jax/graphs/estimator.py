@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import warnings
 
@@ -10,8 +11,8 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import validate_data
 
 from ssc_jax.graphs.spectral import spectral_clustering
-from ssc_jax.solver.admm import ADMM
-from ssc_jax.solver.options import SolverOptions
+from ssc_jax.solver.options import DEFAULT_SOLVER, SolverOptions
+from ssc_jax.solver.result import Solver
 from ssc_jax.solver.solve import SSCResult, affinity, ssc
 
 
@@ -23,13 +24,13 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
 
     Args:
       n_clusters: number of subspaces to find.
-      tau, mu: the ``ssc_jax.ADMM`` fields of that name (defaults from there).
+      tau: the weight of the data fit, set on ``solver`` (default the solver's).
       normalize: the ``ssc_jax.SolverOptions`` field of that name (default from there).
       random_state: seed of the k-means step.
-      solver_options: further settings of ``ssc_jax.ssc``, each a field of ``ADMM`` or of
-        ``SolverOptions``, e.g. ``{"rel_tol": 1e-4}``.
-      options: ``SolverOptions`` (``low_rank``, ``devices``, ...) that ``normalize`` and
-        ``solver_options`` then override; ``None`` is the default.
+      solver: what is solved and how far, as in ``ssc_jax.ssc``, e.g. ``ssc_jax.ADMM(mu=5.0)``
+        or ``ssc_jax.WorkingSet(gap_tol=1e-5)``; ``None`` is ``ssc``'s default solver.
+      options: ``SolverOptions`` (``low_rank``, ``devices``, ...) that ``normalize`` then
+        overrides; ``None`` is the default.
 
     ``fit`` takes dense real input (sparse matrices raise ``TypeError``, complex or
     non-numeric input ``ValueError``) and checks the parameters before solving. It warns
@@ -48,19 +49,17 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         self,
         n_clusters: int = 8,
         *,
-        tau: float = ADMM.tau,
-        mu: float = ADMM.mu,
+        tau: float = DEFAULT_SOLVER.tau,
         normalize: bool = SolverOptions.normalize,
         random_state: int = 0,
-        solver_options: dict | None = None,
+        solver: Solver | None = None,
         options: SolverOptions | None = None,
     ):
         self.n_clusters = n_clusters
         self.tau = tau
-        self.mu = mu
         self.normalize = normalize
         self.random_state = random_state
-        self.solver_options = solver_options
+        self.solver = solver
         self.options = options
 
     def _check_params(self, n_samples: int) -> None:
@@ -69,10 +68,8 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
             raise ValueError(
                 f"n_clusters must be an integer in [1, n_samples={n_samples}]; got {k!r}"
             )
-        for name in ("tau", "mu"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not value > 0:
-                raise ValueError(f"{name} must be a number > 0; got {value!r}")
+        if not isinstance(self.tau, numbers.Real) or not self.tau > 0:
+            raise ValueError(f"tau must be a number > 0; got {self.tau!r}")
 
     def _warn_if_all_zero(self, X: np.ndarray) -> None:
         """Warn when ``tau`` is at or below ``1 / max |off-diagonal Gram|``, where C = 0."""
@@ -101,11 +98,10 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         # In a jax.distributed job every process fits its own labels from the whole result.
         result: SSCResult = ssc(
             X,
-            options=self.options,
-            tau=self.tau,
-            mu=self.mu,
-            normalize=self.normalize,
-            **{"gather": "all", **(self.solver_options or {})},
+            solver=dataclasses.replace(self.solver or DEFAULT_SOLVER, tau=self.tau),
+            options=dataclasses.replace(
+                self.options or SolverOptions(), normalize=self.normalize, gather="all"
+            ),
         )
         self.result_ = result
         self.coef_ = np.asarray(result.coef)

@@ -1,4 +1,5 @@
-"""How an SSC problem is prepared and run, apart from what it solves (``ADMM``'s fields)."""
+"""How an SSC problem is prepared and run, apart from what it solves (the solver's fields),
+and the default solver."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from typing import Any
 
 import jax
 
-from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.result import Solver
+from ssc_jax.solver.working_set import WorkingSet
+
+DEFAULT_SOLVER: Solver = WorkingSet()
+"""The solver of ``ssc``, ``ssc_gram``, ``tau_path``, the estimator and the commands when
+none is given."""
 
 
 @dataclass(frozen=True)
@@ -61,15 +66,17 @@ OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(SolverOptions))
 def resolve(
     solver: Solver | None, options: SolverOptions | None, settings: Mapping[str, Any]
 ) -> tuple[Solver, SolverOptions]:
-    """``solver`` and ``options`` (defaults when ``None``) with ``settings`` applied.
+    """``solver`` and ``options`` (``DEFAULT_SOLVER`` and ``SolverOptions()`` when ``None``)
+    with ``settings`` applied.
 
-    ``settings`` are keyword overrides, each a field of the solver (``ADMM``: ``tau``,
-    ``rel_tol``, ...; or a ``WorkingSet``) or of ``SolverOptions`` (``normalize``, ...).
+    ``settings`` are keyword overrides, each a field of the solver (``WorkingSet``: ``tau``,
+    ``gap_tol``, ...; ``ADMM``: ``mu``, ``rel_tol``, ...) or of ``SolverOptions``
+    (``normalize``, ...).
 
     Raises:
       ValueError: for a name that is neither.
     """
-    solver = ADMM() if solver is None else solver
+    solver = DEFAULT_SOLVER if solver is None else solver
     solver_fields = frozenset(f.name for f in dataclasses.fields(solver))
     unknown = sorted(set(settings) - solver_fields - OPTION_FIELDS)
     if unknown:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.convergence import ConvergenceWarning, warn_unconverged
-from ssc_jax.solver.options import SolverOptions, resolve
+from ssc_jax.solver.options import DEFAULT_SOLVER, SolverOptions, resolve
 from ssc_jax.solver.result import SSCResult
 from ssc_jax.solver.solve import ssc_gram
 from ssc_jax.solver.working_set import WorkingSet
@@ -61,8 +61,8 @@ def tau_path(
     Args:
       G: (n, n) or (..., n, n) Gram matrices, as in ``ssc_gram``.
       taus: the data-fit weights, each > 0, in any order.
-      solver: the solver whose other fields every solve shares (default ``WorkingSet()``);
-        its own tau is replaced.
+      solver: the solver whose other fields every solve shares (default ``DEFAULT_SOLVER``,
+        a ``WorkingSet``); its own tau is replaced.
       options, **settings: as in ``ssc_gram`` (``tau`` is not a setting here); in a
         ``jax.distributed`` job ``gather`` defaults to ``"all"``, since every process
         starts its next solve from the whole answer.
@@ -91,7 +91,7 @@ def tau_path(
     values = check_taus(taus)
     if "tau" in settings:
         raise ValueError("tau is set by taus in a tau path, not as a setting")
-    solver = WorkingSet() if solver is None else solver
+    solver = DEFAULT_SOLVER if solver is None else solver
     settings = {"gather": "all", **settings} if warm_start else settings
     results: list[SSCResult | None] = [None] * len(values)
     previous = None

@@ -58,18 +58,18 @@ def ssc(
 
     Args:
       X: (n, d) data, one sample per row; n >= 2.
-      solver: what is solved and how far: an ``ADMM`` (default ``ADMM()``: tau = mu = 10
-        as in the paper, mu adapted by residual balancing), a ``WorkingSet`` (the exact
-        row solutions on working sets, certified to its ``gap_tol``; no factorisation), or
-        any other ``Solver`` (``ssc_jax.solver.result``).
+      solver: what is solved and how far: a ``WorkingSet`` (the default,
+        ``options.DEFAULT_SOLVER``: the exact row solutions on working sets, certified to its
+        ``gap_tol``; no factorisation), an ``ADMM`` (tau = mu = 10 as in the paper, mu adapted
+        by residual balancing), or any other ``Solver`` (``ssc_jax.solver.result``).
       options: the ``SolverOptions`` (how the problem is prepared and the work is spread);
         default ``SolverOptions()``. With ``low_rank=None`` the rank-d Woodbury path is taken
         when d <= n / 2; with several ``devices`` the rows of the problem are split among
         them.
       init: a warm start: a previous ``SSCResult`` or its (n, n) coefficients C,
         for a related problem (another tau, a nearby X); default C = 0.
-      **settings: keyword overrides of fields of either, e.g. ``tau=20.0``, ``mu``,
-        ``rel_tol``, ``gap_tol``, ``max_iterations``, ``normalize=False``, ``low_rank``,
+      **settings: keyword overrides of fields of either, e.g. ``tau=20.0``, ``gap_tol``,
+        ``mu`` (an ``ADMM``'s), ``normalize=False``, ``low_rank``,
         ``rank``, ``precise_factor``, ``memory_budget_bytes``, ``progress``, ``devices``,
         ``gather``.
 

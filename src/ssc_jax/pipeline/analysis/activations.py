@@ -13,7 +13,7 @@ import numpy as np
 from ssc_jax.nets.activation_files import ActivationSource, read_activations
 from ssc_jax.nets.activation_source import softmax
 from ssc_jax.nets.external import grams_from_activations
-from ssc_jax.pipeline.analysis.config import DEFAULT_SOLVER, SolverSettings
+from ssc_jax.pipeline.analysis.config import DEFAULT_SETTINGS, SolverSettings
 from ssc_jax.pipeline.analysis.inputs import AnalysisInputs, InputError
 from ssc_jax.pipeline.analysis.layer_graphs import LayerGraphs, solve_layers, warn_unconverged
 
@@ -145,7 +145,7 @@ def solved_graphs(
     inputs: AnalysisInputs,
     probs: np.ndarray | None,
     *,
-    solver: SolverSettings = DEFAULT_SOLVER,
+    solver: SolverSettings = DEFAULT_SETTINGS,
     progress: bool = True,
 ) -> LayerGraphs:
     """The SSC graphs of a network given by its layers' Grams (L, n, n) on ``inputs``."""
@@ -174,7 +174,7 @@ def activation_network(
     layers: Layers,
     labels=None,
     *,
-    solver: SolverSettings = DEFAULT_SOLVER,
+    solver: SolverSettings = DEFAULT_SETTINGS,
     progress: bool = True,
     **outputs,
 ) -> tuple[LayerGraphs, AnalysisInputs]:

@@ -24,7 +24,8 @@ from ssc_jax.graphs.spectral import spectral_embedding
 from ssc_jax.pipeline.analysis import findings
 from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
-    DEFAULT_SOLVER,
+    DEFAULT_SETTINGS,
+    N_WRONG,
     AnalysisSet,
     SolverSettings,
 )
@@ -135,8 +136,8 @@ def analyze_checkpoint(
     *,
     epoch: int | None = None,
     analysis: AnalysisSet = DEFAULT_ANALYSIS,
-    solver: SolverSettings = DEFAULT_SOLVER,
-    n_wrong: int = 3,
+    solver: SolverSettings = DEFAULT_SETTINGS,
+    n_wrong: int = N_WRONG,
     measures: Sequence[str] | None = None,
     cache: bool = True,
     progress: bool = True,
@@ -171,7 +172,7 @@ def analyze_graphs(
     *,
     source: str,
     epoch: int | None,
-    n_wrong: int = 3,
+    n_wrong: int = N_WRONG,
     measures: Sequence[str] | None = None,
 ) -> CheckpointAnalysis:
     """Everything ``analyze`` reads from one network's solved ``graphs`` on ``inputs``.

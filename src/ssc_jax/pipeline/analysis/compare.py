@@ -19,7 +19,7 @@ import numpy as np
 from ssc_jax.pipeline.analysis.activations import activation_network
 from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
-    DEFAULT_SOLVER,
+    DEFAULT_SETTINGS,
     AnalysisSet,
     SolverSettings,
 )
@@ -128,7 +128,7 @@ def compare_runs(
     *,
     names: list[str] | None = None,
     analysis: AnalysisSet = DEFAULT_ANALYSIS,
-    solver: SolverSettings = DEFAULT_SOLVER,
+    solver: SolverSettings = DEFAULT_SETTINGS,
     measures: Sequence[str] | None = None,
     cache: bool = True,
     progress: bool = True,

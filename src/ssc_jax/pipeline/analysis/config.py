@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ssc_jax.solver.admm import ADMM
-from ssc_jax.solver.options import SolverOptions, resolve
+from ssc_jax.solver.options import DEFAULT_SOLVER, SolverOptions, resolve
 from ssc_jax.solver.working_set import WorkingSet
 
-SOLVERS = ("working-set", "admm")
+SOLVERS = {"working-set": WorkingSet, "admm": ADMM}
+DEFAULT_METHOD = next(name for name, kind in SOLVERS.items() if isinstance(DEFAULT_SOLVER, kind))
+N_WRONG = 3
+"""The confidently wrong inputs each analysis shows (Fig 9)."""
 
 
 @dataclass(frozen=True)
@@ -24,10 +27,8 @@ class SolverSettings:
     """How ``ssc_gram`` solves the layers' problems: the solver (what is solved, how far)
     and the options (how the problem is prepared and the work is spread).
 
-    ``method`` picks the solver: ``"working-set"`` (``WorkingSet``, the default here: on a
-    CIFAR-10 ResNet's last conv layer it reaches a 1e-6 certified gap 5x faster than ADMM
-    reaches 2e-3 at N = 2,000, and 17x at N = 5,000; ``benchmarks/RESULTS.md``) or
-    ``"admm"`` (``ADMM``, the library's default). Each keeps its own fields; ``of`` sets the
+    ``method`` picks the solver: ``"working-set"`` (``WorkingSet``, the library's
+    ``DEFAULT_SOLVER``) or ``"admm"`` (``ADMM``). Each keeps its own fields; ``of`` sets the
     shared ones (tau, gap_tol) on both.
 
     ``memory_budget_bytes`` and the other options apart from ``normalize`` do not change the
@@ -36,15 +37,17 @@ class SolverSettings:
 
     admm: ADMM = field(default_factory=ADMM)
     working_set: WorkingSet = field(default_factory=WorkingSet)
-    method: str = field(default="working-set", metadata={"help": "SSC solver", "choices": SOLVERS})
+    method: str = field(
+        default=DEFAULT_METHOD, metadata={"help": "SSC solver", "choices": tuple(SOLVERS)}
+    )
     options: SolverOptions = field(default_factory=SolverOptions)
 
     def __post_init__(self):
         if self.method not in SOLVERS:
-            raise ValueError(f"method must be one of {SOLVERS}; got {self.method!r}")
+            raise ValueError(f"method must be one of {tuple(SOLVERS)}; got {self.method!r}")
 
     @classmethod
-    def of(cls, method: str = "working-set", **settings: Any) -> SolverSettings:
+    def of(cls, method: str = DEFAULT_METHOD, **settings: Any) -> SolverSettings:
         """Settings from flat keywords, each a field of ``ADMM``, ``WorkingSet`` or
         ``SolverOptions``; a field of both solvers (tau, gap_tol) sets both.
 
@@ -110,7 +113,7 @@ class AnalysisSet:
         },
     )
     split: str = field(default="test", metadata={"help": "dataset split"})
-    n: int = field(default=500, metadata={"help": "analysis inputs N"})
+    n: int = field(default=1000, metadata={"help": "analysis inputs N"})
     seed: int = field(default=0, metadata={"help": "seed of the stratified N-input sample"})
     layers: str = field(
         default="conv",
@@ -133,4 +136,4 @@ def settings_record(analysis: AnalysisSet | None, solver: SolverSettings) -> dic
 
 
 DEFAULT_ANALYSIS = AnalysisSet()
-DEFAULT_SOLVER = SolverSettings()
+DEFAULT_SETTINGS = SolverSettings()

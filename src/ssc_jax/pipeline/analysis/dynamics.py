@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ssc_jax.pipeline.analysis import findings
 from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
-    DEFAULT_SOLVER,
+    DEFAULT_SETTINGS,
     AnalysisSet,
     SolverSettings,
 )
@@ -79,7 +79,7 @@ def training_dynamics(
     run_dir: str | Path,
     *,
     analysis: AnalysisSet = DEFAULT_ANALYSIS,
-    solver: SolverSettings = DEFAULT_SOLVER,
+    solver: SolverSettings = DEFAULT_SETTINGS,
     measures: Sequence[str] | None = None,
     epochs: list[int] | None = None,
     heatmap_epochs: list[int] | None = None,

@@ -21,7 +21,7 @@ from ssc_jax.graphs.communities import label_agreement
 from ssc_jax.pipeline.analysis import findings
 from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
-    DEFAULT_SOLVER,
+    DEFAULT_SETTINGS,
     AnalysisSet,
     SolverSettings,
 )
@@ -96,7 +96,7 @@ def checkpoint_tau_path(
     *,
     epoch: int | None = None,
     analysis: AnalysisSet = DEFAULT_ANALYSIS,
-    solver: SolverSettings = DEFAULT_SOLVER,
+    solver: SolverSettings = DEFAULT_SETTINGS,
     measures: Sequence[str] | None = None,
     cache: bool = True,
     progress: bool = True,

@@ -4,7 +4,7 @@ Each option names a field of ``AnalysisSet``, ``SolverSettings``, ``ADMM``, ``Wo
 ``SolverOptions`` or ``TrainConfig``;
 its type, default, choices and help come from the field (``metadata["help"]``, or a short
 text here where the field has none), so the command line and the library share one set of
-defaults. A command may keep a default of its own (``analyze --n 1000``).
+defaults. A command may keep a default of its own (``default --n 500``, for the digits).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {k.removeprefix(prefix): v for k, v in vars(args).items() if k.startswith(prefix)}
 
 
-def add_analysis_options(parser: argparse.ArgumentParser, *, n: int = 1000) -> None:
+def add_analysis_options(parser: argparse.ArgumentParser, *, n: int = AnalysisSet.n) -> None:
     """The options of the analysis inputs (``AnalysisSet``, N defaulting to ``n``) and of
     the SSC solver (``ADMM`` and ``SolverOptions``)."""
     inputs = parser.add_argument_group("analysis inputs")

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ssc_jax.pipeline.analysis.config import AnalysisSet
+from ssc_jax.pipeline.analysis.config import N_WRONG, AnalysisSet
 from ssc_jax.pipeline.analysis.inputs import InputError
 from ssc_jax.pipeline.cli import commands, launch
 from ssc_jax.pipeline.cli.arguments import (
@@ -33,6 +33,8 @@ from ssc_jax.solver.distributed import is_writer
 from ssc_jax.training.trainer import TrainConfig
 
 DEFAULT_OUT = "ssc_out/default"
+DIGITS_N = 500
+"""The default command's N: the digits test split holds 540 inputs."""
 # Commands that train: training is not spread over processes (each would train the same model
 # into one run folder), so they run in one.
 _TRAINING = ("default", "train")
@@ -42,7 +44,7 @@ def _out_option(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--out", default=default, help="output folder (default: %(default)s)")
 
 
-def _analysis_options(p: argparse.ArgumentParser, *, n: int = 1000) -> None:
+def _analysis_options(p: argparse.ArgumentParser, *, n: int = AnalysisSet.n) -> None:
     add_analysis_options(p, n=n)
     add_measures_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     epochs = [o._replace(default=5) for o in TRAIN_OPTIONS if o.field == "epochs"]
     add_options(p, TrainConfig, epochs)
     _out_option(p, DEFAULT_OUT)
-    _analysis_options(p, n=AnalysisSet().n)
+    _analysis_options(p, n=DIGITS_N)
     p.set_defaults(func=commands.cmd_default)
 
     p = sub.add_parser(
@@ -90,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", help="run folder written by `train`")
     p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
-    p.add_argument("--wrong", type=int, default=3, help="confidently wrong inputs to show")
+    p.add_argument("--wrong", type=int, default=N_WRONG, help="confidently wrong inputs to show")
     _out_option(p, "ssc_out/analyze")
     _analysis_options(p)
     p.set_defaults(func=commands.cmd_analyze)
@@ -104,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a manifest.json, or .safetensors files. Layers are read one at a time.",
     )
     p.add_argument("path", help=".npz file, folder with manifest.json, or .safetensors")
-    p.add_argument("--wrong", type=int, default=3, help="confidently wrong inputs to show")
+    p.add_argument("--wrong", type=int, default=N_WRONG, help="confidently wrong inputs to show")
     _out_option(p, "ssc_out/activations")
     add_solver_options(p)
     add_measures_option(p)

@@ -31,7 +31,7 @@ from ssc_jax.pipeline.analysis.activations import (
     solved_graphs,
 )
 from ssc_jax.pipeline.analysis.analyze import CheckpointAnalysis, analyze_graphs
-from ssc_jax.pipeline.analysis.config import DEFAULT_SOLVER, SolverSettings
+from ssc_jax.pipeline.analysis.config import DEFAULT_SETTINGS, N_WRONG, SolverSettings
 from ssc_jax.pipeline.publish.write import publish
 from ssc_jax.pipeline.report.html import Report
 from ssc_jax.pipeline.report.render import render_checkpoint
@@ -46,8 +46,8 @@ def analyze_activations(
     predictions=None,
     images=None,
     class_names: Sequence[str] | None = None,
-    solver: SolverSettings = DEFAULT_SOLVER,
-    n_wrong: int = 3,
+    solver: SolverSettings = DEFAULT_SETTINGS,
+    n_wrong: int = N_WRONG,
     measures: Sequence[str] | None = None,
     progress: bool = True,
     out: str | Path | None = None,
@@ -97,8 +97,8 @@ def analyze_grams(
     predictions=None,
     images=None,
     class_names: Sequence[str] | None = None,
-    solver: SolverSettings = DEFAULT_SOLVER,
-    n_wrong: int = 3,
+    solver: SolverSettings = DEFAULT_SETTINGS,
+    n_wrong: int = N_WRONG,
     measures: Sequence[str] | None = None,
     progress: bool = True,
     out: str | Path | None = None,
@@ -156,7 +156,7 @@ def write_analysis(
     result: CheckpointAnalysis,
     out: str | Path,
     *,
-    solver: SolverSettings = DEFAULT_SOLVER,
+    solver: SolverSettings = DEFAULT_SETTINGS,
     title: str | None = None,
 ) -> Path:
     """Write ``result`` of :func:`analyze_activations` or :func:`analyze_grams` to the output
