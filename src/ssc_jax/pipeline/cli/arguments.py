@@ -51,9 +51,9 @@ ANALYSIS_OPTIONS = (
     Option("data", "--data"),
     Option("split", "--split"),
     Option("n", "--n"),
-    Option("seed", "--seed", positive=False),
+    Option("seed", "--sample-seed", positive=False),
     Option("layers", "--layers"),
-    Option("batch_size", "--batch-size"),
+    Option("batch_size", "--analysis-batch-size"),
 )
 ADMM_OPTIONS = (
     Option("tau", "--tau"),

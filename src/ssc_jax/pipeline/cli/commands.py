@@ -146,7 +146,7 @@ def cmd_dynamics(args) -> Path:
             analysis=analysis,
             solver=solver,
             measures=measure_names(args),
-            epochs=args.epochs,
+            epochs=args.checkpoints,
             heatmap_epochs=args.heatmap_epochs,
             progress=not args.quiet,
         )

@@ -121,7 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         "state, and pairwise heatmaps at chosen epochs.",
     )
     p.add_argument("run", help="run folder written by `train`")
-    p.add_argument("--epochs", type=int, nargs="+", help="epochs to analyse (default: all)")
+    p.add_argument(
+        "--checkpoints",
+        type=int,
+        nargs="+",
+        metavar="EPOCH",
+        help="epochs to analyse (default: all)",
+    )
     p.add_argument(
         "--heatmap-epochs",
         type=int,

@@ -16,10 +16,10 @@ from ssc_jax.core.memory import DiskSpaceError, MemoryBudgetError
 # The options of each command that make its work smaller, most effective first.
 _SMALLER = {
     "train": ["--batch-size"],
-    "default": ["--batch-size", "--memory-gb", "--n"],
+    "default": ["--analysis-batch-size", "--memory-gb", "--n"],
     "activations": ["--memory-gb"],
 }
-_ANALYSIS = ["--memory-gb", "--batch-size", "--n"]
+_ANALYSIS = ["--memory-gb", "--analysis-batch-size", "--n"]
 
 
 class ResourceError(ValueError):
