@@ -31,7 +31,7 @@ import optax
 from flax import nnx
 
 from ssc_jax import TrainConfig, create_model, load_dataset
-from ssc_jax.training.augment import channel_stats, normalize, random_crop_flip
+from ssc_jax.training.augment import channel_stats, normalize_images, random_crop_flip
 from ssc_jax.training.trainer import make_functional_step, make_optimizer
 from timing import alternate, ratio_range, time_calls
 
@@ -42,7 +42,7 @@ def nnx_jit_step(config: TrainConfig, mean, std):
 
     @nnx.jit
     def train_step(model, optimizer, images, labels, key):
-        x = normalize(random_crop_flip(key, jnp.asarray(images, jnp.float32)), mean, std)
+        x = normalize_images(random_crop_flip(key, jnp.asarray(images, jnp.float32)), mean, std)
 
         def loss_fn(model):
             logits = model(x)

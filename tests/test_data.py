@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssc_jax import analysis_indices, load_dataset, normalize, stratified_subset
+from ssc_jax import analysis_indices, load_dataset, normalize_images, stratified_subset
 from ssc_jax.training.augment import channel_stats, random_crop_flip
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -172,7 +172,7 @@ def test_analysis_indices():
 def test_normalize_and_channel_stats():
     images = np.random.default_rng(0).integers(0, 256, (20, 6, 6, 3), dtype=np.uint8)
     mean, std = channel_stats(images)
-    x = np.asarray(normalize(images, mean, std))
+    x = np.asarray(normalize_images(images, mean, std))
     assert x.dtype == np.float32
     np.testing.assert_allclose(x.mean(axis=(0, 1, 2)), 0, atol=1e-5)
     np.testing.assert_allclose(x.std(axis=(0, 1, 2)), 1, atol=1e-4)

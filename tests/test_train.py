@@ -22,7 +22,7 @@ from ssc_jax import (
     train,
 )
 from ssc_jax.nets.capture import predict
-from ssc_jax.training.augment import channel_stats, normalize, random_crop_flip
+from ssc_jax.training.augment import channel_stats, normalize_images, random_crop_flip
 from ssc_jax.training.checkpoints import restore_checkpoint, save_checkpoint
 from ssc_jax.training.trainer import (
     YNN_FUSIONS,
@@ -96,7 +96,7 @@ def reference_steps(model, config, mean, std, batches):
     def step(params, rest, opt_state, images, labels, key):
         def loss_fn(params, rest):
             net = nnx.merge(graphdef, params, rest)
-            x = normalize(random_crop_flip(key, jnp.asarray(images, jnp.float32)), mean, std)
+            x = normalize_images(random_crop_flip(key, jnp.asarray(images, jnp.float32)), mean, std)
             loss = optax.softmax_cross_entropy_with_integer_labels(net(x), labels).mean()
             return loss, nnx.as_pure(nnx.split(net, nnx.Param, ...)[2])
 

@@ -72,7 +72,7 @@ _HOMES = {
         "list_checkpoints",
         "load_checkpoint",
         "load_dataset",
-        "normalize",
+        "normalize_images",
         "stratified_subset",
         "train",
     ),

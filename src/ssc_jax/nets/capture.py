@@ -200,7 +200,7 @@ def capture_activations(
 ) -> dict[str, np.ndarray]:
     """Activations of the selected layers on ``images`` (n, H, W, C) float32 ((n, ...) for
     models other than the zoo's), preprocessed as the model was trained (see
-    :func:`ssc_jax.normalize`). ``model`` and ``layers``: see the module docstring.
+    :func:`ssc_jax.normalize_images`). ``model`` and ``layers``: see the module docstring.
 
     Returns an ordered dict, forward order, name -> float32 array (n, ...) (the layer's output
     shape, e.g. (n, h, w, c) for a convolution). Holds every selected layer at once; for

@@ -19,7 +19,7 @@ def channel_stats(images) -> tuple[list[float], list[float]]:
     return scaled.mean(axis=(0, 1, 2)).tolist(), np.where(std > 0, std, 1.0).tolist()
 
 
-def normalize(images, mean, std) -> jax.Array:
+def normalize_images(images, mean, std) -> jax.Array:
     """(images / 255 - mean) / std per channel, as float32; (n, H, W, C) -> same shape."""
     mean = jnp.asarray(mean, jnp.float32)
     std = jnp.asarray(std, jnp.float32)

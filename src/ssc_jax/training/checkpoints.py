@@ -394,7 +394,7 @@ def load_checkpoint(
     in eval mode, and an info dict: the run's config.json entries (``config``,
     ``num_classes``, ``in_channels``, ``mean``, ``std``, ``class_names``, ...) plus ``epoch``
     and that epoch's ``metrics``. Preprocess inputs with
-    ``ssc_jax.normalize(images, info["mean"], info["std"])``."""
+    ``ssc_jax.normalize_images(images, info["mean"], info["std"])``."""
     run = read_run_config(run_dir)
     if epoch is None:
         epoch = readable_epoch(run_dir, items=("model", "metrics"))

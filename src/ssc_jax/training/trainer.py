@@ -26,7 +26,7 @@ from ssc_jax.core.checks import check_positive
 from ssc_jax.nets.capture import predict
 from ssc_jax.nets.zoo.registry import ALIASES
 from ssc_jax.nets.zoo.resnet import RESNET_DEPTHS
-from ssc_jax.training.augment import channel_stats, normalize, random_crop_flip
+from ssc_jax.training.augment import channel_stats, normalize_images, random_crop_flip
 from ssc_jax.training.checkpoints import (
     CheckpointError,
     list_checkpoints,
@@ -238,7 +238,7 @@ def make_functional_step(
         x = jnp.asarray(images, jnp.float32)
         if config.augment:
             x = random_crop_flip(key, x)
-        x = normalize(x, mean, std)
+        x = normalize_images(x, mean, std)
 
         def loss_fn(model):
             logits = model(x)
@@ -272,7 +272,7 @@ def make_train_step(config: TrainConfig, mean: list[float], std: list[float]):
 
 def evaluate(model: nnx.Module, images: np.ndarray, labels: np.ndarray, run: dict, batch_size: int):
     """(mean cross-entropy, accuracy) of the model in eval mode on uint8 images."""
-    probs = predict(model, normalize(images, run["mean"], run["std"]), batch_size=batch_size)
+    probs = predict(model, normalize_images(images, run["mean"], run["std"]), batch_size=batch_size)
     picked = probs[np.arange(len(labels)), labels]
     loss = float(-np.mean(np.log(np.maximum(picked, 1e-12))))
     return loss, float(np.mean(probs.argmax(-1) == labels))

@@ -11,7 +11,7 @@ import numpy as np
 
 from ssc_jax.pipeline.analysis.config import AnalysisSet
 from ssc_jax.pipeline.store.locks import lock_holder
-from ssc_jax.training.augment import normalize
+from ssc_jax.training.augment import normalize_images
 from ssc_jax.training.checkpoints import list_checkpoints, read_run_config, readable_epoch
 from ssc_jax.training.datasets import analysis_indices, load_dataset
 
@@ -93,7 +93,7 @@ def held_out_data(info) -> str:
 
 def preprocess(images: np.ndarray, info) -> np.ndarray:
     """Images (n, H, W, C) uint8 as the checkpoint's model saw them in training (float32)."""
-    return np.asarray(normalize(images, info["mean"], info["std"]))
+    return np.asarray(normalize_images(images, info["mean"], info["std"]))
 
 
 # Fewer inputs of a class than this, and it has no within-class pair to cluster.
