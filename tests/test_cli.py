@@ -8,7 +8,12 @@ import pytest
 
 from ssc_jax.pipeline.analysis import analyze
 from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
-from ssc_jax.pipeline.cli.arguments import analysis_settings, given
+from ssc_jax.pipeline.cli.arguments import (
+    TRAIN_OPTIONS,
+    analysis_settings,
+    option_values,
+    solver_settings,
+)
 from ssc_jax.pipeline.cli.main import build_parser, main
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.options import DEFAULT_SOLVER, SolverOptions
@@ -50,7 +55,7 @@ def test_options_take_defaults_and_help_from_the_dataclasses():
     assert _help_of("compare", "--tau") == helps["tau"] + " (default: %(default)s)"
     n_help = dataclasses.fields(AnalysisSet)[2].metadata["help"]
     assert _help_of("dynamics", "--n") == n_help + " (default: %(default)s)"
-    assert parser.parse_args(["train", "--model", "m"]).__dict__["TrainConfig.epochs"] == 100
+    assert parser.parse_args(["train", "--model", "m"]).epochs == 100
 
 
 def test_options_set_the_settings():
@@ -71,7 +76,21 @@ def test_options_set_the_settings():
     args = build_parser().parse_args(
         ["train", "--model", "vgg11", "--epochs", "3", "--lr", "0.05", "--no-augment"]
     )
-    assert TrainConfig(**given(args, TrainConfig)) == config
+    assert TrainConfig(**option_values(args, TRAIN_OPTIONS)) == config
+
+
+def test_a_solver_flag_reaches_the_solver_as_given():
+    parser = build_parser()
+    argv = ["analyze", "run", "--gap-tol", "1e-4", "--max-rounds", "7", "--max-iter", "99"]
+    settings = solver_settings(parser.parse_args([*argv, "--solver", "admm"]))
+    assert settings.solver is settings.admm
+    assert settings.admm == ADMM(gap_tol=1e-4, max_iterations=99)
+    assert settings.working_set == WorkingSet(gap_tol=1e-4, max_rounds=7)
+    assert settings.options == SolverOptions()
+    # Each parsed value sits under a plain name: no "ADMM.gap_tol" keys to unflatten.
+    subparsers = parser._subparsers._group_actions[0]
+    dests = {a.dest for p in subparsers.choices.values() for a in p._actions}
+    assert "gap_tol" in dests and not any("." in dest for dest in dests)
 
 
 @pytest.mark.parametrize("option", [["--tau", "0"], ["--n", "-5"], ["--max-iter", "2.5"]])

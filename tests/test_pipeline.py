@@ -18,6 +18,7 @@ from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.cli.main import main
 from ssc_jax.pipeline.store.graph_store import dense_stack, load_graphs
 from ssc_jax.solver.admm import ADMM
+from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.solve import ssc_gram
 from ssc_jax.solver.working_set import WorkingSet
 from ssc_jax.training.checkpoints import load_checkpoint
@@ -148,10 +149,12 @@ def test_computing_writes_nothing(tiny_run, analyzed, tmp_path, monkeypatch, fas
 
 
 def test_solver_settings_key_the_chosen_solver_and_call_it():
-    settings = SolverSettings.of(tau=20.0, rel_tol=1e-3, size=32, memory_budget_bytes=2**20)
-    # Shared fields set both solvers; each keeps its own.
-    assert settings.admm == ADMM(tau=20.0, rel_tol=1e-3)
-    assert settings.working_set == WorkingSet(tau=20.0, size=32)
+    settings = SolverSettings(
+        admm=ADMM(tau=20.0, rel_tol=1e-3),
+        working_set=WorkingSet(tau=20.0, size=32),
+        options=SolverOptions(memory_budget_bytes=2**20),
+    )
+    assert settings.solver == settings.working_set and settings.memory_budget_bytes == 2**20
     assert settings.key() == {
         "normalize": True,
         "method": "working-set",
@@ -159,17 +162,12 @@ def test_solver_settings_key_the_chosen_solver_and_call_it():
     }
     admm = SolverSettings(method="admm")
     assert admm.key() == {"normalize": True, "method": "admm", **dataclasses.asdict(ADMM())}
-    kwargs = settings.kwargs()
-    assert kwargs["solver"] == settings.working_set and kwargs["memory_budget_bytes"] == 2**20
-    assert "progress" not in kwargs
     x = np.random.default_rng(0).normal(size=(12, 4))
-    result = ssc_gram(x @ x.T, progress=False, **kwargs)
+    result = ssc_gram(x @ x.T, solver=settings.solver, options=settings.options, progress=False)
     direct = ssc_gram(x @ x.T, solver=WorkingSet(tau=20.0, size=32))
     assert_same_optimum(x @ x.T, result, direct, tau=20.0)
-    with pytest.raises(ValueError, match="unknown solver setting"):
-        SolverSettings.of(tol=1.0)
     with pytest.raises(ValueError, match="method must be one of"):
-        SolverSettings.of(method="lars")
+        SolverSettings(method="lars")
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ def stored(coef, diagnostics):
 
 def test_solve_layers_in_groups_matches_one_solve(monkeypatch, capsys):
     grams = layer_grams()
-    whole = ssc_jax.ssc_gram(grams, progress=False, **SolverSettings().kwargs())
+    whole = ssc_jax.ssc_gram(grams, solver=SolverSettings().solver, progress=False)
     monkeypatch.setattr(layer_graphs, "SOLVE_GROUP_BYTES", 4 * 60 * 60)  # one layer a group
     coef, diagnostics = solve_layers(grams, SolverSettings(), progress=True)
     assert "3/3" in capsys.readouterr().err  # one bar over the layers, not one per group

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ssc_jax.solver.admm import ADMM
-from ssc_jax.solver.options import DEFAULT_SOLVER, SolverOptions, resolve
+from ssc_jax.solver.options import DEFAULT_SOLVER, SolverOptions
 from ssc_jax.solver.working_set import WorkingSet
 
 SOLVERS = {"working-set": WorkingSet, "admm": ADMM}
@@ -28,8 +28,8 @@ class SolverSettings:
     and the options (how the problem is prepared and the work is spread).
 
     ``method`` picks the solver: ``"working-set"`` (``WorkingSet``, the library's
-    ``DEFAULT_SOLVER``) or ``"admm"`` (``ADMM``). Each keeps its own fields; ``of`` sets the
-    shared ones (tau, gap_tol) on both.
+    ``DEFAULT_SOLVER``) or ``"admm"`` (``ADMM``). Each keeps its own fields; the command
+    line's --tau and --gap-tol set those of both.
 
     ``memory_budget_bytes`` and the other options apart from ``normalize`` do not change the
     solution, so they are not part of the cache key.
@@ -46,26 +46,6 @@ class SolverSettings:
         if self.method not in SOLVERS:
             raise ValueError(f"method must be one of {tuple(SOLVERS)}; got {self.method!r}")
 
-    @classmethod
-    def of(cls, method: str = DEFAULT_METHOD, **settings: Any) -> SolverSettings:
-        """Settings from flat keywords, each a field of ``ADMM``, ``WorkingSet`` or
-        ``SolverOptions``; a field of both solvers (tau, gap_tol) sets both.
-
-        Raises:
-          ValueError: for a name that is none of these, or an unknown method.
-        """
-        solvers = {"admm": ADMM(), "working_set": WorkingSet()}
-        fields = {name: {f.name for f in dataclasses.fields(s)} for name, s in solvers.items()}
-        options_fields = {f.name for f in dataclasses.fields(SolverOptions)}
-        unknown = sorted(set(settings) - set().union(*fields.values()) - options_fields)
-        if unknown:
-            raise ValueError(f"unknown solver setting(s) {', '.join(unknown)}")
-        built = {}
-        for name, solver in solvers.items():
-            own = {k: v for k, v in settings.items() if k in fields[name] | options_fields}
-            built[name], options = resolve(solver, None, own)
-        return cls(**built, method=method, options=options)
-
     @property
     def solver(self) -> ADMM | WorkingSet:
         """The solver ``method`` names."""
@@ -74,18 +54,6 @@ class SolverSettings:
     @property
     def memory_budget_bytes(self) -> int | None:
         return self.options.memory_budget_bytes
-
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``ssc_gram``: the solver and every option but ``progress``;
-        ``gather`` is ``"all"``: every process of a ``jax.distributed`` job goes on to the
-        analysis."""
-        options = {
-            f.name: getattr(self.options, f.name)
-            for f in dataclasses.fields(self.options)
-            if f.name != "progress"
-        }
-        options["gather"] = "all"
-        return {"solver": self.solver, **options}
 
     def key(self) -> dict[str, Any]:
         """Every setting that changes the solution, for caching."""

@@ -13,6 +13,7 @@ coefficients), so no (L, n, n) dense coefficient or affinity stack exists.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -91,6 +92,8 @@ def solve_layers(
     """
     count, n = len(grams), grams.shape[-1]
     size = max(1, SOLVE_GROUP_BYTES // (4 * n * n))
+    # Every process of a jax.distributed job goes on to the analysis.
+    options = dataclasses.replace(solver.options, gather="all", progress=False)
     coef, parts = [], []
     bar = tqdm(total=count, desc="SSC", unit="layer", disable=not progress)
     for start in range(0, count, size):
@@ -104,7 +107,7 @@ def solve_layers(
             # warn_unconverged names the layers, once for all of them
             warnings.simplefilter("ignore", ConvergenceWarning)
             result = ssc_gram(
-                np.asarray(grams[start:stop]), progress=False, init=start_at, **solver.kwargs()
+                np.asarray(grams[start:stop]), solver=solver.solver, options=options, init=start_at
             )
         coef += sparse_layers(np.asarray(result.coef, dtype=np.float32))
         parts.append(

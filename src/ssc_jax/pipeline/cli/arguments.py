@@ -5,6 +5,8 @@ Each option names a field of ``AnalysisSet``, ``SolverSettings``, ``ADMM``, ``Wo
 its type, default, choices and help come from the field (``metadata["help"]``, or a short
 text here where the field has none), so the command line and the library share one set of
 defaults. A command may keep a default of its own (``default --n 500``, for the digits).
+The parsed arguments build each dataclass once, from the options added for it
+(``option_values``); the commands pass those objects down as they are.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ _UNSET = object()
 
 
 class Option(NamedTuple):
-    """One option: the dataclass ``field`` it sets and its ``flag``.
+    """One option: the dataclass ``field`` it sets and its ``flag``; the parsed arguments hold
+    its value, of the field's type, under ``dest``.
 
     Attributes:
       fallback_help: the help text where the field has no ``metadata["help"]``.
@@ -45,6 +48,11 @@ class Option(NamedTuple):
     positive: bool = True
     unit: tuple[str, float] | None = None
     required: bool = False
+
+    @property
+    def dest(self) -> str:
+        """argparse's own name for the flag: ``--max-iter`` is ``max_iter``."""
+        return self.flag.removeprefix("--").replace("-", "_")
 
 
 ANALYSIS_OPTIONS = (
@@ -88,6 +96,8 @@ TRAIN_OPTIONS = (
     Option("lr_decay_epochs", "--lr-decay-epochs", "multiply the lr by 0.2 every this many epochs"),
     Option("augment", "--no-augment", "random crop and flip (e.g. for digits)"),
 )
+DEFAULT_TRAIN_OPTIONS = tuple(o._replace(default=5) for o in TRAIN_OPTIONS if o.field == "epochs")
+"""The default command's one training option; the rest of its training is fixed."""
 
 
 def changed(options: Sequence[Option], **changes: dict[str, Any]) -> list[Option]:
@@ -117,10 +127,6 @@ def _number(kind: type, positive: bool, scale: float | None):
     return parse
 
 
-def _dest(cls: type, name: str) -> str:
-    return f"{cls.__name__}.{name}"
-
-
 def add_options(parser, cls: type, options: Sequence[Option]) -> None:
     """Add ``options``, each setting a field of the dataclass ``cls``, to ``parser`` (a parser
     or an argument group)."""
@@ -130,7 +136,7 @@ def add_options(parser, cls: type, options: Sequence[Option]) -> None:
         kind = _value_type(cls, field.name)
         default = field.default if option.default is _UNSET else option.default
         text = field.metadata.get("help") or option.fallback_help
-        common = {"dest": _dest(cls, field.name), "default": default}
+        common = {"dest": option.dest, "default": default}
         if kind is bool:
             action = "store_false" if default else "store_true"
             text = f"turn off: {text}" if default else text
@@ -156,10 +162,9 @@ def add_options(parser, cls: type, options: Sequence[Option]) -> None:
         )
 
 
-def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The values of the fields of ``cls`` that ``args`` holds options for."""
-    prefix = f"{cls.__name__}."
-    return {k.removeprefix(prefix): v for k, v in vars(args).items() if k.startswith(prefix)}
+def option_values(args: argparse.Namespace, options: Sequence[Option]) -> dict[str, Any]:
+    """The values ``args`` holds for ``options``, by field: keywords for their dataclass."""
+    return {option.field: getattr(args, option.dest) for option in options}
 
 
 def add_analysis_options(parser: argparse.ArgumentParser, *, n: int = AnalysisSet.n) -> None:
@@ -182,17 +187,26 @@ def add_solver_options(parser: argparse.ArgumentParser) -> None:
 
 def solver_settings(args: argparse.Namespace) -> SolverSettings:
     """The ``SolverSettings`` the options of ``add_solver_options`` give."""
-    return SolverSettings.of(
-        **given(args, SolverSettings),
-        **given(args, ADMM),
-        **given(args, WorkingSet),
-        **given(args, SolverOptions),
+    admm = ADMM(**option_values(args, ADMM_OPTIONS))
+    working_set = WorkingSet(**option_values(args, WORKING_SET_OPTIONS))
+    return SolverSettings(
+        admm=admm,
+        working_set=_shared_settings(admm, working_set),
+        **option_values(args, METHOD_OPTIONS),
+        options=SolverOptions(**option_values(args, SOLVER_OPTIONS)),
     )
+
+
+def _shared_settings(admm: ADMM, working_set: WorkingSet) -> WorkingSet:
+    """``working_set`` with the settings both solvers have (``--tau``, ``--gap-tol``, whose
+    options are ``ADMM``'s) as ``admm`` holds them: either method solves the same problem to
+    the same gap."""
+    return dataclasses.replace(working_set, tau=admm.tau, gap_tol=admm.gap_tol)
 
 
 def analysis_settings(args: argparse.Namespace) -> tuple[AnalysisSet, SolverSettings]:
     """The ``AnalysisSet`` and ``SolverSettings`` the options of ``add_analysis_options`` give."""
-    return AnalysisSet(**given(args, AnalysisSet)), solver_settings(args)
+    return AnalysisSet(**option_values(args, ANALYSIS_OPTIONS)), solver_settings(args)
 
 
 def add_measures_option(parser: argparse.ArgumentParser) -> None:

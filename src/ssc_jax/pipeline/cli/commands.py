@@ -8,16 +8,19 @@ and publishes the folder atomically on the writing process of a job (``metrics.j
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from ssc_jax.pipeline.analysis.inputs import InputError
 from ssc_jax.pipeline.cli.arguments import (
+    DEFAULT_TRAIN_OPTIONS,
+    TRAIN_OPTIONS,
+    Option,
     analysis_settings,
-    given,
     measure_names,
+    option_values,
     solver_settings,
 )
 from ssc_jax.pipeline.report.html import Report, Section
@@ -35,9 +38,9 @@ from ssc_jax.training.datasets import TFDS_NAMES
 from ssc_jax.training.trainer import TrainConfig, train
 
 
-def _train_config(args, **fixed) -> TrainConfig:
-    """A ``TrainConfig`` from the training options of ``args``, then ``fixed``."""
-    return TrainConfig(**{**given(args, TrainConfig), **fixed})
+def _train_config(args, options: Sequence[Option], **fixed: Any) -> TrainConfig:
+    """A ``TrainConfig`` from the training ``options`` of ``args`` and the ``fixed`` fields."""
+    return TrainConfig(**option_values(args, options), **fixed)
 
 
 def _has_checkpoint(run: Path) -> bool:
@@ -99,7 +102,7 @@ def _publish_result(
 
 
 def cmd_train(args) -> Path:
-    config = _train_config(args)
+    config = _train_config(args, TRAIN_OPTIONS)
     if config.dataset not in ("digits", *TFDS_NAMES) and config.test_dataset is None:
         raise InputError("--dataset is a folder or zip, so --test-data must name the test images")
     out = Path(args.out or f"runs/{config.model}-{Path(str(config.dataset)).stem}-s{config.seed}")
@@ -241,7 +244,9 @@ def cmd_default(args) -> Path:
     run, out = Path(args.out).absolute() / "run", Path(args.out).absolute() / "report"
     check_training_dir(run)
     with _claim_output(out, kind="default", inputs=[run, analysis.data]):
-        config = _train_config(args, model="small_cnn", dataset="digits", augment=False)
+        config = _train_config(
+            args, DEFAULT_TRAIN_OPTIONS, model="small_cnn", dataset="digits", augment=False
+        )
         _train(config, run, progress=progress)
         measures = measure_names(args)
         result = analyze_checkpoint(

@@ -20,6 +20,7 @@ from ssc_jax.pipeline.analysis.config import N_WRONG, AnalysisSet
 from ssc_jax.pipeline.analysis.inputs import InputError
 from ssc_jax.pipeline.cli import commands, launch
 from ssc_jax.pipeline.cli.arguments import (
+    DEFAULT_TRAIN_OPTIONS,
     TRAIN_OPTIONS,
     add_analysis_options,
     add_measures_option,
@@ -64,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train small_cnn on scikit-learn's digits with per-epoch checkpoints, "
         "analyse every conv layer, run the training dynamics and write one report.",
     )
-    epochs = [o._replace(default=5) for o in TRAIN_OPTIONS if o.field == "epochs"]
-    add_options(p, TrainConfig, epochs)
+    add_options(p, TrainConfig, DEFAULT_TRAIN_OPTIONS)
     _out_option(p, DEFAULT_OUT)
     _analysis_options(p, n=DIGITS_N)
     p.set_defaults(func=commands.cmd_default)
