@@ -20,6 +20,7 @@ from ssc_jax import (
     predict,
     read_activations,
 )
+from ssc_jax.core.memory import MemoryBudgetError
 from ssc_jax.nets import capture
 from ssc_jax.nets.capture import LayerGroup, plan_layer_groups
 
@@ -132,7 +133,7 @@ def test_a_budget_below_two_inputs_of_a_layer_is_refused(monkeypatch):
         activation_grams(model, x, memory_budget_bytes=4_095)
     # The default budget is the memory policy's.
     monkeypatch.setattr(capture, "default_memory_budget", lambda: 4_095)
-    with pytest.raises(ValueError, match="the budget is 4,095"):
+    with pytest.raises(MemoryBudgetError, match="the memory budget is 4,095"):
         activation_grams(model, x)
 
 
