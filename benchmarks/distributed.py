@@ -85,7 +85,7 @@ def worker(args: argparse.Namespace) -> None:
     x = union_of_subspaces(args.n // 100, 100, 10, args.rank, noise=0.05, seed=0)[0]
     x = x.astype(np.float32)
     # The result goes to process 0 alone (the default); the others get fields of None.
-    solve, result = best_seconds(lambda: ssc_jax.ssc(x), args.repeat)
+    solve, result = best_seconds(lambda: ssc_jax.ssc(x, solver=ssc_jax.ADMM()), args.repeat)
     report = {"processes": jax.process_count(), "devices": len(jax.devices()), "solve_s": solve}
     if is_writer():
         report["iterations"] = int(result.iterations)

@@ -201,7 +201,7 @@ def solver_row(n: int, unit: float, precision: str, working_set: bool = False) -
 
 def batch_row(batch: int, n: int, unit: float, precision: str) -> Row:
     stack = jnp.stack([float32_gram(n, seed=seed) for seed in range(batch)])
-    solve = lambda: ssc_jax.ssc_gram(stack, tau=TAU, low_rank=False)
+    solve = lambda: ssc_jax.ssc_gram(stack, solver=ssc_jax.ADMM(), tau=TAU, low_rank=False)
     first = time_calls(solve, warmup=0)
     warm = time_calls(solve, warmup=0)
     result = warm.result
@@ -303,7 +303,7 @@ def check_rows(n: int, precisions: tuple[str, ...]) -> list[Row]:
         gram64 = gram_of(jnp.asarray(x))
         start = time.perf_counter()
         reference = jax.block_until_ready(
-            ssc_jax.ssc_gram(gram64, tau=TAU, low_rank=False, **REFERENCE)
+            ssc_jax.ssc_gram(gram64, solver=ssc_jax.ADMM(), tau=TAU, low_rank=False, **REFERENCE)
         )
         reference_s = time.perf_counter() - start
         gram32 = gram64.astype(jnp.float32)
@@ -316,7 +316,7 @@ def check_rows(n: int, precisions: tuple[str, ...]) -> list[Row]:
     rows = []
     for precision in precisions:
         with precision_scope(precision):
-            solve = lambda: ssc_jax.ssc_gram(gram32, tau=TAU, low_rank=False)
+            solve = lambda: ssc_jax.ssc_gram(gram32, solver=ssc_jax.ADMM(), tau=TAU, low_rank=False)
             first = time_calls(solve, warmup=0)
             warm = time_calls(solve, warmup=0)
         result = warm.result

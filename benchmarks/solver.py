@@ -111,14 +111,19 @@ def run_case(n: int, d: int, args) -> dict:
     x, _ = union_of_subspaces(n // 10, 10, 10, d, noise=0.05, seed=0)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     x32 = jnp.asarray(x, jnp.float32)
-    first = time_calls(lambda: ssc_jax.ssc(x32, tau=TAU), warmup=0)
+    first = time_calls(lambda: ssc_jax.ssc(x32, solver=ssc_jax.ADMM(), tau=TAU), warmup=0)
     with jax.enable_x64(True):  # the float64 reference only; the timed solves stay float32
-        optimum_coef = ssc_jax.ssc(jnp.asarray(x), tau=TAU, rel_tol=1e-8, abs_tol=1e-12).coef
+        optimum_coef = ssc_jax.ssc(
+            jnp.asarray(x), solver=ssc_jax.ADMM(), tau=TAU, rel_tol=1e-8, abs_tol=1e-12
+        ).coef
     optimum = objective(x, np.asarray(optimum_coef))
     ours = objective(x, np.asarray(first.result.coef, np.float64))
     square = jax.jit(lambda a: a @ a)
     a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
-    calls = {"matmul": lambda: square(a), "ssc-jax": lambda: ssc_jax.ssc(x32, tau=TAU).coef}
+    calls = {
+        "matmul": lambda: square(a),
+        "ssc-jax": lambda: ssc_jax.ssc(x32, solver=ssc_jax.ADMM(), tau=TAU).coef,
+    }
     if n <= args.paper_max_n:
         calls["paper"] = lambda: paper_admm(x)
     # ssc-jax was compiled by its first call, and the paper's NumPy code has nothing to compile.
@@ -143,7 +148,9 @@ def run_case(n: int, d: int, args) -> dict:
     for iterations in (20, 100):
         # A tolerance float32 never meets: fixed length, with mu still adapting as by default.
         run = lambda k=iterations: (
-            ssc_jax.ssc(x32, tau=TAU, rel_tol=1e-12, abs_tol=0.0, max_iterations=k).coef
+            ssc_jax.ssc(
+                x32, solver=ssc_jax.ADMM(), tau=TAU, rel_tol=1e-12, abs_tol=0.0, max_iterations=k
+            ).coef
         )
         fixed[iterations] = time_calls(run, repeat=args.repeat).best
     row["loop_iter_over_matmul"] = (fixed[100] - fixed[20]) / 80 / row["matmul_s"]
@@ -166,10 +173,12 @@ def run_batch(n: int, batch: int, args) -> None:
         x, _ = union_of_subspaces(n // 10, 10, 10, 2 * n, noise=0.05, seed=seed)
         grams.append(x @ x.T)
     stack = jnp.asarray(np.stack(grams), jnp.float32)
-    first = time_calls(lambda: ssc_jax.ssc_gram(stack, tau=TAU), warmup=0)
+    first = time_calls(lambda: ssc_jax.ssc_gram(stack, solver=ssc_jax.ADMM(), tau=TAU), warmup=0)
     calls = {
-        "batch": lambda: ssc_jax.ssc_gram(stack, tau=TAU).coef,
-        "each": lambda: [ssc_jax.ssc_gram(gram, tau=TAU).coef for gram in stack],
+        "batch": lambda: ssc_jax.ssc_gram(stack, solver=ssc_jax.ADMM(), tau=TAU).coef,
+        "each": lambda: [
+            ssc_jax.ssc_gram(gram, solver=ssc_jax.ADMM(), tau=TAU).coef for gram in stack
+        ],
     }
     # The batch was compiled by its first call.
     rounds = alternate(calls, rounds=args.repeat, warm_up=("each",))
@@ -188,9 +197,13 @@ def run_stopping(n: int, d: int, gap_tols: list[float]) -> None:
     x, _ = union_of_subspaces(n // 10, 10, 10, d, noise=0.05, seed=0)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     x32 = jnp.asarray(x, jnp.float32)
-    ssc_jax.ssc(x32, tau=TAU).coef.block_until_ready()  # compiles, once for every gap_tol
+    ssc_jax.ssc(
+        x32, solver=ssc_jax.ADMM(), tau=TAU
+    ).coef.block_until_ready()  # compiles, once for every gap_tol
     runs = {
-        tol: time_calls(lambda tol=tol: ssc_jax.ssc(x32, tau=TAU, gap_tol=tol), warmup=0)
+        tol: time_calls(
+            lambda tol=tol: ssc_jax.ssc(x32, solver=ssc_jax.ADMM(), tau=TAU, gap_tol=tol), warmup=0
+        )
         for tol in gap_tols
     }
     tightest = runs[min(gap_tols)].result
@@ -198,6 +211,7 @@ def run_stopping(n: int, d: int, gap_tols: list[float]) -> None:
         reference = time_calls(
             lambda: ssc_jax.ssc(
                 jnp.asarray(x),
+                solver=ssc_jax.ADMM(),
                 tau=TAU,
                 gap_tol=1e-11,
                 rel_tol=1e-9,
@@ -240,7 +254,9 @@ def run_polish(n: int, gap_tols: list[float], repeat: int) -> None:
         f"polish {tol:.0e}": {"gap_tol": tol, "polish": True} for tol in gap_tols
     }
     runs = {
-        name: time_calls(lambda kw=kw: ssc_jax.ssc(x32, tau=TAU, **kw), repeat=repeat)
+        name: time_calls(
+            lambda kw=kw: ssc_jax.ssc(x32, solver=ssc_jax.ADMM(), tau=TAU, **kw), repeat=repeat
+        )
         for name, kw in settings.items()
     }
     base = runs["ADMM 1e-6"].best

@@ -353,15 +353,17 @@ from ssc_jax.solver.synthetic import union_of_subspaces
 assert len(jax.devices()) == 4
 xs = [union_of_subspaces(12, 5, 6, d, noise=0.05, seed=s)[0] for s, d in enumerate((20, 90, 90))]
 grams = np.stack([x @ x.T for x in xs]).astype(np.float32)
-one, many = ssc_jax.ssc_gram(grams, devices=jax.devices()[:1]), ssc_jax.ssc_gram(grams)
+admm = ssc_jax.ADMM()
+one = ssc_jax.ssc_gram(grams, solver=admm, devices=jax.devices()[:1])
+many = ssc_jax.ssc_gram(grams, solver=admm)
 assert_same_optimum(grams, many, one)
 np.testing.assert_array_equal(many.iterations, one.iterations)
 x = xs[1].astype(np.float32)
-one, many = ssc_jax.ssc(x, devices=jax.devices()[:1]), ssc_jax.ssc(x)
+one, many = ssc_jax.ssc(x, solver=admm, devices=jax.devices()[:1]), ssc_jax.ssc(x, solver=admm)
 assert bool(many.converged) and many.coef.shape == (60, 60)
 # Each row block stops on its own test: the answers agree as far as their gaps certify.
 assert_same_optimum(float64_gram(x), many, one)
-tight = dict(rel_tol=1e-6, abs_tol=1e-9)
+tight = dict(solver=admm, rel_tol=1e-6, abs_tol=1e-9)
 one, many = ssc_jax.ssc(x, devices=jax.devices()[:1], **tight), ssc_jax.ssc(x, **tight)
 assert_same_optimum(float64_gram(x), many, one)
 # A warm start reaches each device's row block.
@@ -378,6 +380,12 @@ chunks._join_row_groups = join
 assert [s.data.shape for s in joined[0].addressable_shards] == [(1, 1, 16, 60)] * 4
 assert_same_optimum(float64_gram(x), stepped, one)
 assert bool(stepped.converged)
+# The working set runs on one device (Solver.shards): the same answers, without stalling.
+ws = ssc_jax.WorkingSet()
+one = ssc_jax.ssc_gram(grams, solver=ws, devices=jax.devices()[:1])
+assert_same_optimum(grams, ssc_jax.ssc_gram(grams, solver=ws), one)
+one = ssc_jax.ssc(x, solver=ws, devices=jax.devices()[:1])
+assert_same_optimum(float64_gram(x), ssc_jax.ssc(x, solver=ws), one)
 print("ok")
 """
 

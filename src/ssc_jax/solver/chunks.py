@@ -115,6 +115,8 @@ def solve_chunks(
     budget = default_memory_budget() if budget is None else int(budget)
     plan = plan_chunks(n, batch, rank, itemsize, budget)
     mesh = device_mesh(options.devices)
+    if not solver.shards:
+        mesh = None
     problems, width = plan.problems, 1
     if mesh is None:
         place = _unplaced

@@ -78,6 +78,10 @@ class Solver(abc.ABC):
     otherwise take G's eigendecomposition; the low-rank path of ``ssc`` gives it a
     ``LowRankFactor`` either way."""
 
+    shards: ClassVar[bool] = True
+    """Whether the solver runs sharded over several devices (a batch split by problems, one
+    problem by row blocks); where not, every problem runs on one device of this process."""
+
     @abc.abstractmethod
     def init(self, factor: Factor, rows: Array, start: Array | None = None) -> Any:
         """The state at C = 0, or warm at C = ``start`` (b, n)."""

@@ -157,6 +157,9 @@ class WorkingSet(Solver):
     newton_steps: int = field(default=4, metadata={"help": "active-set steps a round"})
 
     reads_gram = True
+    # Sharded over several devices its loop stalls, every thread waiting (seen on 4 forced
+    # CPU devices, batches and row blocks alike); until that is found, it runs on one.
+    shards = False
 
     def init(self, factor: Factor, rows: Array, start: Array | None = None) -> WorkingSetState:
         """The state at C = 0 or at ``start`` (b, n), measured; G is formed here, once,
