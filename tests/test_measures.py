@@ -15,7 +15,7 @@ from ssc_jax.pipeline.cli.main import main
 
 
 def overlap(a, b) -> float:
-    """The fraction of the stronger graph's edges the two graphs share (Jaccard of supports)."""
+    """The Jaccard index of the two graphs' edge sets: shared edges over all edges."""
     a, b = sp.csr_array(a) != 0, sp.csr_array(b) != 0
     union = (a + b).nnz
     return float((a.multiply(b)).nnz / union) if union else 1.0
