@@ -37,6 +37,9 @@ _HOMES = {
         "hsic",
         "linear_cka",
         "minibatch_cka",
+        "mutual_knn",
+        "procrustes",
+        "rsa",
         "streamed_cka_matrix",
     ),
     "graphs": (

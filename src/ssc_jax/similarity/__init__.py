@@ -1,7 +1,9 @@
-"""Similarity between layers: HSIC and CKA (the paper's SSC-CKA and linear CKA)."""
+"""Similarity between layers: HSIC and CKA (the paper's SSC-CKA and linear CKA), and the
+measures peers report (mutual kNN, RSA, Procrustes)."""
 
 from ssc_jax.similarity.cka import MinibatchCKA, cka, cka_matrix, linear_cka, minibatch_cka
 from ssc_jax.similarity.hsic import HSICStack, hsic
+from ssc_jax.similarity.peers import mutual_knn, procrustes, rsa
 from ssc_jax.similarity.streamed import streamed_cka_matrix
 
 __all__ = [
@@ -12,5 +14,8 @@ __all__ = [
     "hsic",
     "linear_cka",
     "minibatch_cka",
+    "mutual_knn",
+    "procrustes",
+    "rsa",
     "streamed_cka_matrix",
 ]

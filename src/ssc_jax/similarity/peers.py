@@ -1,0 +1,181 @@
+"""The similarity measures other tools report, from activations or from Grams: mutual
+nearest neighbours (platonic-rep), RSA (rsatoolbox's defaults) and the Procrustes shape
+distance (netrep's ``LinearMetric(alpha=1)``).
+
+Each works from (n, n) Grams, never from an (n, n, D) tensor, so that a layer of any width
+costs O(n^2) memory:
+
+* ``mutual_knn_gram`` takes the plain Grams ``X X^T``: cosine neighbours are
+  ``K_ij / sqrt(K_ii K_jj)``.
+* ``rsa_gram`` takes the Grams of the *row-centred* activations, ``X X^T - u u^T`` with
+  ``u = X 1 / sqrt(D)`` (``row_centred_gram``): the Pearson correlation of inputs i and j
+  is that Gram's cosine.
+* ``procrustes_gram`` takes the plain Grams and centres their columns itself
+  (``H K H``): the nuclear norm ``||X~^T Y~||_*`` is the sum of the singular values of
+  ``Fx^T Fy`` for any factors ``F F^T`` of the centred, trace-normalised Grams.
+
+The functions of activations, ``mutual_knn``, ``rsa`` and ``procrustes``, form those Grams
+in float64 and call them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+# Rows of the (rows, n) similarity block that ``mutual_knn_gram`` holds at a time.
+NEIGHBOUR_BLOCK_ROWS = 1024
+
+
+def _checked_pair(name: str, X, Y) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, np.float64).reshape(len(X), -1)
+    Y = np.asarray(Y, np.float64).reshape(len(Y), -1)
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"{name}: X and Y must hold the same inputs; got {len(X)} and {len(Y)}")
+    if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+        raise ValueError(f"{name}: the activations hold NaN or Inf")
+    return X, Y
+
+
+def _checked_grams(name: str, K, L) -> tuple[np.ndarray, np.ndarray]:
+    K, L = np.asarray(K), np.asarray(L)
+    n = K.shape[0]
+    if K.shape != (n, n) or L.shape != (n, n):
+        raise ValueError(f"{name}: Grams must be two (n, n) arrays; got {K.shape} and {L.shape}")
+    return K, L
+
+
+def cosine_neighbours(gram, k: int) -> np.ndarray:
+    """(n, k) indices of each input's k most cosine-similar other inputs, given the Gram
+    (n, n) of their activations; an all-zero activation is at cosine 0 from every other.
+    Holds (``NEIGHBOUR_BLOCK_ROWS``, n) similarities at a time."""
+    n = gram.shape[0]
+    if not 1 <= k < n:
+        raise ValueError(f"k must be in [1, n - 1] = [1, {n - 1}]; got {k}")
+    norms = np.sqrt(np.clip(np.diagonal(gram).astype(np.float64), 0.0, None))
+    inverse = 1.0 / np.maximum(norms, 1e-12)
+    neighbours = np.empty((n, k), np.int64)
+    for start in range(0, n, NEIGHBOUR_BLOCK_ROWS):
+        rows = np.arange(start, min(n, start + NEIGHBOUR_BLOCK_ROWS))
+        cosine = np.asarray(gram[rows], np.float64) * inverse[rows, None] * inverse[None, :]
+        cosine[np.arange(len(rows)), rows] = -np.inf
+        neighbours[rows] = np.argpartition(-cosine, k - 1, axis=1)[:, :k]
+    return neighbours
+
+
+def mutual_knn_gram(gram_x, gram_y, k: int = 10) -> float:
+    """``mutual_knn`` from the Grams ``X X^T`` and ``Y Y^T`` (n, n)."""
+    gram_x, gram_y = _checked_grams("mutual_knn", gram_x, gram_y)
+    a, b = cosine_neighbours(gram_x, k), cosine_neighbours(gram_y, k)
+    shared = (a[:, :, None] == b[:, None, :]).sum(axis=(1, 2))
+    return float(np.mean(shared / k))
+
+
+def mutual_knn(X, Y, k: int = 10) -> float:
+    """The mean over the n inputs of ``|N_k^X(i) ∩ N_k^Y(i)| / k``, where ``N_k^X(i)`` are
+    the k inputs whose activations in ``X`` (n, Dx) are most cosine-similar to input i's, i
+    itself excluded (Huh et al. 2024). In [0, 1]; 1 when both layers give every input the
+    same neighbours. Ties between equally similar neighbours are broken arbitrarily."""
+    X, Y = _checked_pair("mutual_knn", X, Y)
+    return mutual_knn_gram(X @ X.T, Y @ Y.T, k)
+
+
+def row_centred_gram(gram, feature_sums, dim: int) -> np.ndarray:
+    """Float64 Gram (n, n) of the activations with each input's mean feature subtracted,
+    ``K - u u^T`` with ``u = feature_sums / sqrt(dim)``, from their Gram ``K`` (n, n), each
+    input's feature sum (n,) and the feature count ``dim``."""
+    u = np.asarray(feature_sums, np.float64) / np.sqrt(dim)
+    return np.asarray(gram, np.float64) - np.outer(u, u)
+
+
+def correlation_rdm(centred_gram) -> np.ndarray:
+    """The upper triangle (i < j, row-major) of the RDM ``1 - Pearson(x_i, x_j)``, given
+    the Gram of the row-centred activations (``row_centred_gram``); float64 (n (n-1) / 2,).
+    An input whose activations are constant correlates 0 with every other."""
+    scale = 1.0 / np.maximum(np.sqrt(np.clip(np.diagonal(centred_gram), 0.0, None)), 1e-300)
+    i, j = np.triu_indices(centred_gram.shape[0], k=1)
+    return 1.0 - np.asarray(centred_gram, np.float64)[i, j] * scale[i] * scale[j]
+
+
+def _centred_ranks(values: np.ndarray) -> np.ndarray:
+    ranks = stats.rankdata(values)
+    ranks -= ranks.mean()
+    return ranks
+
+
+def rsa_gram(centred_gram_x, centred_gram_y) -> float:
+    """``rsa`` from the Grams (n, n) of the two layers' row-centred activations
+    (``row_centred_gram``)."""
+    centred_gram_x, centred_gram_y = _checked_grams("rsa", centred_gram_x, centred_gram_y)
+    if centred_gram_x.shape[0] < 3:
+        raise ValueError("rsa: an RDM's upper triangle needs at least 3 inputs for a correlation")
+    rx = _centred_ranks(correlation_rdm(centred_gram_x))
+    ry = _centred_ranks(correlation_rdm(centred_gram_y))
+    scale = np.sqrt(np.dot(rx, rx) * np.dot(ry, ry))
+    return float(np.dot(rx, ry) / scale) if scale > 0 else float("nan")
+
+
+def rsa(X, Y) -> float:
+    """Representational similarity analysis with rsatoolbox's defaults: the Spearman
+    correlation of the upper triangles of the two layers' RDMs, each RDM ``1 - r_ij`` with
+    ``r_ij`` the Pearson correlation of inputs i and j's activation vectors (rows of ``X``
+    (n, Dx) and ``Y`` (n, Dy)). In [-1, 1]; NaN when an RDM is constant. Memory: a few
+    float64 arrays of n (n - 1) / 2 entries."""
+    X, Y = _checked_pair("rsa", X, Y)
+    X = X - X.mean(axis=1, keepdims=True)
+    Y = Y - Y.mean(axis=1, keepdims=True)
+    return rsa_gram(X @ X.T, Y @ Y.T)
+
+
+def _shape_factor(gram: np.ndarray, eps: float) -> np.ndarray:
+    """F (n, r) with ``F F^T`` the column-centred Gram scaled to unit trace, its eigenvalues
+    below ``n * eps`` of the largest (rounding of the Gram) dropped."""
+    n = gram.shape[0]
+    centred = gram - gram.mean(axis=0, keepdims=True)
+    centred -= centred.mean(axis=1, keepdims=True)
+    values, vectors = np.linalg.eigh((centred + centred.T) / 2)
+    total = values.clip(0.0, None).sum()
+    if total <= 0:
+        raise ValueError("procrustes: a layer's activations are the same for every input")
+    keep = values > n * eps * values[-1]
+    return vectors[:, keep] * np.sqrt(values[keep] / total)
+
+
+def procrustes_gram(gram_x, gram_y) -> float:
+    """``procrustes`` from the plain Grams ``X X^T`` and ``Y Y^T`` (n, n). Eigenvalues of
+    the centred Grams below n times the Grams' float precision of the largest are taken
+    as zero: a float32 Gram holds no more about those directions."""
+    gram_x, gram_y = _checked_grams("procrustes", gram_x, gram_y)
+    eps = max(np.finfo(np.result_type(g, np.float32)).eps for g in (gram_x, gram_y))
+    fx = _shape_factor(np.asarray(gram_x, np.float64), eps)
+    fy = _shape_factor(np.asarray(gram_y, np.float64), eps)
+    nuclear = _nuclear_norm(fx, fy)
+    return float(np.arccos(np.clip(nuclear, -1.0, 1.0)))
+
+
+def procrustes(X, Y) -> float:
+    """The angular Procrustes shape distance ``arccos(||X~^T Y~||_*)`` (Williams et al.
+    2021): ``X~`` is ``X`` (n, Dx) with centred columns scaled to unit Frobenius norm, the
+    narrower of ``X~`` and ``Y~`` zero-padded to the wider. In [0, pi / 2]; 0 when one
+    layer is a rotation (and scaling, and shift) of the other. A distance: smaller is more
+    similar."""
+    X, Y = _checked_pair("procrustes", X, Y)
+    nuclear = _nuclear_norm(_unit_shape(X), _unit_shape(Y))
+    return float(np.arccos(np.clip(nuclear, -1.0, 1.0)))
+
+
+def _unit_shape(X: np.ndarray) -> np.ndarray:
+    """X with centred columns and unit Frobenius norm, as a factor with at most n columns
+    (an (n, D) X with D > n is replaced by its Gram's factor, with the same X~ X~^T)."""
+    Xc = X - X.mean(axis=0)
+    norm = np.linalg.norm(Xc)
+    if norm == 0:
+        raise ValueError("procrustes: a layer's activations are the same for every input")
+    Xc /= norm
+    if Xc.shape[1] <= Xc.shape[0]:
+        return Xc
+    return _shape_factor(Xc @ Xc.T, np.finfo(np.float64).eps)
+
+
+def _nuclear_norm(fx: np.ndarray, fy: np.ndarray) -> float:
+    return float(np.linalg.svd(fx.T @ fy, compute_uv=False).sum())

@@ -1,0 +1,153 @@
+"""mutual_knn, rsa and procrustes against independent references: rsatoolbox where it is
+installed, float64 NumPy/SciPy transcriptions of platonic-rep's and netrep's definitions;
+their invariances; and the Gram forms the pipeline uses against the activation forms."""
+
+import numpy as np
+import pytest
+from scipy import linalg, stats
+
+import ssc_jax
+from ssc_jax.similarity.peers import (
+    mutual_knn_gram,
+    procrustes_gram,
+    row_centred_gram,
+    rsa_gram,
+)
+
+# Float64 sums of a few hundred products, compared after O(1) further operations.
+FLOAT64_TOL = 1e-10
+
+
+def _layers(seed: int, n: int = 60, dx: int = 12, dy: int = 20):
+    """Two related layers: Y a noisy nonlinear map of X, so every measure is between its
+    extremes."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, dx))
+    Y = np.maximum(X @ rng.normal(size=(dx, dy)), 0) + 0.5 * rng.normal(size=(n, dy))
+    return X, Y
+
+
+def _platonic_mutual_knn(X, Y, k):
+    """platonic-rep's ``mutual_knn``: rows L2-normalised, self-similarity masked, top-k of
+    each row, mean over rows of the shared neighbours over k."""
+
+    def knn(A):
+        A = A / np.linalg.norm(A, axis=1, keepdims=True)
+        sim = A @ A.T
+        np.fill_diagonal(sim, -1e8)
+        return np.argsort(-sim, axis=1)[:, :k]
+
+    a, b = knn(X), knn(Y)
+    return np.mean([len(set(a[i]) & set(b[i])) / k for i in range(len(X))])
+
+
+def _netrep_angular_procrustes(X, Y):
+    """netrep's ``LinearMetric(alpha=1, center_columns=True, score_method="angular")``:
+    centre, scale to unit Frobenius norm, zero-pad, align by the orthogonal Procrustes
+    rotation, and take the angle between the aligned matrices."""
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    Xc, Yc = Xc / np.linalg.norm(Xc), Yc / np.linalg.norm(Yc)
+    width = max(Xc.shape[1], Yc.shape[1])
+    Xc = np.pad(Xc, ((0, 0), (0, width - Xc.shape[1])))
+    Yc = np.pad(Yc, ((0, 0), (0, width - Yc.shape[1])))
+    rotation, _ = linalg.orthogonal_procrustes(Xc, Yc)
+    return np.arccos(np.clip(np.sum((Xc @ rotation) * Yc), -1, 1))
+
+
+def _rsa_reference(X, Y):
+    """rsatoolbox's correlation RDM and Spearman comparison, transcribed."""
+
+    def rdm(A):
+        A = A - A.mean(axis=1, keepdims=True)
+        A = A / np.linalg.norm(A, axis=1, keepdims=True)
+        return (1 - A @ A.T)[np.triu_indices(len(A), k=1)]
+
+    return stats.spearmanr(rdm(X), rdm(Y)).statistic
+
+
+def _random_rotation(rng, d):
+    q, r = np.linalg.qr(rng.normal(size=(d, d)))
+    return q * np.sign(np.diag(r))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mutual_knn_matches_platonic_rep(seed):
+    X, Y = _layers(seed)
+    for k in (1, 5, 10):
+        assert ssc_jax.mutual_knn(X, Y, k=k) == pytest.approx(_platonic_mutual_knn(X, Y, k))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_procrustes_matches_netrep_definition(seed):
+    X, Y = _layers(seed)
+    want = _netrep_angular_procrustes(X, Y)
+    assert ssc_jax.procrustes(X, Y) == pytest.approx(want, abs=FLOAT64_TOL)
+    # More features than inputs: the factor of the Gram replaces the activations.
+    wide = np.hstack([Y, Y @ np.random.default_rng(seed).normal(size=(20, 70))])
+    assert ssc_jax.procrustes(X, wide) == pytest.approx(
+        _netrep_angular_procrustes(X, wide), abs=FLOAT64_TOL
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rsa_matches_its_definition(seed):
+    X, Y = _layers(seed)
+    assert ssc_jax.rsa(X, Y) == pytest.approx(_rsa_reference(X, Y), abs=FLOAT64_TOL)
+
+
+def test_rsa_matches_rsatoolbox():
+    rsatoolbox = pytest.importorskip("rsatoolbox")
+    X, Y = _layers(2)
+    rdms = [
+        rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(A), method="correlation") for A in (X, Y)
+    ]
+    want = rsatoolbox.rdm.compare(rdms[0], rdms[1], method="spearman")[0, 0]
+    assert ssc_jax.rsa(X, Y) == pytest.approx(want, abs=FLOAT64_TOL)
+
+
+def test_invariances():
+    """mutual kNN: orthogonal maps and isotropic scaling of a layer; Procrustes: those and
+    translation of the inputs (its columns are centred); RSA (Pearson between inputs, so
+    not every rotation): feature permutations, isotropic scaling and a constant added to
+    each input's features."""
+    rng = np.random.default_rng(3)
+    X, Y = _layers(3)
+    moved = 2.5 * X @ _random_rotation(rng, X.shape[1])
+    assert ssc_jax.mutual_knn(moved, Y) == pytest.approx(ssc_jax.mutual_knn(X, Y))
+    shifted = moved + rng.normal(size=X.shape[1])
+    assert ssc_jax.procrustes(shifted, Y) == pytest.approx(
+        ssc_jax.procrustes(X, Y), abs=FLOAT64_TOL
+    )
+    offset = 3.0 * X[:, rng.permutation(X.shape[1])] + rng.normal(size=(len(X), 1))
+    assert ssc_jax.rsa(offset, Y) == pytest.approx(ssc_jax.rsa(X, Y), abs=FLOAT64_TOL)
+    # A layer against a transformed copy of itself: identical by every measure.
+    assert ssc_jax.mutual_knn(X, moved) == 1.0
+    assert ssc_jax.rsa(X, offset) == pytest.approx(1.0, abs=FLOAT64_TOL)
+    # arccos near 1 turns rounding eps into sqrt(2 eps).
+    assert ssc_jax.procrustes(X, shifted) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_gram_forms_agree_with_activation_forms():
+    """What the pipeline gives the measures (Grams, feature sums, feature counts) reproduces
+    the activation forms; a float32 Gram stays within its rounding."""
+    X, Y = _layers(4, n=80, dx=30, dy=300)
+    Kx, Ky = X @ X.T, Y @ Y.T
+    assert mutual_knn_gram(Kx, Ky, 7) == ssc_jax.mutual_knn(X, Y, k=7)
+    assert procrustes_gram(Kx, Ky) == pytest.approx(ssc_jax.procrustes(X, Y), abs=1e-9)
+    centred = [row_centred_gram(A @ A.T, A.sum(axis=1), A.shape[1]) for A in (X, Y)]
+    assert rsa_gram(*centred) == pytest.approx(ssc_jax.rsa(X, Y), abs=FLOAT64_TOL)
+    # float32 Grams: relative rounding ~ D eps32 in each entry, through arccos near its
+    # middle (slope ~1) and the dropped eigenvalues below n eps32 of the largest.
+    bound = float(np.sqrt(80 * np.finfo(np.float32).eps))
+    got = procrustes_gram(Kx.astype(np.float32), Ky.astype(np.float32))
+    assert got == pytest.approx(ssc_jax.procrustes(X, Y), abs=bound)
+
+
+def test_bad_input_is_one_clear_error():
+    X, Y = _layers(5)
+    with pytest.raises(ValueError, match="same inputs"):
+        ssc_jax.rsa(X, Y[:-1])
+    with pytest.raises(ValueError, match="k must be"):
+        ssc_jax.mutual_knn(X, Y, k=len(X))
+    with pytest.raises(ValueError, match="the same for every input"):
+        ssc_jax.procrustes(np.ones_like(X), Y)
