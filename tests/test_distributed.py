@@ -220,13 +220,17 @@ def test_analyze_as_two_processes_writes_once_what_one_process_writes(
 
 def test_the_other_processes_solve_and_stop_there(tiny_run, fast_analysis, tmp_path, monkeypatch):
     """A process of a job other than process 0 takes part in every solve, then analyses,
-    renders and writes nothing."""
+    renders and writes nothing. Which process reads the solves is decided where the results
+    are written: the computations hold no such check."""
     from ssc_jax.pipeline.analysis import analyze, compare, dynamics, layer_graphs, tau_path
     from ssc_jax.pipeline.analysis.config import AnalysisSet
+    from ssc_jax.pipeline.cli import commands
+    from ssc_jax.pipeline.store import graph_store
 
-    for module in (analyze, compare, dynamics, layer_graphs, tau_path):
-        monkeypatch.setattr(module, "is_writer", lambda: False)
-    monkeypatch.setattr("ssc_jax.pipeline.cli.commands.is_writer", lambda: False)
+    analysis_modules = (analyze, compare, dynamics, layer_graphs, tau_path)
+    assert not any(hasattr(module, "is_writer") for module in analysis_modules)
+    monkeypatch.setattr(commands, "is_writer", lambda: False)
+    monkeypatch.setattr(graph_store, "is_writer", lambda: False)
 
     def refuse(*args, **kwargs):
         raise AssertionError("a process other than process 0 analysed")
@@ -248,9 +252,9 @@ def test_the_other_processes_solve_and_stop_there(tiny_run, fast_analysis, tmp_p
     assert main(["analyze", str(run), "--out", str(out), *fast_analysis]) == 0
     analysis = AnalysisSet(n=80)
     quiet = {"analysis": analysis, "progress": False}
-    assert dynamics.training_dynamics(run, **quiet) is None
-    assert tau_path.checkpoint_tau_path(run, [5, 10], **quiet) is None
-    assert compare.compare_runs([f"{run}@1", str(run)], **quiet) is None
+    assert commands._computed(dynamics.plan(run, **quiet)) is None
+    assert commands._computed(tau_path.plan(run, [5, 10], **quiet)) is None
+    assert commands._computed(compare.plan([f"{run}@1", str(run)], **quiet)) is None
     # analyze, dynamics (2 epochs), the tau path (2 taus), compare (2 networks)
     assert len(solved) == 7
     assert not out.exists() and not (run / CACHE_DIR).exists()

@@ -427,7 +427,6 @@ def _dynamics(run, n_epochs: int, n_layers: int) -> Dynamics:
             for e in epochs[-2:]
         },
         findings=[],
-        metrics={},
         exports={},
     )
 

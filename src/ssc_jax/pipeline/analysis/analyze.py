@@ -8,7 +8,7 @@ with their class affinities and top neighbours (Fig 9).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,7 +21,8 @@ from ssc_jax.graphs.communities import (
     top_neighbours,
 )
 from ssc_jax.graphs.spectral import spectral_embedding
-from ssc_jax.pipeline.analysis import findings
+from ssc_jax.pipeline.analysis import findings, metrics
+from ssc_jax.pipeline.analysis.computation import Computation
 from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SETTINGS,
@@ -44,12 +45,9 @@ from ssc_jax.pipeline.analysis.layer_graphs import (
     export_name,
     export_source,
     run_cache,
-    unconverged_layers,
 )
 from ssc_jax.pipeline.analysis.measures import select_measures
 from ssc_jax.pipeline.analysis.summary import graph_summary
-from ssc_jax.pipeline.store.outputs import to_jsonable
-from ssc_jax.solver.distributed import is_writer
 
 
 class WrongInput(NamedTuple):
@@ -68,9 +66,9 @@ class CheckpointAnalysis(NamedTuple):
     """Everything ``analyze`` computes. Arrays: ``probs`` (n, K), ``modularity`` (L,),
     ``similarity`` {measure name: (L, L)}, ``embedded`` (m,) the inputs in Fig 8 and
     ``embeddings`` [(layer, (m, 2))]; ``probs`` is None, ``wrong`` empty and ``table1``
-    only the SSC label accuracy for a network given without its predictions. ``metrics``
-    holds the ``metrics.json`` entries (JSON types only); ``exports`` maps the path of the
-    graph file in the output folder to its source.
+    only the SSC label accuracy for a network given without its predictions. ``exports``
+    maps the path of the graph file in the output folder to its source; ``metrics`` gives
+    the ``metrics.json`` entries (JSON types only).
     """
 
     run: str
@@ -85,8 +83,42 @@ class CheckpointAnalysis(NamedTuple):
     embeddings: list[tuple[str, np.ndarray]]
     wrong: list[WrongInput]
     findings: list[Finding]
-    metrics: dict
     exports: dict[str, GraphSource]
+
+    METRICS = metrics.layout(
+        inputs=metrics.INPUTS,
+        graphs=metrics.graphs_keys,
+        probs=None,
+        similarity=metrics.spread(),
+        table1=metrics.spread(),
+        embedded=lambda embedded, _: {"embedded_inputs": int(embedded.size)},
+        embeddings=None,
+        wrong=lambda wrong, result: _wrong_metrics(wrong, result.inputs.class_names),
+        findings=metrics.findings_rule(),
+        exports=metrics.graph_file,
+    )
+
+    @property
+    def metrics(self) -> dict:
+        return metrics.metrics_of(self)
+
+
+def _wrong_metrics(wrong: list[WrongInput], names: list[str]) -> dict:
+    return {
+        "neighbour_labels": "ground truth",
+        "confidently_wrong": [
+            {
+                "index": w.index,
+                "true": names[w.true],
+                "predicted": names[w.predicted],
+                "confidence": w.confidence,
+                "class_affinity": w.class_scores,
+                "neighbours": w.neighbours,
+                "neighbour_weights": w.weights,
+            }
+            for w in wrong
+        ],
+    }
 
 
 def embedding_layers(n_layers: int, count: int = 6) -> list[int]:
@@ -131,7 +163,7 @@ def confidently_wrong(
     return out
 
 
-def analyze_checkpoint(
+def plan(
     run_dir: str | Path,
     *,
     epoch: int | None = None,
@@ -141,29 +173,39 @@ def analyze_checkpoint(
     measures: Sequence[str] | None = None,
     cache: bool = True,
     progress: bool = True,
-) -> CheckpointAnalysis | None:
-    """Analyse the checkpoint of ``epoch`` (default: the last) of the run in ``run_dir``.
-
-    Writes nothing, except a new solution into the run's graph cache when ``cache`` is on.
-    In a ``jax.distributed`` job, process 0 analyses; the others take part in the solve and
-    return None.
-    """
+) -> Computation[CheckpointAnalysis]:
+    """`analyze_checkpoint` as its solve and its summary (see `Computation`)."""
     epoch = resolve_epoch(run_dir, epoch)
     inputs = load_inputs(analysis, held_out_data(run_info(run_dir)))
-    graphs = checkpoint_graphs(
-        run_dir,
-        epoch,
-        inputs,
-        analysis=analysis,
-        solver=solver,
-        cache_dir=run_cache(run_dir, cache),
-        progress=progress,
-    )
-    if not is_writer():
-        return None
-    return analyze_graphs(
-        graphs, inputs, source=str(run_dir), epoch=epoch, n_wrong=n_wrong, measures=measures
-    )
+    select_measures(measures)  # an unknown name fails before the solve
+
+    def solves() -> Iterator[LayerGraphs]:
+        yield checkpoint_graphs(
+            run_dir,
+            epoch,
+            inputs,
+            analysis=analysis,
+            solver=solver,
+            cache_dir=run_cache(run_dir, cache),
+            progress=progress,
+        )
+
+    def summary(solved: Iterator[LayerGraphs]) -> CheckpointAnalysis:
+        (graphs,) = solved
+        return analyze_graphs(
+            graphs, inputs, source=str(run_dir), epoch=epoch, n_wrong=n_wrong, measures=measures
+        )
+
+    return Computation(solves(), summary)
+
+
+def analyze_checkpoint(run_dir: str | Path, **options) -> CheckpointAnalysis:
+    """Analyse the checkpoint of ``epoch`` (default: the last) of the run in ``run_dir``;
+    ``options`` are those of `plan`.
+
+    Writes nothing, except a new solution into the run's graph cache when ``cache`` is on.
+    """
+    return plan(run_dir, **options).result()
 
 
 def analyze_graphs(
@@ -216,37 +258,6 @@ def analyze_graphs(
     if probs is not None:
         found.append(findings.labels_agree(table1, graphs.layers[-1]))
     graph_file = export_name(graphs, epoch or 0)
-    names = inputs.class_names
-    metrics = {
-        "run": source,
-        "epoch": epoch,
-        "n": len(inputs.labels),
-        "data": inputs.key["data"],
-        "split": inputs.key["split"],
-        "class_names": names,
-        "layers": graphs.layers,
-        "modularity": modularity,
-        **similarity,
-        **table1,
-        "neighbour_labels": "ground truth",
-        "embedded_inputs": int(embedded.size),
-        "findings": findings.as_json(found),
-        "solver_diagnostics": graphs.diagnostics,
-        "unconverged_layers": unconverged_layers(graphs.layers, graphs.diagnostics),
-        "confidently_wrong": [
-            {
-                "index": w.index,
-                "true": names[w.true],
-                "predicted": names[w.predicted],
-                "confidence": w.confidence,
-                "class_affinity": w.class_scores,
-                "neighbours": w.neighbours,
-                "neighbour_weights": w.weights,
-            }
-            for w in wrong
-        ],
-        "graph_file": graph_file,
-    }
     return CheckpointAnalysis(
         run=source,
         epoch=epoch,
@@ -260,6 +271,5 @@ def analyze_graphs(
         embeddings=embeddings,
         wrong=wrong,
         findings=found,
-        metrics=to_jsonable(metrics),
         exports={graph_file: export_source(graphs)},
     )

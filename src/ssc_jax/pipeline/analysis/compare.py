@@ -10,13 +10,15 @@ CKA, layers of the first x layers of the other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from ssc_jax.pipeline.analysis import metrics
 from ssc_jax.pipeline.analysis.activations import activation_network
+from ssc_jax.pipeline.analysis.computation import Computation
 from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SETTINGS,
@@ -24,6 +26,7 @@ from ssc_jax.pipeline.analysis.config import (
     SolverSettings,
 )
 from ssc_jax.pipeline.analysis.inputs import (
+    AnalysisInputs,
     InputError,
     held_out_data,
     load_inputs,
@@ -44,13 +47,12 @@ from ssc_jax.pipeline.analysis.measures import (
     select_measures,
 )
 from ssc_jax.pipeline.analysis.summary import graph_summary
-from ssc_jax.pipeline.store.outputs import to_jsonable
-from ssc_jax.solver.distributed import is_writer
 
 
 class RunSummary(NamedTuple):
     """One compared run at one epoch: ``modularity`` (L,), ``similarity`` {measure name:
-    (L, L)}, ``diagnostics`` name -> (L,)."""
+    (L, L)}, ``diagnostics`` name -> (L,); ``graph_file`` is the path of its graph file in
+    the output folder."""
 
     name: str
     run: str
@@ -60,6 +62,9 @@ class RunSummary(NamedTuple):
     similarity: dict[str, np.ndarray]
     network_accuracy: float | None
     diagnostics: dict[str, np.ndarray]
+    graph_file: str
+
+    METRICS = metrics.layout(similarity=metrics.spread(), diagnostics="solver_diagnostics")
 
 
 class CrossSimilarity(NamedTuple):
@@ -72,16 +77,23 @@ class CrossSimilarity(NamedTuple):
     layers_b: list[str]
     similarity: dict[str, np.ndarray]
 
+    METRICS = metrics.layout(similarity=metrics.spread())
+
 
 class Comparison(NamedTuple):
     """The compared networks, and the first against each other one (``cross``);
-    ``metrics`` holds the ``metrics.json`` entries (JSON types only) and ``exports`` maps the
-    path of each network's graph file in the output folder to its source."""
+    ``exports`` maps the path of each network's graph file in the output folder to its
+    source; ``metrics`` gives the ``metrics.json`` entries (JSON types only)."""
 
     runs: list[RunSummary]
     cross: list[CrossSimilarity]
-    metrics: dict
     exports: dict[str, GraphSource]
+
+    METRICS = metrics.layout(exports=None)
+
+    @property
+    def metrics(self) -> dict:
+        return metrics.metrics_of(self)
 
 
 def cross_similarity(
@@ -123,7 +135,18 @@ def parse_run(spec: str) -> tuple[Path, int | None]:
     return Path(run), int(epoch)
 
 
-def compare_runs(
+class ComparedNetwork(NamedTuple):
+    """One network of a comparison, solved: its default ``name``, where it came from, its
+    checkpoint's ``epoch`` (None for saved activations) and the inputs it was solved on."""
+
+    name: str
+    run: Path
+    epoch: int | None
+    graphs: LayerGraphs
+    inputs: AnalysisInputs
+
+
+def plan(
     runs: list[str],
     *,
     names: list[str] | None = None,
@@ -132,16 +155,9 @@ def compare_runs(
     measures: Sequence[str] | None = None,
     cache: bool = True,
     progress: bool = True,
-) -> Comparison | None:
-    """Analyse each network of ``runs`` on one input set: a run's checkpoint (see
-    ``parse_run``) or saved activations (see ``is_activation_file``), which must have been
-    taken on the inputs the runs are compared on (same labels, in the same order).
-    ``measures`` names the similarity measures (default the paper's two).
-
-    Writes nothing, except new solutions into each run's graph cache when ``cache`` is on.
-    In a ``jax.distributed`` job, process 0 analyses; the others take part in the solves and
-    return None.
-    """
+) -> Computation[Comparison]:
+    """`compare_runs` as its solves, one network after another, and its summary (see
+    `Computation`)."""
     if names is not None and len(names) != len(runs):
         raise InputError(f"got {len(names)} names for {len(runs)} networks")
     chosen = select_measures(measures)
@@ -158,58 +174,62 @@ def compare_runs(
             f"the runs were trained on different data ({sorted(datasets)}); "
             "pass --data to choose the inputs they are compared on"
         )
-    inputs = load_inputs(analysis, datasets.pop()) if datasets else None
-    summaries, cross, graph_files, exports, first = [], [], [], {}, None
-    for i, (run, epoch) in enumerate(specs):
-        if i in checkpoints:
-            epoch = checkpoints[i][1]
-            graphs = checkpoint_graphs(
-                run,
-                epoch,
-                inputs,
-                analysis=analysis,
-                solver=solver,
-                cache_dir=run_cache(run, cache),
-                progress=progress,
+
+    def solves() -> Iterator[ComparedNetwork]:
+        inputs = load_inputs(analysis, datasets.pop()) if datasets else None
+        for i, (run, epoch) in enumerate(specs):
+            if i in checkpoints:
+                epoch = checkpoints[i][1]
+                graphs = checkpoint_graphs(
+                    run,
+                    epoch,
+                    inputs,
+                    analysis=analysis,
+                    solver=solver,
+                    cache_dir=run_cache(run, cache),
+                    progress=progress,
+                )
+                yield ComparedNetwork(f"{run.name}@{epoch}", run, epoch, graphs, inputs)
+            else:
+                graphs, given = activation_network(run, solver=solver, progress=progress)
+                inputs = _same_inputs(inputs, given, run)
+                yield ComparedNetwork(run.name, run, None, graphs, inputs)
+
+    def summary(solved: Iterator[ComparedNetwork]) -> Comparison:
+        summaries, cross, exports, first = [], [], {}, None
+        for i, network in enumerate(solved):
+            name = names[i] if names else network.name
+            if any(r.name == name for r in summaries):
+                name = f"{name}#{i + 1}"
+            graphs, epoch = network.graphs, network.epoch
+            graph_file = export_name(graphs, epoch or 0, Path("graphs") / name.replace("/", "_"))
+            summaries.append(
+                _summary(name, network.run, epoch, graphs, network.inputs, chosen, graph_file)
             )
-            name = f"{run.name}@{epoch}"
-        else:
-            graphs, given = activation_network(run, solver=solver, progress=progress)
-            inputs = _same_inputs(inputs, given, run)
-            epoch, name = None, run.name
-        if not is_writer():
-            continue
-        name = names[i] if names else name
-        if any(r.name == name for r in summaries):
-            name = f"{name}#{i + 1}"
-        summaries.append(_summary(name, run, epoch, graphs, inputs, chosen))
-        graph_file = export_name(graphs, epoch or 0, Path("graphs") / name.replace("/", "_"))
-        graph_files.append(graph_file)
-        exports[graph_file] = export_source(graphs)
-        if first is None:
-            first = graphs
-        else:
-            cross.append(
-                cross_similarity(first, graphs, names=(summaries[0].name, name), measures=chosen)
-            )
-    if not is_writer():
-        return None
-    metrics = {
-        "runs": [
-            {
-                **{k: v for k, v in r._asdict().items() if k not in ("diagnostics", "similarity")},
-                **r.similarity,
-                "solver_diagnostics": r.diagnostics,
-                "graph_file": graph_file,
-            }
-            for r, graph_file in zip(summaries, graph_files, strict=True)
-        ],
-        "cross": [
-            {**{k: v for k, v in c._asdict().items() if k != "similarity"}, **c.similarity}
-            for c in cross
-        ],
-    }
-    return Comparison(runs=summaries, cross=cross, metrics=to_jsonable(metrics), exports=exports)
+            exports[graph_file] = export_source(graphs)
+            if first is None:
+                first = graphs
+            else:
+                cross.append(
+                    cross_similarity(
+                        first, graphs, names=(summaries[0].name, name), measures=chosen
+                    )
+                )
+        return Comparison(runs=summaries, cross=cross, exports=exports)
+
+    return Computation(solves(), summary)
+
+
+def compare_runs(runs: list[str], **options) -> Comparison:
+    """Analyse each network of ``runs`` on one input set: a run's checkpoint (see
+    ``parse_run``) or saved activations (see ``is_activation_file``), which must have been
+    taken on the inputs the runs are compared on (same labels, in the same order).
+    ``measures`` names the similarity measures (default the paper's two); ``options`` are
+    those of `plan`.
+
+    Writes nothing, except new solutions into each run's graph cache when ``cache`` is on.
+    """
+    return plan(runs, **options).result()
 
 
 def _same_inputs(inputs, given, path: Path):
@@ -233,6 +253,7 @@ def _summary(
     graphs: LayerGraphs,
     inputs,
     measures: Sequence[Measure],
+    graph_file: str,
 ) -> RunSummary:
     modularity, similarity = graph_summary(
         graphs.affinity, graphs.grams, inputs.labels, len(inputs.class_names), measures
@@ -249,4 +270,5 @@ def _summary(
         similarity=similarity,
         network_accuracy=accuracy,
         diagnostics=graphs.diagnostics,
+        graph_file=graph_file,
     )

@@ -7,14 +7,15 @@ chosen epochs (Fig 6). All epochs are analysed on the same inputs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ssc_jax.pipeline.analysis import findings
+from ssc_jax.pipeline.analysis import findings, metrics
+from ssc_jax.pipeline.analysis.computation import Computation
 from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SETTINGS,
@@ -32,17 +33,20 @@ from ssc_jax.pipeline.analysis.inputs import (
 )
 from ssc_jax.pipeline.analysis.layer_graphs import (
     GraphSource,
+    LayerGraphs,
     checkpoint_graphs,
     export_name,
     export_source,
     run_cache,
-    unconverged_layers,
 )
-from ssc_jax.pipeline.analysis.measures import layer_similarity, paired_similarity, select_measures
+from ssc_jax.pipeline.analysis.measures import (
+    Measure,
+    layer_similarity,
+    paired_similarity,
+    select_measures,
+)
 from ssc_jax.pipeline.analysis.summary import layer_modularity
 from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
-from ssc_jax.pipeline.store.outputs import to_jsonable
-from ssc_jax.solver.distributed import is_writer
 
 
 class Dynamics(NamedTuple):
@@ -50,9 +54,8 @@ class Dynamics(NamedTuple):
 
     ``to_final`` maps each measure's name to its (E, L) similarity of each layer to the
     same layer at the final epoch; ``heatmaps`` maps a chosen epoch to {measure name:
-    (L, L)};
-    ``metrics`` holds the ``metrics.json`` entries (JSON types only) and ``exports`` maps the
-    path of each epoch's graph file in the output folder to its source.
+    (L, L)}; ``exports`` maps the path of each epoch's graph file in the output folder to
+    its source; ``metrics`` gives the ``metrics.json`` entries (JSON types only).
     """
 
     run: str
@@ -65,8 +68,29 @@ class Dynamics(NamedTuple):
     diagnostics: dict[str, np.ndarray]
     heatmaps: dict[int, dict[str, np.ndarray]]
     findings: list[Finding]
-    metrics: dict
     exports: dict[str, GraphSource]
+
+    METRICS = metrics.layout(
+        inputs=None,
+        modularity=lambda m, _: {"modularity": m[-1], "modularity_per_epoch": m},
+        heatmaps=lambda h, r: {
+            **h[r.epochs[-1]],
+            "heatmaps": {str(epoch): maps for epoch, maps in h.items()},
+        },
+        to_final=metrics.spread("{}_to_final"),
+        network_accuracy="network_accuracy_per_epoch",
+        diagnostics=lambda d, r: {
+            "solver_diagnostics": {name: values[-1] for name, values in d.items()},
+            "solver_diagnostics_per_epoch": d,
+            "unconverged_layers": metrics.unconverged_along(map(str, r.epochs), r.layers, d),
+        },
+        findings=metrics.findings_rule(),
+        exports=metrics.graph_files,
+    )
+
+    @property
+    def metrics(self) -> dict:
+        return metrics.metrics_of(self)
 
 
 def spread_epochs(epochs: list[int], count: int = 4) -> list[int]:
@@ -75,7 +99,7 @@ def spread_epochs(epochs: list[int], count: int = 4) -> list[int]:
     return [epochs[i] for i in sorted(set(picks.tolist()))]
 
 
-def training_dynamics(
+def plan(
     run_dir: str | Path,
     *,
     analysis: AnalysisSet = DEFAULT_ANALYSIS,
@@ -86,16 +110,9 @@ def training_dynamics(
     cache: bool = True,
     progress: bool = True,
     warm_start: bool = True,
-) -> Dynamics | None:
-    """Analyse ``epochs`` (default: all) of the run in ``run_dir`` against its last epoch,
-    with the similarity ``measures`` (default the paper's two).
-
-    With ``warm_start`` each epoch's solve starts from the graphs of the epoch analysed
-    before it (the first from the last epoch's, which is solved first), which the solver
-    reaches in fewer iterations than from nothing. Writes nothing, except new solutions
-    into the run's graph cache when ``cache`` is on. In a ``jax.distributed`` job, process 0
-    analyses; the others take part in the solves and return None.
-    """
+) -> Computation[Dynamics]:
+    """`training_dynamics` as its solves and its summary (see `Computation`): the last
+    epoch's graphs first, then each chosen epoch's in order."""
     chosen_measures = select_measures(measures)
     available = run_epochs(run_dir)
     final = available[-1]
@@ -104,9 +121,10 @@ def training_dynamics(
         raise InputError(f"no checkpoints for epochs {missing} in {run_dir}")
     chosen = sorted(set(epochs or available) | {final})
     heatmap_epochs = sorted((set(heatmap_epochs or spread_epochs(chosen)) & set(chosen)) | {final})
+    inputs = load_inputs(analysis, held_out_data(run_info(run_dir)))
 
-    def graphs_of(epoch, init=None):
-        graphs = checkpoint_graphs(
+    def graphs_of(epoch: int, init=None) -> LayerGraphs:
+        return checkpoint_graphs(
             run_dir,
             epoch,
             inputs,
@@ -116,38 +134,60 @@ def training_dynamics(
             progress=False,
             init=init if warm_start else None,
         )
-        return graphs, float(np.mean(graphs.probs.argmax(axis=1) == inputs.labels))
 
-    inputs = load_inputs(analysis, held_out_data(run_info(run_dir)))
-    final_graphs, final_accuracy = graphs_of(final)
-    final_inputs = (
-        {"graphs": final_graphs.affinity, "grams": final_graphs.grams} if is_writer() else None
-    )
-    rows, previous = [], final_graphs.coef
-    for epoch in tqdm(chosen, desc="dynamics", unit="epoch", disable=not progress):
-        if epoch == final:
-            graphs, accuracy = final_graphs, final_accuracy
-        else:
-            graphs, accuracy = graphs_of(epoch, previous)
-        previous = graphs.coef
-        if not is_writer():
-            continue
-        A = graphs.affinity
-        row = {
-            "modularity": layer_modularity(A, inputs.labels, len(inputs.class_names)),
-            "to_final": paired_similarity(
-                chosen_measures, {"graphs": A, "grams": graphs.grams}, final_inputs
-            ),
-            "accuracy": accuracy,
-            "diagnostics": graphs.diagnostics,
-            "export": (export_name(graphs, epoch), export_source(graphs)),
-        }
-        if epoch in heatmap_epochs:
-            row["heatmap"] = layer_similarity(chosen_measures, A, graphs.grams)
-        rows.append(row)
-    if not is_writer():
-        return None
-    layers = final_graphs.layers
+    def solves() -> Iterator[LayerGraphs]:
+        final_graphs = graphs_of(final)
+        yield final_graphs
+        previous = final_graphs.coef
+        for epoch in tqdm(chosen, desc="dynamics", unit="epoch", disable=not progress):
+            graphs = final_graphs if epoch == final else graphs_of(epoch, previous)
+            previous = graphs.coef
+            yield graphs
+
+    def summary(solved: Iterator[LayerGraphs]) -> Dynamics:
+        final_graphs = next(solved)
+        final_inputs = {"graphs": final_graphs.affinity, "grams": final_graphs.grams}
+        rows = []
+        for epoch, graphs in zip(chosen, solved, strict=True):
+            A = graphs.affinity
+            row = {
+                "modularity": layer_modularity(A, inputs.labels, len(inputs.class_names)),
+                "to_final": paired_similarity(
+                    chosen_measures, {"graphs": A, "grams": graphs.grams}, final_inputs
+                ),
+                "accuracy": float(np.mean(graphs.probs.argmax(axis=1) == inputs.labels)),
+                "diagnostics": graphs.diagnostics,
+                "export": (export_name(graphs, epoch), export_source(graphs)),
+            }
+            if epoch in heatmap_epochs:
+                row["heatmap"] = layer_similarity(chosen_measures, A, graphs.grams)
+            rows.append(row)
+        return _dynamics(str(run_dir), chosen, final_graphs.layers, inputs, rows, chosen_measures)
+
+    return Computation(solves(), summary)
+
+
+def training_dynamics(run_dir: str | Path, **options) -> Dynamics:
+    """Analyse ``epochs`` (default: all) of the run in ``run_dir`` against its last epoch,
+    with the similarity ``measures`` (default the paper's two); ``options`` are those of
+    `plan`.
+
+    With ``warm_start`` each epoch's solve starts from the graphs of the epoch analysed
+    before it (the first from the last epoch's, which is solved first), which the solver
+    reaches in fewer iterations than from nothing. Writes nothing, except new solutions
+    into the run's graph cache when ``cache`` is on.
+    """
+    return plan(run_dir, **options).result()
+
+
+def _dynamics(
+    run: str,
+    chosen: list[int],
+    layers: list[str],
+    inputs: AnalysisInputs,
+    rows: list[dict],
+    chosen_measures: Sequence[Measure],
+) -> Dynamics:
     to_final = {m.name: np.stack([r["to_final"][m.name] for r in rows]) for m in chosen_measures}
     per_epoch = np.stack([r["modularity"] for r in rows])
     accuracy = np.asarray([r["accuracy"] for r in rows])
@@ -166,28 +206,8 @@ def training_dynamics(
             found.append(
                 findings.linear_converges_faster(to_final["ssc_cka"], to_final["linear_cka"])
             )
-    metrics = {
-        "run": str(run_dir),
-        "epochs": chosen,
-        "layers": layers,
-        "modularity": per_epoch[-1],
-        **heatmaps[final],
-        "solver_diagnostics": {k: v[-1] for k, v in diagnostics.items()},
-        "modularity_per_epoch": per_epoch,
-        **{f"{name}_to_final": values for name, values in to_final.items()},
-        "network_accuracy_per_epoch": accuracy,
-        "solver_diagnostics_per_epoch": diagnostics,
-        "unconverged_layers": {
-            str(epoch): missed
-            for epoch, row in zip(chosen, rows, strict=True)
-            if (missed := unconverged_layers(layers, row["diagnostics"]))
-        },
-        "heatmaps": {str(e): m for e, m in heatmaps.items()},
-        "graph_files": list(exports),
-        "findings": findings.as_json(found),
-    }
     return Dynamics(
-        run=str(run_dir),
+        run=run,
         epochs=chosen,
         layers=layers,
         inputs=inputs,
@@ -197,6 +217,5 @@ def training_dynamics(
         diagnostics=diagnostics,
         heatmaps=heatmaps,
         findings=found,
-        metrics=to_jsonable(metrics),
         exports=exports,
     )

@@ -32,13 +32,12 @@ from ssc_jax.pipeline.store.graph_store import (
     OWN,
     GraphFileError,
     StoredGraphs,
+    cache_graphs,
     graph_path,
     load_graphs,
-    save_graphs,
     sparse_layers,
 )
 from ssc_jax.solver.convergence import ConvergenceWarning
-from ssc_jax.solver.distributed import is_writer
 from ssc_jax.solver.solve import ssc_gram
 from ssc_jax.training.checkpoints import CheckpointError, load_checkpoint
 
@@ -225,14 +224,8 @@ def solved_graphs(
         init = None  # another layer selection or N: start cold
     coef, diagnostics = solve_layers(grams, solver, progress=progress, init=init)
     warn_unconverged(names, diagnostics, solver, epoch)
-    if not is_writer():
-        path = None  # in a jax.distributed job, process 0 stores the graphs
     if path is not None:
-        try:
-            save_graphs(path, names, coef, diagnostics, key)
-        except OSError as err:
-            warnings.warn(f"could not store the SSC graphs in {path.parent}: {err}", stacklevel=2)
-            path = None
+        path = cache_graphs(path, names, coef, diagnostics, key)
     return LayerGraphs(names, grams, coef, diagnostics, probs, key, path)
 
 

@@ -10,7 +10,7 @@ solves go from the smallest tau up, each warm-started from the previous tau's gr
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,7 +18,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ssc_jax.graphs.communities import label_agreement
-from ssc_jax.pipeline.analysis import findings
+from ssc_jax.pipeline.analysis import findings, metrics
+from ssc_jax.pipeline.analysis.computation import Computation
 from ssc_jax.pipeline.analysis.config import (
     DEFAULT_ANALYSIS,
     DEFAULT_SETTINGS,
@@ -42,13 +43,10 @@ from ssc_jax.pipeline.analysis.layer_graphs import (
     export_source,
     run_cache,
     solved_graphs,
-    unconverged_layers,
 )
 from ssc_jax.pipeline.analysis.measures import Measure, paired_similarity, select_measures
 from ssc_jax.pipeline.analysis.summary import layer_modularity
 from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
-from ssc_jax.pipeline.store.outputs import to_jsonable
-from ssc_jax.solver.distributed import is_writer
 from ssc_jax.solver.path import check_taus
 
 
@@ -61,8 +59,8 @@ class TauPath(NamedTuple):
     do not depend on tau); ``table1`` maps each Table 1
     number to its (T,) values on the last layer; ``findings`` holds the paper's findings on
     one checkpoint (Sec. 4.1, Table 1) as checked at each tau; ``diagnostics`` maps each
-    solver diagnostic to (T, L). ``metrics`` holds the ``metrics.json`` entries; ``exports``
-    maps each tau's graph file in the output folder to its source.
+    solver diagnostic to (T, L). ``exports`` maps each tau's graph file in the output folder
+    to its source; ``metrics`` gives the ``metrics.json`` entries.
     """
 
     run: str
@@ -77,8 +75,28 @@ class TauPath(NamedTuple):
     table1: dict[str, np.ndarray]
     findings: list[list[Finding]]
     diagnostics: dict[str, np.ndarray]
-    metrics: dict
     exports: dict[str, GraphSource]
+
+    METRICS = metrics.layout(
+        inputs=metrics.inputs_keys("n", "data", "split"),
+        reference="reference_tau",
+        modularity="modularity_per_tau",
+        nonzeros="nonzeros_per_row_per_tau",
+        similarity=metrics.spread("{}_to_reference_tau"),
+        table1=metrics.spread("{}_per_tau"),
+        findings=metrics.findings_rule("findings_per_tau"),
+        diagnostics=lambda d, r: {
+            "solver_diagnostics_per_tau": d,
+            "unconverged_layers": metrics.unconverged_along(
+                (f"{tau:g}" for tau in r.taus), r.layers, d
+            ),
+        },
+        exports=metrics.graph_files,
+    )
+
+    @property
+    def metrics(self) -> dict:
+        return metrics.metrics_of(self)
 
 
 def reference_tau(taus: Sequence[float], tau: float) -> float:
@@ -90,7 +108,7 @@ def _mean_nonzeros(graphs: LayerGraphs) -> list[float]:
     return [float(c.nnz / c.shape[0]) for c in graphs.coef]
 
 
-def checkpoint_tau_path(
+def plan(
     run_dir: str | Path,
     taus: Sequence[float],
     *,
@@ -101,14 +119,9 @@ def checkpoint_tau_path(
     cache: bool = True,
     progress: bool = True,
     warm_start: bool = True,
-) -> TauPath | None:
-    """Analyse the checkpoint of ``epoch`` (default: the last) of ``run_dir`` at each of
-    ``taus``, all other solver settings from ``solver``; ``measures`` (default the paper's
-    two) names the similarity measures, of which those of the graphs are followed over tau.
-
-    Writes nothing, except new solutions into the run's graph cache when ``cache`` is on.
-    In a ``jax.distributed`` job, process 0 analyses; the others take part in the solves and
-    return None.
+) -> Computation[TauPath]:
+    """`checkpoint_tau_path` as its solves, one per tau from the smallest up, and its
+    summary (see `Computation`).
 
     Raises:
       InputError: for a bad tau (not > 0, or repeated), or what ``analyze`` rejects.
@@ -120,36 +133,50 @@ def checkpoint_tau_path(
         raise InputError(f"--taus: {err}") from None
     epoch = resolve_epoch(run_dir, epoch)
     inputs = load_inputs(analysis, held_out_data(run_info(run_dir)))
-    computed = checkpoint_grams(
-        run_dir,
-        epoch,
-        inputs,
-        analysis=analysis,
-        memory_budget_bytes=solver.memory_budget_bytes,
-        progress=progress,
-    )
     reference = reference_tau(values, solver.solver.tau)
-    solved, previous = [], None
-    for tau in tqdm(values, desc="tau path", unit="tau", disable=not progress):
-        settings = dataclasses.replace(
-            solver,
-            admm=dataclasses.replace(solver.admm, tau=tau),
-            working_set=dataclasses.replace(solver.working_set, tau=tau),
-        )
-        graphs = solved_graphs(
-            computed,
+
+    def solves() -> Iterator[LayerGraphs]:
+        computed = checkpoint_grams(
+            run_dir,
+            epoch,
             inputs,
-            epoch=epoch,
-            solver=settings,
-            cache_dir=run_cache(run_dir, cache),
-            progress=False,
-            init=previous.coef if warm_start and previous is not None else None,
+            analysis=analysis,
+            memory_budget_bytes=solver.memory_budget_bytes,
+            progress=progress,
         )
-        solved.append(graphs)
-        previous = graphs
-    if not is_writer():
-        return None
-    return _summarise(str(run_dir), epoch, inputs, values, reference, solved, on_graphs)
+        previous = None
+        for tau in tqdm(values, desc="tau path", unit="tau", disable=not progress):
+            settings = dataclasses.replace(
+                solver,
+                admm=dataclasses.replace(solver.admm, tau=tau),
+                working_set=dataclasses.replace(solver.working_set, tau=tau),
+            )
+            previous = solved_graphs(
+                computed,
+                inputs,
+                epoch=epoch,
+                solver=settings,
+                cache_dir=run_cache(run_dir, cache),
+                progress=False,
+                init=previous.coef if warm_start and previous is not None else None,
+            )
+            yield previous
+
+    def summary(solved: Iterator[LayerGraphs]) -> TauPath:
+        return _summarise(str(run_dir), epoch, inputs, values, reference, list(solved), on_graphs)
+
+    return Computation(solves(), summary)
+
+
+def checkpoint_tau_path(run_dir: str | Path, taus: Sequence[float], **options) -> TauPath:
+    """Analyse the checkpoint of ``epoch`` (default: the last) of ``run_dir`` at each of
+    ``taus``, all other solver settings from ``solver``; ``measures`` (default the paper's
+    two) names the similarity measures, of which those of the graphs are followed over tau.
+    ``options`` are those of `plan`.
+
+    Writes nothing, except new solutions into the run's graph cache when ``cache`` is on.
+    """
+    return plan(run_dir, taus, **options).result()
 
 
 def _summarise(
@@ -185,33 +212,6 @@ def _summarise(
     }
     table = {name: np.asarray([row[name] for row in table1]) for name in table1[0]}
     exports = {export_name(g, epoch): export_source(g) for g in solved}
-    result = dict(
-        modularity=np.stack(modularity),
-        nonzeros=np.asarray(nonzeros),
-    )
-    to_reference = {m.name: np.stack([s[m.name] for s in similarity]) for m in measures}
-    metrics = {
-        "run": run,
-        "epoch": epoch,
-        "n": len(labels),
-        "data": inputs.key["data"],
-        "split": inputs.key["split"],
-        "layers": layers,
-        "taus": taus,
-        "reference_tau": reference,
-        "modularity_per_tau": result["modularity"],
-        "nonzeros_per_row_per_tau": result["nonzeros"],
-        **{f"{name}_to_reference_tau": values for name, values in to_reference.items()},
-        **{f"{name}_per_tau": values for name, values in table.items()},
-        "findings_per_tau": [findings.as_json(f) for f in found],
-        "solver_diagnostics_per_tau": diagnostics,
-        "unconverged_layers": {
-            f"{tau:g}": missed
-            for tau, g in zip(taus, solved, strict=True)
-            if (missed := unconverged_layers(layers, g.diagnostics))
-        },
-        "graph_files": list(exports),
-    }
     return TauPath(
         run=run,
         epoch=epoch,
@@ -219,11 +219,11 @@ def _summarise(
         layers=layers,
         taus=np.asarray(taus),
         reference=reference,
+        modularity=np.stack(modularity),
+        nonzeros=np.asarray(nonzeros),
+        similarity={m.name: np.stack([s[m.name] for s in similarity]) for m in measures},
         table1=table,
         findings=found,
         diagnostics=diagnostics,
-        metrics=to_jsonable(metrics),
         exports=exports,
-        similarity=to_reference,
-        **result,
     )

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from ssc_jax.pipeline.analysis.computation import Computation
 from ssc_jax.pipeline.analysis.inputs import InputError
 from ssc_jax.pipeline.cli.arguments import (
     DEFAULT_TRAIN_OPTIONS,
@@ -78,6 +79,16 @@ def _claim_output(out: str | Path, *, kind: str, inputs: list) -> AbstractContex
     return folder_lock(out)
 
 
+def _computed(computation: Computation):
+    """The result of ``computation`` on the process that writes (process 0 of a
+    ``jax.distributed`` job, or the only one); on the others, which take part in the solves
+    only, None."""
+    if is_writer():
+        return computation.result()
+    computation.solve_only()
+    return None
+
+
 def _publish_result(
     args, result, render: Callable, *, title: Callable[[Any], str], inputs: list
 ) -> Path:
@@ -112,20 +123,22 @@ def cmd_train(args) -> Path:
 
 
 def cmd_analyze(args) -> Path:
-    from ssc_jax.pipeline.analysis.analyze import analyze_checkpoint
+    from ssc_jax.pipeline.analysis import analyze
     from ssc_jax.pipeline.report.render import render_checkpoint
 
     analysis, solver = analysis_settings(args)
     inputs = [args.run, analysis.data]
     with _claim_output(args.out, kind="analyze", inputs=inputs):
-        result = analyze_checkpoint(
-            args.run,
-            epoch=args.epoch,
-            analysis=analysis,
-            solver=solver,
-            n_wrong=args.wrong,
-            measures=measure_names(args),
-            progress=not args.quiet,
+        result = _computed(
+            analyze.plan(
+                args.run,
+                epoch=args.epoch,
+                analysis=analysis,
+                solver=solver,
+                n_wrong=args.wrong,
+                measures=measure_names(args),
+                progress=not args.quiet,
+            )
         )
         name = Path(args.run).name
         return _publish_result(
@@ -138,20 +151,22 @@ def cmd_analyze(args) -> Path:
 
 
 def cmd_dynamics(args) -> Path:
-    from ssc_jax.pipeline.analysis.dynamics import training_dynamics
+    from ssc_jax.pipeline.analysis import dynamics
     from ssc_jax.pipeline.report.render import render_dynamics
 
     analysis, solver = analysis_settings(args)
     inputs = [args.run, analysis.data]
     with _claim_output(args.out, kind="dynamics", inputs=inputs):
-        result = training_dynamics(
-            args.run,
-            analysis=analysis,
-            solver=solver,
-            measures=measure_names(args),
-            epochs=args.checkpoints,
-            heatmap_epochs=args.heatmap_epochs,
-            progress=not args.quiet,
+        result = _computed(
+            dynamics.plan(
+                args.run,
+                analysis=analysis,
+                solver=solver,
+                measures=measure_names(args),
+                epochs=args.checkpoints,
+                heatmap_epochs=args.heatmap_epochs,
+                progress=not args.quiet,
+            )
         )
         name = Path(args.run).name
         return _publish_result(
@@ -164,20 +179,22 @@ def cmd_dynamics(args) -> Path:
 
 
 def cmd_tau_path(args) -> Path:
-    from ssc_jax.pipeline.analysis.tau_path import checkpoint_tau_path
+    from ssc_jax.pipeline.analysis import tau_path
     from ssc_jax.pipeline.report.render_tau_path import render_tau_path
 
     analysis, solver = analysis_settings(args)
     inputs = [args.run, analysis.data]
     with _claim_output(args.out, kind="tau-path", inputs=inputs):
-        result = checkpoint_tau_path(
-            args.run,
-            args.taus,
-            epoch=args.epoch,
-            analysis=analysis,
-            solver=solver,
-            measures=measure_names(args),
-            progress=not args.quiet,
+        result = _computed(
+            tau_path.plan(
+                args.run,
+                args.taus,
+                epoch=args.epoch,
+                analysis=analysis,
+                solver=solver,
+                measures=measure_names(args),
+                progress=not args.quiet,
+            )
         )
         name = Path(args.run).name
         return _publish_result(
@@ -190,19 +207,22 @@ def cmd_tau_path(args) -> Path:
 
 
 def cmd_compare(args) -> Path:
-    from ssc_jax.pipeline.analysis.compare import compare_runs, parse_run
+    from ssc_jax.pipeline.analysis import compare
+    from ssc_jax.pipeline.analysis.compare import parse_run
     from ssc_jax.pipeline.report.render import render_comparison
 
     analysis, solver = analysis_settings(args)
     inputs = [*(parse_run(spec)[0] for spec in args.runs), analysis.data]
     with _claim_output(args.out, kind="compare", inputs=inputs):
-        result = compare_runs(
-            args.runs,
-            names=args.names,
-            analysis=analysis,
-            solver=solver,
-            measures=measure_names(args),
-            progress=not args.quiet,
+        result = _computed(
+            compare.plan(
+                args.runs,
+                names=args.names,
+                analysis=analysis,
+                solver=solver,
+                measures=measure_names(args),
+                progress=not args.quiet,
+            )
         )
         return _publish_result(
             args,

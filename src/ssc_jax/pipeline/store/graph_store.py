@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
+
+from ssc_jax.solver.distributed import is_writer
 
 DIAGNOSTICS = (
     "iterations",
@@ -151,6 +154,21 @@ def save_graphs(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def cache_graphs(
+    path: Path, layers: Sequence[str], coef: Sequence, diagnostics: Mapping, settings: Mapping
+) -> Path | None:
+    """`save_graphs` into a graph cache, by the process that writes (process 0 of a
+    ``jax.distributed`` job, where the others hold no solution): the path stored, or None
+    where nothing was, with a warning if the write failed."""
+    if not is_writer():
+        return None
+    try:
+        return save_graphs(path, layers, coef, diagnostics, settings)
+    except OSError as err:
+        warnings.warn(f"could not store the SSC graphs in {path.parent}: {err}", stacklevel=3)
+        return None
 
 
 def load_graphs(path: str | Path) -> StoredGraphs:
