@@ -221,13 +221,14 @@ def hooked(passes: Passes, modules: dict) -> Iterator[dict]:
 
 class Survey(NamedTuple):
     """What the first pass finds: the per-input output sizes D of the selected layers, in
-    forward order, the number of inputs, labels, and each batch's fingerprint (a
-    DataLoader's, else None)."""
+    forward order, the number of inputs, labels, each batch's fingerprint (a DataLoader's,
+    else None), and the number of classes K of the model's logits (None without logits)."""
 
     dims: dict[str, int]
     n: int
     labels: np.ndarray | None
     fingerprints: list[tuple] | None
+    classes: int | None
 
 
 def survey(passes: Passes) -> Survey:
@@ -240,8 +241,9 @@ def survey(passes: Passes) -> Survey:
     if first is None:
         raise ValueError("the DataLoader yielded no batches")
     with hooked(passes, passes.selection.modules) as captured:
-        passes.forward(first, captured)
+        logits = logits_of(passes.forward(first, captured), first.size)
         dims = {name: value.shape[1] for name, value in captured.items()}
+    classes = None if logits is None else logits.shape[1]
     if not dims:
         raise ValueError(
             f"no selected module ran in the forward pass ({passes.selection.description})"
@@ -250,13 +252,14 @@ def survey(passes: Passes) -> Survey:
         given = passes.inputs if isinstance(passes.inputs, Mapping) else {}
         labels = next((given[key] for key in LABEL_KEYS if key in given), None)
         labels = None if labels is None else np.asarray(labels, dtype=np.int64)
-        return Survey(dims=dims, n=count(passes.inputs), labels=labels, fingerprints=None)
+        n = count(passes.inputs)
+        return Survey(dims=dims, n=n, labels=labels, fingerprints=None, classes=classes)
     fingerprints = [fingerprint(first), *(fingerprint(batch) for batch in batches)]
     labels = None
     if all(ys is not None for _, _, ys in fingerprints):
         labels = np.asarray([y for _, _, ys in fingerprints for y in ys], dtype=np.int64)
     n = sum(size for size, _, _ in fingerprints)
-    return Survey(dims=dims, n=n, labels=labels, fingerprints=fingerprints)
+    return Survey(dims=dims, n=n, labels=labels, fingerprints=fingerprints, classes=classes)
 
 
 def full_pass(
