@@ -6,6 +6,7 @@ import base64
 import itertools
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 from ssc_jax.pipeline.analysis.analyze import analyze_checkpoint
 from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings, settings_record
 from ssc_jax.pipeline.analysis.dynamics import Dynamics
-from ssc_jax.pipeline.analysis.inputs import AnalysisInputs
+from ssc_jax.pipeline.analysis.inputs import AnalysisInputs, run_facts
 from ssc_jax.pipeline.publish.write import publish
 from ssc_jax.pipeline.report import plots
 from ssc_jax.pipeline.report.html import CSS_PX_PER_INCH, Report, Section, Table
@@ -428,6 +429,7 @@ def _dynamics(run, n_epochs: int, n_layers: int) -> Dynamics:
         },
         findings=[],
         exports={},
+        trained=run_facts(run) if Path(run).is_dir() else None,
     )
 
 

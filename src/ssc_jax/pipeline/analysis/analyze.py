@@ -33,9 +33,11 @@ from ssc_jax.pipeline.analysis.config import (
 from ssc_jax.pipeline.analysis.findings import Finding
 from ssc_jax.pipeline.analysis.inputs import (
     AnalysisInputs,
+    RunFacts,
     held_out_data,
     load_inputs,
     resolve_epoch,
+    run_facts,
     run_info,
 )
 from ssc_jax.pipeline.analysis.layer_graphs import (
@@ -84,6 +86,7 @@ class CheckpointAnalysis(NamedTuple):
     wrong: list[WrongInput]
     findings: list[Finding]
     exports: dict[str, GraphSource]
+    trained: RunFacts | None = None
 
     METRICS = metrics.layout(
         inputs=metrics.INPUTS,
@@ -93,6 +96,7 @@ class CheckpointAnalysis(NamedTuple):
         table1=metrics.spread(),
         embedded=lambda embedded, _: {"embedded_inputs": int(embedded.size)},
         embeddings=None,
+        trained=None,
         wrong=lambda wrong, result: _wrong_metrics(wrong, result.inputs.class_names),
         findings=metrics.findings_rule(),
         exports=metrics.graph_file,
@@ -192,9 +196,10 @@ def plan(
 
     def summary(solved: Iterator[LayerGraphs]) -> CheckpointAnalysis:
         (graphs,) = solved
-        return analyze_graphs(
+        result = analyze_graphs(
             graphs, inputs, source=str(run_dir), epoch=epoch, n_wrong=n_wrong, measures=measures
         )
+        return result._replace(trained=run_facts(run_dir))
 
     return Computation(solves(), summary)
 

@@ -28,9 +28,11 @@ from ssc_jax.pipeline.analysis.config import (
 from ssc_jax.pipeline.analysis.inputs import (
     AnalysisInputs,
     InputError,
+    RunFacts,
     held_out_data,
     load_inputs,
     resolve_epoch,
+    run_facts,
     run_info,
 )
 from ssc_jax.pipeline.analysis.layer_graphs import (
@@ -63,8 +65,11 @@ class RunSummary(NamedTuple):
     network_accuracy: float | None
     diagnostics: dict[str, np.ndarray]
     graph_file: str
+    trained: RunFacts | None = None
 
-    METRICS = metrics.layout(similarity=metrics.spread(), diagnostics="solver_diagnostics")
+    METRICS = metrics.layout(
+        similarity=metrics.spread(), diagnostics="solver_diagnostics", trained=None
+    )
 
 
 class CrossSimilarity(NamedTuple):
@@ -271,4 +276,5 @@ def _summary(
         network_accuracy=accuracy,
         diagnostics=graphs.diagnostics,
         graph_file=graph_file,
+        trained=None if epoch is None else run_facts(run),
     )

@@ -26,9 +26,11 @@ from ssc_jax.pipeline.analysis.findings import Finding
 from ssc_jax.pipeline.analysis.inputs import (
     AnalysisInputs,
     InputError,
+    RunFacts,
     held_out_data,
     load_inputs,
     run_epochs,
+    run_facts,
     run_info,
 )
 from ssc_jax.pipeline.analysis.layer_graphs import (
@@ -69,9 +71,11 @@ class Dynamics(NamedTuple):
     heatmaps: dict[int, dict[str, np.ndarray]]
     findings: list[Finding]
     exports: dict[str, GraphSource]
+    trained: RunFacts | None = None
 
     METRICS = metrics.layout(
         inputs=None,
+        trained=None,
         modularity=lambda m, _: {"modularity": m[-1], "modularity_per_epoch": m},
         heatmaps=lambda h, r: {
             **h[r.epochs[-1]],
@@ -218,4 +222,5 @@ def _dynamics(
         heatmaps=heatmaps,
         findings=found,
         exports=exports,
+        trained=run_facts(run),
     )

@@ -85,6 +85,19 @@ def run_info(run_dir: str | Path) -> dict:
         raise InputError(str(err)) from None
 
 
+class RunFacts(NamedTuple):
+    """What a training run's folder records of it, for the report: its training
+    ``config`` and the epoch of its last checkpoint."""
+
+    config: dict
+    last_epoch: int
+
+
+def run_facts(run_dir: str | Path) -> RunFacts:
+    """The `RunFacts` of the run in ``run_dir``, which has a checkpoint."""
+    return RunFacts(run_info(run_dir)["config"], max(list_checkpoints(Path(run_dir))))
+
+
 def held_out_data(info) -> str:
     """The dataset a checkpoint was tested on during training (name or path), from ``info``."""
     config = info["config"]

@@ -30,9 +30,11 @@ from ssc_jax.pipeline.analysis.findings import Finding
 from ssc_jax.pipeline.analysis.inputs import (
     AnalysisInputs,
     InputError,
+    RunFacts,
     held_out_data,
     load_inputs,
     resolve_epoch,
+    run_facts,
     run_info,
 )
 from ssc_jax.pipeline.analysis.layer_graphs import (
@@ -76,6 +78,7 @@ class TauPath(NamedTuple):
     findings: list[list[Finding]]
     diagnostics: dict[str, np.ndarray]
     exports: dict[str, GraphSource]
+    trained: RunFacts | None = None
 
     METRICS = metrics.layout(
         inputs=metrics.inputs_keys("n", "data", "split"),
@@ -92,6 +95,7 @@ class TauPath(NamedTuple):
             ),
         },
         exports=metrics.graph_files,
+        trained=None,
     )
 
     @property
@@ -226,4 +230,5 @@ def _summarise(
         findings=found,
         diagnostics=diagnostics,
         exports=exports,
+        trained=run_facts(run),
     )

@@ -16,7 +16,6 @@ from ssc_jax.pipeline.analysis import findings
 from ssc_jax.pipeline.analysis.analyze import MIN_EMBEDDED, CheckpointAnalysis, WrongInput
 from ssc_jax.pipeline.analysis.compare import Comparison
 from ssc_jax.pipeline.analysis.dynamics import Dynamics
-from ssc_jax.pipeline.analysis.inputs import run_epochs
 from ssc_jax.pipeline.analysis.measures import title_of
 from ssc_jax.pipeline.analysis.summary import solver_columns
 from ssc_jax.pipeline.report import plots
@@ -59,10 +58,9 @@ def checkpoint_facts(result: CheckpointAnalysis) -> list[tuple[str, str]]:
     if result.epoch is None:
         facts = [("network", f"given by its activations ({result.run})")]
     else:
-        last = run_epochs(result.run)[-1]
         facts = [
-            ("model", model_text(result.run)),
-            ("checkpoint", f"epoch {result.epoch} of {last} ({result.run})"),
+            ("model", model_text(result.trained.config)),
+            ("checkpoint", f"epoch {result.epoch} of {result.trained.last_epoch} ({result.run})"),
         ]
     accuracy = result.table1.get("network_accuracy")
     return [
@@ -240,7 +238,7 @@ def render_dynamics(result: Dynamics, *, opening: bool = True) -> list[Section]:
         sections.append(
             overview(
                 [
-                    ("model", model_text(result.run)),
+                    ("model", model_text(result.trained.config)),
                     (
                         "epochs",
                         f"{len(result.epochs)} checkpoints, epochs {e0} to {e1} ({result.run})",
@@ -313,7 +311,7 @@ def render_comparison(result: Comparison) -> list[Section]:
         [
             [
                 r.name,
-                "saved activations" if r.epoch is None else model_text(r.run),
+                "saved activations" if r.trained is None else model_text(r.trained.config),
                 "-" if r.epoch is None else r.epoch,
                 len(r.layers),
                 "not given" if r.network_accuracy is None else r.network_accuracy,

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ssc_jax.pipeline.analysis.inputs import run_epochs
 from ssc_jax.pipeline.analysis.measures import title_of
 from ssc_jax.pipeline.analysis.tau_path import TauPath
 from ssc_jax.pipeline.report import plots
@@ -23,8 +22,11 @@ def render_tau_path(result: TauPath) -> list[Section]:
     accuracy = result.table1["network_accuracy"][0]
     head = overview(
         [
-            ("model", model_text(result.run)),
-            ("checkpoint", f"epoch {result.epoch} of {run_epochs(result.run)[-1]} ({result.run})"),
+            ("model", model_text(result.trained.config)),
+            (
+                "checkpoint",
+                f"epoch {result.epoch} of {result.trained.last_epoch} ({result.run})",
+            ),
             ("analysis inputs", inputs_text(result.inputs)),
             ("network accuracy", f"{accuracy:.3f} on these inputs"),
             ("layers", layers_text(result.layers)),

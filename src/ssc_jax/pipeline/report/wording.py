@@ -4,10 +4,10 @@ as a person writes them, never as Python reprs."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ssc_jax.pipeline.analysis.inputs import AnalysisInputs, run_info
+from ssc_jax.pipeline.analysis.inputs import AnalysisInputs
 
 MAX_TABLE_COLUMNS = 12
 """Wider tables are split into several, each repeating the first column."""
@@ -54,9 +54,8 @@ def setting_text(name: str, value) -> str:
     return str(value)
 
 
-def model_text(run: str | Path) -> str:
+def model_text(config: Mapping) -> str:
     """The model of a training run and what it was trained on, from its recorded config."""
-    config = run_info(run)["config"]
     extras = [f"width {_number(config['width'])}"] if config.get("width", 1.0) != 1.0 else []
     if config.get("data_fraction", 1.0) != 1.0:
         extras.append(f"{_number(100 * config['data_fraction'])}% of the training data")
