@@ -2,11 +2,14 @@
 installed, float64 NumPy/SciPy transcriptions of platonic-rep's and netrep's definitions;
 their invariances; and the Gram forms the pipeline uses against the activation forms."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy import linalg, stats
 
 import ssc_jax
+from ssc_jax.pipeline.cli.main import main
 from ssc_jax.similarity.peers import (
     mutual_knn_gram,
     procrustes_gram,
@@ -151,3 +154,24 @@ def test_bad_input_is_one_clear_error():
         ssc_jax.mutual_knn(X, Y, k=len(X))
     with pytest.raises(ValueError, match="the same for every input"):
         ssc_jax.procrustes(np.ones_like(X), Y)
+
+
+def test_a_command_writes_the_peer_measures(tmp_path):
+    """`activations --measures` reaches the built-in peer measures through the registry: each
+    (L, L) in metrics.json, equal to the function of the layers' activations."""
+    rng = np.random.default_rng(6)
+    labels = np.repeat(np.arange(3), 20)
+    layers = {"a": rng.normal(size=(60, 5)) + labels[:, None], "b": rng.normal(size=(60, 40))}
+    saved = tmp_path / "acts.npz"
+    np.savez(saved, labels=labels, **{k: v.astype(np.float32) for k, v in layers.items()})
+    chosen = "mutual_knn,procrustes,linear_cka_unbiased"
+    argv = ["activations", str(saved), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main([*argv, "--measures", chosen]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    a, b = layers["a"].astype(np.float32), layers["b"].astype(np.float32)
+    assert np.shape(metrics["mutual_knn"]) == np.shape(metrics["procrustes"]) == (2, 2)
+    assert metrics["mutual_knn"][0][1] == ssc_jax.mutual_knn(a, b)
+    # The command's Grams are float32: Procrustes within their rounding (see above).
+    bound = float(np.sqrt(60 * np.finfo(np.float32).eps))
+    assert metrics["procrustes"][0][1] == pytest.approx(ssc_jax.procrustes(a, b), abs=bound)
+    assert metrics["linear_cka_unbiased"][0][0] == pytest.approx(1.0, abs=1e-5)

@@ -14,6 +14,10 @@ costs O(n^2) memory:
   (``H K H``): the nuclear norm ``||X~^T Y~||_*`` is the sum of the singular values of
   ``Fx^T Fy`` for any factors ``F F^T`` of the centred, trace-normalised Grams.
 
+Each splits into a per-layer step and a cheap comparison (``cosine_neighbours`` and
+``neighbour_overlap``, ``rdm_ranks`` and ``rank_correlation``, ``shape_factor`` and
+``shape_distance``), so that L layers against L others take L per-layer steps, not L^2.
+
 The functions of activations, ``mutual_knn``, ``rsa`` and ``procrustes``, form those Grams
 in float64 and call them.
 """
@@ -63,12 +67,17 @@ def cosine_neighbours(gram, k: int) -> np.ndarray:
     return neighbours
 
 
+def neighbour_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """The mean over inputs of the fraction of shared neighbours, given two layers'
+    ``cosine_neighbours`` (n, k)."""
+    shared = (a[:, :, None] == b[:, None, :]).sum(axis=(1, 2))
+    return float(np.mean(shared / a.shape[1]))
+
+
 def mutual_knn_gram(gram_x, gram_y, k: int = 10) -> float:
     """``mutual_knn`` from the Grams ``X X^T`` and ``Y Y^T`` (n, n)."""
     gram_x, gram_y = _checked_grams("mutual_knn", gram_x, gram_y)
-    a, b = cosine_neighbours(gram_x, k), cosine_neighbours(gram_y, k)
-    shared = (a[:, :, None] == b[:, None, :]).sum(axis=(1, 2))
-    return float(np.mean(shared / k))
+    return neighbour_overlap(cosine_neighbours(gram_x, k), cosine_neighbours(gram_y, k))
 
 
 def mutual_knn(X, Y, k: int = 10) -> float:
@@ -97,22 +106,31 @@ def correlation_rdm(centred_gram) -> np.ndarray:
     return 1.0 - np.asarray(centred_gram, np.float64)[i, j] * scale[i] * scale[j]
 
 
-def _centred_ranks(values: np.ndarray) -> np.ndarray:
-    ranks = stats.rankdata(values)
+def rdm_ranks(centred_gram) -> np.ndarray:
+    """The ranks (ties averaged) of ``correlation_rdm``'s entries, centred and scaled to unit
+    norm, so that the Spearman correlation of two RDMs is their ranks' dot product; zeros
+    for a constant RDM."""
+    if centred_gram.shape[0] < 3:
+        raise ValueError("rsa: an RDM's upper triangle needs at least 3 inputs for a correlation")
+    ranks = stats.rankdata(correlation_rdm(centred_gram))
     ranks -= ranks.mean()
-    return ranks
+    norm = np.linalg.norm(ranks)
+    return ranks / norm if norm > 0 else ranks
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """The Spearman correlation of two RDMs from their ``rdm_ranks``; NaN when one is
+    constant."""
+    if not (a.any() and b.any()):
+        return float("nan")
+    return float(np.dot(a, b))
 
 
 def rsa_gram(centred_gram_x, centred_gram_y) -> float:
     """``rsa`` from the Grams (n, n) of the two layers' row-centred activations
     (``row_centred_gram``)."""
     centred_gram_x, centred_gram_y = _checked_grams("rsa", centred_gram_x, centred_gram_y)
-    if centred_gram_x.shape[0] < 3:
-        raise ValueError("rsa: an RDM's upper triangle needs at least 3 inputs for a correlation")
-    rx = _centred_ranks(correlation_rdm(centred_gram_x))
-    ry = _centred_ranks(correlation_rdm(centred_gram_y))
-    scale = np.sqrt(np.dot(rx, rx) * np.dot(ry, ry))
-    return float(np.dot(rx, ry) / scale) if scale > 0 else float("nan")
+    return rank_correlation(rdm_ranks(centred_gram_x), rdm_ranks(centred_gram_y))
 
 
 def rsa(X, Y) -> float:
@@ -127,9 +145,13 @@ def rsa(X, Y) -> float:
     return rsa_gram(X @ X.T, Y @ Y.T)
 
 
-def _shape_factor(gram: np.ndarray, eps: float) -> np.ndarray:
-    """F (n, r) with ``F F^T`` the column-centred Gram scaled to unit trace, its eigenvalues
-    below ``n * eps`` of the largest (rounding of the Gram) dropped."""
+def shape_factor(gram, eps: float | None = None) -> np.ndarray:
+    """Float64 F (n, r) with ``F F^T`` the column-centred Gram (n, n) scaled to unit trace,
+    its eigenvalues below ``n * eps`` of the largest dropped as rounding: ``eps`` defaults
+    to the Gram's float precision (float32's for a float32 Gram, which holds no more about
+    those directions)."""
+    eps = np.finfo(np.result_type(gram, np.float32)).eps if eps is None else eps
+    gram = np.asarray(gram, np.float64)
     n = gram.shape[0]
     centred = gram - gram.mean(axis=0, keepdims=True)
     centred -= centred.mean(axis=1, keepdims=True)
@@ -141,16 +163,18 @@ def _shape_factor(gram: np.ndarray, eps: float) -> np.ndarray:
     return vectors[:, keep] * np.sqrt(values[keep] / total)
 
 
-def procrustes_gram(gram_x, gram_y) -> float:
-    """``procrustes`` from the plain Grams ``X X^T`` and ``Y Y^T`` (n, n). Eigenvalues of
-    the centred Grams below n times the Grams' float precision of the largest are taken
-    as zero: a float32 Gram holds no more about those directions."""
-    gram_x, gram_y = _checked_grams("procrustes", gram_x, gram_y)
-    eps = max(np.finfo(np.result_type(g, np.float32)).eps for g in (gram_x, gram_y))
-    fx = _shape_factor(np.asarray(gram_x, np.float64), eps)
-    fy = _shape_factor(np.asarray(gram_y, np.float64), eps)
-    nuclear = _nuclear_norm(fx, fy)
+def shape_distance(fx: np.ndarray, fy: np.ndarray) -> float:
+    """``arccos(||Fx^T Fy||_*)``, the angular shape distance of two layers from their
+    ``shape_factor`` s (n, rx) and (n, ry)."""
+    nuclear = np.linalg.svd(fx.T @ fy, compute_uv=False).sum()
     return float(np.arccos(np.clip(nuclear, -1.0, 1.0)))
+
+
+def procrustes_gram(gram_x, gram_y) -> float:
+    """``procrustes`` from the plain Grams ``X X^T`` and ``Y Y^T`` (n, n), through their
+    ``shape_factor`` s."""
+    gram_x, gram_y = _checked_grams("procrustes", gram_x, gram_y)
+    return shape_distance(shape_factor(gram_x), shape_factor(gram_y))
 
 
 def procrustes(X, Y) -> float:
@@ -160,8 +184,7 @@ def procrustes(X, Y) -> float:
     layer is a rotation (and scaling, and shift) of the other. A distance: smaller is more
     similar."""
     X, Y = _checked_pair("procrustes", X, Y)
-    nuclear = _nuclear_norm(_unit_shape(X), _unit_shape(Y))
-    return float(np.arccos(np.clip(nuclear, -1.0, 1.0)))
+    return shape_distance(_unit_shape(X), _unit_shape(Y))
 
 
 def _unit_shape(X: np.ndarray) -> np.ndarray:
@@ -172,10 +195,4 @@ def _unit_shape(X: np.ndarray) -> np.ndarray:
     if norm == 0:
         raise ValueError("procrustes: a layer's activations are the same for every input")
     Xc /= norm
-    if Xc.shape[1] <= Xc.shape[0]:
-        return Xc
-    return _shape_factor(Xc @ Xc.T, np.finfo(np.float64).eps)
-
-
-def _nuclear_norm(fx: np.ndarray, fy: np.ndarray) -> float:
-    return float(np.linalg.svd(fx.T @ fy, compute_uv=False).sum())
+    return Xc if Xc.shape[1] <= Xc.shape[0] else shape_factor(Xc @ Xc.T)

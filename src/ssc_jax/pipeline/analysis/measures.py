@@ -1,11 +1,14 @@
-"""Similarity measures between layers, by name: the paper's SSC-CKA and linear CKA, and any
-that a user registers.
+"""Similarity measures between layers, by name: the paper's SSC-CKA and linear CKA, the
+unbiased linear CKA, the measures peers report (``mutual_knn``, ``rsa``, ``procrustes``), and
+any that a user registers.
 
 A measure compares two layers through their inputs on the same n samples: their SSC affinity
-graphs (``on="graphs"``, ``scipy.sparse`` (n, n)) or their Grams (``on="grams"``, dense
-(n, n); a Gram is what a layer's activations give a linear-kernel measure). Every command
-computes every selected measure for the layers, epochs or networks it compares, and writes,
-draws and tabulates each under its name.
+graphs (``on="graphs"``, ``scipy.sparse`` (n, n)), their Grams (``on="grams"``, dense
+(n, n); a Gram is what a layer's activations give a linear-kernel measure), or the Grams of
+their activations with each input's mean feature subtracted (``on="centred_grams"``, dense
+float64 (n, n), built a layer at a time from the Grams, each input's feature sum and the
+layer's feature count). Every command computes every selected measure for the layers, epochs
+or networks it compares, and writes, draws and tabulates each under its name.
 
 >>> import numpy as np
 >>> from ssc_jax.pipeline.analysis.measures import register_measure
@@ -22,11 +25,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ssc_jax.similarity import peers
 from ssc_jax.similarity.cka import cka
 from ssc_jax.similarity.streamed import streamed_cka_matrix
 
-INPUTS = ("graphs", "grams")
+INPUTS = ("graphs", "grams", "centred_grams")
 PAPER_MEASURES = ("ssc_cka", "linear_cka")
+# The neighbourhood size of the registered mutual_knn (platonic-rep's default).
+MUTUAL_KNN_K = 10
 # Keys of metrics.json that a measure's own keys would collide with.
 RESERVED = frozenset(
     {
@@ -58,13 +64,15 @@ class Measure(NamedTuple):
 
     ``matrix(xs, ys)`` gives the (L1, L2) values between the layers' inputs ``xs`` and ``ys``
     (``ys`` None: ``xs`` against itself); ``paired(xs, ys)`` the (L,) values of the layers
-    that correspond (a layer at two epochs or two taus)."""
+    that correspond (a layer at two epochs or two taus). ``distance``: smaller values mean
+    more alike (Procrustes), where the others are similarities."""
 
     name: str
     title: str
     on: str
     matrix: Callable[[Sequence, Sequence | None], np.ndarray]
     paired: Callable[[Sequence, Sequence], np.ndarray]
+    distance: bool = False
 
     def __repr__(self) -> str:
         return f"Measure(name={self.name!r}, title={self.title!r}, on={self.on!r})"
@@ -85,8 +93,52 @@ def _pairwise_paired(fn: PairFunction) -> Callable[[Sequence, Sequence], np.ndar
     return paired
 
 
+def _prepared_matrix(
+    prepare: Callable[[object], object], compare: Callable[[object, object], float]
+) -> Callable[[Sequence, Sequence | None], np.ndarray]:
+    """``matrix`` of a measure that splits into a per-layer ``prepare`` and a ``compare`` of
+    two prepared layers: every layer of ``ys`` is prepared once and kept, those of ``xs``
+    one at a time."""
+
+    def matrix(xs: Sequence, ys: Sequence | None = None) -> np.ndarray:
+        right = [prepare(y) for y in (xs if ys is None else ys)]
+        left = right if ys is None else (prepare(x) for x in xs)
+        return np.asarray([[compare(a, b) for b in right] for a in left], np.float64)
+
+    return matrix
+
+
+def _prepared_paired(
+    prepare: Callable[[object], object], compare: Callable[[object, object], float]
+) -> Callable[[Sequence, Sequence], np.ndarray]:
+    def paired(xs: Sequence, ys: Sequence) -> np.ndarray:
+        pairs = zip(xs, ys, strict=True)
+        return np.asarray([compare(prepare(x), prepare(y)) for x, y in pairs], np.float64)
+
+    return paired
+
+
+def _prepared(name: str, title: str, on: str, prepare, compare, distance=False) -> Measure:
+    return Measure(
+        name,
+        title,
+        on,
+        _prepared_matrix(prepare, compare),
+        _prepared_paired(prepare, compare),
+        distance,
+    )
+
+
 def _streamed_diagonal(xs: Sequence, ys: Sequence) -> np.ndarray:
     return np.diagonal(streamed_cka_matrix(xs, ys))
+
+
+def _unbiased_cka(x, y) -> float:
+    return float(cka(x, y, unbiased=True))
+
+
+def _neighbours(gram) -> np.ndarray:
+    return peers.cosine_neighbours(gram, MUTUAL_KNN_K)
 
 
 _REGISTRY: dict[str, Measure] = {
@@ -94,11 +146,36 @@ _REGISTRY: dict[str, Measure] = {
     "linear_cka": Measure(
         "linear_cka", "linear CKA", "grams", streamed_cka_matrix, _pairwise_paired(cka)
     ),
+    "linear_cka_unbiased": Measure(
+        "linear_cka_unbiased",
+        "unbiased linear CKA",
+        "grams",
+        _pairwise_matrix(_unbiased_cka),
+        _pairwise_paired(_unbiased_cka),
+    ),
+    "mutual_knn": _prepared(
+        "mutual_knn", "mutual kNN", "grams", _neighbours, peers.neighbour_overlap
+    ),
+    "rsa": _prepared("rsa", "RSA", "centred_grams", peers.rdm_ranks, peers.rank_correlation),
+    "procrustes": _prepared(
+        "procrustes",
+        "Procrustes distance",
+        "grams",
+        peers.shape_factor,
+        peers.shape_distance,
+        distance=True,
+    ),
 }
+BUILT_IN = frozenset(_REGISTRY)
 
 
 def register_measure(
-    name: str, fn: PairFunction, *, on: str = "graphs", title: str | None = None
+    name: str,
+    fn: PairFunction,
+    *,
+    on: str = "graphs",
+    title: str | None = None,
+    distance: bool = False,
 ) -> Measure:
     """Register ``fn(x, y) -> float``, a similarity of two layers' inputs on the same n
     samples, under ``name``.
@@ -108,32 +185,37 @@ def register_measure(
         identifier, neither one of the paper's two measures nor another ``metrics.json`` key.
       fn: the similarity of one pair of layers. With ``on="graphs"`` it receives their SSC
         affinity graphs ``|C| + |C|^T`` (``scipy.sparse`` (n, n)), with ``on="grams"`` their
-        Grams (dense (n, n)).
+        Grams (dense (n, n)), with ``on="centred_grams"`` the Grams of their activations
+        with each input's mean feature subtracted (dense float64 (n, n)).
       on: which inputs ``fn`` takes.
       title: its name in the figures and the report (default ``name``).
+      distance: smaller values of ``fn`` mean more alike.
 
     Select it with ``measures=`` in the Python API or ``--measures`` on the command line.
     Registering a name again replaces the earlier measure.
 
     Raises:
-      ValueError: for a name that is not an identifier or is taken, an unknown ``on``, or an
-        ``fn`` that is not callable.
+      ValueError: for a name that is not an identifier or is taken (by a built-in measure
+        or a ``metrics.json`` key), an unknown ``on``, or an ``fn`` that is not callable.
     """
     if not (isinstance(name, str) and name.isidentifier()):
         raise ValueError(f"a measure's name must be an identifier; got {name!r}")
-    if name in PAPER_MEASURES or name in RESERVED:
+    if name in BUILT_IN or name in RESERVED:
         raise ValueError(f"the measure name {name!r} is taken; choose another")
     if on not in INPUTS:
         raise ValueError(f"on must be one of {INPUTS}; got {on!r}")
     if not callable(fn):
         raise ValueError(f"fn must be a function of two layers' {on}; got {type(fn).__name__}")
-    measure = Measure(name, title or name, on, _pairwise_matrix(fn), _pairwise_paired(fn))
+    measure = Measure(
+        name, title or name, on, _pairwise_matrix(fn), _pairwise_paired(fn), bool(distance)
+    )
     _REGISTRY[name] = measure
     return measure
 
 
 def registered_measures() -> list[str]:
-    """The name of every measure, the paper's two first."""
+    """The name of every measure, the built-in ones (the paper's two first), then the
+    user's."""
     return list(_REGISTRY)
 
 
@@ -160,26 +242,67 @@ def title_of(name: str) -> str:
     return _REGISTRY[name].title if name in _REGISTRY else name
 
 
+class RowCentredGrams(Sequence):
+    """The L Grams of layers' activations with each input's mean feature subtracted, one
+    float64 (n, n) built per access from the layer's Gram, its inputs' feature sums and its
+    feature count (``ssc_jax.similarity.peers.row_centred_gram``)."""
+
+    def __init__(self, grams: Sequence, feature_sums: Sequence, widths: Sequence[int]):
+        if not len(grams) == len(feature_sums) == len(widths):
+            raise ValueError(
+                f"got {len(grams)} Grams, {len(feature_sums)} feature sums and "
+                f"{len(widths)} widths; give one of each per layer"
+            )
+        self.grams, self.feature_sums, self.widths = grams, feature_sums, widths
+
+    def __len__(self) -> int:
+        return len(self.grams)
+
+    def __getitem__(self, layer: int) -> np.ndarray:
+        return peers.row_centred_gram(
+            self.grams[layer], self.feature_sums[layer], int(self.widths[layer])
+        )
+
+
+def _layer_inputs(measure: Measure, inputs: Mapping) -> Sequence:
+    """What ``measure`` compares, from ``inputs``: "graphs" and "grams", and for the
+    centred Grams also "feature_sums" (L, n) and "widths" (L,)."""
+    if measure.on != "centred_grams":
+        return inputs[measure.on]
+    if inputs.get("feature_sums") is None or inputs.get("widths") is None:
+        raise ValueError(
+            f"the measure {measure.name} needs each input's feature sum and each layer's "
+            "feature count, which Grams given without their activations do not hold"
+        )
+    return RowCentredGrams(inputs["grams"], inputs["feature_sums"], inputs["widths"])
+
+
 def layer_similarity(
-    measures: Sequence[Measure], graphs: Sequence, grams: Sequence
+    measures: Sequence[Measure],
+    graphs: Sequence,
+    grams: Sequence,
+    feature_sums: Sequence | None = None,
+    widths: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """{name: (L, L)} of each measure between every pair of one network's L layers, given
-    their affinity graphs and Grams."""
-    inputs = {"graphs": graphs, "grams": grams}
-    return {m.name: m.matrix(inputs[m.on], None) for m in measures}
+    their affinity graphs and Grams, and for measures of the centred Grams their inputs'
+    feature sums (L, n) and feature counts (L,)."""
+    inputs = {"graphs": graphs, "grams": grams, "feature_sums": feature_sums, "widths": widths}
+    return {m.name: m.matrix(_layer_inputs(m, inputs), None) for m in measures}
 
 
 def cross_similarity_matrices(
     measures: Sequence[Measure], a: Mapping[str, Sequence], b: Mapping[str, Sequence]
 ) -> dict[str, np.ndarray]:
     """{name: (L_a, L_b)} of each measure between the layers of two networks; ``a`` and
-    ``b`` map "graphs" and "grams" to each network's layer inputs."""
-    return {m.name: m.matrix(a[m.on], b[m.on]) for m in measures}
+    ``b`` map "graphs" and "grams" (and, for measures of the centred Grams,
+    "feature_sums" and "widths") to each network's layer inputs."""
+    return {m.name: m.matrix(_layer_inputs(m, a), _layer_inputs(m, b)) for m in measures}
 
 
 def paired_similarity(
     measures: Sequence[Measure], a: Mapping[str, Sequence], b: Mapping[str, Sequence]
 ) -> dict[str, np.ndarray]:
     """{name: (L,)} of each measure between corresponding layers of two states of one network
-    (two epochs, two taus)."""
-    return {m.name: m.paired(a[m.on], b[m.on]) for m in measures}
+    (two epochs, two taus); ``a`` and ``b`` as in `cross_similarity_matrices`."""
+    return {m.name: m.paired(_layer_inputs(m, a), _layer_inputs(m, b)) for m in measures}

@@ -216,18 +216,20 @@ def add_measures_option(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(PAPER_MEASURES),
         metavar="NAME",
-        help="similarity measures between layers, epochs and networks (default: %(default)s; "
-        "ssc_jax.register_measure adds one)",
+        help="similarity measures between layers, epochs and networks, apart or "
+        "comma-separated (default: %(default)s; ssc_jax.register_measure adds one)",
     )
 
 
 def measure_names(args: argparse.Namespace) -> tuple[str, ...]:
-    """The measures ``--measures`` selects, checked against those registered.
+    """The measures ``--measures`` selects (names apart or comma-separated), checked against
+    those registered.
 
     Raises:
       InputError: for a name no measure is registered under.
     """
+    names = [name for given in args.measures for name in given.split(",") if name]
     try:
-        return tuple(m.name for m in select_measures(args.measures))
+        return tuple(m.name for m in select_measures(names))
     except ValueError as err:
         raise InputError(f"--measures: {err}") from None

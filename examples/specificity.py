@@ -1,0 +1,190 @@
+"""Which similarity measure finds the right layer? Kornblith et al. (2019)'s specificity test.
+
+Networks of one architecture trained from different seeds should have corresponding
+layers: layer i of seed A is most like layer i of seed B. For each measure and each ordered
+pair of networks (A, B), the test scores the fraction of A's layers whose most similar layer
+of B (the smallest value, for a distance such as Procrustes) is the same layer. The
+networks are trained run folders (their checkpoints analysed on the same N inputs of their
+test set, their SSC graphs taken from or written to each run's graph cache, as ``analyze``
+does) or saved activation files taken on the same inputs (see ``ssc-jax activations``)::
+
+    python examples/specificity.py runs/vgg-s0 runs/vgg-s1 runs/vgg-s2 --n 1000 \\
+        --measures ssc_cka,linear_cka,linear_cka_unbiased,mutual_knn,rsa,procrustes
+    python examples/specificity.py a.npz b.npz c.npz
+
+prints a table (mean over the ordered pairs, and their range) and, with ``--out``, writes
+it as JSON with every pair's cross-network matrices. ``within_one`` is the fraction whose
+most similar layer is the same one or a neighbour: where neighbouring layers are alike (the
+residual stream of a ResNet), it tells a measure that finds the right region from one that
+does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ssc_jax.nets.activation_files import read_activations
+from ssc_jax.nets.capture import capture_activations
+from ssc_jax.nets.external import grams_from_activations
+from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.analysis.inputs import (
+    held_out_data,
+    load_inputs,
+    preprocess,
+    resolve_epoch,
+    run_info,
+)
+from ssc_jax.pipeline.analysis.layer_graphs import checkpoint_graphs, run_cache, solve_layers
+from ssc_jax.pipeline.analysis.measures import cross_similarity_matrices, select_measures
+from ssc_jax.training.checkpoints import load_checkpoint
+
+DEFAULT_MEASURES = "ssc_cka,linear_cka,linear_cka_unbiased,mutual_knn,rsa,procrustes"
+
+
+def best_matches(matrix: np.ndarray, distance: bool) -> np.ndarray:
+    """(L_a,) the layer of B most similar to each layer of A, from their (L_a, L_b)
+    similarities (distances when ``distance``)."""
+    return np.argmin(matrix, axis=1) if distance else np.argmax(matrix, axis=1)
+
+
+def specificity(matrix: np.ndarray, distance: bool, slack: int = 0) -> float:
+    """The fraction of A's layers i whose most similar layer of B lies within ``slack``
+    layers of i; the matrix must be square (the same architecture)."""
+    if matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"the networks have {matrix.shape} layers; compare one architecture")
+    best = best_matches(matrix, distance)
+    return float(np.mean(np.abs(best - np.arange(len(best))) <= slack))
+
+
+def _sums_and_widths(model, images: np.ndarray, layers: str, batch_size: int):
+    """Each input's feature sum (L, n) and each layer's feature count (L,), from one more
+    forward pass in batches."""
+    sums, widths = {}, {}
+    for start in range(0, len(images), batch_size):
+        batch = capture_activations(model, images[start : start + batch_size], layers)
+        for name, values in batch.items():
+            flat = values.reshape(len(values), -1)
+            sums.setdefault(name, []).append(flat.sum(axis=1, dtype=np.float64))
+            widths[name] = flat.shape[1]
+    names = list(widths)
+    return names, np.stack([np.concatenate(sums[k]) for k in names]), [widths[k] for k in names]
+
+
+def run_network(run: Path, analysis: AnalysisSet, solver: SolverSettings, progress: bool):
+    """(layer names, the registry's inputs) of the last checkpoint of ``run``."""
+    epoch = resolve_epoch(run, None)
+    inputs = load_inputs(analysis, held_out_data(run_info(run)))
+    graphs = checkpoint_graphs(
+        run,
+        epoch,
+        inputs,
+        analysis=analysis,
+        solver=solver,
+        cache_dir=run_cache(run, True),
+        progress=progress,
+    )
+    model, info = load_checkpoint(run, epoch)
+    images = preprocess(inputs.images, info)
+    names, sums, widths = _sums_and_widths(model, images, analysis.layers, analysis.batch_size)
+    if names != list(graphs.layers):
+        raise ValueError(f"{run}: the captured layers {names} are not the graphs' layers")
+    network = {"graphs": graphs.affinity, "grams": graphs.grams}
+    return names, network | {"feature_sums": sums, "widths": widths}, inputs.labels
+
+
+def file_network(path: Path, solver: SolverSettings, progress: bool):
+    """(layer names, the registry's inputs) of saved activations."""
+    source = read_activations(path)
+    names, grams = grams_from_activations(source)
+    coef, _ = solve_layers(grams, solver, progress=progress)
+    sums, widths = [], []
+    for name in names:
+        values = np.asarray(source.layers[name])
+        flat = values.reshape(len(values), -1)
+        sums.append(flat.sum(axis=1, dtype=np.float64))
+        widths.append(flat.shape[1])
+    affinity = [abs(c) + abs(c).T for c in coef]
+    network = {"graphs": affinity, "grams": grams, "feature_sums": np.stack(sums)}
+    return list(names), network | {"widths": widths}, source.labels
+
+
+def specificity_table(networks: list[dict], measures) -> dict:
+    """{measure: {"pairs": [...], "specificity": [...], "within_one": [...]}} over every
+    ordered pair of networks (each unordered pair's matrix once, read both ways)."""
+    table = {
+        m.name: {"pairs": [], "specificity": [], "within_one": [], "matrices": []} for m in measures
+    }
+    for a, b in itertools.combinations(range(len(networks)), 2):
+        matrices = cross_similarity_matrices(measures, networks[a], networks[b])
+        for m in measures:
+            for pair, matrix in (((a, b), matrices[m.name]), ((b, a), matrices[m.name].T)):
+                row = table[m.name]
+                row["pairs"].append(pair)
+                row["specificity"].append(specificity(matrix, m.distance))
+                row["within_one"].append(specificity(matrix, m.distance, slack=1))
+            table[m.name]["matrices"].append(np.asarray(matrices[m.name]).tolist())
+    return table
+
+
+def _print_table(table: dict, layers: int) -> None:
+    print(f"{'measure':<22}{'specificity':>12}{'range':>14}{'within one':>12}   ({layers} layers)")
+    for name, row in table.items():
+        s, w = np.asarray(row["specificity"]), np.asarray(row["within_one"])
+        spread = f"{s.min():.2f}-{s.max():.2f}"
+        print(f"{name:<22}{s.mean():>12.2f}{spread:>14}{w.mean():>12.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("networks", nargs="+", type=Path, help="run folders or activation files")
+    parser.add_argument("--n", type=int, default=1000, help="analysis inputs N (run folders)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the N-input sample")
+    parser.add_argument("--layers", default="conv", choices=("conv", "blocks"))
+    parser.add_argument("--tau", type=float, default=None, help="SSC tau (default the solver's)")
+    parser.add_argument("--measures", default=DEFAULT_MEASURES, help="comma-separated names")
+    parser.add_argument("--out", type=Path, help="write the table and matrices as JSON here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if len(args.networks) < 2:
+        parser.error("give at least two networks of one architecture")
+    measures = select_measures(args.measures.split(","))
+    analysis = AnalysisSet(n=args.n, seed=args.seed, layers=args.layers)
+    solver = SolverSettings()
+    if args.tau is not None:
+        solver = dataclasses.replace(
+            solver,
+            admm=dataclasses.replace(solver.admm, tau=args.tau),
+            working_set=dataclasses.replace(solver.working_set, tau=args.tau),
+        )
+    networks, names, first, started = [], None, None, time.perf_counter()
+    for path in args.networks:
+        if path.is_dir():
+            layer_names, network, labels = run_network(path, analysis, solver, not args.quiet)
+        else:
+            layer_names, network, labels = file_network(path, solver, not args.quiet)
+        if names is not None and (layer_names != names or not np.array_equal(labels, first)):
+            parser.error(f"{path}: not the layers or inputs of {args.networks[0]}")
+        names, first = layer_names, labels
+        networks.append(network)
+    table = specificity_table(networks, measures)
+    _print_table(table, len(names))
+    print(f"({len(networks)} networks, N = {len(first)}, {time.perf_counter() - started:.0f} s)")
+    if args.out is not None:
+        record = {"networks": [str(p) for p in args.networks], "layers": names, "n": len(first)}
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record | {"measures": table}, indent=1))
+        tmp.replace(args.out)
+    return 0 if all(math.isfinite(np.mean(r["specificity"])) for r in table.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
