@@ -1,178 +1,87 @@
-"""Activations and per-layer Gram matrices of a model on a set of inputs.
+"""Activations and per-layer Gram matrices of a Flax model on a set of inputs.
 
 ``model`` is any ``flax.nnx.Module``, or a ``flax.linen`` model as a
 :class:`~ssc_jax.nets.linen_capture.LinenModel`. The functions here run it in eval mode
 (BatchNorm on running averages) under ``jax.jit``, in batches, and return only the selected
 layers, in forward order, named by their module path. ``layers`` is one of
 
-* ``"conv"`` (default): every convolution output (``nnx.Conv``, ``nn.Conv``);
-* a module type or a tuple of them, e.g. ``(nnx.Conv, nnx.Linear)`` or ``nnx.BatchNorm``:
-  the output of every submodule of those types (:mod:`ssc_jax.nets.generic`);
-* a list of layer names (module paths, e.g. ``["block1.conv", "head"]``);
-* ``"blocks"``, for the zoo's models only: block, pooling and classifier outputs, as in
-  Sec. 4 of the paper.
+* ``"conv"`` (default): every convolution output (``nnx.Conv``, ``nn.Conv``); for a model with
+  fewer than two (a transformer), its repeated blocks, said in a one-line warning;
+* ``"blocks"``: the repeated blocks (the members of the model's longest run of same-class
+  sibling modules: transformer layers, residual blocks); for the zoo's models their block,
+  pooling and classifier outputs, as in Sec. 4 of the paper;
+* ``"hidden_states"``: the hidden states the model returns
+  (:mod:`ssc_jax.nets.flax_capture.hidden_states`);
+* a module type or a tuple of them, e.g. ``(nnx.Conv, nnx.Linear)``: the output of every
+  submodule of those types (:mod:`ssc_jax.nets.generic`);
+* a list of layer names (module paths, e.g. ``["block1.conv", "head"]``) or shell-style
+  patterns of them (``["blocks.*"]``).
 
-The zoo's models name their convolutions and blocks with taps (:mod:`ssc_jax.nets.taps`:
-``"layer2.0.conv1"``, ``"layer2.0.shortcut.conv"``, ``"layer2.0"``); ``"conv"``, ``"blocks"``
-and names select among those. A selection that captures nothing is an error that lists the
-model's submodules (paths and types).
+One selected layer gives a warning; a selection that matches nothing is an error naming the
+closest module paths. ``inputs`` is a batch (n, ...) passed as ``model(x)``, or a mapping of
+batches passed as keyword arguments, ``model(**inputs)``
+(:mod:`ssc_jax.nets.flax_capture.inputs`).
+
+Token activations (n, T, D), the outputs of transformer layers, are pooled to one vector per
+input by ``tokens`` (:mod:`ssc_jax.nets.tokens`; default ``"mean"``, over each input's real
+tokens), with the padding ``mask`` (n, T) or the inputs' ``attention_mask``.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from ssc_jax.core.checks import check_finite, check_ndim, check_positive
+from ssc_jax.core.checks import check_positive
 from ssc_jax.core.memory import MemoryBudgetError, default_memory_budget, disk_array
-from ssc_jax.nets.generic import describe, hooked_forward, module_table, trace_layers
-from ssc_jax.nets.linen_capture import LinenModel, linen_forward, linen_input_channels, trace_linen
-from ssc_jax.nets.taps import KINDS, has_taps, name_taps, tap_forward, trace_taps
-
-Layers = str | type | Sequence[str] | Sequence[type]
-Forward = Callable[[jax.Array], dict[str, jax.Array]]
-
-# (graphdef, input shape, layers) -> layers: tracing a deep net takes seconds, and an
-# analysis traces the same architecture once per checkpoint.
-_TRACES: dict[tuple, list] = {}
-
-
-class _Plan(NamedTuple):
-    """The selected layers (name, per-sample shape) in forward order, and ``forward``: layer
-    names -> a function of a batch (B, ...) giving {name: output (B, ...)} of those layers."""
-
-    layers: list[tuple[str, tuple[int, ...]]]
-    forward: Callable[[frozenset[str]], Forward]
-
-
-def _default_input_shape(model) -> tuple[int, ...]:
-    """A 32x32 input with as many channels as the model's first convolution takes."""
-    if isinstance(model, LinenModel):
-        channels = linen_input_channels(model)
-    else:
-        channels = next(
-            (m.in_features for _, m in nnx.iter_modules(model) if isinstance(m, nnx.Conv)), None
-        )
-    if channels is None:
-        raise ValueError("the model has no convolution to tell its input; pass input_shape")
-    return (1, 32, 32, channels)
-
-
-def _tap_plan(model: nnx.Module, layers: str | tuple[str, ...], input_shape) -> _Plan:
-    taps = trace_taps(model, input_shape)
-    if isinstance(layers, str):
-        selected = [(name, shape) for kind, name, shape in taps if kind == layers]
-    else:
-        unknown = sorted(set(layers) - {name for _, name, _ in taps})
-        if unknown:
-            valid = ", ".join(name for _, name, _ in taps)
-            raise ValueError(f"unknown layer names {unknown}; this model's layers are: {valid}")
-        selected = [(name, shape) for _, name, shape in taps if name in set(layers)]
-    graphdef, state = nnx.split(model)
-    return _Plan(selected, lambda names: functools.partial(tap_forward(graphdef, names), state))
-
-
-def _hook_plan(model: nnx.Module, layers: tuple, input_shape) -> _Plan:
-    graphdef, state = nnx.split(model)
-    key = (graphdef, input_shape, layers)
-    if key not in _TRACES:
-        _TRACES[key] = trace_layers(model, layers, input_shape)
-
-    def forward(names: frozenset[str]) -> Forward:
-        hooked = frozenset(name.split("#", 1)[0] for name in names)
-        return functools.partial(hooked_forward(graphdef, hooked, names), state)
-
-    return _Plan(_TRACES[key], forward)
-
-
-def _linen_plan(model: LinenModel, layers: tuple, input_shape) -> _Plan:
-    selected = trace_linen(model, layers, input_shape)
-    return _Plan(
-        selected, lambda names: functools.partial(linen_forward(model, names), model.variables)
-    )
-
-
-def _plan(model, layers: Layers, input_shape: tuple[int, ...]) -> _Plan:
-    """The selected layers of ``model`` and their forward functions (see the module doc)."""
-    shape = (1, *(int(d) for d in input_shape[1:]))
-    if isinstance(layers, str):
-        if layers not in KINDS:
-            raise ValueError(
-                f"layers must be one of {KINDS}, module types or a list of layer names; "
-                f"got {layers!r}"
-            )
-    else:
-        layers = (layers,) if isinstance(layers, type) else tuple(layers)
-        if not layers:
-            raise ValueError("layers is an empty list; name at least one layer or module type")
-        if len({isinstance(item, type) for item in layers}) > 1:
-            raise ValueError("layers mixes module types and names; pass one or the other")
-    typed = not isinstance(layers, str) and isinstance(layers[0], type)
-    if has_taps(model) and not typed:
-        return _tap_plan(name_taps(model), layers, shape)
-    if layers == "blocks":
-        table = module_table(model) if isinstance(model, nnx.Module) else []
-        raise ValueError(
-            "layers='blocks' names the block outputs of the zoo's models, which this model does "
-            f"not mark; pass module types or module paths. Its submodules: {describe(table)}"
-        )
-    if isinstance(model, LinenModel):
-        return _linen_plan(model, (nn.Conv,) if layers == "conv" else layers, shape)
-    if not isinstance(model, nnx.Module):
-        raise ValueError(
-            "model must be a flax.nnx.Module or a LinenModel(module, variables); "
-            f"got {type(model).__name__}"
-        )
-    return _hook_plan(model, (nnx.Conv,) if layers == "conv" else layers, shape)
+from ssc_jax.nets.flax_capture.inputs import batches, checked_inputs, count, padding_mask, spec
+from ssc_jax.nets.flax_capture.plan import (
+    Forward,
+    Layers,
+    default_input_shape,
+    float_shapes,
+    plan_layers,
+)
+from ssc_jax.nets.taps import has_taps
+from ssc_jax.nets.tokens import DEFAULT_TOKENS, check_tokens, pool_tokens
 
 
 def layer_names(
-    model, layers: Layers = "conv", *, input_shape: tuple[int, ...] | None = None
+    model, layers: Layers = "conv", *, input_shape: tuple[int, ...] | None = None, inputs=None
 ) -> list[str]:
     """Names of the selected layers in forward order, found by tracing (no computation).
 
-    ``input_shape`` (B, ...) defaults to 32x32 images (B, 32, 32, C) with as many channels
-    as the model's first convolution takes.
+    The inputs are float32 of ``input_shape`` (B, ...), by default 32x32 images (B, 32, 32, C)
+    with as many channels as the model's first convolution takes, or shaped like ``inputs``,
+    a batch or a mapping of batches (token ids keep their integer dtype).
     """
-    shape = _default_input_shape(model) if input_shape is None else input_shape
-    return [name for name, _ in _plan(model, layers, shape).layers]
+    if inputs is not None:
+        shapes = spec(checked_inputs(inputs, images_only=has_taps(model)))
+    else:
+        shape = default_input_shape(model) if input_shape is None else input_shape
+        shapes = float_shapes(shape)
+    return [name for name, _ in plan_layers(model, layers, shapes).layers]
 
 
-def _check_images(images, model) -> np.ndarray:
-    """Inputs as float32: images (n, H, W, C) for the zoo's models, (n, ...) for others."""
-    if has_taps(model):
-        check_ndim("images", images, 4, "a batch of images (n, H, W, C)")
-    elif np.ndim(images) < 2:
-        raise ValueError(f"images must be a batch of inputs (n, ...); got shape {np.shape(images)}")
-    images = np.asarray(images, dtype=np.float32)
-    check_finite("images", images)
-    if len(images) == 0:
-        raise ValueError("images is empty; pass at least one image")
-    return images
+def pooled_shape(shape: tuple[int, ...], tokens: str) -> tuple[int, ...]:
+    """The per-input shape of a layer of per-input ``shape`` once its tokens are pooled."""
+    if len(shape) != 2:
+        return shape
+    return (math.prod(shape),) if tokens == "flatten" else (shape[1],)
 
 
-def _batches(forward, images: np.ndarray, batch_size: int):
-    """Yield (start, output) of ``forward(batch)`` over ``images`` in batches; the output is
-    a pytree of (b, ...) arrays. The last batch is padded to ``batch_size`` so that one
-    compiled function serves all."""
-    check_positive("batch_size", batch_size)
-    size = min(int(batch_size), len(images))
-    for start in range(0, len(images), size):
-        batch = images[start : start + size]
-        count = len(batch)
-        if count < size:
-            batch = np.concatenate([batch, np.zeros((size - count, *batch.shape[1:]), batch.dtype)])
-        output = forward(jnp.asarray(batch))
-        yield start, jax.tree.map(lambda value, count=count: value[:count], output)
+def _pooled(value, tokens: str, mask: np.ndarray | None) -> np.ndarray:
+    """A batch of a layer's outputs (b, ...) with token outputs (b, T, D) pooled."""
+    value = np.asarray(value)
+    return pool_tokens(value, tokens, mask) if value.ndim == 3 else value
 
 
 @functools.lru_cache(maxsize=16)
@@ -190,28 +99,43 @@ def _probabilities(graphdef: nnx.GraphDef):
 def predict(model: nnx.Module, images, *, batch_size: int = 256) -> np.ndarray:
     """Class probabilities (n, classes) float32 of ``images`` (n, H, W, C), preprocessed as
     the model was trained, with BatchNorm in eval mode."""
-    images = _check_images(images, model)
+    images = checked_inputs(images, images_only=has_taps(model))
     forward = functools.partial(_probabilities(nnx.graphdef(model)), nnx.state(model))
-    return np.concatenate([np.asarray(p) for _, p in _batches(forward, images, batch_size)])
+    return np.concatenate([np.asarray(p) for _, p in batches(forward, images, batch_size)])
 
 
 def capture_activations(
-    model, images, layers: Layers = "conv", *, batch_size: int = 256
+    model,
+    inputs,
+    layers: Layers = "conv",
+    *,
+    tokens: str = DEFAULT_TOKENS,
+    mask=None,
+    batch_size: int = 256,
 ) -> dict[str, np.ndarray]:
-    """Activations of the selected layers on ``images`` (n, H, W, C) float32 ((n, ...) for
-    models other than the zoo's), preprocessed as the model was trained (see
-    :func:`ssc_jax.normalize_images`). ``model`` and ``layers``: see the module docstring.
+    """Activations of the selected layers on ``inputs``: images (n, H, W, C) float32 for the
+    zoo's models, preprocessed as the model was trained (see
+    :func:`ssc_jax.normalize_images`); for other models a batch (n, ...) or a mapping of them
+    passed as keyword arguments. ``model``, ``layers``, ``tokens`` and ``mask`` (n, T): see the
+    module docstring.
 
     Returns an ordered dict, forward order, name -> float32 array (n, ...) (the layer's output
-    shape, e.g. (n, h, w, c) for a convolution). Holds every selected layer at once; for
-    Gram matrices of many layers use :func:`activation_grams`, whose memory is bounded.
+    shape, e.g. (n, h, w, c) for a convolution; (n, D) for pooled tokens). Holds every
+    selected layer at once; for Gram matrices of many layers use :func:`activation_grams`,
+    whose memory is bounded.
     """
-    images = _check_images(images, model)
-    plan = _plan(model, layers, images.shape)
-    out = {name: np.empty((len(images), *shape), np.float32) for name, shape in plan.layers}
-    for start, values in _batches(plan.forward(frozenset(out)), images, batch_size):
+    check_tokens(tokens)
+    inputs = checked_inputs(inputs, images_only=has_taps(model))
+    mask = padding_mask(inputs, mask)
+    n = count(inputs)
+    plan = plan_layers(model, layers, spec(inputs))
+    out = {
+        name: np.empty((n, *pooled_shape(shape, tokens)), np.float32) for name, shape in plan.layers
+    }
+    for start, values in batches(plan.forward(frozenset(out)), inputs, batch_size):
         for name, value in values.items():
-            out[name][start : start + len(value)] = np.asarray(value)
+            rows = None if mask is None else mask[start : start + len(value)]
+            out[name][start : start + len(value)] = _pooled(value, tokens, rows)
     return out
 
 
@@ -271,17 +195,36 @@ def plan_layer_groups(widths: Sequence[int], n: int, budget: int) -> list[LayerG
     return groups
 
 
+class _Pooling(NamedTuple):
+    """How token outputs are pooled: ``tokens`` and the padding ``mask`` (n, T) or None."""
+
+    tokens: str
+    mask: np.ndarray | None
+
+    def rows(self, start: int, stop: int) -> _Pooling:
+        return self if self.mask is None else self._replace(mask=self.mask[start:stop])
+
+
+def _rows(inputs, start: int, stop: int):
+    """Inputs ``start:stop`` of a batch or a mapping of batches."""
+    return jax.tree.map(lambda a: a[start:stop], inputs)
+
+
 def _features(
-    forward: Forward, images: np.ndarray, dims: dict[str, int], batch_size: int, bar=None
+    forward: Forward, inputs, dims: dict[str, int], batch_size: int, pooling: _Pooling, bar=None
 ) -> dict[str, np.ndarray]:
     """Flattened activations {name: (n, d)} of the layers named in ``dims`` (name -> d),
-    whose outputs ``forward`` gives; ``bar``, a tqdm bar, counts the inputs done."""
-    out = {name: np.empty((len(images), d), np.float32) for name, d in dims.items()}
-    for start, values in _batches(forward, images, batch_size):
+    whose outputs ``forward`` gives, tokens pooled; ``bar``, a tqdm bar, counts the inputs
+    done."""
+    n = count(inputs)
+    out = {name: np.empty((n, d), np.float32) for name, d in dims.items()}
+    for start, values in batches(forward, inputs, batch_size):
         for name, value in values.items():
-            out[name][start : start + len(value)] = np.asarray(value).reshape(len(value), -1)
+            stop = start + len(value)
+            pooled = _pooled(value, pooling.tokens, pooling.rows(start, stop).mask)
+            out[name][start:stop] = pooled.reshape(len(value), -1)
         if bar is not None:
-            bar.update(min(batch_size, len(images) - start))
+            bar.update(min(batch_size, n - start))
     return out
 
 
@@ -296,24 +239,30 @@ def _gram(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
 
 def _fill_grams(
     forward: Forward,
-    images: np.ndarray,
+    inputs,
     dims: dict[str, int],
     rows: int,
     batch_size: int,
+    pooling: _Pooling,
     grams: dict[str, np.ndarray],
     bar=None,
 ) -> None:
     """Write the Gram (n, n) of each layer in ``dims`` (name -> d) into ``grams[name]``, from
     row blocks of ``rows`` inputs, holding the features of at most two blocks at a time;
     ``bar`` counts the inputs passed through the model (`_passed_inputs`)."""
-    n = len(images)
+    n = count(inputs)
     starts = range(0, n, rows)
+
+    def features(start: int) -> dict[str, np.ndarray]:
+        block = _rows(inputs, start, start + rows)
+        return _features(forward, block, dims, batch_size, pooling.rows(start, start + rows), bar)
+
     for a in starts:
-        xa = _features(forward, images[a : a + rows], dims, batch_size, bar)
+        xa = features(a)
         for name, x in xa.items():
             grams[name][a : a + rows, a : a + rows] = _gram(x)
         for b in starts[starts.index(a) + 1 :]:
-            xb = _features(forward, images[b : b + rows], dims, batch_size, bar)
+            xb = features(b)
             for name, x in xa.items():
                 block = _gram(x, xb[name])
                 grams[name][a : a + rows, b : b + rows] = block
@@ -331,9 +280,11 @@ def _passed_inputs(n: int, rows: int) -> int:
 
 def activation_grams(
     model,
-    images,
+    inputs,
     layers: Layers = "conv",
     *,
+    tokens: str = DEFAULT_TOKENS,
+    mask=None,
     batch_size: int = 256,
     memory_budget_bytes: int | None = None,
     spill_dir: str | None = None,
@@ -341,7 +292,8 @@ def activation_grams(
 ) -> tuple[list[str], np.ndarray]:
     """Per-layer Gram matrices G_l = X_l X_l^T of the inputs (X_l: layer l's activations,
     flattened, one row per input). Returns (names in forward order, float32 (L, n, n)).
-    ``model``, ``images`` and ``layers`` as in :func:`capture_activations`.
+    ``model``, ``inputs``, ``layers``, ``tokens`` and ``mask`` as in
+    :func:`capture_activations`.
 
     With ``spill_dir``, a result larger than the budget is an ``np.memmap`` on a file there
     (unlinked at once: freed with the array), so that its pages leave memory as it is read a
@@ -364,13 +316,15 @@ def activation_grams(
       ValueError: for a budget below the features of two inputs of a layer, and for
         invalid images or layer names.
     """
-    images = _check_images(images, model)
+    check_tokens(tokens)
+    inputs = checked_inputs(inputs, images_only=has_taps(model))
+    pooling = _Pooling(tokens, padding_mask(inputs, mask))
     budget = default_memory_budget() if memory_budget_bytes is None else memory_budget_bytes
     check_positive("memory_budget_bytes", budget)
-    plan = _plan(model, layers, images.shape)
+    plan = plan_layers(model, layers, spec(inputs))
     names = [name for name, _ in plan.layers]
-    dims = [math.prod(shape) for _, shape in plan.layers]
-    n = len(images)
+    dims = [math.prod(pooled_shape(shape, tokens)) for _, shape in plan.layers]
+    n = count(inputs)
     shape = (len(names), n, n)
     if spill_dir is not None and math.prod(shape) * 4 > budget:
         grams = disk_array(shape, np.float32, spill_dir)
@@ -383,10 +337,11 @@ def activation_grams(
             group_dims = {names[i]: dims[i] for i in group.layers}
             _fill_grams(
                 forward=plan.forward(frozenset(group_dims)),
-                images=images,
+                inputs=inputs,
                 dims=group_dims,
                 rows=group.rows,
                 batch_size=batch_size,
+                pooling=pooling,
                 grams={names[i]: grams[i] for i in group.layers},
                 bar=bar,
             )

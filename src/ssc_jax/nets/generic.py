@@ -33,11 +33,12 @@ import contextvars
 import functools
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
+
+from ssc_jax.nets.flax_capture.inputs import call
 
 ModuleTypes = tuple[type, ...]
 
@@ -49,13 +50,6 @@ def module_table(model: nnx.Module) -> list[tuple[str, nnx.Module]]:
         for path, module in nnx.iter_modules(model)
         if path
     ]
-
-
-def describe(table: Sequence[tuple[str, object]]) -> str:
-    """``"path (Type), ..."`` of a module table, for error messages."""
-    if not table:
-        return "no submodules"
-    return ", ".join(f"{path} ({type(module).__name__})" for path, module in table)
 
 
 def base_path(name: str) -> str:
@@ -163,49 +157,22 @@ def hooking(modules: Mapping[str, nnx.Module]) -> Iterator[dict[str, jax.Array]]
         _unpatch(classes)
 
 
-def select_modules(model: nnx.Module, layers: ModuleTypes | Sequence[str]) -> dict[str, nnx.Module]:
-    """The submodules to hook: those of the given types, or those whose paths are named
-    (``"path#k"`` names the module at ``"path"``).
-
-    Raises:
-      ValueError: listing the model's submodules (paths and types) when none is of the
-        types, or naming the unknown paths.
-    """
-    table = module_table(model)
-    if all(isinstance(item, type) for item in layers):
-        chosen = {path: module for path, module in table if isinstance(module, tuple(layers))}
-        if not chosen:
-            kinds = ", ".join(t.__name__ for t in layers)
-            raise ValueError(
-                f"the model has no submodule of type {kinds}; pass other module types or "
-                f"module paths as layers. Its submodules: {describe(table)}"
-            )
-        return chosen
-    paths = dict(table)
-    unknown = sorted({base_path(name) for name in layers} - set(paths))
-    if unknown:
-        raise ValueError(
-            f"unknown layer names {unknown}; this model's submodules are: {describe(table)}"
-        )
-    return {base_path(name): paths[base_path(name)] for name in layers}
-
-
-def _run(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array, hooked: frozenset[str]):
+def _run(graphdef: nnx.GraphDef, state: nnx.State, x, hooked: frozenset[str]):
     """{layer name: output} of the submodules at the ``hooked`` paths, in forward order."""
     model = nnx.merge(graphdef, state)
     model.eval()
     modules = {path: module for path, module in module_table(model) if path in hooked}
     with hooking(modules) as values:
-        model(x)
+        call(model, x)
     return values
 
 
 @functools.lru_cache(maxsize=16)
 def hooked_forward(graphdef: nnx.GraphDef, hooked: frozenset[str], keep: frozenset[str]):
-    """Jitted (state, x (B, ...)) -> {layer name: output (B, ...)}, eval mode, of the layers
-    in ``keep``, outputs of the submodules at the ``hooked`` paths."""
+    """Jitted (state, x (B, ...) or {name: (B, ...)}) -> {layer name: output (B, ...)}, eval
+    mode, of the layers in ``keep``, outputs of the submodules at the ``hooked`` paths."""
 
-    def forward(state: nnx.State, x: jax.Array) -> dict[str, jax.Array]:
+    def forward(state: nnx.State, x) -> dict[str, jax.Array]:
         values = _run(graphdef, state, x, hooked)
         return {name: value for name, value in values.items() if name in keep}
 
@@ -213,35 +180,28 @@ def hooked_forward(graphdef: nnx.GraphDef, hooked: frozenset[str], keep: frozens
 
 
 def trace_layers(
-    model: nnx.Module, layers: ModuleTypes | Sequence[str], input_shape: tuple[int, ...]
+    model: nnx.Module, hooked: frozenset[str], shapes
 ) -> list[tuple[str, tuple[int, ...]]]:
-    """(layer name, per-sample shape) of the selected submodules' outputs, in forward order,
-    for inputs of ``input_shape`` (B, ...), found without computing.
+    """(layer name, per-sample shape) of every call of the submodules at the ``hooked``
+    paths, in forward order, for inputs of ``shapes`` (a pytree of ``jax.ShapeDtypeStruct``
+    (B, ...)), found without computing.
 
     Raises:
-      ValueError: when the selection is empty or not called in the forward pass (listing
-        the model's submodules), or names a layer the forward pass does not produce.
+      ValueError: when none of them is called in the forward pass (naming the modules).
     """
-    hooked = frozenset(select_modules(model, layers))
     graphdef, state = nnx.split(model)
     order: list[str] = []  # eval_shape returns a dict sorted by key
 
-    def forward(state: nnx.State, x: jax.Array) -> dict[str, jax.Array]:
+    def forward(state: nnx.State, x) -> dict[str, jax.Array]:
         values = _run(graphdef, state, x, hooked)
         order.extend(values)
         return values
 
-    shapes = jax.eval_shape(forward, state, jax.ShapeDtypeStruct(input_shape, jnp.float32))
-    found = [(name, tuple(shapes[name].shape[1:])) for name in order]
+    outputs = jax.eval_shape(forward, state, shapes)
+    found = [(name, tuple(outputs[name].shape[1:])) for name in order]
     if not found:
         raise ValueError(
             f"the selected modules {sorted(hooked)} are not called in the forward pass; "
-            f"the model's submodules: {describe(module_table(model))}"
+            "select modules that are"
         )
-    if not all(isinstance(item, type) for item in layers):
-        missing = [name for name in layers if name not in shapes]
-        if missing:
-            produced = ", ".join(name for name, _ in found)
-            raise ValueError(f"layers {missing} are not produced by the forward pass: {produced}")
-        found = [(name, shape) for name, shape in found if name in set(layers)]
     return found

@@ -21,15 +21,15 @@ Layers come in forward order, the order in which the submodules return.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from ssc_jax.nets.generic import ModuleTypes
+from ssc_jax.nets.flax_capture.inputs import call
 
 
 class LinenModel(NamedTuple):
@@ -76,77 +76,48 @@ def _intercepted(model: LinenModel, x: jax.Array) -> list[_Seen]:
         return out
 
     with nn.intercept_methods(interceptor):
-        model.module.apply(model.variables, x, **model.kwargs)
+        call(functools.partial(model.module.apply, model.variables), x, **model.kwargs)
     return seen
 
 
-def _describe(seen: Sequence[_Seen]) -> str:
-    if not seen:
-        return "no submodule calls"
-    return ", ".join(f"{item.name} ({type(item.module).__name__})" for item in seen)
-
-
-def _wanted(seen: Sequence[_Seen], layers: ModuleTypes | Sequence[str]) -> list[_Seen]:
-    if all(isinstance(item, type) for item in layers):
-        return [item for item in seen if isinstance(item.module, tuple(layers))]
-    names = set(layers)
-    return [item for item in seen if item.name in names]
-
-
 def linen_forward(model: LinenModel, names: frozenset[str]):
-    """Jitted (variables, x (B, ...)) -> {layer name: output (B, ...)} of the named layers."""
+    """Jitted (variables, x (B, ...) or {name: (B, ...)}) -> {layer name: output (B, ...)}
+    of the named layers."""
 
-    def forward(variables, x: jax.Array) -> dict[str, jax.Array]:
+    def forward(variables, x) -> dict[str, jax.Array]:
         run = model._replace(variables=variables)
         return {item.name: item.value for item in _intercepted(run, x) if item.name in names}
 
     return jax.jit(forward)
 
 
-def trace_linen(
-    model: LinenModel, layers: ModuleTypes | Sequence[str], input_shape: tuple[int, ...]
-) -> list[tuple[str, tuple[int, ...]]]:
-    """(layer name, per-sample shape) of the selected layers, in forward order, for inputs of
-    ``input_shape`` (B, ...), found without computing.
+class LinenCall(NamedTuple):
+    """One submodule call of a forward pass: the layer ``name``, the ``module`` and the
+    per-sample ``shape`` of its output, None when the output is not one array."""
 
-    Raises:
-      ValueError: listing the submodule calls (paths and types) when the selection captures
-        nothing, names unknown layers, or picks an output that is not one array.
-    """
+    name: str
+    module: nn.Module
+    shape: tuple[int, ...] | None
+
+
+def linen_calls(model: LinenModel, shapes) -> list[LinenCall]:
+    """Every submodule call of a forward pass on inputs of ``shapes`` (a pytree of
+    ``jax.ShapeDtypeStruct`` (B, ...)), in the order they return, found without computing."""
     if not isinstance(model.module, nn.Module):
         kind = type(model.module).__name__
         raise ValueError(f"LinenModel.module must be a flax.linen.Module; got {kind}")
     listing: list[_Seen] = []
 
-    def forward(variables, x: jax.Array):
+    def forward(variables, x):
         seen = _intercepted(model._replace(variables=variables), x)
         listing.extend(_Seen(item.name, item.module, None) for item in seen)
         return [item.value if isinstance(item.value, jax.Array) else None for item in seen]
 
-    shapes = jax.eval_shape(
-        forward, model.variables, jax.ShapeDtypeStruct(input_shape, jnp.float32)
-    )
-    seen = [item._replace(value=value) for item, value in zip(listing, shapes, strict=True)]
-    wanted = _wanted(seen, layers)
-    if not all(isinstance(item, type) for item in layers):
-        unknown = sorted(set(layers) - {item.name for item in seen})
-        if unknown:
-            raise ValueError(
-                f"unknown layer names {unknown}; this model's layers are: {_describe(seen)}"
-            )
-    if not wanted:
-        kinds = ", ".join(t.__name__ for t in layers)
-        raise ValueError(
-            f"the model calls no submodule of type {kinds}; pass other module types or layer "
-            f"names. Its submodule calls: {_describe(seen)}"
-        )
-    for item in wanted:
-        if item.value is None:
-            raise ValueError(
-                f"module {item.name!r} ({type(item.module).__name__}) does not return one "
-                "array; select modules that do"
-            )
-    return [(item.name, tuple(item.value.shape[1:])) for item in wanted]
+    outputs = jax.eval_shape(forward, model.variables, shapes)
+    return [
+        LinenCall(item.name, item.module, None if out is None else tuple(out.shape[1:]))
+        for item, out in zip(listing, outputs, strict=True)
+    ]
 
 
 def linen_input_channels(model: LinenModel) -> int | None:
