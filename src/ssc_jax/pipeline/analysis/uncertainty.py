@@ -1,0 +1,227 @@
+"""Intervals for every number an analysis reports, by solving again on subsamples of its
+inputs (``ssc_jax.graphs.resampling`` says what the interval is of, and why subsampling).
+
+One resample draws m of the N inputs, shared by every network, epoch or tau the command
+reads (so cross-network and epoch-to-epoch measures pair the same inputs), takes each
+layer's sub-Gram ``G[idx][:, idx]``, solves its SSC again warm-started from the full
+solution restricted to the subsample, and recomputes every statistic from the new graphs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from ssc_jax.graphs.communities import affinity_labels, label_agreement
+from ssc_jax.graphs.permutation import (
+    DEFAULT_PERMUTATIONS,
+    modularity_p,
+    permutation_p,
+    permutations,
+    relabel,
+)
+from ssc_jax.graphs.resampling import (
+    DEFAULT_FRACTION,
+    DEFAULT_LEVEL,
+    subsample_indices,
+    subsample_interval,
+    subsample_size,
+)
+from ssc_jax.pipeline.analysis.config import SolverSettings
+from ssc_jax.pipeline.analysis.layer_graphs import solve_layers
+from ssc_jax.pipeline.analysis.measures import (
+    Measure,
+    cross_similarity_matrices,
+    layer_similarity,
+)
+from ssc_jax.pipeline.analysis.summary import layer_modularity
+
+DEFAULT_RESAMPLES = 8
+CI_SUFFIX = "_ci"
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """How the intervals and p-values are computed.
+
+    ``resamples`` subsamples of ``fraction`` of the N inputs each (0: no intervals),
+    intervals at ``level``; ``permutations`` label permutations for ``modularity_p``
+    (0: none)."""
+
+    resamples: int = field(
+        default=DEFAULT_RESAMPLES,
+        metadata={"help": "subsamples the intervals are estimated from (0: no intervals)"},
+    )
+    level: float = field(default=DEFAULT_LEVEL, metadata={"help": "level of the intervals"})
+    fraction: float = DEFAULT_FRACTION
+    seed: int = 0
+    permutations: int = DEFAULT_PERMUTATIONS
+
+    def __post_init__(self):
+        if self.resamples < 0 or self.resamples == 1:
+            raise ValueError(f"resamples must be 0 (off) or at least 2; got {self.resamples}")
+        if not 0.0 < self.level < 1.0:
+            raise ValueError(f"the interval level must be in (0, 1); got {self.level}")
+        if not 0.0 < self.fraction < 1.0:
+            raise ValueError(f"the subsample fraction must be in (0, 1); got {self.fraction}")
+        if self.permutations < 0:
+            raise ValueError(f"permutations must be >= 0; got {self.permutations}")
+
+
+DEFAULT_RESAMPLING = Resampling()
+NO_RESAMPLING = Resampling(resamples=0, permutations=0)
+
+
+class SolvedState(NamedTuple):
+    """One network, epoch or tau solved on the N inputs: its (L, N, N) Grams (array or
+    memmap), its L CSR (N, N) coefficients and the settings they were solved with."""
+
+    grams: np.ndarray
+    coef: Sequence[sp.csr_array]
+    solver: SolverSettings
+
+
+class Subsample(NamedTuple):
+    """A state re-solved on m of the inputs: L CSR (m, m) affinity graphs ``|C| + |C|^T``
+    and the (L, m, m) Grams."""
+
+    affinity: list[sp.csr_array]
+    grams: np.ndarray
+
+
+Statistic = Callable[[np.ndarray, list[Subsample]], Mapping[str, object]]
+"""``statistic(idx, subsamples)``: every number of the analysis, by name, recomputed on the
+inputs ``idx`` (m,) from one ``Subsample`` per state."""
+
+
+def resolve(state: SolvedState, idx: np.ndarray) -> Subsample:
+    """``state`` solved again on the inputs ``idx``, warm-started from its coefficients
+    restricted to them."""
+    grams = np.stack([np.asarray(g)[np.ix_(idx, idx)] for g in state.grams])
+    init = [sp.csr_array(c)[idx][:, idx] for c in state.coef]
+    coef, _ = solve_layers(grams, state.solver, progress=False, init=init)
+    return Subsample([sp.csr_array(abs(c) + abs(c).T) for c in coef], grams)
+
+
+def subsample_replicates(
+    states: Sequence[SolvedState],
+    statistic: Statistic,
+    resampling: Resampling,
+    *,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """{name: (R, ...)} every number ``statistic`` gives, on each of the R subsamples."""
+    n = states[0].grams.shape[-1]
+    m = subsample_size(n, resampling.fraction)
+    draws = subsample_indices(n, m, resampling.resamples, resampling.seed)
+    found: dict[str, list] = {}
+    for idx in tqdm(draws, desc="intervals", unit="subsample", disable=not progress):
+        values = statistic(idx, [resolve(state, idx) for state in states])
+        for name, value in values.items():
+            found.setdefault(name, []).append(np.asarray(value, np.float64))
+    return {name: np.stack(values) for name, values in found.items()}
+
+
+def intervals(
+    estimates: Mapping[str, object],
+    states: Sequence[SolvedState],
+    statistic: Statistic,
+    resampling: Resampling = DEFAULT_RESAMPLING,
+    *,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """``{name + "_ci": (..., 2)}``, the (low, high) interval at ``resampling.level`` of each
+    of ``estimates`` {name: (...)}, the numbers ``statistic`` gives on all N inputs of
+    ``states``; empty with ``resampling.resamples == 0``."""
+    if resampling.resamples == 0:
+        return {}
+    n = states[0].grams.shape[-1]
+    m = subsample_size(n, resampling.fraction)
+    replicates = subsample_replicates(states, statistic, resampling, progress=progress)
+    return {
+        name + CI_SUFFIX: subsample_interval(
+            estimates[name], replicates[name], n, m, resampling.level
+        )
+        for name in estimates
+    }
+
+
+def summary_statistic(labels: np.ndarray, n_classes: int, measures: Sequence[Measure]) -> Statistic:
+    """The statistic of one network's ``graph_summary``: ``modularity`` (L,) and each
+    measure's (L, L), by name."""
+
+    def statistic(idx: np.ndarray, subsamples: list[Subsample]) -> dict[str, np.ndarray]:
+        (sub,) = subsamples
+        return {
+            "modularity": layer_modularity(sub.affinity, labels[idx], n_classes),
+            **layer_similarity(measures, sub.affinity, sub.grams),
+        }
+
+    return statistic
+
+
+def table1_values(
+    A, labels: np.ndarray, probs: np.ndarray | None, n_classes: int
+) -> dict[str, float]:
+    """Table 1 on one affinity graph A (n, n): the three fractions of ``label_agreement``,
+    or only the SSC label accuracy without the network's class probabilities ``probs``."""
+    A = A.toarray() if sp.issparse(A) else np.asarray(A)
+    if probs is None:
+        ssc = np.asarray(affinity_labels(A, labels, n_classes=n_classes))
+        return {"ssc_label_accuracy": float(np.mean(ssc == labels))}
+    agreement = label_agreement(A, labels, probs.argmax(axis=1), n_classes=n_classes)
+    return {name: float(getattr(agreement, name)) for name in agreement._fields}
+
+
+def checkpoint_statistic(
+    labels: np.ndarray, probs: np.ndarray | None, n_classes: int, measures: Sequence[Measure]
+) -> Statistic:
+    """``summary_statistic`` and Table 1 on the last layer, by name."""
+    summary = summary_statistic(labels, n_classes, measures)
+
+    def statistic(idx: np.ndarray, subsamples: list[Subsample]) -> dict[str, object]:
+        sub_probs = None if probs is None else probs[idx]
+        table = table1_values(subsamples[0].affinity[-1], labels[idx], sub_probs, n_classes)
+        return {**summary(idx, subsamples), **table}
+
+    return statistic
+
+
+def layer_modularity_p(
+    A: Sequence, labels: np.ndarray, n_classes: int, resampling: Resampling = DEFAULT_RESAMPLING
+) -> np.ndarray:
+    """``modularity_p`` (L,) of each of the L graphs A, ``resampling.permutations`` label
+    permutations each; empty with none."""
+    if resampling.permutations == 0:
+        return np.zeros(0)
+    return np.asarray(
+        [modularity_p(a, labels, n_classes, resampling.permutations, resampling.seed) for a in A]
+    )
+
+
+def similarity_p(
+    measures: Sequence[Measure],
+    a: Mapping[str, Sequence],
+    b: Mapping[str, Sequence],
+    *,
+    count: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """{name: (L_a, L_b)} the p-value of each measure between the layers of two networks (or
+    of one network against itself) against ``count`` random permutations of ``b``'s inputs:
+    how often representations that share no input-level structure would be as similar.
+    ``a`` and ``b`` map "graphs" and "grams" to the layers' inputs, as in
+    ``cross_similarity_matrices``; each permutation computes every matrix again."""
+    observed = cross_similarity_matrices(measures, a, b)
+    n = next(iter(next(iter(b.values())))).shape[-1]
+    null: dict[str, list] = {name: [] for name in observed}
+    for order in permutations(n, count, seed):
+        shuffled = {key: [relabel(x, order) for x in layers] for key, layers in b.items()}
+        for name, value in cross_similarity_matrices(measures, a, shuffled).items():
+            null[name].append(value)
+    return {name: permutation_p(observed[name], np.stack(null[name])) for name in observed}
