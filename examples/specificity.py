@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from ssc_jax.nets.activation_files import read_activations
 from ssc_jax.nets.capture import capture_activations
@@ -44,10 +45,31 @@ from ssc_jax.pipeline.analysis.inputs import (
     run_info,
 )
 from ssc_jax.pipeline.analysis.layer_graphs import checkpoint_graphs, run_cache, solve_layers
-from ssc_jax.pipeline.analysis.measures import cross_similarity_matrices, select_measures
+from ssc_jax.pipeline.analysis.measures import (
+    RowMoments,
+    cross_similarity_matrices,
+    register_measure,
+    select_measures,
+)
+from ssc_jax.similarity.cka import cka
 from ssc_jax.training.checkpoints import load_checkpoint
 
 DEFAULT_MEASURES = "ssc_cka,linear_cka,linear_cka_unbiased,mutual_knn,rsa,procrustes"
+
+
+def _dense(graph) -> np.ndarray:
+    return graph.toarray() if sp.issparse(graph) else np.asarray(graph)
+
+
+# Variants of SSC-CKA, each another kernel taken of the same SSC graphs A = |C| + |C|^T.
+GRAPH_VARIANTS = {
+    # the unbiased HSIC, as for linear CKA
+    "ssc_cka_unbiased": lambda a, b: float(cka(_dense(a), _dense(b), unbiased=True)),
+    # which edges the graph keeps, not their weights
+    "ssc_cka_support": lambda a, b: float(cka(_dense(a != 0) * 1.0, _dense(b != 0) * 1.0)),
+    # two steps on the graph: inputs alike when they share neighbours (a denser kernel)
+    "ssc_cka_two_step": lambda a, b: float(cka(_dense(a @ a), _dense(b @ b))),
+}
 
 
 def best_matches(matrix: np.ndarray, distance: bool) -> np.ndarray:
@@ -98,7 +120,7 @@ def run_network(run: Path, analysis: AnalysisSet, solver: SolverSettings, progre
     if names != list(graphs.layers):
         raise ValueError(f"{run}: the captured layers {names} are not the graphs' layers")
     network = {"graphs": graphs.affinity, "grams": graphs.grams}
-    return names, network | {"feature_sums": sums, "widths": widths}, inputs.labels
+    return names, network | {"moments": RowMoments.given(sums, widths)}, inputs.labels
 
 
 def file_network(path: Path, solver: SolverSettings, progress: bool):
@@ -113,8 +135,8 @@ def file_network(path: Path, solver: SolverSettings, progress: bool):
         sums.append(flat.sum(axis=1, dtype=np.float64))
         widths.append(flat.shape[1])
     affinity = [abs(c) + abs(c).T for c in coef]
-    network = {"graphs": affinity, "grams": grams, "feature_sums": np.stack(sums)}
-    return list(names), network | {"widths": widths}, source.labels
+    network = {"graphs": affinity, "grams": grams, "moments": RowMoments.given(sums, widths)}
+    return list(names), network, source.labels
 
 
 def specificity_table(networks: list[dict], measures) -> dict:
@@ -151,12 +173,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", default="conv", choices=("conv", "blocks"))
     parser.add_argument("--tau", type=float, default=None, help="SSC tau (default the solver's)")
     parser.add_argument("--measures", default=DEFAULT_MEASURES, help="comma-separated names")
+    parser.add_argument(
+        "--graph-variants",
+        action="store_true",
+        help=f"also the SSC-CKA variants {', '.join(GRAPH_VARIANTS)} (other kernels of the graphs)",
+    )
     parser.add_argument("--out", type=Path, help="write the table and matrices as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if len(args.networks) < 2:
         parser.error("give at least two networks of one architecture")
-    measures = select_measures(args.measures.split(","))
+    names = args.measures.split(",")
+    if args.graph_variants:
+        for name, fn in GRAPH_VARIANTS.items():
+            register_measure(name, fn, on="graphs")
+        names += list(GRAPH_VARIANTS)
+    measures = select_measures(names)
     analysis = AnalysisSet(n=args.n, seed=args.seed, layers=args.layers)
     solver = SolverSettings()
     if args.tau is not None:

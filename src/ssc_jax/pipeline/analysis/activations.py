@@ -16,6 +16,7 @@ from ssc_jax.nets.external import grams_from_activations
 from ssc_jax.pipeline.analysis.config import DEFAULT_SETTINGS, SolverSettings
 from ssc_jax.pipeline.analysis.inputs import AnalysisInputs, InputError
 from ssc_jax.pipeline.analysis.layer_graphs import LayerGraphs, solve_layers, warn_unconverged
+from ssc_jax.pipeline.analysis.measures import RowMoments
 
 Layers = Mapping | Iterable[Mapping] | ActivationSource | str | Path
 
@@ -147,8 +148,10 @@ def solved_graphs(
     *,
     solver: SolverSettings = DEFAULT_SETTINGS,
     progress: bool = True,
+    moments: RowMoments | None = None,
 ) -> LayerGraphs:
-    """The SSC graphs of a network given by its layers' Grams (L, n, n) on ``inputs``."""
+    """The SSC graphs of a network given by its layers' Grams (L, n, n) on ``inputs``;
+    ``moments`` as in ``LayerGraphs``."""
     names = list(names)
     grams = np.asarray(grams, dtype=np.float32)
     n = len(inputs.labels)
@@ -167,6 +170,7 @@ def solved_graphs(
         probs=probs,
         key={"inputs": inputs.key, "layers": names, "solver": solver.key()},
         path=None,
+        moments=moments,
     )
 
 
@@ -204,5 +208,27 @@ def activation_network(
     except ValueError as err:
         raise InputError(str(err)) from err
     inputs, probs = given_inputs(grams.shape[-1], labels, source=source, **outputs)
-    graphs = solved_graphs(names, grams, inputs, probs, solver=solver, progress=progress)
+    moments = _file_moments(layers, names)
+    graphs = solved_graphs(
+        names, grams, inputs, probs, solver=solver, progress=progress, moments=moments
+    )
     return graphs, inputs
+
+
+def _file_moments(layers, names: Sequence[str]) -> RowMoments | None:
+    """The ``RowMoments`` of activations given as a mapping or an ``ActivationSource``
+    (each layer read again when first used); None for a stream of batches, read once."""
+    if isinstance(layers, ActivationSource):
+        layers = layers.layers
+    if not isinstance(layers, Mapping):
+        return None
+
+    def compute() -> tuple[np.ndarray, list[int]]:
+        sums, widths = [], []
+        for name in names:  # one layer in memory at a time
+            values = np.asarray(layers[name])
+            sums.append(values.reshape(len(values), -1).sum(axis=1, dtype=np.float64))
+            widths.append(int(np.prod(values.shape[1:])))
+        return np.stack(sums), widths
+
+    return RowMoments(compute)

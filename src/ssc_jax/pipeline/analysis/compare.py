@@ -116,11 +116,7 @@ def cross_similarity(
         b=names[1],
         layers_a=list(a.layers),
         layers_b=list(b.layers),
-        similarity=cross_similarity_matrices(
-            measures,
-            {"graphs": a.affinity, "grams": a.grams},
-            {"graphs": b.affinity, "grams": b.grams},
-        ),
+        similarity=cross_similarity_matrices(measures, a.measure_inputs, b.measure_inputs),
     )
 
 
@@ -261,7 +257,12 @@ def _summary(
     graph_file: str,
 ) -> RunSummary:
     modularity, similarity = graph_summary(
-        graphs.affinity, graphs.grams, inputs.labels, len(inputs.class_names), measures
+        graphs.affinity,
+        graphs.grams,
+        inputs.labels,
+        len(inputs.class_names),
+        measures,
+        moments=graphs.moments,
     )
     accuracy = None
     if graphs.probs is not None:

@@ -150,21 +150,23 @@ def plan(
 
     def summary(solved: Iterator[LayerGraphs]) -> Dynamics:
         final_graphs = next(solved)
-        final_inputs = {"graphs": final_graphs.affinity, "grams": final_graphs.grams}
+        final_inputs = final_graphs.measure_inputs
         rows = []
         for epoch, graphs in zip(chosen, solved, strict=True):
             A = graphs.affinity
             row = {
                 "modularity": layer_modularity(A, inputs.labels, len(inputs.class_names)),
                 "to_final": paired_similarity(
-                    chosen_measures, {"graphs": A, "grams": graphs.grams}, final_inputs
+                    chosen_measures,
+                    {"graphs": A, "grams": graphs.grams, "moments": graphs.moments},
+                    final_inputs,
                 ),
                 "accuracy": float(np.mean(graphs.probs.argmax(axis=1) == inputs.labels)),
                 "diagnostics": graphs.diagnostics,
                 "export": (export_name(graphs, epoch), export_source(graphs)),
             }
             if epoch in heatmap_epochs:
-                row["heatmap"] = layer_similarity(chosen_measures, A, graphs.grams)
+                row["heatmap"] = layer_similarity(chosen_measures, A, graphs.grams, graphs.moments)
             rows.append(row)
         return _dynamics(str(run_dir), chosen, final_graphs.layers, inputs, rows, chosen_measures)
 

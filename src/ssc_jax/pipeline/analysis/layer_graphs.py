@@ -24,9 +24,10 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from ssc_jax.nets.capture import activation_grams, predict
+from ssc_jax.nets.capture import activation_grams, capture_activations, predict
 from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.analysis.inputs import AnalysisInputs, InputError, check_fits_run, preprocess
+from ssc_jax.pipeline.analysis.measures import RowMoments
 from ssc_jax.pipeline.store.graph_store import (
     DIAGNOSTICS,
     OWN,
@@ -62,6 +63,8 @@ class LayerGraphs(NamedTuple):
       probs: (n, K) the network's class probabilities on the inputs, None if not known.
       key: what the cache key is made of (inputs, layers, solver settings).
       path: the cached ``.npz`` file, or None without a cache (or if it could not be written).
+      moments: the inputs' feature sums and the layers' feature counts, for the measures of
+        the row-centred Grams (``measures.RowMoments``); None where only Grams were given.
     """
 
     layers: list[str]
@@ -71,11 +74,17 @@ class LayerGraphs(NamedTuple):
     probs: np.ndarray | None
     key: dict
     path: Path | None
+    moments: RowMoments | None = None
 
     @property
     def affinity(self) -> list[sp.csr_array]:
         """L symmetric affinity graphs ``|C| + |C|^T``, float32 CSR (n, n)."""
         return [sp.csr_array(abs(c) + abs(c).T) for c in self.coef]
+
+    @property
+    def measure_inputs(self) -> dict:
+        """What the similarity measures take (``measures.cross_similarity_matrices``)."""
+        return {"graphs": self.affinity, "grams": self.grams, "moments": self.moments}
 
 
 def solve_layers(
@@ -123,11 +132,29 @@ def solve_layers(
 class CheckpointGrams(NamedTuple):
     """What one forward pass of a checkpoint on the analysis inputs gives: the L layer
     names, their (L, n, n) Grams (an array or ``np.memmap``) and the (n, K) class
-    probabilities."""
+    probabilities; and the layers' ``moments``, from another pass when first used."""
 
     layers: list[str]
     grams: np.ndarray
     probs: np.ndarray
+    moments: RowMoments | None = None
+
+
+# Most inputs of the pass that sums the features: it holds every layer's features at once.
+MOMENTS_BATCH = 64
+
+
+def _feature_moments(model, images: np.ndarray, layers) -> tuple[np.ndarray, list[int]]:
+    """Each input's feature sum (L, n) and each layer's feature count (L,), from one
+    forward pass in batches of ``MOMENTS_BATCH``."""
+    sums, widths = {}, {}
+    for start in range(0, len(images), MOMENTS_BATCH):
+        batch = capture_activations(model, images[start : start + MOMENTS_BATCH], layers)
+        for name, values in batch.items():
+            flat = values.reshape(len(values), -1)
+            sums.setdefault(name, []).append(flat.sum(axis=1, dtype=np.float64))
+            widths[name] = flat.shape[1]
+    return np.stack([np.concatenate(sums[name]) for name in widths]), list(widths.values())
 
 
 def checkpoint_grams(
@@ -158,7 +185,8 @@ def checkpoint_grams(
         progress=progress,
     )
     probs = np.asarray(predict(model, images, batch_size=analysis.batch_size))
-    return CheckpointGrams(list(names), grams, probs)
+    moments = RowMoments(lambda: _feature_moments(model, images, analysis.layers))
+    return CheckpointGrams(list(names), grams, probs, moments)
 
 
 def checkpoint_graphs(
@@ -210,14 +238,16 @@ def solved_graphs(
     ``init``: L (n, n) coefficients (sparse or dense) to start the solver from, such as a
     neighbouring epoch's or tau's; the solution is the same to the solver's tolerance,
     reached in fewer iterations."""
-    names, grams, probs = computed
+    names, grams, probs, moments = computed
     key = {"inputs": inputs.key, "layers": names, "solver": solver.key()}
     path = None if cache_dir is None else graph_path(cache_dir, epoch, key)
     if path is not None and path.exists():
         stored = _cached(path, names, grams.shape[-1])
         if stored is not None:
             warn_unconverged(names, stored.diagnostics, solver, epoch)
-            return LayerGraphs(names, grams, stored.coef, stored.diagnostics, probs, key, path)
+            return LayerGraphs(
+                names, grams, stored.coef, stored.diagnostics, probs, key, path, moments
+            )
     if init is not None and (
         len(init) != len(names) or any(m.shape != grams.shape[1:] for m in init)
     ):
@@ -226,7 +256,7 @@ def solved_graphs(
     warn_unconverged(names, diagnostics, solver, epoch)
     if path is not None:
         path = cache_graphs(path, names, coef, diagnostics, key)
-    return LayerGraphs(names, grams, coef, diagnostics, probs, key, path)
+    return LayerGraphs(names, grams, coef, diagnostics, probs, key, path, moments)
 
 
 def unconverged_layers(layers: list[str], diagnostics: dict[str, np.ndarray]) -> list[str]:

@@ -20,6 +20,7 @@ Measure(name='gram_correlation', title='gram_correlation', on='grams')
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -242,6 +243,31 @@ def title_of(name: str) -> str:
     return _REGISTRY[name].title if name in _REGISTRY else name
 
 
+class RowMoments:
+    """What the centred Grams need besides the Grams: each input's feature sum (L, n) and
+    each layer's feature count (L,), computed by ``compute()`` on first use only (for
+    a checkpoint, one more forward pass), so that commands without such a measure pay
+    nothing."""
+
+    def __init__(self, compute: Callable[[], tuple[np.ndarray, Sequence[int]]]):
+        self._compute = compute
+
+    @classmethod
+    def given(cls, feature_sums, widths: Sequence[int]) -> RowMoments:
+        """The moments of known feature sums (L, n) and feature counts (L,)."""
+        return cls(lambda: (feature_sums, widths))
+
+    @functools.cached_property
+    def values(self) -> tuple[np.ndarray, list[int]]:
+        """(feature sums float64 (L, n), feature counts [L])."""
+        sums, widths = self._compute()
+        return np.asarray(sums, np.float64), [int(w) for w in widths]
+
+    def subset(self, indices: np.ndarray) -> RowMoments:
+        """The moments of the inputs ``indices`` alone (a subsample's)."""
+        return RowMoments(lambda: (self.values[0][:, indices], self.values[1]))
+
+
 class RowCentredGrams(Sequence):
     """The L Grams of layers' activations with each input's mean feature subtracted, one
     float64 (n, n) built per access from the layer's Gram, its inputs' feature sums and its
@@ -266,28 +292,27 @@ class RowCentredGrams(Sequence):
 
 def _layer_inputs(measure: Measure, inputs: Mapping) -> Sequence:
     """What ``measure`` compares, from ``inputs``: "graphs" and "grams", and for the
-    centred Grams also "feature_sums" (L, n) and "widths" (L,)."""
+    centred Grams also "moments" (``RowMoments``)."""
     if measure.on != "centred_grams":
         return inputs[measure.on]
-    if inputs.get("feature_sums") is None or inputs.get("widths") is None:
+    if inputs.get("moments") is None:
         raise ValueError(
             f"the measure {measure.name} needs each input's feature sum and each layer's "
             "feature count, which Grams given without their activations do not hold"
         )
-    return RowCentredGrams(inputs["grams"], inputs["feature_sums"], inputs["widths"])
+    return RowCentredGrams(inputs["grams"], *inputs["moments"].values)
 
 
 def layer_similarity(
     measures: Sequence[Measure],
     graphs: Sequence,
     grams: Sequence,
-    feature_sums: Sequence | None = None,
-    widths: Sequence[int] | None = None,
+    moments: RowMoments | None = None,
 ) -> dict[str, np.ndarray]:
     """{name: (L, L)} of each measure between every pair of one network's L layers, given
-    their affinity graphs and Grams, and for measures of the centred Grams their inputs'
-    feature sums (L, n) and feature counts (L,)."""
-    inputs = {"graphs": graphs, "grams": grams, "feature_sums": feature_sums, "widths": widths}
+    their affinity graphs and Grams, and for measures of the centred Grams the layers'
+    ``moments``."""
+    inputs = {"graphs": graphs, "grams": grams, "moments": moments}
     return {m.name: m.matrix(_layer_inputs(m, inputs), None) for m in measures}
 
 
@@ -295,8 +320,8 @@ def cross_similarity_matrices(
     measures: Sequence[Measure], a: Mapping[str, Sequence], b: Mapping[str, Sequence]
 ) -> dict[str, np.ndarray]:
     """{name: (L_a, L_b)} of each measure between the layers of two networks; ``a`` and
-    ``b`` map "graphs" and "grams" (and, for measures of the centred Grams,
-    "feature_sums" and "widths") to each network's layer inputs."""
+    ``b`` map "graphs" and "grams" (and, for measures of the centred Grams, "moments", a
+    ``RowMoments``) to each network's layer inputs."""
     return {m.name: m.matrix(_layer_inputs(m, a), _layer_inputs(m, b)) for m in measures}
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ssc_jax.graphs.communities import modularity
-from ssc_jax.pipeline.analysis.measures import Measure, layer_similarity
+from ssc_jax.pipeline.analysis.measures import Measure, RowMoments, layer_similarity
 from ssc_jax.pipeline.store.graph_store import OWN
 
 # What every solver reports beside its own diagnostics, by the name its column shows.
@@ -27,18 +27,25 @@ def layer_modularity(A: Sequence, labels: np.ndarray, n_classes: int) -> np.ndar
 
 
 def graph_summary(
-    A: Sequence, grams, labels: np.ndarray, n_classes: int, measures: Sequence[Measure]
+    A: Sequence,
+    grams,
+    labels: np.ndarray,
+    n_classes: int,
+    measures: Sequence[Measure],
+    moments: RowMoments | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Modularity (L,) of each of the L sparse affinity graphs A (n, n) with ``labels`` (n,)
     as communities, and {name: (L, L)} of each of ``measures`` between every pair of layers,
-    from A or the Grams (an (L, n, n) array or memmap).
+    from A, the Grams (an (L, n, n) array or memmap) or, for measures of the row-centred
+    Grams, the Grams and the layers' ``moments``.
 
     Peak memory besides the inputs: one dense n x n graph for modularity, and for the
     paper's measures O(nnz of A) for SSC-CKA and ``L * b * n`` float64 for linear CKA with b
     rows per block, see `ssc_jax.similarity.streamed.streamed_cka_matrix`; nothing of L n^2
     entries.
     """
-    return layer_modularity(A, labels, n_classes), layer_similarity(measures, A, grams)
+    similarity = layer_similarity(measures, A, grams, moments)
+    return layer_modularity(A, labels, n_classes), similarity
 
 
 def solver_columns(diagnostics: dict) -> dict[str, list]:
