@@ -25,7 +25,7 @@ from ssc_jax.graphs.resampling import (
 )
 from ssc_jax.pipeline.analysis.config import SolverSettings
 from ssc_jax.pipeline.analysis.layer_graphs import solve_layers
-from ssc_jax.pipeline.analysis.measures import select_measures
+from ssc_jax.pipeline.analysis.measures import RowMoments, select_measures
 from ssc_jax.pipeline.analysis.uncertainty import (
     Resampling,
     SolvedState,
@@ -190,6 +190,18 @@ def test_similarity_p_is_valid_for_independent_representations():
     x = rng.normal(size=(20, 4))
     same = similarity_p(linear, {"grams": [x @ x.T]}, {"grams": [x @ x.T + 0.01]}, count=49)
     assert same["linear_cka"][0, 0] == 1 / 50
+
+
+def test_similarity_p_of_a_distance_counts_smaller_distances_as_more_alike():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(20, 4))
+    y = x + 0.01 * rng.normal(size=(20, 4))
+
+    def side(z):
+        return {"grams": [z @ z.T], "moments": RowMoments.given(z.sum(axis=1)[None], [4])}
+
+    found = similarity_p(select_measures(["procrustes"]), side(x), side(y), count=19)
+    assert found["procrustes"][0, 0] == 1 / 20
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ from ssc_jax.pipeline.analysis.config import SolverSettings
 from ssc_jax.pipeline.analysis.layer_graphs import solve_layers
 from ssc_jax.pipeline.analysis.measures import (
     Measure,
+    RowMoments,
     cross_similarity_matrices,
     layer_similarity,
 )
@@ -151,15 +152,22 @@ def intervals(
     }
 
 
-def summary_statistic(labels: np.ndarray, n_classes: int, measures: Sequence[Measure]) -> Statistic:
+def summary_statistic(
+    labels: np.ndarray,
+    n_classes: int,
+    measures: Sequence[Measure],
+    moments: RowMoments | None = None,
+) -> Statistic:
     """The statistic of one network's ``graph_summary``: ``modularity`` (L,) and each
-    measure's (L, L), by name."""
+    measure's (L, L), by name; ``moments``, the N inputs' ``RowMoments``, for measures of
+    the centred Grams."""
 
     def statistic(idx: np.ndarray, subsamples: list[Subsample]) -> dict[str, np.ndarray]:
         (sub,) = subsamples
+        sub_moments = None if moments is None else moments.subset(idx)
         return {
             "modularity": layer_modularity(sub.affinity, labels[idx], n_classes),
-            **layer_similarity(measures, sub.affinity, sub.grams),
+            **layer_similarity(measures, sub.affinity, sub.grams, sub_moments),
         }
 
     return statistic
@@ -179,10 +187,14 @@ def table1_values(
 
 
 def checkpoint_statistic(
-    labels: np.ndarray, probs: np.ndarray | None, n_classes: int, measures: Sequence[Measure]
+    labels: np.ndarray,
+    probs: np.ndarray | None,
+    n_classes: int,
+    measures: Sequence[Measure],
+    moments: RowMoments | None = None,
 ) -> Statistic:
     """``summary_statistic`` and Table 1 on the last layer, by name."""
-    summary = summary_statistic(labels, n_classes, measures)
+    summary = summary_statistic(labels, n_classes, measures, moments)
 
     def statistic(idx: np.ndarray, subsamples: list[Subsample]) -> dict[str, object]:
         sub_probs = None if probs is None else probs[idx]
@@ -204,6 +216,14 @@ def layer_modularity_p(
     )
 
 
+def _permuted(layers, order: np.ndarray):
+    """A network's layer inputs (graphs, Grams or ``RowMoments``) with its inputs in
+    ``order``."""
+    if layers is None or isinstance(layers, RowMoments):
+        return None if layers is None else layers.subset(order)
+    return [relabel(x, order) for x in layers]
+
+
 def similarity_p(
     measures: Sequence[Measure],
     a: Mapping[str, Sequence],
@@ -215,13 +235,18 @@ def similarity_p(
     """{name: (L_a, L_b)} the p-value of each measure between the layers of two networks (or
     of one network against itself) against ``count`` random permutations of ``b``'s inputs:
     how often representations that share no input-level structure would be as similar.
-    ``a`` and ``b`` map "graphs" and "grams" to the layers' inputs, as in
+    ``a`` and ``b`` map "graphs", "grams" and "moments" to the layers' inputs, as in
     ``cross_similarity_matrices``; each permutation computes every matrix again."""
     observed = cross_similarity_matrices(measures, a, b)
-    n = next(iter(next(iter(b.values())))).shape[-1]
+    n = next(layers[0].shape[-1] for key, layers in b.items() if key in ("graphs", "grams"))
     null: dict[str, list] = {name: [] for name in observed}
     for order in permutations(n, count, seed):
-        shuffled = {key: [relabel(x, order) for x in layers] for key, layers in b.items()}
+        shuffled = {key: _permuted(layers, order) for key, layers in b.items()}
         for name, value in cross_similarity_matrices(measures, a, shuffled).items():
             null[name].append(value)
-    return {name: permutation_p(observed[name], np.stack(null[name])) for name in observed}
+    # For a distance, "as similar" is "as small".
+    sign = {m.name: -1.0 if m.distance else 1.0 for m in measures}
+    return {
+        name: permutation_p(sign[name] * observed[name], sign[name] * np.stack(null[name]))
+        for name in observed
+    }
