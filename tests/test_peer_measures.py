@@ -183,3 +183,8 @@ def test_a_command_writes_the_peer_measures(tmp_path):
     assert cross["rsa"][1][0] == pytest.approx(ssc_jax.rsa(a, b), abs=1e-4)
     bound = float(np.sqrt(60 * np.finfo(np.float32).eps))
     assert cross["procrustes"][1][0] == pytest.approx(ssc_jax.procrustes(a, b), abs=bound)
+    # One network's layers against each other, by a command that solves one network.
+    argv = ["activations", str(files[0]), "--out", str(tmp_path / "one"), "--quiet"]
+    assert main([*argv, "--measures", "rsa"]) == 0
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert one["rsa"][0][1] == pytest.approx(ssc_jax.rsa(nets[0]["a"], nets[0]["b"]), abs=1e-4)

@@ -234,7 +234,7 @@ def analyze_graphs(
     A = graphs.affinity
     n_classes = len(inputs.class_names)
     modularity, similarity = graph_summary(
-        A, graphs.grams, inputs.labels, n_classes, select_measures(measures)
+        A, graphs.grams, inputs.labels, n_classes, select_measures(measures), graphs.moments
     )
     last = A[-1].toarray()
     if probs is None:
