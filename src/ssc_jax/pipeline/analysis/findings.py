@@ -1,5 +1,6 @@
 """The paper's qualitative findings, checked on one run's numbers: each is a sentence with
-the measured values and whether it holds here."""
+the measured values and whether it holds here, decided on the interval of the compared
+difference where the analysis has intervals (docs/statistics.md)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,42 @@ from typing import NamedTuple
 import numpy as np
 
 
+HOLDS, DOES_NOT_HOLD, UNDECIDED = "holds", "does not hold", "undecided at this N"
+
+
 class Finding(NamedTuple):
+    """``holds``: the point estimates' reading; ``verdict``: ``HOLDS``, ``DOES_NOT_HOLD`` or,
+    when the interval of the compared difference contains 0, ``UNDECIDED``."""
+
     claim: str
     holds: bool
     evidence: str
+    verdict: str = ""
 
 
-def modularity_grows(layers: list[str], modularity: np.ndarray) -> Finding:
-    """Sec. 4.1: deeper layers separate the classes more (first vs. last layer, and trend)."""
+def decided(holds: bool, interval=None) -> str:
+    """The verdict on a difference that should be > 0: from its (low, high) ``interval``
+    when given, else from the point estimate's ``holds``."""
+    if interval is None:
+        return HOLDS if holds else DOES_NOT_HOLD
+    low, high = (float(v) for v in interval)
+    return HOLDS if low > 0 else DOES_NOT_HOLD if high < 0 else UNDECIDED
+
+
+def modularity_grows(
+    layers: list[str], modularity: np.ndarray, rise_interval: np.ndarray | None = None
+) -> Finding:
+    """Sec. 4.1: deeper layers separate the classes more (first vs. last layer, and trend),
+    decided on ``rise_interval``, the (low, high) interval of last minus first, when given."""
     q = np.asarray(modularity, dtype=float)
     rising = int(np.sum(np.diff(q) > 0))
     return Finding(
         "Modularity grows from the first conv layer to the last (Sec. 4.1)",
         bool(q[-1] > q[0]),
         f"{layers[0]} {q[0]:.3f} -> {layers[-1]} {q[-1]:.3f}; "
-        f"{rising} of {len(q) - 1} steps between consecutive layers rise",
+        f"{rising} of {len(q) - 1} steps between consecutive layers rise"
+        + _interval_text("last - first", q[-1] - q[0], rise_interval),
+        decided(bool(q[-1] > q[0]), rise_interval),
     )
 
 
@@ -63,10 +85,18 @@ def linear_converges_faster(ssc_to_final: np.ndarray, linear_to_final: np.ndarra
     )
 
 
+def _interval_text(name: str, value: float, interval) -> str:
+    """ "; name value [low, high]" for a difference with an interval, else ""."""
+    if interval is None:
+        return ""
+    low, high = (float(v) for v in interval)
+    return f"; {name} {value:.3g} [{low:.3g}, {high:.3g}]"
+
+
 def as_rows(findings: list[Finding]) -> list[list]:
-    """Report-table rows: claim, holds, evidence."""
-    return [[f.claim, f.holds, f.evidence] for f in findings]
+    """Report-table rows: claim, verdict, evidence."""
+    return [[f.claim, f.verdict or decided(f.holds), f.evidence] for f in findings]
 
 
 def as_json(findings: list[Finding]) -> list[dict]:
-    return [f._asdict() for f in findings]
+    return [{**f._asdict(), "verdict": f.verdict or decided(f.holds)} for f in findings]
