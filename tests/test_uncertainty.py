@@ -23,6 +23,7 @@ from ssc_jax.graphs.resampling import (
     subsample_scale,
     subsample_size,
 )
+from ssc_jax.pipeline.analysis import findings
 from ssc_jax.pipeline.analysis.config import SolverSettings
 from ssc_jax.pipeline.analysis.layer_graphs import solve_layers
 from ssc_jax.pipeline.analysis.measures import RowMoments, select_measures
@@ -202,6 +203,22 @@ def test_similarity_p_of_a_distance_counts_smaller_distances_as_more_alike():
 
     found = similarity_p(select_measures(["procrustes"]), side(x), side(y), count=19)
     assert found["procrustes"][0, 0] == 1 / 20
+
+
+@pytest.mark.parametrize(
+    ("interval", "verdict"),
+    [
+        ((0.01, 0.2), findings.HOLDS),
+        ((-0.2, -0.01), findings.DOES_NOT_HOLD),
+        ((-0.05, 0.2), findings.UNDECIDED),
+        (None, findings.HOLDS),
+    ],
+)
+def test_modularity_grows_is_decided_on_the_interval_of_the_rise(interval, verdict):
+    found = findings.modularity_grows(["a", "b", "c"], np.array([0.2, 0.25, 0.3]), interval)
+    assert found.holds and found.verdict == verdict
+    assert findings.as_json([found])[0]["verdict"] == verdict
+    assert ("last - first 0.1 [" in found.evidence) == (interval is not None)
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,12 @@ from ssc_jax.pipeline.analysis.summary import layer_modularity
 
 DEFAULT_RESAMPLES = 8
 CI_SUFFIX = "_ci"
+RISE = "modularity_rise"
+
+
+def modularity_rise(modularity: np.ndarray) -> float:
+    """Last layer's modularity minus the first's: "modularity grows with depth" as a number."""
+    return float(modularity[-1]) - float(modularity[0])
 
 
 @dataclass(frozen=True)
@@ -158,15 +164,17 @@ def summary_statistic(
     measures: Sequence[Measure],
     moments: RowMoments | None = None,
 ) -> Statistic:
-    """The statistic of one network's ``graph_summary``: ``modularity`` (L,) and each
-    measure's (L, L), by name; ``moments``, the N inputs' ``RowMoments``, for measures of
-    the centred Grams."""
+    """The statistic of one network's ``graph_summary``: ``modularity`` (L,), its rise from
+    the first layer to the last (``RISE``, for the finding) and each measure's (L, L), by
+    name; ``moments``, the N inputs' ``RowMoments``, for measures of the centred Grams."""
 
     def statistic(idx: np.ndarray, subsamples: list[Subsample]) -> dict[str, np.ndarray]:
         (sub,) = subsamples
         sub_moments = None if moments is None else moments.subset(idx)
+        q = layer_modularity(sub.affinity, labels[idx], n_classes)
         return {
-            "modularity": layer_modularity(sub.affinity, labels[idx], n_classes),
+            "modularity": q,
+            RISE: modularity_rise(q),
             **layer_similarity(measures, sub.affinity, sub.grams, sub_moments),
         }
 

@@ -70,21 +70,28 @@ def plot_modularity_by_layer(
     curves: Mapping[str, tuple[Sequence[str], Sequence[float]]],
     *,
     title: str = "Modularity of each layer's SSC graph",
+    intervals: Mapping[str, np.ndarray] | None = None,
 ) -> Figure:
     """Modularity (y) against layer depth (x), one line per entry of ``curves``.
 
     ``curves`` maps a label (a run, an epoch) to ``(layer_names, modularity)`` with one value
     per layer. With one curve the x ticks are the layer names; with several, whose depths may
-    differ, x is the layer's relative depth (0 = first conv layer, 1 = last).
+    differ, x is the layer's relative depth (0 = first conv layer, 1 = last). ``intervals``
+    maps a label of ``curves`` to its (L, 2) intervals (low, high), drawn as error bars.
     """
     fig = Figure(figsize=(7.0, 3.6), layout="constrained")
     ax = fig.add_subplot()
     single = len(curves) == 1
+    intervals = intervals or {}
     for label, (layers, values) in curves.items():
         values = np.asarray(values, dtype=float)
         n = len(values)
         x = np.arange(1, n + 1) if single else np.linspace(0.0, 1.0, n)
-        ax.plot(x, values, marker="o", markersize=3.5, label=label)
+        (line,) = ax.plot(x, values, marker="o", markersize=3.5, label=label)
+        if label in intervals:
+            ci = np.asarray(intervals[label], dtype=float)
+            bars = np.stack([values - ci[:, 0], ci[:, 1] - values])
+            ax.errorbar(x, values, yerr=bars, fmt="none", ecolor=line.get_color(), capsize=2)
         if single:
             ticks = _layer_ticks(n, room_in=6.0)
             ax.set_xticks(ticks + 1, [layers[i] for i in ticks], rotation=60, ha="right")
