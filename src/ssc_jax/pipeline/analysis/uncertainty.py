@@ -9,7 +9,7 @@ solution restricted to the subsample, and recomputes every statistic from the ne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -115,23 +115,44 @@ def resolve(state: SolvedState, idx: np.ndarray) -> Subsample:
     return Subsample([sp.csr_array(abs(c) + abs(c).T) for c in coef], grams)
 
 
-def subsample_replicates(
-    states: Sequence[SolvedState],
-    statistic: Statistic,
-    resampling: Resampling,
-    *,
-    progress: bool = False,
-) -> dict[str, np.ndarray]:
-    """{name: (R, ...)} every number ``statistic`` gives, on each of the R subsamples."""
+def resolved(
+    states: Sequence[SolvedState], resampling: Resampling, *, progress: bool = False
+) -> Iterator[tuple[np.ndarray, list[Subsample]]]:
+    """(idx, one ``Subsample`` per state) for each of the ``resampling.resamples``
+    subsamples, solved as they are asked for (every process of a ``jax.distributed`` job
+    takes part in the solves; none without resamples)."""
+    if resampling.resamples == 0:
+        return
     n = states[0].grams.shape[-1]
-    m = subsample_size(n, resampling.fraction)
-    draws = subsample_indices(n, m, resampling.resamples, resampling.seed)
-    found: dict[str, list] = {}
+    draws = subsample_indices(
+        n, subsample_size(n, resampling.fraction), resampling.resamples, resampling.seed
+    )
     for idx in tqdm(draws, desc="intervals", unit="subsample", disable=not progress):
-        values = statistic(idx, [resolve(state, idx) for state in states])
-        for name, value in values.items():
+        yield idx, [resolve(state, idx) for state in states]
+
+
+def replicate_intervals(
+    estimates: Mapping[str, object],
+    subsamples: Iterable[tuple[np.ndarray, list[Subsample]]],
+    statistic: Statistic,
+    n: int,
+    level: float = DEFAULT_LEVEL,
+) -> dict[str, np.ndarray]:
+    """``{name + "_ci": (..., 2)}``, the (low, high) interval at ``level`` of each of
+    ``estimates`` {name: (...)}, the numbers ``statistic`` gives on all n inputs, from its
+    values on ``subsamples`` (those of `resolved`); empty without subsamples."""
+    found: dict[str, list] = {}
+    m = None
+    for idx, subsample in subsamples:
+        m = len(idx)
+        for name, value in statistic(idx, subsample).items():
             found.setdefault(name, []).append(np.asarray(value, np.float64))
-    return {name: np.stack(values) for name, values in found.items()}
+    if m is None:
+        return {}
+    return {
+        name + CI_SUFFIX: subsample_interval(estimates[name], np.stack(found[name]), n, m, level)
+        for name in estimates
+    }
 
 
 def intervals(
@@ -142,20 +163,13 @@ def intervals(
     *,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """``{name + "_ci": (..., 2)}``, the (low, high) interval at ``resampling.level`` of each
-    of ``estimates`` {name: (...)}, the numbers ``statistic`` gives on all N inputs of
-    ``states``; empty with ``resampling.resamples == 0``."""
+    """`replicate_intervals` on the subsamples of ``states`` that ``resampling`` draws;
+    empty with ``resampling.resamples == 0``."""
     if resampling.resamples == 0:
         return {}
+    subsamples = resolved(states, resampling, progress=progress)
     n = states[0].grams.shape[-1]
-    m = subsample_size(n, resampling.fraction)
-    replicates = subsample_replicates(states, statistic, resampling, progress=progress)
-    return {
-        name + CI_SUFFIX: subsample_interval(
-            estimates[name], replicates[name], n, m, resampling.level
-        )
-        for name in estimates
-    }
+    return replicate_intervals(estimates, subsamples, statistic, n, resampling.level)
 
 
 def summary_statistic(
