@@ -32,6 +32,7 @@ from ssc_jax.pipeline.analysis.uncertainty import (
     SolvedState,
     Subsample,
     checkpoint_statistic,
+    cross_statistic,
     intervals,
     layer_modularity_p,
     similarity_p,
@@ -254,3 +255,16 @@ def test_every_number_of_an_analysis_gets_an_interval_around_it(solved):
     assert intervals(estimates, [], statistic, Resampling(resamples=0)) == {}
     p = layer_modularity_p(affinity, labels, 3, Resampling(permutations=19))
     assert p.shape == (2,) and np.all(p == 1 / 20)
+
+
+def test_cross_network_intervals_pair_the_same_inputs(solved):
+    # A network against itself: each layer's SSC-CKA with itself stays 1 on every
+    # subsample only because both sides are solved on the same inputs.
+    _, grams, coef, solver = solved
+    state = SolvedState(grams, coef, solver)
+    affinity = [sp.csr_array(abs(c) + abs(c).T) for c in coef]
+    statistic = cross_statistic(select_measures(None))
+    estimates = statistic(np.arange(36), [Subsample(affinity, grams)] * 2)
+    found = intervals(estimates, [state, state], statistic, Resampling(resamples=3))
+    diagonal = np.diagonal(found["ssc_cka_ci"], axis1=0, axis2=1)
+    np.testing.assert_allclose(diagonal, 1.0, atol=1e-5)

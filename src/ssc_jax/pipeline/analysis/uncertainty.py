@@ -195,6 +195,33 @@ def summary_statistic(
     return statistic
 
 
+def measure_inputs(sub: Subsample, idx: np.ndarray, moments: RowMoments | None) -> dict:
+    """What the measures compare of a subsample (as ``LayerGraphs.measure_inputs``): its
+    graphs, its Grams and the N inputs' ``moments`` restricted to ``idx``."""
+    return {
+        "graphs": sub.affinity,
+        "grams": sub.grams,
+        "moments": None if moments is None else moments.subset(idx),
+    }
+
+
+def cross_statistic(
+    measures: Sequence[Measure],
+    moments_a: RowMoments | None = None,
+    moments_b: RowMoments | None = None,
+) -> Statistic:
+    """Each measure's (L_a, L_b) between the layers of two networks, by name, from a
+    subsample of each (on the same inputs)."""
+
+    def statistic(idx: np.ndarray, subsamples: list[Subsample]) -> dict[str, np.ndarray]:
+        a, b = subsamples
+        return cross_similarity_matrices(
+            measures, measure_inputs(a, idx, moments_a), measure_inputs(b, idx, moments_b)
+        )
+
+    return statistic
+
+
 def table1_values(
     A, labels: np.ndarray, probs: np.ndarray | None, n_classes: int
 ) -> dict[str, float]:
