@@ -21,7 +21,14 @@ from ssc_jax.pipeline.publish.write import publish
 from ssc_jax.pipeline.report import plots
 from ssc_jax.pipeline.report.html import CSS_PX_PER_INCH, Report, Section, Table
 from ssc_jax.pipeline.report.render import render_checkpoint, render_dynamics, settings_section
-from ssc_jax.pipeline.report.wording import heading, setting_text, split_columns
+from ssc_jax.pipeline.report.wording import (
+    analysis_title,
+    given_model_text,
+    heading,
+    setting_text,
+    split_columns,
+    tokens_text,
+)
 from ssc_jax.pipeline.store.graph_store import (
     DIAGNOSTICS,
     OWN,
@@ -511,3 +518,44 @@ def test_the_solver_table_shows_each_solvers_own_diagnostics(tiny_run, analyzed,
         "objective",
     ]
     assert [row[2] for row in table.rows] == admm.metrics["solver_diagnostics"]["iterations"]
+
+
+def test_findings_evidence_keeps_the_digits_that_tell_numbers_apart():
+    from ssc_jax.pipeline.analysis import findings
+
+    small = findings.modularity_grows(LAYERS, [0.00012341, 0.0003, 0.00012349])
+    assert "conv1 0.0001234 -> conv3 0.0001235" in small.evidence
+    assert "0.000 ->" not in small.evidence
+    plain = findings.modularity_grows(LAYERS, [0.2, 0.3, 0.5])
+    assert "conv1 0.2 -> conv3 0.5" in plain.evidence
+    assert "first analysed layer" in plain.claim and "conv" not in plain.claim
+    settling = np.array([[0.91234, 0.91236], [1.0, 1.0]])
+    assert (
+        "conv1 0.9123, conv3 0.9124"
+        in findings.bottom_up_convergence(["conv1", "conv3"], settling, "SSC-CKA").evidence
+    )
+
+
+def test_a_given_model_is_named_as_a_model_in_a_real_title():
+    assert analysis_title("grams", None, 300, 12) == (
+        "SSC analysis of a network given by its layers' Grams: 12 layers on 300 inputs"
+    )
+    assert analysis_title("BertModel", None, 2000, 4) == (
+        "SSC analysis of BertModel: 4 layers on 2,000 inputs"
+    )
+    assert analysis_title("/runs/cifar", 30, 1000, 20).startswith("SSC analysis of cifar, epoch 30")
+    assert given_model_text("BertModel") == "BertModel, given by its activations"
+    assert given_model_text("acts.npz") == "a network given by its activations saved in acts.npz"
+    assert tokens_text("last") == "each input's last real token"
+    assert tokens_text(None) == "none (no layer has a token axis)"
+
+
+def test_the_settings_table_of_given_activations_shows_what_applied():
+    applied = {"n": 300, "layers": "repeated blocks: the 4 Block modules", "tokens": None}
+    settings = settings_record(applied, SolverSettings())
+    (table,) = settings_section(settings, "0.0").blocks
+    values = dict(table.rows)
+    assert values["analysis.n"] == "300"
+    assert values["analysis.layers"] == "repeated blocks: the 4 Block modules"
+    assert values["analysis.tokens"] == "none (no layer has a token axis)"
+    assert settings_record(None, SolverSettings())["analysis"] == {}

@@ -93,11 +93,18 @@ class AnalysisSet:
     batch_size: int = field(default=256, metadata={"help": "forward-pass batch size"})
 
 
-def settings_record(analysis: AnalysisSet | None, solver: SolverSettings) -> dict[str, Mapping]:
+def settings_record(
+    analysis: AnalysisSet | Mapping | None, solver: SolverSettings
+) -> dict[str, Mapping]:
     """The settings of an analysis as ``metrics.json`` records them; ``analysis`` is None for
-    activations given as they are (no inputs were chosen)."""
+    activations given as they are (no inputs were chosen), or the settings that applied to
+    them (N, the layer selection, the token pooling) as a mapping."""
+    if analysis is None or isinstance(analysis, Mapping):
+        chosen = dict(analysis or {})
+    else:
+        chosen = dataclasses.asdict(analysis)
     return {
-        "analysis": {} if analysis is None else dataclasses.asdict(analysis),
+        "analysis": chosen,
         "solver": solver.key(),
         "memory_budget_bytes": solver.memory_budget_bytes,
     }

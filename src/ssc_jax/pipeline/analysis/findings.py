@@ -8,7 +8,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-
 HOLDS, DOES_NOT_HOLD, UNDECIDED = "holds", "does not hold", "undecided at this N"
 
 
@@ -31,6 +30,15 @@ def decided(holds: bool, interval=None) -> str:
     return HOLDS if low > 0 else DOES_NOT_HOLD if high < 0 else UNDECIDED
 
 
+def _apart(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` to the fewest significant digits, 3 to 6, that tell them apart."""
+    for digits in range(3, 7):
+        left, right = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if left != right:
+            break
+    return left, right
+
+
 def modularity_grows(
     layers: list[str], modularity: np.ndarray, rise_interval: np.ndarray | None = None
 ) -> Finding:
@@ -38,10 +46,11 @@ def modularity_grows(
     decided on ``rise_interval``, the (low, high) interval of last minus first, when given."""
     q = np.asarray(modularity, dtype=float)
     rising = int(np.sum(np.diff(q) > 0))
+    first, last = _apart(q[0], q[-1])
     return Finding(
-        "Modularity grows from the first conv layer to the last (Sec. 4.1)",
+        "Modularity grows from the first analysed layer to the last (Sec. 4.1)",
         bool(q[-1] > q[0]),
-        f"{layers[0]} {q[0]:.3f} -> {layers[-1]} {q[-1]:.3f}; "
+        f"{layers[0]} {first} -> {layers[-1]} {last}; "
         f"{rising} of {len(q) - 1} steps between consecutive layers rise"
         + _interval_text("last - first", q[-1] - q[0], rise_interval),
         decided(bool(q[-1] > q[0]), rise_interval),
@@ -52,7 +61,7 @@ def labels_agree(table1: dict[str, float], layer: str) -> Finding:
     """Sec. 6.2 / Table 1: the last layer's SSC labels agree with most predictions."""
     agreement = table1["agreement"]
     return Finding(
-        "The last conv layer's SSC labels agree with the network's predictions for most "
+        "The last analysed layer's SSC labels agree with the network's predictions for most "
         "inputs (Table 1)",
         bool(agreement > 0.5),
         f"{layer}: agreement {agreement:.1%}, SSC-label accuracy "
@@ -66,11 +75,12 @@ def bottom_up_convergence(layers: list[str], to_final: np.ndarray, name: str) ->
     mean = np.asarray(to_final, dtype=float)[:-1].mean(axis=0)
     rank = np.argsort(np.argsort(mean))
     rho = float(np.corrcoef(np.arange(len(mean)), rank)[0, 1]) if np.ptp(rank) > 0 else 0.0
+    first, last = _apart(mean[0], mean[-1])
     return Finding(
         f"Shallow layers converge before deep ones ({name} to the final epoch, Sec. 4.2)",
         bool(mean[0] > mean[-1] and rho < 0),
-        f"mean {name} to final over the earlier epochs: {layers[0]} {mean[0]:.3f}, "
-        f"{layers[-1]} {mean[-1]:.3f}; rank correlation with depth {rho:.2f}",
+        f"mean {name} to final over the earlier epochs: {layers[0]} {first}, "
+        f"{layers[-1]} {last}; rank correlation with depth {rho:.2f}",
     )
 
 
@@ -78,10 +88,11 @@ def linear_converges_faster(ssc_to_final: np.ndarray, linear_to_final: np.ndarra
     """Sec. 4.3: linear CKA approaches the final state faster than SSC-CKA."""
     ssc = float(np.mean(np.asarray(ssc_to_final)[:-1]))
     linear = float(np.mean(np.asarray(linear_to_final)[:-1]))
+    linear_text, ssc_text = _apart(linear, ssc)
     return Finding(
         "Linear CKA reaches the final state faster than SSC-CKA (Sec. 4.3)",
         bool(linear > ssc),
-        f"mean over layers and earlier epochs: linear CKA {linear:.3f}, SSC-CKA {ssc:.3f}",
+        f"mean over layers and earlier epochs: linear CKA {linear_text}, SSC-CKA {ssc_text}",
     )
 
 

@@ -16,6 +16,18 @@ MAX_TABLE_COLUMNS = 12
 _DEFAULT_MEANING = {
     "analysis.data": "the run's test data",
     "memory_budget_bytes": "auto (half the device memory)",
+    "analysis.tokens": "none (no layer has a token axis)",
+}
+
+# The names ``analyze_grams`` and ``analyze_activations`` give a network that came with none.
+_UNNAMED = {"grams": "its layers' Grams", "activations": "its activations"}
+
+# How each pooling of token activations (``nets.tokens``) reads in a report.
+_POOLING = {
+    "mean": "mean over each input's real tokens",
+    "cls": "the first (class) token",
+    "last": "each input's last real token",
+    "flatten": "every token's vector side by side (T x D features)",
 }
 
 # Words a heading writes in capitals.
@@ -61,6 +73,31 @@ def model_text(config: Mapping) -> str:
         extras.append(f"{_number(100 * config['data_fraction'])}% of the training data")
     detail = f" ({', '.join(extras)})" if extras else ""
     return f"{config['model']}{detail}, trained on {Path(str(config['dataset'])).name}"
+
+
+def given_model_text(source: str) -> str:
+    """A network given without a training run: what it is called and what it came as."""
+    if source in _UNNAMED:
+        return f"a network given by {_UNNAMED[source]}"
+    if Path(source).suffix or Path(source).exists():
+        return f"a network given by its activations saved in {source}"
+    return f"{source}, given by its activations"
+
+
+def analysis_title(source: str, epoch: int | None, n: int, layers: int) -> str:
+    """The report's title: the network (a run's checkpoint or a given model), its layers and N."""
+    if epoch is not None:
+        network = f"{Path(source).name}, epoch {epoch}"
+    elif source in _UNNAMED:
+        network = f"a network given by {_UNNAMED[source]}"
+    else:
+        network = Path(source).name or source
+    return f"SSC analysis of {network}: {layers} layers on {n:,} inputs"
+
+
+def tokens_text(tokens: str | None) -> str:
+    """How token activations (n, T, D) were made one vector per input."""
+    return _DEFAULT_MEANING["analysis.tokens"] if tokens is None else _POOLING[tokens]
 
 
 def inputs_text(inputs: AnalysisInputs) -> str:
