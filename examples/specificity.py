@@ -12,8 +12,10 @@ does) or saved activation files taken on the same inputs (see ``ssc-jax activati
         --measures ssc_cka,linear_cka,linear_cka_unbiased,mutual_knn,rsa,procrustes
     python examples/specificity.py a.npz b.npz c.npz
 
-prints a table (mean over the ordered pairs, and their range) and, with ``--out``, writes
-it as JSON with every pair's cross-network matrices. ``within_one`` is the fraction whose
+prints a table (mean over the ordered pairs; its interval over samples of the inputs, the
+networks solved again on subsamples as the commands' intervals are, seeds held fixed; the
+range over the seed pairs) and, with ``--out``, writes it as JSON with every pair's
+cross-network matrices. ``within_one`` is the fraction whose
 most similar layer is the same one or a neighbour: where neighbouring layers are alike (the
 residual stream of a ResNet), it tells a measure that finds the right region from one that
 does not.
@@ -25,7 +27,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -33,26 +34,22 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from ssc_jax.nets.activation_files import read_activations
-from ssc_jax.nets.capture import capture_activations
-from ssc_jax.nets.external import grams_from_activations
+from ssc_jax.pipeline.analysis.activations import activation_network
 from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.analysis.inputs import (
     held_out_data,
     load_inputs,
-    preprocess,
     resolve_epoch,
     run_info,
 )
-from ssc_jax.pipeline.analysis.layer_graphs import checkpoint_graphs, run_cache, solve_layers
+from ssc_jax.pipeline.analysis.layer_graphs import checkpoint_graphs, run_cache
 from ssc_jax.pipeline.analysis.measures import (
-    RowMoments,
     cross_similarity_matrices,
     register_measure,
     select_measures,
 )
+from ssc_jax.pipeline.analysis.uncertainty import Resampling, SolvedState, intervals
 from ssc_jax.similarity.cka import cka
-from ssc_jax.training.checkpoints import load_checkpoint
 
 DEFAULT_MEASURES = "ssc_cka,linear_cka,linear_cka_unbiased,mutual_knn,rsa,procrustes"
 
@@ -87,22 +84,9 @@ def specificity(matrix: np.ndarray, distance: bool, slack: int = 0) -> float:
     return float(np.mean(np.abs(best - np.arange(len(best))) <= slack))
 
 
-def _sums_and_widths(model, images: np.ndarray, layers: str, batch_size: int):
-    """Each input's feature sum (L, n) and each layer's feature count (L,), from one more
-    forward pass in batches."""
-    sums, widths = {}, {}
-    for start in range(0, len(images), batch_size):
-        batch = capture_activations(model, images[start : start + batch_size], layers)
-        for name, values in batch.items():
-            flat = values.reshape(len(values), -1)
-            sums.setdefault(name, []).append(flat.sum(axis=1, dtype=np.float64))
-            widths[name] = flat.shape[1]
-    names = list(widths)
-    return names, np.stack([np.concatenate(sums[k]) for k in names]), [widths[k] for k in names]
-
-
 def run_network(run: Path, analysis: AnalysisSet, solver: SolverSettings, progress: bool):
-    """(layer names, the registry's inputs) of the last checkpoint of ``run``."""
+    """The solved layers and the labels of the last checkpoint of ``run``, on ``analysis``'s
+    inputs of its test set (graphs from or into the run's graph cache, as ``analyze``)."""
     epoch = resolve_epoch(run, None)
     inputs = load_inputs(analysis, held_out_data(run_info(run)))
     graphs = checkpoint_graphs(
@@ -114,55 +98,77 @@ def run_network(run: Path, analysis: AnalysisSet, solver: SolverSettings, progre
         cache_dir=run_cache(run, True),
         progress=progress,
     )
-    model, info = load_checkpoint(run, epoch)
-    images = preprocess(inputs.images, info)
-    names, sums, widths = _sums_and_widths(model, images, analysis.layers, analysis.batch_size)
-    if names != list(graphs.layers):
-        raise ValueError(f"{run}: the captured layers {names} are not the graphs' layers")
-    network = {"graphs": graphs.affinity, "grams": graphs.grams}
-    return names, network | {"moments": RowMoments.given(sums, widths)}, inputs.labels
+    return graphs, inputs.labels
 
 
 def file_network(path: Path, solver: SolverSettings, progress: bool):
-    """(layer names, the registry's inputs) of saved activations."""
-    source = read_activations(path)
-    names, grams = grams_from_activations(source)
-    coef, _ = solve_layers(grams, solver, progress=progress)
-    sums, widths = [], []
-    for name in names:
-        values = np.asarray(source.layers[name])
-        flat = values.reshape(len(values), -1)
-        sums.append(flat.sum(axis=1, dtype=np.float64))
-        widths.append(flat.shape[1])
-    affinity = [abs(c) + abs(c).T for c in coef]
-    network = {"graphs": affinity, "grams": grams, "moments": RowMoments.given(sums, widths)}
-    return list(names), network, source.labels
+    """The solved layers and the labels of saved activations."""
+    graphs, inputs = activation_network(path, solver=solver, progress=progress)
+    return graphs, inputs.labels
 
 
 def specificity_table(networks: list[dict], measures) -> dict:
-    """{measure: {"pairs": [...], "specificity": [...], "within_one": [...]}} over every
-    ordered pair of networks (each unordered pair's matrix once, read both ways)."""
+    """{measure: {"pairs": [...], "specificity": [...], "within_one": [...], "matrices":
+    [...]}} over every ordered pair of networks (each unordered pair's matrix once, read
+    both ways); ``networks`` are the registry's inputs of each network."""
     table = {
         m.name: {"pairs": [], "specificity": [], "within_one": [], "matrices": []} for m in measures
     }
     for a, b in itertools.combinations(range(len(networks)), 2):
         matrices = cross_similarity_matrices(measures, networks[a], networks[b])
         for m in measures:
+            row = table[m.name]
             for pair, matrix in (((a, b), matrices[m.name]), ((b, a), matrices[m.name].T)):
-                row = table[m.name]
                 row["pairs"].append(pair)
                 row["specificity"].append(specificity(matrix, m.distance))
                 row["within_one"].append(specificity(matrix, m.distance, slack=1))
-            table[m.name]["matrices"].append(np.asarray(matrices[m.name]).tolist())
+            row["matrices"].append(np.asarray(matrices[m.name]).tolist())
     return table
 
 
-def _print_table(table: dict, layers: int) -> None:
-    print(f"{'measure':<22}{'specificity':>12}{'range':>14}{'within one':>12}   ({layers} layers)")
+def mean_scores(table: dict) -> dict[str, float]:
+    """{measure: mean specificity, measure + "_within_one": mean within one} over the
+    ordered pairs."""
+    scores = {}
+    for name, row in table.items():
+        scores[name] = float(np.mean(row["specificity"]))
+        scores[name + "_within_one"] = float(np.mean(row["within_one"]))
+    return scores
+
+
+def score_intervals(
+    graphs: list, measures, solver: SolverSettings, resampling: Resampling, progress: bool
+):
+    """``mean_scores``' intervals ({name + "_ci": (low, high)}): the networks solved again
+    on subsamples of the inputs (``ssc_jax.pipeline.analysis.uncertainty``), the seeds held
+    fixed."""
+    states = [SolvedState(g.grams, g.coef, solver) for g in graphs]
+    estimates = mean_scores(specificity_table([g.measure_inputs for g in graphs], measures))
+
+    def statistic(idx: np.ndarray, subsamples: list) -> dict[str, float]:
+        networks = [
+            {"graphs": s.affinity, "grams": s.grams, "moments": g.moments.subset(idx)}
+            for g, s in zip(graphs, subsamples, strict=True)
+        ]
+        return mean_scores(specificity_table(networks, measures))
+
+    return estimates, intervals(estimates, states, statistic, resampling, progress=progress)
+
+
+def _print_table(table: dict, cis: dict, layers: int, level: float) -> None:
+    interval = f"{level:.0%} interval" if cis else "(no intervals)"
+    print(
+        f"{'measure':<22}{'specificity':>12}{interval:>16}{'seed pairs':>12}"
+        f"{'within one':>12}   ({layers} layers)"
+    )
     for name, row in table.items():
         s, w = np.asarray(row["specificity"]), np.asarray(row["within_one"])
-        spread = f"{s.min():.2f}-{s.max():.2f}"
-        print(f"{name:<22}{s.mean():>12.2f}{spread:>14}{w.mean():>12.2f}")
+        ci = cis.get(name + "_ci")
+        ci = "" if ci is None else "{:.2f}-{:.2f}".format(*np.clip(ci, 0, 1))  # a fraction
+        print(
+            f"{name:<22}{s.mean():>12.2f}{ci:>16}{f'{s.min():.2f}-{s.max():.2f}':>12}"
+            f"{w.mean():>12.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         "--graph-variants",
         action="store_true",
         help=f"also the SSC-CKA variants {', '.join(GRAPH_VARIANTS)} (other kernels of the graphs)",
+    )
+    parser.add_argument(
+        "--resamples",
+        type=int,
+        default=10,
+        help="subsamples of the inputs for the intervals (0: none; see docs/statistics.md)",
     )
     parser.add_argument("--out", type=Path, help="write the table and matrices as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -197,25 +209,29 @@ def main(argv: list[str] | None = None) -> int:
             admm=dataclasses.replace(solver.admm, tau=args.tau),
             working_set=dataclasses.replace(solver.working_set, tau=args.tau),
         )
-    networks, names, first, started = [], None, None, time.perf_counter()
+    graphs, layers, first, started = [], None, None, time.perf_counter()
     for path in args.networks:
         if path.is_dir():
-            layer_names, network, labels = run_network(path, analysis, solver, not args.quiet)
+            network, labels = run_network(path, analysis, solver, not args.quiet)
         else:
-            layer_names, network, labels = file_network(path, solver, not args.quiet)
-        if names is not None and (layer_names != names or not np.array_equal(labels, first)):
+            network, labels = file_network(path, solver, not args.quiet)
+        if layers is not None and (network.layers != layers or not np.array_equal(labels, first)):
             parser.error(f"{path}: not the layers or inputs of {args.networks[0]}")
-        names, first = layer_names, labels
-        networks.append(network)
-    table = specificity_table(networks, measures)
-    _print_table(table, len(names))
-    print(f"({len(networks)} networks, N = {len(first)}, {time.perf_counter() - started:.0f} s)")
+        layers, first = list(network.layers), labels
+        graphs.append(network)
+    resampling = Resampling(resamples=args.resamples, permutations=0)
+    table = specificity_table([g.measure_inputs for g in graphs], measures)
+    _, cis = score_intervals(graphs, measures, solver, resampling, not args.quiet)
+    _print_table(table, cis, len(layers), resampling.level)
+    print(f"({len(graphs)} networks, N = {len(first)}, {time.perf_counter() - started:.0f} s)")
     if args.out is not None:
-        record = {"networks": [str(p) for p in args.networks], "layers": names, "n": len(first)}
+        record = {"networks": [str(p) for p in args.networks], "layers": layers, "n": len(first)}
+        record |= {"level": resampling.level, "resamples": resampling.resamples}
+        record |= {"intervals": {k: np.asarray(v).tolist() for k, v in cis.items()}}
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(record | {"measures": table}, indent=1))
         tmp.replace(args.out)
-    return 0 if all(math.isfinite(np.mean(r["specificity"])) for r in table.values()) else 1
+    return 0
 
 
 if __name__ == "__main__":
