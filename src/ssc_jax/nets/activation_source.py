@@ -1,19 +1,33 @@
 """Activations of a network on n inputs as the analysis reads them: an
-:class:`ActivationSource` of lazily read layers, the checks every layer passes, and the
-network's class probabilities (:func:`class_probabilities`). The files they come from are
-read by :mod:`ssc_jax.nets.activation_files`.
+:class:`ActivationSource` of lazily read layers, the checks every layer passes, the layers a
+selection keeps with their tokens pooled (:func:`narrowed_source`), and the network's class
+probabilities (:func:`class_probabilities`). The files they come from are read by
+:mod:`ssc_jax.nets.activation_files`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+import fnmatch
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-RESERVED = ("labels", "predictions", "logits", "images")
+from ssc_jax.nets.layer_choice import (
+    BLOCKS,
+    HIDDEN_STATES,
+    entry,
+    no_match_message,
+    repeated_blocks,
+)
+from ssc_jax.nets.tokens import check_tokens, pool_tokens
+
+MASK = "attention_mask"
+RESERVED = ("labels", "predictions", "logits", "images", MASK)
+# Inputs pooled at a time when a stored token layer (n, T, D) is read.
+_POOLED_ROWS = 1024
 
 
 class Layer(NamedTuple):
@@ -60,7 +74,8 @@ class ActivationSource(NamedTuple):
 
     ``names`` and ``shapes`` (per input, i.e. without the leading n) are in forward order;
     ``labels`` and ``predictions`` are int64 (n,); ``logits`` is float (n, classes) or None
-    (the predictions are then their argmax); ``images`` is (n, ...) or None.
+    (the predictions are then their argmax); ``images`` is (n, ...) or None; ``mask`` is the
+    padding mask (n, T) of token layers, saved as ``attention_mask``, or None.
     """
 
     path: str
@@ -71,6 +86,7 @@ class ActivationSource(NamedTuple):
     predictions: np.ndarray | None
     logits: np.ndarray | None
     images: np.ndarray | None
+    mask: np.ndarray | None = None
 
 
 def check_numeric(where: str, name: str, dtype: np.dtype) -> None:
@@ -143,6 +159,12 @@ def assemble_source(path: Path, layers: dict[str, Layer], extras: dict[str, tupl
         images = np.asarray(load())
         if images.ndim == 0 or len(images) != n:
             raise ValueError(f"{file}: array 'images' has shape {images.shape}, not ({n}, ...)")
+    mask = None
+    if MASK in extras:
+        file, load = extras[MASK]
+        mask = np.asarray(load())
+        if mask.ndim != 2 or len(mask) != n:
+            raise ValueError(f"{file}: array {MASK!r} has shape {mask.shape}, not ({n}, T)")
     return ActivationSource(
         path=where,
         names=tuple(layers),
@@ -152,7 +174,91 @@ def assemble_source(path: Path, layers: dict[str, Layer], extras: dict[str, tupl
         predictions=predictions,
         logits=logits,
         images=images,
+        mask=mask,
     )
+
+
+def chosen_layers(
+    shapes: Mapping[str, tuple[int, ...]], select: str | Sequence[str] | None
+) -> tuple[list[str], str | None]:
+    """The layers ``select`` keeps of those stored (name -> per-input shape, forward order),
+    and a line on how they were chosen (None when all are kept).
+
+    ``select`` is None (every stored layer), ``"blocks"`` (the longest run of same-shaped
+    siblings, ``blocks.0``, ``blocks.1``...: the repeated blocks), ``"hidden_states"``
+    (``hidden_states.0``, ...), or layer names and shell-style patterns of them.
+
+    Raises:
+      ValueError: in one line naming the closest layer names, when nothing matches.
+    """
+    names = list(shapes)
+    if select is None:
+        return names, None
+    if select == BLOCKS:
+        entries = [entry(name, str(shape)) for name, shape in shapes.items()]
+        blocks = repeated_blocks(entries)
+        if len(blocks) < 2:
+            raise ValueError(no_match_message(BLOCKS, names) + " (no repeated blocks)")
+        shape = "x".join(map(str, shapes[blocks[0]]))
+        return (
+            blocks,
+            f"repeated blocks: the {len(blocks)} layers {blocks[0]} ... {blocks[-1]} ({shape})",
+        )
+    patterns = [f"{HIDDEN_STATES}.*"] if select == HIDDEN_STATES else [select]
+    patterns = patterns if isinstance(select, str) else list(select)
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            raise ValueError(no_match_message(pattern, names))
+    kept = [name for name in names if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+    return kept, f"named: {', '.join(patterns)}"
+
+
+def pooled(values, tokens: str, mask: np.ndarray | None) -> np.ndarray:
+    """A stored layer (n, ...) with token layers (n, T, D) pooled, read ``_POOLED_ROWS``
+    inputs at a time; other layers as they are."""
+    if len(values.shape) != 3:
+        return values
+    n = values.shape[0]
+    parts = []
+    for start in range(0, n, _POOLED_ROWS):
+        rows = None if mask is None else mask[start : start + _POOLED_ROWS]
+        parts.append(pool_tokens(values[start : start + _POOLED_ROWS], tokens, rows))
+    return np.concatenate(parts)
+
+
+def _pooled_layer(layer: Layer, tokens: str, mask: np.ndarray | None) -> Layer:
+    @contextlib.contextmanager
+    def opener():
+        with layer.open() as values:
+            yield pooled(values, tokens, mask)
+
+    n, length, width = layer.shape
+    shape = (n, length * width) if tokens == "flatten" else (n, width)
+    return layer._replace(shape=shape, dtype=np.result_type(layer.dtype, np.float32), open=opener)
+
+
+def narrowed_source(
+    source: ActivationSource, select: str | Sequence[str] | None, tokens: str
+) -> tuple[ActivationSource, str | None, bool]:
+    """``source`` with the layers ``select`` keeps (:func:`chosen_layers`), its token layers
+    (n, T, D) pooled by ``tokens`` with its padding mask when read; also the line on the
+    selection and whether any kept layer has tokens."""
+    check_tokens(tokens)
+    names, description = chosen_layers(dict(zip(source.names, source.shapes, strict=True)), select)
+    entries = source.layers._entries
+    has_tokens = any(len(entries[name].shape) == 3 for name in names)
+    layers = {
+        name: _pooled_layer(entries[name], tokens, source.mask)
+        if len(entries[name].shape) == 3
+        else entries[name]
+        for name in names
+    }
+    narrowed = source._replace(
+        names=tuple(names),
+        shapes=tuple(layer.shape[1:] for layer in layers.values()),
+        layers=LazyLayers(layers),
+    )
+    return narrowed, description, has_tokens
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -190,3 +296,19 @@ def class_probabilities(source: ActivationSource, *, num_classes: int | None = N
             f"span {min(source.labels.min(), source.predictions.min())}..{largest}"
         )
     return np.eye(classes, dtype=np.float32)[source.predictions]
+
+
+def narrowed_mapping(
+    layers: Mapping, select: str | Sequence[str] | None, tokens: str, mask=None
+) -> tuple[dict, str | None, bool]:
+    """Activations given as {name: (n, ...)} narrowed as :func:`narrowed_source` does, with
+    the padding ``mask`` (n, T), or the mapping's ``attention_mask`` (not a layer)."""
+    check_tokens(tokens)
+    layers = dict(layers)
+    saved = layers.pop(MASK, None)
+    mask = saved if mask is None else mask
+    mask = None if mask is None else np.asarray(mask)
+    arrays = {name: v if hasattr(v, "shape") else np.asarray(v) for name, v in layers.items()}
+    names, description = chosen_layers({k: tuple(v.shape[1:]) for k, v in arrays.items()}, select)
+    has_tokens = any(len(arrays[name].shape) == 3 for name in names)
+    return {name: pooled(arrays[name], tokens, mask) for name in names}, description, has_tokens

@@ -54,6 +54,15 @@ from ssc_jax.nets.taps import has_taps
 from ssc_jax.nets.tokens import DEFAULT_TOKENS, check_tokens, pool_tokens
 
 
+def _traced_plan(model, layers: Layers, input_shape, inputs):
+    if inputs is not None:
+        shapes = spec(checked_inputs(inputs, images_only=has_taps(model)))
+    else:
+        shape = default_input_shape(model) if input_shape is None else input_shape
+        shapes = float_shapes(shape)
+    return plan_layers(model, layers, shapes)
+
+
 def layer_names(
     model, layers: Layers = "conv", *, input_shape: tuple[int, ...] | None = None, inputs=None
 ) -> list[str]:
@@ -63,12 +72,16 @@ def layer_names(
     with as many channels as the model's first convolution takes, or shaped like ``inputs``,
     a batch or a mapping of batches (token ids keep their integer dtype).
     """
-    if inputs is not None:
-        shapes = spec(checked_inputs(inputs, images_only=has_taps(model)))
-    else:
-        shape = default_input_shape(model) if input_shape is None else input_shape
-        shapes = float_shapes(shape)
-    return [name for name, _ in plan_layers(model, layers, shapes).layers]
+    return [name for name, _ in _traced_plan(model, layers, input_shape, inputs).layers]
+
+
+def layer_selection(
+    model, layers: Layers = "conv", *, input_shape: tuple[int, ...] | None = None, inputs=None
+) -> str:
+    """One line on the layers ``layers`` selects of ``model`` (``"repeated blocks: the 4
+    Block modules blocks.0 ... blocks.3"``), for ``analyze_grams(layer_selection=...)``;
+    the inputs as for :func:`layer_names`."""
+    return _traced_plan(model, layers, input_shape, inputs).description
 
 
 def pooled_shape(shape: tuple[int, ...], tokens: str) -> tuple[int, ...]:
