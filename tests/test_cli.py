@@ -105,7 +105,7 @@ def test_an_internal_error_keeps_its_traceback(tmp_path, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ValueError("a bug, not the user's doing")
 
-    monkeypatch.setattr(analyze, "analyze_checkpoint", broken)
+    monkeypatch.setattr(analyze, "plan", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["analyze", str(tmp_path), "--out", str(tmp_path / "out")])
     assert "ssc-jax: error" not in capsys.readouterr().err
