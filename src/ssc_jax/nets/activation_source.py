@@ -21,6 +21,7 @@ from ssc_jax.nets.layer_choice import (
     entry,
     no_match_message,
     repeated_blocks,
+    warn_if_one_layer,
 )
 from ssc_jax.nets.tokens import check_tokens, pool_tokens
 
@@ -186,7 +187,8 @@ def chosen_layers(
 
     ``select`` is None (every stored layer), ``"blocks"`` (the longest run of same-shaped
     siblings, ``blocks.0``, ``blocks.1``...: the repeated blocks), ``"hidden_states"``
-    (``hidden_states.0``, ...), or layer names and shell-style patterns of them.
+    (``hidden_states.0``, ...), or layer names and shell-style patterns of them; one layer
+    kept warns.
 
     Raises:
       ValueError: in one line naming the closest layer names, when nothing matches.
@@ -210,6 +212,7 @@ def chosen_layers(
         if not fnmatch.filter(names, pattern):
             raise ValueError(no_match_message(pattern, names))
     kept = [name for name in names if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+    warn_if_one_layer(kept)
     return kept, f"named: {', '.join(patterns)}"
 
 
