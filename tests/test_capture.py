@@ -406,3 +406,127 @@ def test_linen_models_by_type_and_name(zoo_and_copies):
         layer_names(linen, nn.LayerNorm)
     with pytest.raises(ValueError, match=r"LinenModel\.module must be a flax\.linen\.Module"):
         layer_names(LinenModel(object(), {}), input_shape=x.shape)
+
+
+# Transformers: token outputs (n, T, D) of same-class blocks, with padding masks.
+
+
+class EncoderLayer(nnx.Module):
+    def __init__(self, width: int, rngs: nnx.Rngs):
+        self.attention = nnx.MultiHeadAttention(
+            num_heads=2, in_features=width, decode=False, rngs=rngs
+        )
+        self.norm = nnx.LayerNorm(width, rngs=rngs)
+        self.mlp = nnx.Linear(width, width, rngs=rngs)
+
+    def __call__(self, x, mask):
+        x = x + self.attention(x, mask=mask)
+        return x + self.mlp(nnx.gelu(self.norm(x)))
+
+
+class TinyEncoder(nnx.Module):
+    """A text encoder: token embeddings, three encoder layers, a head on the first token."""
+
+    def __init__(self, rngs: nnx.Rngs, width: int = 8, vocab: int = 13):
+        self.embed = nnx.Embed(vocab, width, rngs=rngs)
+        self.layers = nnx.List([EncoderLayer(width, rngs) for _ in range(3)])
+        self.head = nnx.Linear(width, 3, rngs=rngs)
+
+    def __call__(self, input_ids, attention_mask):
+        mask = nnx.make_attention_mask(attention_mask, attention_mask)
+        x = self.embed(input_ids)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.head(x[:, 0])
+
+
+class LinenEncoderLayer(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = x + nn.MultiHeadDotProductAttention(num_heads=2)(x)
+        return x + nn.Dense(x.shape[-1])(nn.gelu(nn.LayerNorm()(x)))
+
+
+class LinenEncoder(nn.Module):
+    """Patch vectors (n, T, P) through three layers; returns its logits and hidden states."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(8)(x)
+        states = [x]
+        for _ in range(3):
+            x = LinenEncoderLayer()(x)
+            states.append(x)
+        return {"logits": nn.Dense(3)(x.mean(axis=1)), "hidden_states": states}
+
+
+@pytest.fixture(scope="module")
+def token_inputs():
+    """Token ids (12, 6) of which every third input is padded after 2 tokens."""
+    rng = np.random.default_rng(8)
+    ids = rng.integers(1, 13, size=(12, 6))
+    mask = np.ones((12, 6), np.int32)
+    mask[::3, 2:] = 0
+    return {"input_ids": np.where(mask, ids, 0), "attention_mask": mask}
+
+
+def _pooled_by_hand(tokens, mask, how: str) -> np.ndarray:
+    """Each input's real tokens (mask), pooled in float64 in a loop over inputs."""
+    rows = []
+    for values, real in zip(np.asarray(tokens, np.float64), mask.astype(bool), strict=True):
+        rows.append({"mean": values[real].mean(axis=0), "last": values[real][-1]}[how])
+    return np.stack(rows)
+
+
+def test_a_transformer_encoder_gives_its_layers_pooled_over_real_tokens(token_inputs):
+    model = TinyEncoder(nnx.Rngs(0))
+    with pytest.warns(UserWarning, match="has 0 Conv layers, so its repeated blocks are") as said:
+        acts = capture_activations(model, token_inputs, batch_size=5)
+    assert "the 3 EncoderLayer modules layers.0 ... layers.2" in str(said[0].message)
+    assert list(acts) == ["layers.0", "layers.1", "layers.2"]
+    ids, mask = token_inputs["input_ids"], token_inputs["attention_mask"]
+    x = model.embed(ids)  # the forward pass by hand, layer by layer
+    pairwise = nnx.make_attention_mask(mask, mask)
+    outputs = []
+    for layer in model.layers:
+        x = layer(x, pairwise)
+        outputs.append(x)
+    for name, output in zip(acts, outputs, strict=True):
+        np.testing.assert_allclose(
+            acts[name], _pooled_by_hand(output, mask, "mean"), rtol=1e-5, atol=1e-6
+        )
+    with pytest.warns(UserWarning, match="repeated blocks"):
+        names, grams = activation_grams(model, token_inputs, tokens="last", batch_size=5)
+    last = _pooled_by_hand(outputs[-1], mask, "last")
+    np.testing.assert_allclose(grams[-1], last @ last.T, rtol=1e-4, atol=1e-5)
+    assert layer_names(model, "blocks", inputs=token_inputs) == names
+    # The mask given apart from the inputs is the one the pooling reads.
+    everything = np.ones_like(mask)
+    with pytest.warns(UserWarning, match=r"only one layer is selected \(layers\.2\)"):
+        whole = capture_activations(model, token_inputs, ["layers.2"], mask=everything)
+    np.testing.assert_allclose(
+        whole["layers.2"], _pooled_by_hand(outputs[-1], everything, "mean"), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_a_linen_transformer_by_blocks_and_by_hidden_states():
+    model = LinenEncoder()
+    x = np.random.default_rng(9).normal(size=(10, 4, 5)).astype(np.float32)
+    linen = LinenModel(model, model.init(jax.random.key(0), x))
+    blocks = capture_activations(linen, x, "blocks", tokens="flatten")
+    assert list(blocks) == [f"LinenEncoderLayer_{i}" for i in range(3)]
+    states = capture_activations(linen, x, "hidden_states", tokens="flatten")
+    assert list(states) == [f"hidden_states.{i}" for i in range(4)]
+    returned = model.apply(linen.variables, x)["hidden_states"]
+    for i, name in enumerate(states):
+        np.testing.assert_allclose(
+            states[name], np.asarray(returned[i]).reshape(10, -1), rtol=1e-5, atol=1e-6
+        )
+    for i, name in enumerate(blocks):  # block i's output is hidden state i + 1
+        np.testing.assert_allclose(blocks[name], states[f"hidden_states.{i + 1}"], rtol=1e-5)
+    with pytest.raises(ValueError, match="layers='hidden_states' needs a model that returns"):
+        capture_activations(
+            TinyEncoder(nnx.Rngs(1)),
+            {"input_ids": np.ones((2, 3), int), "attention_mask": np.ones((2, 3), int)},
+            "hidden_states",
+        )
