@@ -7,7 +7,9 @@ whose ``layers`` mapping reads a layer only when it is asked for:
     One array (n, ...) per layer, in the order they were saved (``np.savez(path, conv1=...,
     conv2=..., labels=...)``), plus the reserved keys ``labels`` (required, integers (n,)),
     ``predictions`` (integers (n,)) or ``logits`` ((n, classes); the predictions are then
-    their argmax), and ``images`` ((n, ...)). A member is loaded whole when its layer is read.
+    their argmax), ``images`` ((n, ...)) and ``attention_mask`` ((n, T), the padding mask
+    of token layers (n, T, D), nonzero for real tokens). A member is loaded whole when its
+    layer is read.
 A folder with ``manifest.json``
     The manifest names ``.npy`` files in the folder (read memory-mapped, so a layer larger
     than RAM is fine)::
@@ -15,7 +17,8 @@ A folder with ``manifest.json``
         {"layers": ["conv1.npy", "conv2.npy"],       # forward order; names "conv1", "conv2"
          "labels": "labels.npy",
          "predictions": "predictions.npy",           # optional; or "logits": "logits.npy"
-         "images": "images.npy"}                     # optional
+         "images": "images.npy",                     # optional
+         "attention_mask": "mask.npy"}               # optional, for token layers
 
     ``"layers"`` may instead be an object {layer name: file name}, in forward order.
 ``.safetensors``
