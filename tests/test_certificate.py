@@ -140,3 +140,38 @@ def test_the_gap_vanishes_at_the_optimum_and_stops_the_solver(problems):
     assert int(tight.iterations) >= int(loose.iterations)
     same = int(tight.iterations) == int(loose.iterations)
     assert same == (float(loose.duality_gap) <= 1e-6)
+
+
+def test_sparse_correlations_are_the_dense_ones_and_give_the_same_gap(problems):
+    """The correlations from the rows of G on each support equal the dense product's in
+    float64 (to its rounding), padding rows included, and so do the certified gaps."""
+    from ssc_jax.solver import certificate
+    from ssc_jax.solver.factor import GramFactor
+
+    x = unit_rows(problems["subspaces-d150"])
+    n, rng = len(x), np.random.default_rng(0)
+    rows = np.array([0, 7, 33, n, n - 1])  # n is a padding row
+    index = np.stack([rng.choice(n, 9, replace=False) for _ in rows])
+    values = rng.normal(size=index.shape) * (rng.random(index.shape) < 0.6)
+    values[rows == n] = 0
+    values[index == rows[:, None]] = 0
+    coef = np.zeros((len(rows), n))
+    np.put_along_axis(coef, index, values, axis=1)
+    with jax.enable_x64(True):
+        gram = jnp.asarray(x @ x.T)
+        own = jnp.where(jnp.asarray(rows < n)[:, None], gram[np.minimum(rows, n - 1)], 0)
+        sparse = certificate.sparse_correlations(
+            gram, own, jnp.asarray(rows), jnp.asarray(index), jnp.asarray(values)
+        )
+        dense = certificate.correlations(GramFactor(gram), jnp.asarray(coef), jnp.asarray(rows))
+        diagonal = certificate.diagonal_mask(jnp.asarray(rows), n)
+        gaps = [
+            certificate.row_gaps(jnp.asarray(coef), *pair, diagonal, TAU)
+            for pair in (sparse, dense)
+        ]
+    # Both sum the same products in another order: float64 rounding of sums of |c_j G_jk|.
+    bound = 4 * n * np.finfo(np.float64).eps * (1 + np.abs(values).sum())
+    for a, b in zip(sparse, dense, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=bound)
+    for a, b in zip(*gaps, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=TAU * n * bound)

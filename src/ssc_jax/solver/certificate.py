@@ -72,6 +72,37 @@ def correlations(factor: Factor, coef: Array, rows: Array) -> tuple[Array, Array
     return squared, jnp.matmul(a * factor.values, factor.vectors.T, precision=highest)
 
 
+def sparse_correlations(
+    gram: Array, own: Array, rows: Array, index: Array, values: Array
+) -> tuple[Array, Array]:
+    """``correlations`` of a block whose coefficients are nonzero only at ``index``: row i
+    of C holds ``values[i, t]`` at ``index[i, t]``, both (b, s), and is zero elsewhere.
+
+    ``q_i = G_i - sum_t c_it G_{index_it}`` reads the s rows of G on row i's support, b s n
+    multiply-adds for the block instead of the b n^2 of the product with the dense
+    coefficients, and ``||r_i||^2 = q_i.(e_i - c_i)`` the entries of q on the support.
+    ``own`` (b, n) are the rows' own rows of G (zero for padding), ``rows`` (b,) their
+    indices, ``gram`` (n, n). The support is put first in each row, and the loop runs to the
+    block's largest support, one (b, n) row gather at a time: two (b, n) arrays in flight.
+    """
+    n = gram.shape[0]
+    first = jnp.argsort(values == 0, axis=1, stable=True)
+    index = jnp.take_along_axis(index, first, axis=1)
+    values = jnp.take_along_axis(values, first, axis=1)
+    width = jnp.max(jnp.sum(values != 0, axis=1))
+
+    def subtract(t: Array, q: Array) -> Array:
+        return q - values[:, t, None] * gram[index[:, t]]
+
+    q = lax.fori_loop(0, width, subtract, own)
+    inside = rows < n
+    diagonal = jnp.where(
+        inside, jnp.take_along_axis(q, jnp.minimum(rows, n - 1)[:, None], 1)[:, 0], 0
+    )
+    on_support = jnp.sum(values * jnp.take_along_axis(q, index, axis=1), axis=1)
+    return diagonal - on_support, q
+
+
 def safe_zeros(
     coef: Array, q: Array, gap: Array, norms: Array, diagonal: Array, tau: Array
 ) -> Array:

@@ -46,7 +46,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ssc_jax.solver.certificate import correlations, row_gaps, safe_zeros
+from ssc_jax.solver.certificate import (
+    correlations,
+    row_gaps,
+    safe_zeros,
+    sparse_correlations,
+)
 from ssc_jax.solver.factor import Factor, GramFactor, sample_count
 from ssc_jax.solver.result import RowSolution, Solver, Status
 
@@ -127,7 +132,9 @@ class WorkingSet(Solver):
 
     Attributes:
       tau: weight of the data fit, > 0.
-      gap_tol: stop once the certified relative duality gap of a block of rows is within it.
+      gap_tol: stop once the certified relative duality gap of a block of rows is within it;
+        1e-6 by default, an exact solution for every purpose (the commands pass their own
+        ``--gap-tol``, 2e-3 unless given, and report the gap they certify).
       sweep_tol: a working-set problem is solved when no coefficient moved more than this
         (scaled by its sample's norm) in a sweep.
       size: the most samples per working set, so the largest support a row can have; a
@@ -135,7 +142,10 @@ class WorkingSet(Solver):
         128, leaves room for the rows of a real CNN layer at tau = 50 (46 nonzeros on
         average, on the last conv layer of the CIFAR-10 ResNet-18 at N = 2,000).
       max_rounds: cap on working-set rounds.
-      max_sweeps: cap on coordinate sweeps per round.
+      max_sweeps: cap on coordinate sweeps per round, doubled after each round whose
+        certified gap fell by less than half, up to 16 times (``sweep_cap``): on data of very
+        low rank the coordinate descent converges slowly, and a working-set problem left
+        unsolved leaves the active-set steps a support they cannot verify.
       newton_steps: primal-dual active-set steps per round after the sweeps, each a batched
         (b, size, size) solve that finds the exact solution once the support is near.
 
@@ -149,7 +159,7 @@ class WorkingSet(Solver):
     """
 
     tau: float = field(default=10.0, metadata={"help": "weight of the data fit"})
-    gap_tol: float = field(default=2e-3, metadata={"help": "certified relative gap tolerance"})
+    gap_tol: float = field(default=1e-6, metadata={"help": "certified relative gap tolerance"})
     sweep_tol: float = field(default=1e-5, metadata={"help": "coordinate change that ends a solve"})
     size: int = field(default=128, metadata={"help": "most samples per working set"})
     max_rounds: int = field(default=30, metadata={"help": "cap on working-set rounds"})
@@ -224,13 +234,19 @@ class WorkingSet(Solver):
                 target = jnp.take_along_axis(problem.own, index, axis=1)
                 begin = jnp.where(usable, jnp.take_along_axis(state.coef, index, axis=1), 0)
                 values, change = _descend(
-                    blocks, target, begin, usable, tau, self.sweep_tol, self.max_sweeps
+                    blocks, target, begin, usable, tau, self.sweep_tol, sweeps
                 )
                 values = _active_set(blocks, target, values, usable, tau, self.newton_steps)
-                return jnp.zeros((b, n), dtype).at[lines, index].set(values), change
+                coef = jnp.zeros((b, n), dtype).at[lines, index].set(values)
+                if isinstance(factor, GramFactor):
+                    squared, q = sparse_correlations(problem.gram, problem.own, rows, index, values)
+                else:
+                    squared, q = correlations(factor, coef, rows)
+                return coef, change, squared, q
 
             return solved
 
+        sweeps = sweep_cap(self.max_sweeps, state.errors[:, 2])
         sizes = working_set_sizes(self.size, n)
         # A size is used while the block's largest support leaves a quarter of it free.
         limits = jnp.asarray([s - s // 4 for s in sizes])
@@ -243,8 +259,7 @@ class WorkingSet(Solver):
         wanted = jnp.sum(jnp.median(supports + violated) > limits)
         lift = jnp.where(jnp.max(supports) == 0, 2, 1)
         level = jnp.minimum(jnp.clip(wanted, need, need + lift), len(sizes) - 1)
-        coef, change = lax.switch(level, [solve_on(s) for s in sizes])
-        squared, q = correlations(factor, coef, rows)
+        coef, change, squared, q = lax.switch(level, [solve_on(s) for s in sizes])
         objective, gap = row_gaps(coef, squared, q, problem.diagonal, tau)
         measured = state._replace(
             coef=coef,
@@ -326,6 +341,15 @@ def _violation(coef: Array, k: Array, diagonal: Array) -> Array:
     return jnp.maximum(jnp.max(off) - 1, 0)
 
 
+def sweep_cap(max_sweeps: int, gaps: Array) -> Array:
+    """() the coordinate sweeps a round may take: ``max_sweeps`` doubled for each round so
+    far whose relative gap was more than half the previous round's, at most four times;
+    ``gaps`` (max_rounds,) holds the rounds' relative gaps, -1 where none ran."""
+    ran = (gaps[1:] >= 0) & (gaps[:-1] >= 0)
+    slow = jnp.sum(ran & (gaps[1:] > 0.5 * gaps[:-1]))
+    return max_sweeps * 2 ** jnp.minimum(slow, 4)
+
+
 def working_set_sizes(size: int, n: int) -> list[int]:
     """The working-set sizes a solve of n samples may use, ascending: ``size / 8``,
     ``size / 4``, ``size / 2`` and ``size``, each at least 8 and at most n - 1."""
@@ -343,7 +367,8 @@ def _active_set(
     of z; then solves ``A_SS c_S = g_S - sigma / tau`` by Cholesky (a singular A_SS gives non-finite
     values, and the row keeps its point). A solution is kept where its signs
     agree with sigma and no usable coordinate off S has ``tau |(g - A c)_j| > 1 +
-    sqrt(eps)`` (the KKT conditions); the next step starts from it either way.
+    sqrt(eps)`` (the KKT conditions); the next step starts from it either way. The steps stop
+    once every row's solution is verified.
     """
     size, dtype = blocks.shape[-1], coef.dtype
     highest = lax.Precision.HIGHEST
@@ -351,8 +376,8 @@ def _active_set(
     slack = 1 + jnp.sqrt(jnp.finfo(dtype).eps)
     eye = jnp.eye(size, dtype=dtype)
 
-    def step(_, carry):
-        point, best, verified = carry
+    def step(carry):
+        point, best, verified, taken = carry
         z = scale * point + target - jnp.einsum("bjl,bl->bj", blocks, point, precision=highest)
         support, signs = usable & (tau * jnp.abs(z) > 1), jnp.sign(z)
         system = jnp.where(support[:, :, None] & support[:, None, :], blocks, eye)
@@ -368,10 +393,14 @@ def _active_set(
             & jnp.all(~usable | support | (tau * jnp.abs(residual) <= slack), axis=1)
         )
         best = jnp.where((ok & ~verified)[:, None], values, best)
-        return jnp.where(finite[:, None], values, point), best, verified | ok
+        return jnp.where(finite[:, None], values, point), best, verified | ok, taken + 1
+
+    def running(carry) -> Array:
+        return (carry[3] < steps) & ~jnp.all(carry[2])
 
     verified = jnp.zeros(coef.shape[:1], bool)
-    return lax.fori_loop(0, steps, step, (coef, coef, verified))[1]
+    start = (coef, coef, verified, jnp.asarray(0, jnp.int32))
+    return lax.while_loop(running, step, start)[1]
 
 
 def _descend(
@@ -381,7 +410,7 @@ def _descend(
     usable: Array,
     tau: Array,
     tol: Array,
-    max_sweeps: int,
+    max_sweeps: Array,
 ) -> tuple[Array, Array]:
     """Cyclic coordinate descent on ``min ||c||_1 + tau/2 c^T A c - tau c^T g`` for a batch:
     ``blocks`` A (b, s, s), ``target`` g (b, s), from ``coef`` (b, s); coordinates not

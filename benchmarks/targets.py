@@ -1,0 +1,207 @@
+"""The solver targets of a whole-network analysis, as ratios against baselines timed in this run.
+
+Three measurements on a checkpoint trained by ``python -m ssc_jax.run train`` (CIFAR-10
+ResNet-18), each a ratio, so that the figure travels between machines:
+
+* ``--layer-n``: the last conv layer's Gram on N stratified test images solved by the default
+  solver to a certified relative gap of 1e-6, in units of one N x N x N float32 matmul;
+* ``--analyze-n``: ``python -m ssc_jax.run analyze RUN --n N`` over all conv layers (the
+  commands' defaults), in units of the same N inputs' Grams of those layers computed alone,
+  with the process's peak resident memory;
+* ``--peers-n``: the last conv layer's Gram at each N solved by ADMM (to its default gap and
+  to the default solver's certified gap), the default solver, the paper's ADMM (NumPy
+  float64, 100 iterations as released) and, where installed, celer and SPAMS one row at a
+  time (features from the Gram's eigendecomposition), each with its certified relative gap
+  recomputed in float64 from its coefficients.
+
+    python benchmarks/targets.py RUN --layer-n 2000 --analyze-n 4000 --peers-n 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from real_activations import layer_problem, matmul_seconds
+from solver import paper_admm
+from ssc_jax import (
+    ADMM,
+    WorkingSet,
+    activation_grams,
+    layer_names,
+    load_checkpoint,
+    ssc_gram,
+)
+from ssc_jax.pipeline.analysis.config import AnalysisSet
+from ssc_jax.pipeline.analysis.inputs import held_out_data, load_inputs, preprocess, run_info
+from ssc_jax.solver import certificate
+from ssc_jax.solver.factor import GramFactor, normalize_gram
+from ssc_jax.solver.options import DEFAULT_SOLVER
+
+TAU = DEFAULT_SOLVER.tau
+
+
+def relative_gap(gram: np.ndarray, coef: np.ndarray) -> float:
+    """The certified relative duality gap of ``coef`` on the unit-normalised ``gram``, in
+    float64 (``ssc_jax.solver.certificate``)."""
+    with jax.enable_x64(True):
+        unit = normalize_gram(jnp.asarray(gram, jnp.float64))
+        rows = jnp.arange(len(gram))
+        objective, gap = certificate.row_certificates(
+            GramFactor(unit), jnp.asarray(coef, jnp.float64), rows, jnp.float64(TAU)
+        )
+        return float(jnp.sum(gap) / jnp.sum(objective))
+
+
+def layer_target(run: str, n: int) -> None:
+    model, _ = load_checkpoint(run)
+    layer = layer_names(model, "conv")[-1]
+    gram = layer_problem(run, None, layer, n).gram
+    unit = matmul_seconds(n)
+    solver = WorkingSet(gap_tol=1e-6)
+    jax.block_until_ready(ssc_gram(gram, solver=solver, progress=False))  # compiles
+    start = time.perf_counter()
+    result = jax.block_until_ready(ssc_gram(gram, solver=solver, progress=False))
+    seconds = time.perf_counter() - start
+    print("| layer | N | rounds | certified gap | solve s | matmul s | solve / matmul |")
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| {layer} | {n} | {int(result.iterations)} | {float(result.duality_gap):.1e} | "
+        f"{seconds:.2f} | {unit:.3f} | {seconds / unit:.1f} |",
+        flush=True,
+    )
+
+
+def analyze_target(run: str, n: int) -> None:
+    model, info = load_checkpoint(run)
+    inputs = load_inputs(AnalysisSet(n=n), held_out_data(run_info(run)))
+    images = preprocess(inputs.images, info)
+    names = layer_names(model, "conv")
+    activation_grams(model, images[:64], layers=names)  # compiles
+    start = time.perf_counter()
+    jax.block_until_ready(activation_grams(model, images, layers=names)[1])
+    grams = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="ssc_targets_") as out:
+        command = [sys.executable, "-m", "ssc_jax.run", "analyze", run, "--n", str(n)]
+        start = time.perf_counter()
+        subprocess.run([*command, "--out", out, "--quiet"], check=True)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print("| N | layers | analyze s | Grams alone s | ratio | analyze peak RSS GiB |")
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| {n} | {len(names)} | {seconds:.1f} | {grams:.1f} | {seconds / grams:.2f} "
+        f"| {peak:.1f} |",
+        flush=True,
+    )
+
+
+def features(gram: np.ndarray) -> np.ndarray:
+    """(n, n) float64 features whose Gram is the unit-normalised ``gram`` (its
+    eigendecomposition), which leaves every row's Lasso unchanged."""
+    unit = np.asarray(normalize_gram(jnp.asarray(gram, jnp.float64)))
+    values, vectors = np.linalg.eigh(unit)
+    return vectors * np.sqrt(np.maximum(values, 0))
+
+
+def per_row(gram: np.ndarray, fit) -> np.ndarray:
+    """C from one Lasso per row on ``features(gram)``: ``fit(A, y, alpha)`` returns the
+    row's coefficients on the other samples."""
+    x = features(gram)
+    n, d = x.shape
+    coef = np.zeros((n, n))
+    for i in range(n):
+        others = np.delete(np.arange(n), i)
+        coef[i, others] = fit(x[others].T, x[i], 1 / (TAU * d))
+    return coef
+
+
+def peer_methods(gap_tol: float):
+    methods = {
+        "ADMM 2e-3": lambda g: ssc_gram(g, solver=ADMM(), progress=False).coef,
+        f"ADMM {gap_tol:g}": lambda g: (
+            ssc_gram(g, solver=ADMM(gap_tol=gap_tol, max_iterations=20_000), progress=False).coef
+        ),
+        f"default ({type(DEFAULT_SOLVER).__name__} {gap_tol:g})": lambda g: (
+            ssc_gram(g, solver=WorkingSet(gap_tol=gap_tol), progress=False).coef
+        ),
+        "paper ADMM, 100 it (f64)": lambda g: paper_admm(features(g)),
+    }
+    try:
+        from celer import Lasso as CelerLasso
+
+        def celer_fit(a, y, alpha):
+            model = CelerLasso(alpha=alpha, fit_intercept=False, tol=1e-10)
+            return model.fit(a, y).coef_
+
+        methods["celer per row (f64)"] = lambda g: per_row(g, celer_fit)
+    except ImportError:
+        print("celer is not installed: skipped")
+    try:
+        import spams
+
+        def spams_fit(a, y, alpha):
+            lam = alpha * len(y)
+            out = spams.lasso(
+                np.asfortranarray(y[:, None]), D=np.asfortranarray(a), lambda1=lam, mode=2
+            )
+            return np.asarray(out.todense()).ravel()
+
+        methods["SPAMS per row (f64)"] = lambda g: per_row(g, spams_fit)
+    except ImportError:
+        print("spams is not installed: skipped")
+    return methods
+
+
+def peers_target(run: str, sizes: list[int], gap_tol: float) -> None:
+    model, _ = load_checkpoint(run)
+    layer = layer_names(model, "conv")[-1]
+    for n in sizes:
+        gram = layer_problem(run, None, layer, n).gram
+        print(f"\n{layer}, N = {n}")
+        print("| method | seconds | / default | certified gap (f64) |")
+        print("|---|---|---|---|")
+        rows = []
+        for name, method in peer_methods(gap_tol).items():
+            if name.startswith(("ADMM", "default")):
+                jax.block_until_ready(method(gram))  # compiles
+            start = time.perf_counter()
+            coef = np.asarray(jax.block_until_ready(method(gram)))
+            rows.append((name, time.perf_counter() - start, relative_gap(gram, coef)))
+        base = next(s for name, s, _ in rows if name.startswith("default"))
+        for name, seconds, gap in rows:
+            print(f"| {name} | {seconds:.2f} | {seconds / base:.2f} | {gap:.1e} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="training run folder (a CIFAR-10 ResNet-18)")
+    parser.add_argument("--layer-n", type=int, nargs="*", default=[])
+    parser.add_argument("--analyze-n", type=int, nargs="*", default=[])
+    parser.add_argument("--peers-n", type=int, nargs="*", default=[])
+    parser.add_argument("--gap-tol", type=float, default=1e-6, help="the peers' gap")
+    args = parser.parse_args()
+    print(
+        f"{platform.node()}: {os.cpu_count()} CPUs, {jax.devices()[0].device_kind}, "
+        f"jax {jax.__version__}"
+    )
+    for n in args.layer_n:
+        layer_target(args.run, n)
+    for n in args.analyze_n:
+        analyze_target(args.run, n)
+    if args.peers_n:
+        peers_target(args.run, args.peers_n, args.gap_tol)
+
+
+if __name__ == "__main__":
+    main()
