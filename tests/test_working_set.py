@@ -163,3 +163,28 @@ def test_the_working_set_ladder_and_a_row_denser_than_its_lowest_rung(problems):
     assert (exact != 0).sum(axis=1).max() > 16
     assert bool(result.converged) and float(result.duality_gap) <= 1e-10
     assert_same_optimum(x @ x.T, result, exact, tau=100.0, coef=True)
+
+
+def test_very_low_rank_data_reaches_a_tight_gap():
+    """60 samples in 5 dimensions: the coordinate descent converges slowly there, and the
+    sweep cap grows after rounds that stall (``sweep_cap``), so the default gap is reached
+    and, in float64, the exact solution."""
+    x = np.random.default_rng(0).normal(size=(60, 5))
+    result = ssc_jax.ssc(x.astype(np.float32))
+    assert bool(result.converged) and float(result.duality_gap) <= WorkingSet().gap_tol
+    with jax.enable_x64(True):
+        exact = ssc_jax.ssc(x, solver=WorkingSet(gap_tol=1e-12))
+    assert bool(exact.converged) and float(exact.duality_gap) <= 1e-12
+    # The float64 certificate of 1e-12 bounds its distance to the optimum; the float32
+    # default's gap bounds its own.
+    assert_same_optimum(x @ x.T, result, exact)
+
+
+def test_the_sweep_cap_doubles_after_each_round_that_stalls():
+    from ssc_jax.solver.working_set import sweep_cap
+
+    gaps = jnp.asarray([1e-2, 1e-3, 9e-4, 8e-4, 1e-4, -1.0, -1.0])
+    # 1e-3 after 1e-2 halves it; 9e-4 and 8e-4 stall; 1e-4 halves; no round ran after.
+    assert int(sweep_cap(30, gaps)) == 30 * 2**2
+    assert int(sweep_cap(30, jnp.full(10, 0.9))) == 30 * 2**4
+    assert int(sweep_cap(30, -jnp.ones(10))) == 30
