@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 import ssc_jax
 from lasso_reference import assert_same_optimum, certified, problem, stored_layers
+from ssc_jax.nets.activation_source import narrowed_mapping
 from ssc_jax.nets.external import grams_from_activations
 from ssc_jax.pipeline.analysis.activations import display_images, network_probabilities
 from ssc_jax.pipeline.analysis.config import AnalysisSet
@@ -309,3 +310,98 @@ def test_display_images_moves_channels_last_and_scales_floats():
     assert shown.min() == 0 and shown.max() == 255
     with pytest.raises(InputError, match="images"):
         display_images(np.zeros((3, 4, 4, 3)), 2)
+
+
+# Token layers (n, T, D) and layer selection in the file door.
+
+
+@pytest.fixture(scope="module")
+def token_network():
+    """Three transformer-like layers ``blocks.i`` (n, T, D) of 3 classes with right padding
+    (every other input has 3 real tokens of 5) and a head (n, 3)."""
+    rng = np.random.default_rng(11)
+    labels = np.repeat(np.arange(3), 16)
+    mask = np.ones((labels.size, 5), np.int64)
+    mask[::2, 3:] = 0
+    layers = {
+        f"blocks.{i}": (
+            rng.normal(size=(labels.size, 5, 6)) + (i + 1) * labels[:, None, None]
+        ).astype(np.float32)
+        for i in range(3)
+    }
+    layers["head"] = rng.normal(size=(labels.size, 3)).astype(np.float32)
+    return layers, labels, mask
+
+
+def _pooled_by_hand(tokens: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
+    """The pooling written out in float64 loops over inputs, from the real tokens."""
+    rows = []
+    for values, real in zip(tokens.astype(np.float64), mask.astype(bool), strict=True):
+        kept = values[real]
+        rows.append({"mean": kept.mean(axis=0), "last": kept[-1], "cls": values[0]}[how])
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("how", ["mean", "last", "cls"])
+def test_token_layers_are_pooled_over_their_real_tokens(token_network, tmp_path, how):
+    layers, labels, mask = token_network
+    path = tmp_path / "tokens.npz"
+    np.savez(path, **layers, labels=labels, attention_mask=mask)
+    from_file = ssc_jax.analyze_activations(path, select="blocks", tokens=how, progress=False)
+    in_memory = ssc_jax.analyze_activations(
+        layers, labels, select=["blocks.*"], tokens=how, mask=mask, progress=False
+    )
+    assert (
+        from_file.graphs.layers == in_memory.graphs.layers == ["blocks.0", "blocks.1", "blocks.2"]
+    )
+    assert from_file.tokens == in_memory.tokens == how
+    assert from_file.layer_selection.startswith("repeated blocks: the 3 layers blocks.0")
+    for name, file_gram, memory_gram in zip(
+        from_file.graphs.layers, from_file.graphs.grams, in_memory.graphs.grams, strict=True
+    ):
+        x = _pooled_by_hand(layers[name], mask, how)
+        # A float32 dot product of d terms is within d eps |x_i| |x_j| of the exact one, plus
+        # the float32 rounding of each pooled value (relative eps) on either side.
+        norms = np.linalg.norm(x, axis=1)
+        bound = (x.shape[1] + 2) * np.finfo(np.float32).eps * np.outer(norms, norms)
+        assert np.all(np.abs(file_gram - x @ x.T) <= bound)
+        assert np.all(np.abs(memory_gram - x @ x.T) <= bound)
+
+
+def test_flattened_tokens_and_no_token_layers_record_what_applied(token_network):
+    layers, labels, _ = token_network
+    flat = ssc_jax.analyze_activations(
+        layers, labels, select="blocks", tokens="flatten", progress=False
+    )
+    x = layers["blocks.1"].reshape(labels.size, -1).astype(np.float64)
+    norms = np.linalg.norm(x, axis=1)
+    bound = x.shape[1] * np.finfo(np.float32).eps * np.outer(norms, norms)
+    assert np.all(np.abs(flat.graphs.grams[1] - x @ x.T) <= bound)
+    assert flat.tokens == "flatten"
+    with pytest.warns(UserWarning, match=r"only one layer is selected \(head\)"):
+        kept, selection, has_tokens = narrowed_mapping(layers, ["head"], "mean")
+    assert list(kept) == ["head"] and selection == "named: head" and not has_tokens
+    np.testing.assert_array_equal(kept["head"], layers["head"])  # no token axis: as given
+
+
+def test_cli_layers_and_tokens_reach_metrics_and_the_report(token_network, tmp_path, capsys):
+    layers, labels, mask = token_network
+    path = tmp_path / "tokens.npz"
+    np.savez(path, **layers, labels=labels, attention_mask=mask)
+    out = tmp_path / "out"
+    args = ["activations", str(path), "--layers", "blocks.*", "--tokens", "last"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["layers"] == ["blocks.0", "blocks.1", "blocks.2"]
+    assert metrics["tokens"] == "last" and metrics["layer_selection"] == "named: blocks.*"
+    assert metrics["settings"]["analysis"] == {
+        "n": 48,
+        "layers": "named: blocks.*",
+        "tokens": "last",
+    }
+    html = (out / "report.html").read_text()
+    assert "each input&#x27;s last real token" in html and "<td>analysis.n</td>" in html
+    assert main(["activations", str(path), "--layers", "blok*", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("ssc-jax: error: layers='blok*' matches no module; the closest")
+    assert "\n" not in error

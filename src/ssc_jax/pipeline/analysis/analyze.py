@@ -70,7 +70,9 @@ class CheckpointAnalysis(NamedTuple):
     ``embeddings`` [(layer, (m, 2))]; ``probs`` is None, ``wrong`` empty and ``table1``
     only the SSC label accuracy for a network given without its predictions. ``exports``
     maps the path of the graph file in the output folder to its source; ``metrics`` gives
-    the ``metrics.json`` entries (JSON types only).
+    the ``metrics.json`` entries (JSON types only). ``tokens`` is how token outputs were
+    pooled and ``layer_selection`` one line on how the layers were chosen, where a door
+    recorded them (None otherwise).
     """
 
     run: str
@@ -87,6 +89,8 @@ class CheckpointAnalysis(NamedTuple):
     findings: list[Finding]
     exports: dict[str, GraphSource]
     trained: RunFacts | None = None
+    tokens: str | None = None
+    layer_selection: str | None = None
 
     METRICS = metrics.layout(
         inputs=metrics.INPUTS,

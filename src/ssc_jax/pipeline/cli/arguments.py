@@ -18,6 +18,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from ssc_jax.nets.tokens import DEFAULT_TOKENS, TOKEN_POOLINGS
 from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.analysis.inputs import InputError
 from ssc_jax.pipeline.analysis.measures import PAPER_MEASURES, select_measures
@@ -233,3 +234,31 @@ def measure_names(args: argparse.Namespace) -> tuple[str, ...]:
         return tuple(m.name for m in select_measures(names))
     except ValueError as err:
         raise InputError(f"--measures: {err}") from None
+
+
+def add_selection_options(parser: argparse.ArgumentParser) -> None:
+    """``--layers`` and ``--tokens``: which saved layers to analyse, and how token layers
+    (n, T, D) become one vector per input."""
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="LAYER",
+        help="the layers to analyse: blocks (the repeated blocks: the longest run of "
+        "same-shaped layers blocks.0, blocks.1, ...), hidden_states, or layer names and "
+        "shell-style patterns such as 'blocks.*' (default: every saved layer)",
+    )
+    parser.add_argument(
+        "--tokens",
+        choices=TOKEN_POOLINGS,
+        default=DEFAULT_TOKENS,
+        help="how a token layer (n, T, D) becomes one vector per input: the mean of the real "
+        "tokens (padding masked by a saved attention_mask), the first (class) token, the last "
+        "real token, or every token side by side (default: %(default)s)",
+    )
+
+
+def layer_selection(args: argparse.Namespace) -> str | list[str] | None:
+    """The selection ``--layers`` gives: a preset's name, a list of names, or None (all)."""
+    if args.layers is None:
+        return None
+    return args.layers[0] if args.layers in (["blocks"], ["hidden_states"]) else args.layers

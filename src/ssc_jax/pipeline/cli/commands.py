@@ -20,6 +20,7 @@ from ssc_jax.pipeline.cli.arguments import (
     TRAIN_OPTIONS,
     Option,
     analysis_settings,
+    layer_selection,
     measure_names,
     option_values,
     solver_settings,
@@ -241,6 +242,8 @@ def cmd_activations(args) -> Path:
         solver = solver_settings(args)
         result = analyze_activations(
             args.path,
+            select=layer_selection(args),
+            tokens=args.tokens,
             solver=solver,
             n_wrong=args.wrong,
             measures=measure_names(args),

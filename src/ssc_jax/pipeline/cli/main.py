@@ -25,6 +25,7 @@ from ssc_jax.pipeline.cli.arguments import (
     add_analysis_options,
     add_measures_option,
     add_options,
+    add_selection_options,
     add_solver_options,
     changed,
 )
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a manifest.json, or .safetensors files. Layers are read one at a time.",
     )
     p.add_argument("path", help=".npz file, folder with manifest.json, or .safetensors")
+    add_selection_options(p)
     p.add_argument("--wrong", type=int, default=N_WRONG, help="confidently wrong inputs to show")
     _out_option(p, "ssc_out/activations")
     add_solver_options(p)

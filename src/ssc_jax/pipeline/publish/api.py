@@ -19,11 +19,14 @@ spectral embeddings, Table 1, and Fig 9 when images and predictions are given)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ssc_jax.nets.activation_files import read_activations
+from ssc_jax.nets.activation_source import ActivationSource, narrowed_mapping, narrowed_source
+from ssc_jax.nets.tokens import DEFAULT_TOKENS
 from ssc_jax.pipeline.analysis.activations import (
     Layers,
     activation_network,
@@ -32,15 +35,51 @@ from ssc_jax.pipeline.analysis.activations import (
 )
 from ssc_jax.pipeline.analysis.analyze import CheckpointAnalysis, analyze_graphs
 from ssc_jax.pipeline.analysis.config import DEFAULT_SETTINGS, N_WRONG, SolverSettings
+from ssc_jax.pipeline.analysis.inputs import InputError
 from ssc_jax.pipeline.publish.write import publish
 from ssc_jax.pipeline.report.html import Report
 from ssc_jax.pipeline.report.render import render_checkpoint
+from ssc_jax.pipeline.report.wording import analysis_title
+
+
+def _narrowed(layers: Layers, select, tokens: str, mask) -> tuple[Layers, str | None, list]:
+    """``layers`` with the layers ``select`` keeps and token layers pooled (see
+    ``nets.activation_source.narrowed_source``); the line on the selection; and a list that
+    holds, once the layers are read, whether each mapping or batch had a token layer."""
+    try:
+        if isinstance(layers, str | Path):
+            layers = read_activations(layers)
+        if isinstance(layers, ActivationSource):
+            layers, selection, has_tokens = narrowed_source(layers, select, tokens)
+            return layers, selection, [has_tokens]
+        if isinstance(layers, Mapping):
+            layers, selection, has_tokens = narrowed_mapping(layers, select, tokens, mask)
+            return layers, selection, [has_tokens]
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    if select is not None or mask is not None:
+        raise InputError(
+            "select and mask need the activations as a mapping or files; a stream of batches "
+            "is read once (give each batch its own 'attention_mask')"
+        )
+    seen: list[bool] = []
+
+    def pooled_batches():
+        for batch in layers:
+            pooled, _, has_tokens = narrowed_mapping(batch, None, tokens)
+            seen.append(has_tokens)
+            yield pooled
+
+    return pooled_batches(), None, seen
 
 
 def analyze_activations(
     layers: Layers,
     labels=None,
     *,
+    select: str | Sequence[str] | None = None,
+    tokens: str = DEFAULT_TOKENS,
+    mask=None,
     probs=None,
     logits=None,
     predictions=None,
@@ -60,6 +99,13 @@ def analyze_activations(
         path of an ``.npz``, a folder with ``manifest.json`` or ``.safetensors`` files (see
         ``nets.activation_files``); a path brings its own labels, logits or predictions
         and images. The Grams are formed one layer at a time within the memory budget.
+      select: the layers to analyse: None (all), ``"blocks"`` (the repeated blocks: the
+        longest run of same-shaped layers ``blocks.0``, ``blocks.1``...), ``"hidden_states"``,
+        or layer names and shell-style patterns (``["blocks.*", "head"]``); not for a stream.
+      tokens: how token layers (n, T, D) become one vector per input: ``"mean"`` (default),
+        ``"cls"``, ``"last"`` or ``"flatten"`` (``ssc_jax.nets.tokens``).
+      mask: the padding mask (n, T) that "mean" and "last" honour; default the mapping's or
+        the files' ``attention_mask`` (each batch's own for a stream).
       labels, probs, logits, predictions, images, class_names, solver, n_wrong, measures,
         progress, out: as for :func:`analyze_grams`; labels are required unless ``layers`` is a
         source or path.
@@ -67,6 +113,7 @@ def analyze_activations(
     Raises:
       InputError (a ``ValueError``): for inputs that do not fit, in one line naming them.
     """
+    layers, selection, had_tokens = _narrowed(layers, select, tokens, mask)
     graphs, inputs = activation_network(
         layers,
         labels,
@@ -81,6 +128,9 @@ def analyze_activations(
     source = inputs.key["data"]
     analysis = analyze_graphs(
         graphs, inputs, source=source, epoch=None, n_wrong=n_wrong, measures=measures
+    )
+    analysis = analysis._replace(
+        tokens=tokens if any(had_tokens) else None, layer_selection=selection
     )
     if out is not None:
         write_analysis(analysis, out, solver=solver)
@@ -103,6 +153,8 @@ def analyze_grams(
     progress: bool = True,
     out: str | Path | None = None,
     source: str = "grams",
+    tokens: str | None = None,
+    layer_selection: str | None = None,
 ) -> CheckpointAnalysis:
     """The ``analyze`` result for a network given by its layers' Grams on n inputs, e.g.
     those of ``torch_activation_grams``::
@@ -129,6 +181,9 @@ def analyze_grams(
       out: when given, the usual output folder (``metrics.json``, figures, graphs,
         ``report.html``) is written there, as by ``python -m ssc_jax.run activations``.
       source: what the network is called in the report and ``metrics.json``.
+      tokens, layer_selection: how the Grams' token layers were pooled and their layers
+        chosen (``activation_grams(..., tokens=, layers=)``), for the report and
+        ``metrics.json``; None when not said.
 
     Raises:
       InputError (a ``ValueError``): for inputs that do not fit, in one line naming them.
@@ -146,10 +201,16 @@ def analyze_grams(
     graphs = solved_graphs(names, grams, inputs, probs, solver=solver, progress=progress)
     analysis = analyze_graphs(
         graphs, inputs, source=source, epoch=None, n_wrong=n_wrong, measures=measures
-    )
+    )._replace(tokens=tokens, layer_selection=layer_selection)
     if out is not None:
         write_analysis(analysis, out, solver=solver)
     return analysis
+
+
+def _title(result: CheckpointAnalysis) -> str:
+    return analysis_title(
+        result.run, result.epoch, int(result.inputs.labels.size), len(result.graphs.layers)
+    )
 
 
 def write_analysis(
@@ -160,7 +221,9 @@ def write_analysis(
     title: str | None = None,
 ) -> Path:
     """Write ``result`` of :func:`analyze_activations` or :func:`analyze_grams` to the output
-    folder ``out``, all or nothing, as the ``activations`` command does; return ``out``.
+    folder ``out``, all or nothing, as the ``activations`` command does; return ``out``. The
+    report's settings are those that applied: the N inputs, the layer selection and the
+    token pooling, and the solver's.
 
     Raises:
       OutputError: when ``out`` holds anything but a previous ``activations`` output.
@@ -169,9 +232,13 @@ def write_analysis(
         out,
         command="activations",
         inputs=[result.run] if Path(result.run).exists() else [],
-        report=Report(title or f"ssc-jax analysis: {result.run}", render_checkpoint(result)),
+        report=Report(title or _title(result), render_checkpoint(result)),
         metrics=result.metrics,
         exports=result.exports,
-        analysis=None,
+        analysis={
+            "n": int(result.inputs.labels.size),
+            "layers": result.layer_selection or "every layer given",
+            "tokens": result.tokens,
+        },
         solver=solver,
     )

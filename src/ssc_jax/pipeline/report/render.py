@@ -21,12 +21,14 @@ from ssc_jax.pipeline.analysis.summary import solver_columns
 from ssc_jax.pipeline.report import plots
 from ssc_jax.pipeline.report.html import Section
 from ssc_jax.pipeline.report.wording import (
+    given_model_text,
     heading,
     inputs_text,
     layers_text,
     model_text,
     setting_text,
     split_columns,
+    tokens_text,
 )
 
 FINDING_HEADERS = ["finding", "holds here", "evidence"]
@@ -53,10 +55,11 @@ def overview(pairs: Sequence[tuple[str, object]]) -> Section:
 
 def checkpoint_facts(result: CheckpointAnalysis) -> list[tuple[str, str]]:
     """What one analysed network is, for the report's opening box: a run's model and
-    checkpoint, or the activations it was given by; the inputs, accuracy and layers."""
+    checkpoint, or the model given by its activations; the inputs, accuracy and layers, and
+    how the layers were chosen and their tokens pooled where that was recorded."""
     layers = result.graphs.layers
     if result.epoch is None:
-        facts = [("network", f"given by its activations ({result.run})")]
+        facts = [("model", given_model_text(result.run))]
     else:
         facts = [
             ("model", model_text(result.trained.config)),
@@ -71,6 +74,8 @@ def checkpoint_facts(result: CheckpointAnalysis) -> list[tuple[str, str]]:
             "not given" if accuracy is None else f"{accuracy:.3f} on these inputs",
         ),
         ("layers", layers_text(layers)),
+        *([("layer selection", result.layer_selection)] if result.layer_selection else []),
+        *([("token pooling", tokens_text(result.tokens))] if result.tokens else []),
     ]
 
 
@@ -102,10 +107,13 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
     tag = "given activations" if result.epoch is None else f"epoch {result.epoch}"
     head = overview(checkpoint_facts(result))
 
-    found = Section(f"The paper's findings on this checkpoint ({tag})")
+    network = "model" if result.epoch is None else "checkpoint"
+    found = Section(f"The paper's findings on this {network} ({tag})")
     found.table(FINDING_HEADERS, findings.as_rows(result.findings))
 
-    table1 = Section(f"Table 1: SSC labels of the last conv layer ({layers[-1]}) vs. the network")
+    table1 = Section(
+        f"Table 1: SSC labels of the last analysed layer ({layers[-1]}) vs. the network"
+    )
     t = result.table1
     table1.table(
         [TABLE1_HEADERS[name] for name in t],
