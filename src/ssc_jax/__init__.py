@@ -61,6 +61,7 @@ _HOMES = {
         "grams_from_activations",
         "layer_gram",
         "read_activations",
+        "save_torch_activations",
         "torch_activation_grams",
         "capture_activations",
         "class_probabilities",
@@ -79,7 +80,14 @@ _HOMES = {
         "stratified_subset",
         "train",
     ),
-    "pipeline": ("analyze_activations", "analyze_grams", "register_measure", "write_analysis"),
+    "pipeline": (
+        "analyze_activations",
+        "analyze_grams",
+        "analyze_torch",
+        "compare_models",
+        "register_measure",
+        "write_analysis",
+    ),
 }
 _HOME_OF = {name: room for room, names in _HOMES.items() for name in names}
 

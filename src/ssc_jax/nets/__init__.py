@@ -8,6 +8,7 @@ from ssc_jax.nets.capture import activation_grams, capture_activations, layer_na
 from ssc_jax.nets.external import grams_from_activations, layer_gram
 from ssc_jax.nets.linen_capture import LinenModel
 from ssc_jax.nets.torch_capture import TorchGrams, torch_activation_grams
+from ssc_jax.nets.torch_save import save_torch_activations
 from ssc_jax.nets.zoo import create_model, list_models
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "list_models",
     "predict",
     "read_activations",
+    "save_torch_activations",
     "torch_activation_grams",
 ]

@@ -23,6 +23,7 @@ from ssc_jax.pipeline.cli.arguments import (
     layer_selection,
     measure_names,
     option_values,
+    resampling_settings,
     solver_settings,
 )
 from ssc_jax.pipeline.report.html import Report, Section
@@ -139,6 +140,7 @@ def cmd_analyze(args) -> Path:
                 n_wrong=args.wrong,
                 measures=measure_names(args),
                 progress=not args.quiet,
+                resampling=resampling_settings(args),
             )
         )
         name = Path(args.run).name
@@ -167,6 +169,7 @@ def cmd_dynamics(args) -> Path:
                 epochs=args.checkpoints,
                 heatmap_epochs=args.heatmap_epochs,
                 progress=not args.quiet,
+                resampling=resampling_settings(args),
             )
         )
         name = Path(args.run).name
@@ -195,6 +198,7 @@ def cmd_tau_path(args) -> Path:
                 solver=solver,
                 measures=measure_names(args),
                 progress=not args.quiet,
+                resampling=resampling_settings(args),
             )
         )
         name = Path(args.run).name
@@ -223,6 +227,7 @@ def cmd_compare(args) -> Path:
                 solver=solver,
                 measures=measure_names(args),
                 progress=not args.quiet,
+                resampling=resampling_settings(args),
             )
         )
         return _publish_result(
@@ -240,6 +245,7 @@ def cmd_activations(args) -> Path:
     inputs = [args.path]
     with _claim_output(args.out, kind="activations", inputs=inputs):
         solver = solver_settings(args)
+        resampling = resampling_settings(args)
         result = analyze_activations(
             args.path,
             select=layer_selection(args),
@@ -248,8 +254,56 @@ def cmd_activations(args) -> Path:
             n_wrong=args.wrong,
             measures=measure_names(args),
             progress=not args.quiet,
+            resamples=resampling.resamples,
+            level=resampling.level,
         )
         title = f"ssc-jax analysis of saved activations: {Path(args.path).name}"
+        return write_analysis(result, args.out, solver=solver, title=title)
+
+
+def cmd_torch(args) -> Path:
+    import torch
+
+    from ssc_jax.pipeline.analysis.config import AnalysisSet
+    from ssc_jax.pipeline.analysis.inputs import load_inputs
+    from ssc_jax.pipeline.cli.torch_model import (
+        TORCH_ANALYSIS_OPTIONS,
+        ImageBatches,
+        build_model,
+        layers_of,
+        load_weights,
+    )
+    from ssc_jax.pipeline.publish.api import analyze_torch, write_analysis
+
+    analysis = AnalysisSet(**option_values(args, TORCH_ANALYSIS_OPTIONS))
+    solver = solver_settings(args)
+    inputs = [analysis.data, args.weights]
+    with _claim_output(args.out, kind="activations", inputs=inputs):
+        model = build_model(args.model, args.model_args)
+        if args.weights:
+            load_weights(model, args.weights)
+        given = load_inputs(analysis, analysis.data)
+        loader = torch.utils.data.DataLoader(
+            ImageBatches(given.images, given.labels, args), batch_size=analysis.batch_size
+        )
+        try:
+            result = analyze_torch(
+                model,
+                loader,
+                layers=layers_of(args),
+                tokens=args.tokens,
+                images=given.images,
+                class_names=given.class_names,
+                device=args.device,
+                solver=solver,
+                n_wrong=args.wrong,
+                measures=measure_names(args),
+                progress=not args.quiet,
+                source=args.model,
+            )
+        except ValueError as err:  # the model's layers or outputs do not fit the analysis
+            raise InputError(str(err)) from None
+        title = f"ssc-jax analysis of {args.model} on N = {len(given.labels)} inputs"
         return write_analysis(result, args.out, solver=solver, title=title)
 
 

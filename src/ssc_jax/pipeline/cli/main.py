@@ -1,5 +1,5 @@
 """The command line: ``python -m ssc_jax.run [default|train|analyze|activations|dynamics|
-compare|tau-path]``.
+compare|tau-path|torch]``.
 
 With no command it runs the offline default: train a small CNN on scikit-learn's digits with
 per-epoch checkpoints, analyse every conv layer, run the training dynamics and write one
@@ -18,11 +18,12 @@ from pathlib import Path
 
 from ssc_jax.pipeline.analysis.config import N_WRONG, AnalysisSet
 from ssc_jax.pipeline.analysis.inputs import InputError
-from ssc_jax.pipeline.cli import commands, launch
+from ssc_jax.pipeline.cli import commands, launch, torch_model
 from ssc_jax.pipeline.cli.arguments import (
     DEFAULT_TRAIN_OPTIONS,
     TRAIN_OPTIONS,
     add_analysis_options,
+    add_interval_options,
     add_measures_option,
     add_options,
     add_selection_options,
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wrong", type=int, default=N_WRONG, help="confidently wrong inputs to show")
     _out_option(p, "ssc_out/analyze")
     _analysis_options(p)
+    add_interval_options(p)
     p.set_defaults(func=commands.cmd_analyze)
 
     p = sub.add_parser(
@@ -112,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _out_option(p, "ssc_out/activations")
     add_solver_options(p)
     add_measures_option(p)
+    add_interval_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=commands.cmd_activations)
 
@@ -138,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _out_option(p, "ssc_out/dynamics")
     _analysis_options(p)
+    add_interval_options(p)
     p.set_defaults(func=commands.cmd_dynamics)
 
     p = sub.add_parser(
@@ -157,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", nargs="+", help="a label per run (default: folder@epoch)")
     _out_option(p, "ssc_out/compare")
     _analysis_options(p)
+    add_interval_options(p)
     p.set_defaults(func=commands.cmd_compare)
 
     p = sub.add_parser(
@@ -179,7 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _out_option(p, "ssc_out/tau-path")
     _analysis_options(p)
+    add_interval_options(p)
     p.set_defaults(func=commands.cmd_tau_path)
+
+    p = sub.add_parser(
+        "torch",
+        help="a PyTorch model built from an import path, on an image folder or zip: as analyze",
+        description="Build a torch model from PACKAGE.MODULE:CALLABLE (e.g. "
+        "torchvision.models:resnet18), load its --weights without unpickling, feed it N "
+        "images of --data scaled to [0, 1], resized (--image-size) and normalised (--mean, "
+        "--std), and analyse its layers with the logits of the same forward pass.",
+    )
+    torch_model.add_torch_options(p)
+    p.add_argument("--wrong", type=int, default=N_WRONG, help="confidently wrong inputs to show")
+    _out_option(p, "ssc_out/torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=commands.cmd_torch)
     for command in sub.choices.values():
         launch.add_process_options(command)
     return parser

@@ -19,11 +19,13 @@ spectral embeddings, Table 1, and Fig 9 when images and predictions are given)::
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ssc_jax.graphs.resampling import DEFAULT_LEVEL
 from ssc_jax.nets.activation_files import read_activations
 from ssc_jax.nets.activation_source import ActivationSource, narrowed_mapping, narrowed_source
 from ssc_jax.nets.tokens import DEFAULT_TOKENS
@@ -34,11 +36,13 @@ from ssc_jax.pipeline.analysis.activations import (
     solved_graphs,
 )
 from ssc_jax.pipeline.analysis.analyze import CheckpointAnalysis, analyze_graphs
+from ssc_jax.pipeline.analysis.compare import Comparison, compare_runs
 from ssc_jax.pipeline.analysis.config import DEFAULT_SETTINGS, N_WRONG, SolverSettings
 from ssc_jax.pipeline.analysis.inputs import InputError
+from ssc_jax.pipeline.analysis.uncertainty import DEFAULT_RESAMPLES, Resampling
 from ssc_jax.pipeline.publish.write import publish
 from ssc_jax.pipeline.report.html import Report
-from ssc_jax.pipeline.report.render import render_checkpoint
+from ssc_jax.pipeline.report.render import render_checkpoint, render_comparison
 from ssc_jax.pipeline.report.wording import analysis_title
 
 
@@ -90,6 +94,8 @@ def analyze_activations(
     measures: Sequence[str] | None = None,
     progress: bool = True,
     out: str | Path | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
 ) -> CheckpointAnalysis:
     """The ``analyze`` result for a network given by its activations on n inputs.
 
@@ -107,8 +113,8 @@ def analyze_activations(
       mask: the padding mask (n, T) that "mean" and "last" honour; default the mapping's or
         the files' ``attention_mask`` (each batch's own for a stream).
       labels, probs, logits, predictions, images, class_names, solver, n_wrong, measures,
-        progress, out: as for :func:`analyze_grams`; labels are required unless ``layers`` is a
-        source or path.
+        progress, out, resamples, level: as for :func:`analyze_grams`; labels are required
+        unless ``layers`` is a source or path.
 
     Raises:
       InputError (a ``ValueError``): for inputs that do not fit, in one line naming them.
@@ -127,7 +133,14 @@ def analyze_activations(
     )
     source = inputs.key["data"]
     analysis = analyze_graphs(
-        graphs, inputs, source=source, epoch=None, n_wrong=n_wrong, measures=measures
+        graphs,
+        inputs,
+        source=source,
+        epoch=None,
+        n_wrong=n_wrong,
+        measures=measures,
+        solver=solver,
+        resampling=Resampling(resamples=resamples, level=level),
     )
     analysis = analysis._replace(
         tokens=tokens if any(had_tokens) else None, layer_selection=selection
@@ -155,6 +168,8 @@ def analyze_grams(
     source: str = "grams",
     tokens: str | None = None,
     layer_selection: str | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
 ) -> CheckpointAnalysis:
     """The ``analyze`` result for a network given by its layers' Grams on n inputs, e.g.
     those of ``torch_activation_grams``::
@@ -184,6 +199,10 @@ def analyze_grams(
       tokens, layer_selection: how the Grams' token layers were pooled and their layers
         chosen (``activation_grams(..., tokens=, layers=)``), for the report and
         ``metrics.json``; None when not said.
+      resamples: subsamples of half the inputs on which every layer is solved again, for
+        the intervals beside every number (``result.intervals``, ``x_ci`` in
+        ``metrics.json``; docs/statistics.md); 0 turns them off.
+      level: the intervals' level.
 
     Raises:
       InputError (a ``ValueError``): for inputs that do not fit, in one line naming them.
@@ -200,7 +219,14 @@ def analyze_grams(
     )
     graphs = solved_graphs(names, grams, inputs, probs, solver=solver, progress=progress)
     analysis = analyze_graphs(
-        graphs, inputs, source=source, epoch=None, n_wrong=n_wrong, measures=measures
+        graphs,
+        inputs,
+        source=source,
+        epoch=None,
+        n_wrong=n_wrong,
+        measures=measures,
+        solver=solver,
+        resampling=Resampling(resamples=resamples, level=level),
     )._replace(tokens=tokens, layer_selection=layer_selection)
     if out is not None:
         write_analysis(analysis, out, solver=solver)
@@ -242,3 +268,135 @@ def write_analysis(
         },
         solver=solver,
     )
+
+
+def analyze_torch(
+    model,
+    inputs,
+    *,
+    layers=None,
+    tokens: str = DEFAULT_TOKENS,
+    images=None,
+    class_names: Sequence[str] | None = None,
+    batch_size: int = 256,
+    device="cpu",
+    solver: SolverSettings = DEFAULT_SETTINGS,
+    n_wrong: int = N_WRONG,
+    measures: Sequence[str] | None = None,
+    progress: bool = True,
+    out: str | Path | None = None,
+    source: str = "torch model",
+) -> CheckpointAnalysis:
+    """The ``analyze`` result for a ``torch.nn.Module`` on n inputs, from one forward pass
+    per group of layers: its layers' Grams, the labels its batches carry and its logits::
+
+        result = ssc_jax.analyze_torch(model, loader, images=images, class_names=names,
+                                       out="report")
+
+    Args:
+      model, inputs, layers, tokens, batch_size, device: as for
+        :func:`ssc_jax.nets.torch_capture.torch_activation_grams` (the batches must carry the
+        labels: (inputs, labels) tuples or a mapping's ``labels``).
+      images: (n, H, W, C) or (n, C, H, W) inputs in the batches' order, shown in Fig 9.
+      class_names, solver, n_wrong, measures, progress, out, source: as for
+        :func:`analyze_grams`.
+    """
+    from ssc_jax.nets.torch_capture import torch_activation_grams
+
+    grams = torch_activation_grams(
+        model, inputs, layers=layers, tokens=tokens, batch_size=batch_size, device=device
+    )
+    if grams.labels is None:
+        raise ValueError("the batches carry no labels: give (inputs, labels) or a 'labels' key")
+    result = analyze_grams(
+        grams.names,
+        grams.grams,
+        grams.labels,
+        logits=grams.logits,
+        images=images,
+        class_names=class_names,
+        solver=solver,
+        n_wrong=n_wrong,
+        measures=measures,
+        progress=progress,
+        source=source,
+    )
+    result = result._replace(tokens=grams.tokens, layer_selection=grams.selection)
+    if out is not None:
+        write_analysis(result, out, solver=solver)
+    return result
+
+
+def compare_models(
+    models: Mapping[str, object],
+    inputs,
+    *,
+    layers=None,
+    tokens: str = DEFAULT_TOKENS,
+    labels=None,
+    batch_size: int = 256,
+    device="cpu",
+    solver: SolverSettings = DEFAULT_SETTINGS,
+    measures: Sequence[str] | None = None,
+    progress: bool = True,
+    out: str | Path | None = None,
+) -> Comparison:
+    """Several torch models on the same inputs, as ``python -m ssc_jax.run compare`` sets
+    saved networks side by side: each one's SSC-CKA and linear CKA (and any other selected
+    measure) between its layers and its modularity, and the first model against each other
+    one layer by layer (cross-network similarity, ``result.cross``)::
+
+        result = ssc_jax.compare_models({"vit": vit, "resnet": resnet}, loader, out="compare")
+
+    Each model's layers are saved by :func:`ssc_jax.nets.torch_save.save_torch_activations`
+    into a temporary folder (one layer of one model is read at a time), then compared.
+
+    Args:
+      models: {name: ``torch.nn.Module``}, at least two, the first compared to the others.
+      inputs, tokens, labels, batch_size, device: as for ``save_torch_activations``.
+      layers: one selection for every model, or {model name: selection}.
+      solver, measures, progress: as for :func:`analyze_grams`.
+      out: when given, the usual ``compare`` output folder is written there.
+    """
+    if len(models) < 2:
+        raise ValueError(f"compare_models needs at least two models; got {len(models)}")
+    from ssc_jax.nets.torch_save import save_torch_activations
+
+    with tempfile.TemporaryDirectory(prefix="ssc-jax-compare-") as folder:
+        paths = []
+        for index, (name, model) in enumerate(models.items()):
+            chosen = layers.get(name) if isinstance(layers, Mapping) else layers
+            path = Path(folder) / f"{index}.safetensors"
+            save_torch_activations(
+                model,
+                inputs,
+                path,
+                layers=chosen,
+                tokens=tokens,
+                labels=labels,
+                batch_size=batch_size,
+                device=device,
+            )
+            paths.append(str(path))
+        result = compare_runs(
+            paths,
+            names=[str(name) for name in models],
+            solver=solver,
+            measures=measures,
+            progress=progress,
+        )
+        if out is not None:
+            publish(
+                out,
+                command="compare",
+                inputs=[],
+                report=Report(
+                    f"ssc-jax comparison of {len(result.runs)} torch models",
+                    render_comparison(result),
+                ),
+                metrics=result.metrics,
+                exports=result.exports,
+                analysis=None,
+                solver=solver,
+            )
+    return result
