@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ssc_jax.graphs.resampling import DEFAULT_LEVEL
 from ssc_jax.nets.activation_files import read_activations
 from ssc_jax.nets.activation_source import ActivationSource, narrowed_mapping, narrowed_source
 from ssc_jax.nets.tokens import DEFAULT_TOKENS
@@ -39,7 +38,6 @@ from ssc_jax.pipeline.analysis.analyze import CheckpointAnalysis, analyze_graphs
 from ssc_jax.pipeline.analysis.compare import Comparison, compare_runs
 from ssc_jax.pipeline.analysis.config import DEFAULT_SETTINGS, N_WRONG, SolverSettings
 from ssc_jax.pipeline.analysis.inputs import InputError
-from ssc_jax.pipeline.analysis.uncertainty import DEFAULT_RESAMPLES, Resampling
 from ssc_jax.pipeline.publish.write import publish
 from ssc_jax.pipeline.report.html import Report
 from ssc_jax.pipeline.report.render import render_checkpoint, render_comparison
@@ -94,8 +92,6 @@ def analyze_activations(
     measures: Sequence[str] | None = None,
     progress: bool = True,
     out: str | Path | None = None,
-    resamples: int = DEFAULT_RESAMPLES,
-    level: float = DEFAULT_LEVEL,
 ) -> CheckpointAnalysis:
     """The ``analyze`` result for a network given by its activations on n inputs.
 
@@ -113,8 +109,8 @@ def analyze_activations(
       mask: the padding mask (n, T) that "mean" and "last" honour; default the mapping's or
         the files' ``attention_mask`` (each batch's own for a stream).
       labels, probs, logits, predictions, images, class_names, solver, n_wrong, measures,
-        progress, out, resamples, level: as for :func:`analyze_grams`; labels are required
-        unless ``layers`` is a source or path.
+        progress, out: as for :func:`analyze_grams`; labels are required unless ``layers`` is a
+        source or path.
 
     Raises:
       InputError (a ``ValueError``): for inputs that do not fit, in one line naming them.
@@ -133,14 +129,7 @@ def analyze_activations(
     )
     source = inputs.key["data"]
     analysis = analyze_graphs(
-        graphs,
-        inputs,
-        source=source,
-        epoch=None,
-        n_wrong=n_wrong,
-        measures=measures,
-        solver=solver,
-        resampling=Resampling(resamples=resamples, level=level),
+        graphs, inputs, source=source, epoch=None, n_wrong=n_wrong, measures=measures
     )
     analysis = analysis._replace(
         tokens=tokens if any(had_tokens) else None, layer_selection=selection
@@ -168,8 +157,6 @@ def analyze_grams(
     source: str = "grams",
     tokens: str | None = None,
     layer_selection: str | None = None,
-    resamples: int = DEFAULT_RESAMPLES,
-    level: float = DEFAULT_LEVEL,
 ) -> CheckpointAnalysis:
     """The ``analyze`` result for a network given by its layers' Grams on n inputs, e.g.
     those of ``torch_activation_grams``::
@@ -199,10 +186,6 @@ def analyze_grams(
       tokens, layer_selection: how the Grams' token layers were pooled and their layers
         chosen (``activation_grams(..., tokens=, layers=)``), for the report and
         ``metrics.json``; None when not said.
-      resamples: subsamples of half the inputs on which every layer is solved again, for
-        the intervals beside every number (``result.intervals``, ``x_ci`` in
-        ``metrics.json``; docs/statistics.md); 0 turns them off.
-      level: the intervals' level.
 
     Raises:
       InputError (a ``ValueError``): for inputs that do not fit, in one line naming them.
@@ -219,14 +202,7 @@ def analyze_grams(
     )
     graphs = solved_graphs(names, grams, inputs, probs, solver=solver, progress=progress)
     analysis = analyze_graphs(
-        graphs,
-        inputs,
-        source=source,
-        epoch=None,
-        n_wrong=n_wrong,
-        measures=measures,
-        solver=solver,
-        resampling=Resampling(resamples=resamples, level=level),
+        graphs, inputs, source=source, epoch=None, n_wrong=n_wrong, measures=measures
     )._replace(tokens=tokens, layer_selection=layer_selection)
     if out is not None:
         write_analysis(analysis, out, solver=solver)
