@@ -71,8 +71,9 @@ def test_blocks_and_explicit_names(resnet, images):
 
 def test_capture_uses_eval_mode_and_leaves_model_unchanged(resnet, images):
     before = jax.tree.leaves(nnx.state(resnet))
-    first = capture_activations(resnet, images, ["layer1.0"], batch_size=3)["layer1.0"]
-    single = capture_activations(resnet, images[:1], ["layer1.0"])["layer1.0"]
+    with pytest.warns(UserWarning, match=r"only one layer is selected \(layer1\.0\)"):
+        first = capture_activations(resnet, images, ["layer1.0"], batch_size=3)["layer1.0"]
+        single = capture_activations(resnet, images[:1], ["layer1.0"])["layer1.0"]
     np.testing.assert_allclose(first[:1], single, rtol=1e-5, atol=1e-6)  # no batch statistics
     for a, b in zip(before, jax.tree.leaves(nnx.state(resnet)), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -337,7 +338,8 @@ def test_subclasses_and_repeated_calls_are_recorded_once_per_call():
     np.testing.assert_allclose(acts["doubled"], once, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(acts["conv"], model.conv(once), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(acts["conv#2"], model.conv(model.conv(once)), rtol=1e-5, atol=1e-5)
-    assert list(capture_activations(model, x, ["conv#2"])) == ["conv#2"]
+    with pytest.warns(UserWarning, match=r"only one layer is selected \(conv#2\)"):
+        assert list(capture_activations(model, x, ["conv#2"])) == ["conv#2"]
     for cls, attributes in before.items():  # the classes are as they were
         assert cls.__dict__.get("__call__") is attributes.get("__call__")
         assert ("__call__" in cls.__dict__) == ("__call__" in attributes)
