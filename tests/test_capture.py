@@ -532,3 +532,26 @@ def test_a_linen_transformer_by_blocks_and_by_hidden_states():
             {"input_ids": np.ones((2, 3), int), "attention_mask": np.ones((2, 3), int)},
             "hidden_states",
         )
+
+
+class EncoderWithStates(TinyEncoder):
+    """TinyEncoder returning its hidden states, as a Hugging Face model's output does."""
+
+    def __call__(self, input_ids, attention_mask):
+        mask = nnx.make_attention_mask(attention_mask, attention_mask)
+        states = [self.embed(input_ids)]
+        for layer in self.layers:
+            states.append(layer(states[-1], mask))
+        return {"logits": self.head(states[-1][:, 0]), "hidden_states": states}
+
+
+def test_an_nnx_model_by_the_hidden_states_it_returns(token_inputs):
+    model = EncoderWithStates(nnx.Rngs(2))
+    states = capture_activations(model, token_inputs, "hidden_states", tokens="last")
+    blocks = capture_activations(model, token_inputs, "blocks", tokens="last")
+    assert list(states) == [f"hidden_states.{i}" for i in range(4)]
+    for i, name in enumerate(blocks):  # layer i's output is hidden state i + 1
+        np.testing.assert_allclose(states[f"hidden_states.{i + 1}"], blocks[name], rtol=1e-5)
+    returned = model(**token_inputs)["hidden_states"]
+    last = _pooled_by_hand(returned[0], token_inputs["attention_mask"], "last")
+    np.testing.assert_allclose(states["hidden_states.0"], last, rtol=1e-5, atol=1e-6)
