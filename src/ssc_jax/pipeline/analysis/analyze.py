@@ -8,7 +8,7 @@ with their class affinities and top neighbours (Fig 9).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,6 +50,20 @@ from ssc_jax.pipeline.analysis.layer_graphs import (
 )
 from ssc_jax.pipeline.analysis.measures import select_measures
 from ssc_jax.pipeline.analysis.summary import graph_summary
+from ssc_jax.pipeline.analysis.uncertainty import (
+    CI_SUFFIX,
+    DEFAULT_RESAMPLING,
+    NO_INTERVALS,
+    RISE,
+    Resampling,
+    SolvedState,
+    Subsample,
+    checkpoint_statistic,
+    layer_modularity_p,
+    modularity_rise,
+    replicate_intervals,
+    resolved,
+)
 
 
 class WrongInput(NamedTuple):
@@ -72,7 +86,10 @@ class CheckpointAnalysis(NamedTuple):
     maps the path of the graph file in the output folder to its source; ``metrics`` gives
     the ``metrics.json`` entries (JSON types only). ``tokens`` is how token outputs were
     pooled and ``layer_selection`` one line on how the layers were chosen, where a door
-    recorded them (None otherwise).
+    recorded them (None otherwise). ``intervals`` maps ``x + "_ci"`` to the (..., 2) interval
+    (low, high) of each number ``x`` (modularity, each measure, Table 1) at the level of
+    ``resampling`` (empty when it has no resamples), ``modularity_p`` (L,) each layer's
+    modularity against permuted labels (None without permutations); docs/statistics.md.
     """
 
     run: str
@@ -91,8 +108,16 @@ class CheckpointAnalysis(NamedTuple):
     trained: RunFacts | None = None
     tokens: str | None = None
     layer_selection: str | None = None
+    intervals: Mapping[str, np.ndarray] = NO_INTERVALS
+    modularity_p: np.ndarray | None = None
+    resampling: Resampling | None = None
 
     METRICS = metrics.layout(
+        intervals=metrics.spread(),
+        modularity_p=lambda p, _: {} if p is None else {"modularity_p": p},
+        resampling=lambda r, _: (
+            {} if r is None else {"interval_level": r.level, "resamples": r.resamples}
+        ),
         inputs=metrics.INPUTS,
         graphs=metrics.graphs_keys,
         probs=None,
@@ -181,14 +206,16 @@ def plan(
     measures: Sequence[str] | None = None,
     cache: bool = True,
     progress: bool = True,
+    resampling: Resampling = DEFAULT_RESAMPLING,
 ) -> Computation[CheckpointAnalysis]:
-    """`analyze_checkpoint` as its solve and its summary (see `Computation`)."""
+    """`analyze_checkpoint` as its solve and its summary (see `Computation`): the
+    checkpoint's graphs, then its graphs on each subsample ``resampling`` draws."""
     epoch = resolve_epoch(run_dir, epoch)
     inputs = load_inputs(analysis, held_out_data(run_info(run_dir)))
     select_measures(measures)  # an unknown name fails before the solve
 
-    def solves() -> Iterator[LayerGraphs]:
-        yield checkpoint_graphs(
+    def solves() -> Iterator:
+        graphs = checkpoint_graphs(
             run_dir,
             epoch,
             inputs,
@@ -197,11 +224,22 @@ def plan(
             cache_dir=run_cache(run_dir, cache),
             progress=progress,
         )
+        yield graphs
+        yield from resolved(
+            [SolvedState(graphs.grams, graphs.coef, solver)], resampling, progress=progress
+        )
 
-    def summary(solved: Iterator[LayerGraphs]) -> CheckpointAnalysis:
-        (graphs,) = solved
+    def summary(solved: Iterator) -> CheckpointAnalysis:
+        graphs = next(solved)
         result = analyze_graphs(
-            graphs, inputs, source=str(run_dir), epoch=epoch, n_wrong=n_wrong, measures=measures
+            graphs,
+            inputs,
+            source=str(run_dir),
+            epoch=epoch,
+            n_wrong=n_wrong,
+            measures=measures,
+            resampling=resampling,
+            subsamples=solved,
         )
         return result._replace(trained=run_facts(run_dir))
 
@@ -225,6 +263,9 @@ def analyze_graphs(
     epoch: int | None,
     n_wrong: int = N_WRONG,
     measures: Sequence[str] | None = None,
+    solver: SolverSettings = DEFAULT_SETTINGS,
+    resampling: Resampling = DEFAULT_RESAMPLING,
+    subsamples: Iterable[tuple[np.ndarray, list[Subsample]]] | None = None,
 ) -> CheckpointAnalysis:
     """Everything ``analyze`` reads from one network's solved ``graphs`` on ``inputs``.
 
@@ -233,12 +274,16 @@ def analyze_graphs(
     probabilities (``graphs.probs`` None) Table 1 has only the SSC label accuracy, Fig 8
     embeds every input and there is no Fig 9. ``measures`` names the similarity measures
     (``analysis.measures``; default the paper's SSC-CKA and linear CKA).
+
+    Intervals: every number again on each subsample of ``subsamples`` (`uncertainty.resolved`;
+    default: solved here with ``solver`` as ``resampling`` draws them).
     """
     probs = graphs.probs
     A = graphs.affinity
     n_classes = len(inputs.class_names)
+    chosen = select_measures(measures)
     modularity, similarity = graph_summary(
-        A, graphs.grams, inputs.labels, n_classes, select_measures(measures), graphs.moments
+        A, graphs.grams, inputs.labels, n_classes, chosen, graphs.moments
     )
     last = A[-1].toarray()
     if probs is None:
@@ -263,7 +308,20 @@ def analyze_graphs(
         )
         for i in embedding_layers(len(graphs.layers))
     ]
-    found = [findings.modularity_grows(graphs.layers, modularity)]
+    if subsamples is None:
+        subsamples = resolved([SolvedState(graphs.grams, graphs.coef, solver)], resampling)
+    estimates = {
+        "modularity": modularity,
+        RISE: modularity_rise(modularity),
+        **similarity,
+        **table1,
+    }
+    statistic = checkpoint_statistic(inputs.labels, probs, n_classes, chosen, graphs.moments)
+    intervals = replicate_intervals(
+        estimates, subsamples, statistic, len(inputs.labels), resampling.level
+    )
+    rise = intervals.pop(RISE + CI_SUFFIX, None)
+    found = [findings.modularity_grows(graphs.layers, modularity, rise)]
     if probs is not None:
         found.append(findings.labels_agree(table1, graphs.layers[-1]))
     graph_file = export_name(graphs, epoch or 0)
@@ -281,4 +339,9 @@ def analyze_graphs(
         wrong=wrong,
         findings=found,
         exports={graph_file: export_source(graphs)},
+        intervals=intervals,
+        modularity_p=layer_modularity_p(A, inputs.labels, n_classes, resampling)
+        if resampling.permutations
+        else None,
+        resampling=resampling if intervals else None,
     )

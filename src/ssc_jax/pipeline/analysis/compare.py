@@ -10,7 +10,8 @@ CKA, layers of the first x layers of the other.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,12 +50,24 @@ from ssc_jax.pipeline.analysis.measures import (
     select_measures,
 )
 from ssc_jax.pipeline.analysis.summary import graph_summary
+from ssc_jax.pipeline.analysis.uncertainty import (
+    DEFAULT_RESAMPLING,
+    NO_INTERVALS,
+    Resampling,
+    SolvedState,
+    cross_statistic,
+    layer_modularity_p,
+    replicate_intervals,
+    resolved,
+    summary_statistic,
+)
 
 
 class RunSummary(NamedTuple):
     """One compared run at one epoch: ``modularity`` (L,), ``similarity`` {measure name:
     (L, L)}, ``diagnostics`` name -> (L,); ``graph_file`` is the path of its graph file in
-    the output folder."""
+    the output folder; ``intervals`` {``x + "_ci"``: (..., 2)} the interval of each number,
+    ``modularity_p`` (L,) modularity against permuted labels (docs/statistics.md)."""
 
     name: str
     run: str
@@ -66,23 +79,31 @@ class RunSummary(NamedTuple):
     diagnostics: dict[str, np.ndarray]
     graph_file: str
     trained: RunFacts | None = None
+    intervals: Mapping[str, np.ndarray] = NO_INTERVALS
+    modularity_p: np.ndarray | None = None
 
     METRICS = metrics.layout(
-        similarity=metrics.spread(), diagnostics="solver_diagnostics", trained=None
+        similarity=metrics.spread(),
+        diagnostics="solver_diagnostics",
+        trained=None,
+        intervals=metrics.spread(),
+        modularity_p=lambda p, _: {} if p is None else {"modularity_p": p},
     )
 
 
 class CrossSimilarity(NamedTuple):
     """Network ``a`` against network ``b`` on the same inputs, layer by layer:
-    ``similarity`` maps each measure's name to its (L_a, L_b) values, rows the layers of a."""
+    ``similarity`` maps each measure's name to its (L_a, L_b) values, rows the layers of a;
+    ``intervals`` each one's (L_a, L_b, 2) interval under ``name + "_ci"``."""
 
     a: str
     b: str
     layers_a: list[str]
     layers_b: list[str]
     similarity: dict[str, np.ndarray]
+    intervals: Mapping[str, np.ndarray] = NO_INTERVALS
 
-    METRICS = metrics.layout(similarity=metrics.spread())
+    METRICS = metrics.layout(similarity=metrics.spread(), intervals=metrics.spread())
 
 
 class Comparison(NamedTuple):
@@ -156,9 +177,11 @@ def plan(
     measures: Sequence[str] | None = None,
     cache: bool = True,
     progress: bool = True,
+    resampling: Resampling = DEFAULT_RESAMPLING,
 ) -> Computation[Comparison]:
-    """`compare_runs` as its solves, one network after another, and its summary (see
-    `Computation`)."""
+    """`compare_runs` as its solves, one network after another, each followed by its graphs
+    on the subsamples ``resampling`` draws (the same inputs for every network), and its
+    summary (see `Computation`)."""
     if names is not None and len(names) != len(runs):
         raise InputError(f"got {len(names)} names for {len(runs)} networks")
     chosen = select_measures(measures)
@@ -195,10 +218,15 @@ def plan(
                 graphs, given = activation_network(run, solver=solver, progress=progress)
                 inputs = _same_inputs(inputs, given, run)
                 yield ComparedNetwork(run.name, run, None, graphs, inputs)
+            yield from resolved(
+                [SolvedState(graphs.grams, graphs.coef, solver)], resampling, progress=progress
+            )
 
-    def summary(solved: Iterator[ComparedNetwork]) -> Comparison:
-        summaries, cross, exports, first = [], [], {}, None
-        for i, network in enumerate(solved):
+    def summary(solved: Iterator) -> Comparison:
+        summaries, cross, exports, first, first_subsamples = [], [], {}, None, []
+        for i in range(len(specs)):
+            network = next(solved)
+            subsamples = list(islice(solved, resampling.resamples))
             name = names[i] if names else network.name
             if any(r.name == name for r in summaries):
                 name = f"{name}#{i + 1}"
@@ -207,13 +235,27 @@ def plan(
             summaries.append(
                 _summary(name, network.run, epoch, graphs, network.inputs, chosen, graph_file)
             )
+            summaries[-1] = _with_uncertainty(
+                summaries[-1], graphs, network.inputs, chosen, subsamples, resampling
+            )
             exports[graph_file] = export_source(graphs)
             if first is None:
-                first = graphs
+                first, first_subsamples = graphs, subsamples
             else:
+                pair = cross_similarity(
+                    first, graphs, names=(summaries[0].name, name), measures=chosen
+                )
+                joint = [
+                    (idx, [a, b])
+                    for (idx, (a,)), (_, (b,)) in zip(first_subsamples, subsamples, strict=True)
+                ]
+                statistic = cross_statistic(chosen, first.moments, graphs.moments)
+                n = len(network.inputs.labels)
                 cross.append(
-                    cross_similarity(
-                        first, graphs, names=(summaries[0].name, name), measures=chosen
+                    pair._replace(
+                        intervals=replicate_intervals(
+                            pair.similarity, joint, statistic, n, resampling.level
+                        )
                     )
                 )
         return Comparison(runs=summaries, cross=cross, exports=exports)
@@ -279,3 +321,25 @@ def _summary(
         graph_file=graph_file,
         trained=None if epoch is None else run_facts(run),
     )
+
+
+def _with_uncertainty(
+    run: RunSummary,
+    graphs: LayerGraphs,
+    inputs,
+    measures: Sequence[Measure],
+    subsamples: list,
+    resampling: Resampling,
+) -> RunSummary:
+    """``run`` with the intervals of its numbers from ``subsamples`` and its modularity's
+    p-values."""
+    n_classes = len(inputs.class_names)
+    statistic = summary_statistic(inputs.labels, n_classes, measures, graphs.moments)
+    estimates = {"modularity": run.modularity, **run.similarity}
+    found = replicate_intervals(
+        estimates, subsamples, statistic, len(inputs.labels), resampling.level
+    )
+    p = None
+    if resampling.permutations:
+        p = layer_modularity_p(graphs.affinity, inputs.labels, n_classes, resampling)
+    return run._replace(intervals=found, modularity_p=p)

@@ -7,7 +7,8 @@ chosen epochs (Fig 6). All epochs are analysed on the same inputs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,6 +49,18 @@ from ssc_jax.pipeline.analysis.measures import (
     select_measures,
 )
 from ssc_jax.pipeline.analysis.summary import layer_modularity
+from ssc_jax.pipeline.analysis.uncertainty import (
+    CI_SUFFIX,
+    DEFAULT_RESAMPLING,
+    NO_INTERVALS,
+    Resampling,
+    SolvedState,
+    Subsample,
+    paired_statistic,
+    replicate_intervals,
+    resolved,
+    summary_statistic,
+)
 from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
 
 
@@ -58,6 +71,9 @@ class Dynamics(NamedTuple):
     same layer at the final epoch; ``heatmaps`` maps a chosen epoch to {measure name:
     (L, L)}; ``exports`` maps the path of each epoch's graph file in the output folder to
     its source; ``metrics`` gives the ``metrics.json`` entries (JSON types only).
+    ``intervals`` holds the intervals (..., 2) of ``modularity_per_epoch`` (E, L), of the
+    final epoch's ``modularity`` (L,) and measures (L, L) and of each ``<measure>_to_final``
+    (E, L), under ``name + "_ci"`` (docs/statistics.md).
     """
 
     run: str
@@ -72,10 +88,12 @@ class Dynamics(NamedTuple):
     findings: list[Finding]
     exports: dict[str, GraphSource]
     trained: RunFacts | None = None
+    intervals: Mapping[str, np.ndarray] = NO_INTERVALS
 
     METRICS = metrics.layout(
         inputs=None,
         trained=None,
+        intervals=metrics.spread(),
         modularity=lambda m, _: {"modularity": m[-1], "modularity_per_epoch": m},
         heatmaps=lambda h, r: {
             **h[r.epochs[-1]],
@@ -114,9 +132,11 @@ def plan(
     cache: bool = True,
     progress: bool = True,
     warm_start: bool = True,
+    resampling: Resampling = DEFAULT_RESAMPLING,
 ) -> Computation[Dynamics]:
     """`training_dynamics` as its solves and its summary (see `Computation`): the last
-    epoch's graphs first, then each chosen epoch's in order."""
+    epoch's graphs first, then each chosen epoch's in order, each followed by its graphs on
+    the subsamples ``resampling`` draws (the same inputs for every epoch)."""
     chosen_measures = select_measures(measures)
     available = run_epochs(run_dir)
     final = available[-1]
@@ -139,20 +159,29 @@ def plan(
             init=init if warm_start else None,
         )
 
-    def solves() -> Iterator[LayerGraphs]:
+    def subsamples_of(graphs: LayerGraphs) -> Iterator:
+        return resolved([SolvedState(graphs.grams, graphs.coef, solver)], resampling)
+
+    def solves() -> Iterator:
         final_graphs = graphs_of(final)
         yield final_graphs
+        final_subsamples = list(subsamples_of(final_graphs))
+        yield from final_subsamples
         previous = final_graphs.coef
         for epoch in tqdm(chosen, desc="dynamics", unit="epoch", disable=not progress):
             graphs = final_graphs if epoch == final else graphs_of(epoch, previous)
             previous = graphs.coef
             yield graphs
+            yield from final_subsamples if epoch == final else subsamples_of(graphs)
 
-    def summary(solved: Iterator[LayerGraphs]) -> Dynamics:
+    def summary(solved: Iterator) -> Dynamics:
         final_graphs = next(solved)
         final_inputs = final_graphs.measure_inputs
+        final_subsamples = list(islice(solved, resampling.resamples))
         rows = []
-        for epoch, graphs in zip(chosen, solved, strict=True):
+        for epoch in chosen:
+            graphs = next(solved)
+            subsamples = list(islice(solved, resampling.resamples))
             A = graphs.affinity
             row = {
                 "modularity": layer_modularity(A, inputs.labels, len(inputs.class_names)),
@@ -167,8 +196,19 @@ def plan(
             }
             if epoch in heatmap_epochs:
                 row["heatmap"] = layer_similarity(chosen_measures, A, graphs.grams, graphs.moments)
+            row["intervals"] = _epoch_intervals(
+                row,
+                graphs,
+                final_graphs,
+                subsamples,
+                final_subsamples,
+                inputs,
+                chosen_measures,
+                resampling.level,
+            )
             rows.append(row)
-        return _dynamics(str(run_dir), chosen, final_graphs.layers, inputs, rows, chosen_measures)
+        result = _dynamics(str(run_dir), chosen, final_graphs.layers, inputs, rows, chosen_measures)
+        return result._replace(intervals=_stacked_intervals(rows))
 
     return Computation(solves(), summary)
 
@@ -226,3 +266,48 @@ def _dynamics(
         exports=exports,
         trained=run_facts(run),
     )
+
+
+def _epoch_intervals(
+    row: dict,
+    graphs: LayerGraphs,
+    final_graphs: LayerGraphs,
+    subsamples: list,
+    final_subsamples: list,
+    inputs: AnalysisInputs,
+    measures: Sequence[Measure],
+    level: float,
+) -> dict[str, np.ndarray]:
+    """The intervals of one epoch's modularity, its layers' similarity to the final epoch
+    and, for the final epoch, its measures between layers, from the two epochs' graphs on
+    the same subsamples."""
+    final = graphs is final_graphs
+    estimates = {
+        "modularity": row["modularity"],
+        **{name + "_to_final": value for name, value in row["to_final"].items()},
+        **(row["heatmap"] if final else {}),
+    }
+    own = summary_statistic(inputs.labels, len(inputs.class_names), measures, graphs.moments)
+    paired = paired_statistic(measures, graphs.moments, final_graphs.moments, "_to_final")
+
+    def statistic(idx: np.ndarray, pair: list[Subsample]) -> dict[str, np.ndarray]:
+        return {**own(idx, pair[:1]), **paired(idx, pair)}
+
+    joint = [
+        (idx, [sub, final_sub])
+        for (idx, (sub,)), (_, (final_sub,)) in zip(subsamples, final_subsamples, strict=True)
+    ]
+    return replicate_intervals(estimates, joint, statistic, len(inputs.labels), level)
+
+
+def _stacked_intervals(rows: list[dict]) -> dict[str, np.ndarray]:
+    """The epochs' intervals as ``metrics.json`` holds their numbers: the final epoch's
+    (modularity (L, 2), measures (L, L, 2)), modularity per epoch (E, L, 2) and each
+    measure to the final epoch (E, L, 2); empty without intervals."""
+    final = rows[-1]["intervals"]
+    if not final:
+        return {}
+    along = [name for name in final if name.endswith("_to_final" + CI_SUFFIX)]
+    stacked = {name: np.stack([r["intervals"][name] for r in rows]) for name in along}
+    per_epoch = np.stack([r["intervals"]["modularity" + CI_SUFFIX] for r in rows])
+    return {**final, **stacked, "modularity_per_epoch" + CI_SUFFIX: per_epoch}

@@ -10,7 +10,8 @@ solves go from the smallest tau up, each warm-started from the previous tau's gr
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,6 +49,20 @@ from ssc_jax.pipeline.analysis.layer_graphs import (
 )
 from ssc_jax.pipeline.analysis.measures import Measure, paired_similarity, select_measures
 from ssc_jax.pipeline.analysis.summary import layer_modularity
+from ssc_jax.pipeline.analysis.uncertainty import (
+    CI_SUFFIX,
+    DEFAULT_RESAMPLING,
+    NO_INTERVALS,
+    RISE,
+    Resampling,
+    SolvedState,
+    Subsample,
+    checkpoint_statistic,
+    modularity_rise,
+    paired_statistic,
+    replicate_intervals,
+    resolved,
+)
 from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
 from ssc_jax.solver.path import check_taus
 
@@ -62,7 +77,9 @@ class TauPath(NamedTuple):
     number to its (T,) values on the last layer; ``findings`` holds the paper's findings on
     one checkpoint (Sec. 4.1, Table 1) as checked at each tau; ``diagnostics`` maps each
     solver diagnostic to (T, L). ``exports`` maps each tau's graph file in the output folder
-    to its source; ``metrics`` gives the ``metrics.json`` entries.
+    to its source; ``metrics`` gives the ``metrics.json`` entries. ``intervals`` holds the
+    intervals (..., 2) of ``modularity_per_tau``, each ``<measure>_to_reference_tau`` and
+    each ``<Table 1 number>_per_tau`` under ``name + "_ci"`` (docs/statistics.md).
     """
 
     run: str
@@ -79,8 +96,10 @@ class TauPath(NamedTuple):
     diagnostics: dict[str, np.ndarray]
     exports: dict[str, GraphSource]
     trained: RunFacts | None = None
+    intervals: Mapping[str, np.ndarray] = NO_INTERVALS
 
     METRICS = metrics.layout(
+        intervals=metrics.spread(),
         inputs=metrics.inputs_keys("n", "data", "split"),
         reference="reference_tau",
         modularity="modularity_per_tau",
@@ -123,9 +142,11 @@ def plan(
     cache: bool = True,
     progress: bool = True,
     warm_start: bool = True,
+    resampling: Resampling = DEFAULT_RESAMPLING,
 ) -> Computation[TauPath]:
-    """`checkpoint_tau_path` as its solves, one per tau from the smallest up, and its
-    summary (see `Computation`).
+    """`checkpoint_tau_path` as its solves, one per tau from the smallest up, each followed
+    by its graphs on the subsamples ``resampling`` draws, and its summary (see
+    `Computation`).
 
     Raises:
       InputError: for a bad tau (not > 0, or repeated), or what ``analyze`` rejects.
@@ -165,9 +186,17 @@ def plan(
                 init=previous.coef if warm_start and previous is not None else None,
             )
             yield previous
+            state = SolvedState(computed.grams, previous.coef, settings)
+            for idx, (sub,) in resolved([state], resampling):
+                yield idx, [Subsample(sub.affinity, None)]  # the graph measures' inputs
 
-    def summary(solved: Iterator[LayerGraphs]) -> TauPath:
-        return _summarise(str(run_dir), epoch, inputs, values, reference, list(solved), on_graphs)
+    def summary(solved: Iterator) -> TauPath:
+        graphs, subsamples = [], []
+        for _ in values:
+            graphs.append(next(solved))
+            subsamples.append(list(islice(solved, resampling.resamples)))
+        result = _summarise(str(run_dir), epoch, inputs, values, reference, graphs, on_graphs)
+        return _with_intervals(result, graphs, subsamples, on_graphs, resampling.level)
 
     return Computation(solves(), summary)
 
@@ -232,3 +261,50 @@ def _summarise(
         exports=exports,
         trained=run_facts(run),
     )
+
+
+def _with_intervals(
+    result: TauPath,
+    solved: list[LayerGraphs],
+    subsamples: list[list],
+    measures: Sequence[Measure],
+    level: float,
+) -> TauPath:
+    """``result`` with the intervals of each tau's numbers, from its graphs on
+    ``subsamples`` (one list per tau, the same inputs at every tau); each tau's finding on
+    modularity decided on the interval of its rise."""
+    if not subsamples[0]:
+        return result
+    labels, n_classes = result.inputs.labels, len(result.inputs.class_names)
+    at_reference = subsamples[list(result.taus).index(result.reference)]
+    paired = paired_statistic(measures, suffix="_to_reference_tau")
+    per_tau, found = [], []
+    for t, graphs in enumerate(solved):
+        own = checkpoint_statistic(labels, graphs.probs, n_classes, ())
+
+        def statistic(idx, pair, own=own) -> dict:
+            return {**own(idx, pair[:1]), **paired(idx, pair)}
+
+        q = result.modularity[t]
+        estimates = {
+            "modularity": q,
+            RISE: modularity_rise(q),
+            **{name: values[t] for name, values in result.table1.items()},
+            **{f"{name}_to_reference_tau": v[t] for name, v in result.similarity.items()},
+        }
+        joint = [
+            (idx, [sub, ref])
+            for (idx, (sub,)), (_, (ref,)) in zip(subsamples[t], at_reference, strict=True)
+        ]
+        ci = replicate_intervals(estimates, joint, statistic, len(labels), level)
+        rise = ci.pop(RISE + CI_SUFFIX)
+        found.append([findings.modularity_grows(result.layers, q, rise), *result.findings[t][1:]])
+        per_tau.append(ci)
+    renamed = {"modularity": "modularity_per_tau", **{n: f"{n}_per_tau" for n in result.table1}}
+    intervals = {
+        renamed.get(name[: -len(CI_SUFFIX)], name[: -len(CI_SUFFIX)]) + CI_SUFFIX: np.stack(
+            [ci[name] for ci in per_tau]
+        )
+        for name in per_tau[0]
+    }
+    return result._replace(intervals=intervals, findings=found)

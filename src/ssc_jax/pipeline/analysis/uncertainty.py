@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
@@ -39,11 +40,14 @@ from ssc_jax.pipeline.analysis.measures import (
     RowMoments,
     cross_similarity_matrices,
     layer_similarity,
+    paired_similarity,
 )
 from ssc_jax.pipeline.analysis.summary import layer_modularity
 
 DEFAULT_RESAMPLES = 8
 CI_SUFFIX = "_ci"
+NO_INTERVALS: Mapping[str, np.ndarray] = MappingProxyType({})
+"""A result's intervals when it has none."""
 RISE = "modularity_rise"
 
 
@@ -218,6 +222,25 @@ def cross_statistic(
         return cross_similarity_matrices(
             measures, measure_inputs(a, idx, moments_a), measure_inputs(b, idx, moments_b)
         )
+
+    return statistic
+
+
+def paired_statistic(
+    measures: Sequence[Measure],
+    moments_a: RowMoments | None = None,
+    moments_b: RowMoments | None = None,
+    suffix: str = "",
+) -> Statistic:
+    """Each measure's (L,) between corresponding layers of two states of one network (two
+    epochs, two taus), by ``name + suffix``, from a subsample of each (on the same inputs)."""
+
+    def statistic(idx: np.ndarray, subsamples: list[Subsample]) -> dict[str, np.ndarray]:
+        a, b = subsamples
+        found = paired_similarity(
+            measures, measure_inputs(a, idx, moments_a), measure_inputs(b, idx, moments_b)
+        )
+        return {name + suffix: value for name, value in found.items()}
 
     return statistic
 

@@ -22,6 +22,7 @@ from ssc_jax.nets.tokens import DEFAULT_TOKENS, TOKEN_POOLINGS
 from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.analysis.inputs import InputError
 from ssc_jax.pipeline.analysis.measures import PAPER_MEASURES, select_measures
+from ssc_jax.pipeline.analysis.uncertainty import Resampling
 from ssc_jax.solver.admm import ADMM
 from ssc_jax.solver.options import SolverOptions
 from ssc_jax.solver.working_set import WorkingSet
@@ -220,6 +221,36 @@ def add_measures_option(parser: argparse.ArgumentParser) -> None:
         help="similarity measures between layers, epochs and networks, apart or "
         "comma-separated (default: %(default)s; ssc_jax.register_measure adds one)",
     )
+
+
+def add_interval_options(parser: argparse.ArgumentParser) -> None:
+    """``--resamples`` and ``--level``: the intervals beside every number."""
+    parser.add_argument(
+        "--resamples",
+        type=int,
+        default=Resampling.resamples,
+        metavar="R",
+        help="subsamples of half the inputs on which every layer is solved again, for an "
+        "interval beside every number (docs/statistics.md); 0: none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--level",
+        type=float,
+        default=Resampling.level,
+        help="the intervals' level (default: %(default)s)",
+    )
+
+
+def resampling_settings(args: argparse.Namespace) -> Resampling:
+    """The ``Resampling`` of ``--resamples`` and ``--level``.
+
+    Raises:
+      InputError: for a count of 1 or below 0, or a level outside (0, 1).
+    """
+    try:
+        return Resampling(resamples=args.resamples, level=args.level)
+    except ValueError as err:
+        raise InputError(f"--resamples/--level: {err}") from None
 
 
 def measure_names(args: argparse.Namespace) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from ssc_jax.pipeline.cli.arguments import (
     layer_selection,
     measure_names,
     option_values,
+    resampling_settings,
     solver_settings,
 )
 from ssc_jax.pipeline.report.html import Report, Section
@@ -139,6 +140,7 @@ def cmd_analyze(args) -> Path:
                 n_wrong=args.wrong,
                 measures=measure_names(args),
                 progress=not args.quiet,
+                resampling=resampling_settings(args),
             )
         )
         name = Path(args.run).name
@@ -167,6 +169,7 @@ def cmd_dynamics(args) -> Path:
                 epochs=args.checkpoints,
                 heatmap_epochs=args.heatmap_epochs,
                 progress=not args.quiet,
+                resampling=resampling_settings(args),
             )
         )
         name = Path(args.run).name
@@ -195,6 +198,7 @@ def cmd_tau_path(args) -> Path:
                 solver=solver,
                 measures=measure_names(args),
                 progress=not args.quiet,
+                resampling=resampling_settings(args),
             )
         )
         name = Path(args.run).name
@@ -223,6 +227,7 @@ def cmd_compare(args) -> Path:
                 solver=solver,
                 measures=measure_names(args),
                 progress=not args.quiet,
+                resampling=resampling_settings(args),
             )
         )
         return _publish_result(
@@ -240,6 +245,7 @@ def cmd_activations(args) -> Path:
     inputs = [args.path]
     with _claim_output(args.out, kind="activations", inputs=inputs):
         solver = solver_settings(args)
+        resampling = resampling_settings(args)
         result = analyze_activations(
             args.path,
             select=layer_selection(args),
@@ -248,6 +254,8 @@ def cmd_activations(args) -> Path:
             n_wrong=args.wrong,
             measures=measure_names(args),
             progress=not args.quiet,
+            resamples=resampling.resamples,
+            level=resampling.level,
         )
         title = f"ssc-jax analysis of saved activations: {Path(args.path).name}"
         return write_analysis(result, args.out, solver=solver, title=title)
@@ -292,6 +300,8 @@ def cmd_torch(args) -> Path:
                 measures=measure_names(args),
                 progress=not args.quiet,
                 source=args.model,
+                resamples=args.resamples,
+                level=args.level,
             )
         except ValueError as err:  # the model's layers or outputs do not fit the analysis
             raise InputError(str(err)) from None

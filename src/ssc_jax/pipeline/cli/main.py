@@ -23,6 +23,7 @@ from ssc_jax.pipeline.cli.arguments import (
     DEFAULT_TRAIN_OPTIONS,
     TRAIN_OPTIONS,
     add_analysis_options,
+    add_interval_options,
     add_measures_option,
     add_options,
     add_selection_options,
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wrong", type=int, default=N_WRONG, help="confidently wrong inputs to show")
     _out_option(p, "ssc_out/analyze")
     _analysis_options(p)
+    add_interval_options(p)
     p.set_defaults(func=commands.cmd_analyze)
 
     p = sub.add_parser(
@@ -112,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _out_option(p, "ssc_out/activations")
     add_solver_options(p)
     add_measures_option(p)
+    add_interval_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=commands.cmd_activations)
 
@@ -138,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _out_option(p, "ssc_out/dynamics")
     _analysis_options(p)
+    add_interval_options(p)
     p.set_defaults(func=commands.cmd_dynamics)
 
     p = sub.add_parser(
@@ -157,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", nargs="+", help="a label per run (default: folder@epoch)")
     _out_option(p, "ssc_out/compare")
     _analysis_options(p)
+    add_interval_options(p)
     p.set_defaults(func=commands.cmd_compare)
 
     p = sub.add_parser(
@@ -179,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _out_option(p, "ssc_out/tau-path")
     _analysis_options(p)
+    add_interval_options(p)
     p.set_defaults(func=commands.cmd_tau_path)
 
     p = sub.add_parser(
@@ -190,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--std), and analyse its layers with the logits of the same forward pass.",
     )
     torch_model.add_torch_options(p)
+    add_interval_options(p)
     p.add_argument("--wrong", type=int, default=N_WRONG, help="confidently wrong inputs to show")
     _out_option(p, "ssc_out/torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssc_jax.graphs.resampling import DEFAULT_LEVEL
 from ssc_jax.nets.activation_files import read_activations
 from ssc_jax.nets.activation_source import ActivationSource, narrowed_mapping, narrowed_source
 from ssc_jax.nets.tokens import DEFAULT_TOKENS
@@ -38,6 +39,7 @@ from ssc_jax.pipeline.analysis.analyze import CheckpointAnalysis, analyze_graphs
 from ssc_jax.pipeline.analysis.compare import Comparison, compare_runs
 from ssc_jax.pipeline.analysis.config import DEFAULT_SETTINGS, N_WRONG, SolverSettings
 from ssc_jax.pipeline.analysis.inputs import InputError
+from ssc_jax.pipeline.analysis.uncertainty import DEFAULT_RESAMPLES, Resampling
 from ssc_jax.pipeline.publish.write import publish
 from ssc_jax.pipeline.report.html import Report
 from ssc_jax.pipeline.report.render import render_checkpoint, render_comparison
@@ -92,6 +94,8 @@ def analyze_activations(
     measures: Sequence[str] | None = None,
     progress: bool = True,
     out: str | Path | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
 ) -> CheckpointAnalysis:
     """The ``analyze`` result for a network given by its activations on n inputs.
 
@@ -109,8 +113,8 @@ def analyze_activations(
       mask: the padding mask (n, T) that "mean" and "last" honour; default the mapping's or
         the files' ``attention_mask`` (each batch's own for a stream).
       labels, probs, logits, predictions, images, class_names, solver, n_wrong, measures,
-        progress, out: as for :func:`analyze_grams`; labels are required unless ``layers`` is a
-        source or path.
+        progress, out, resamples, level: as for :func:`analyze_grams`; labels are required
+        unless ``layers`` is a source or path.
 
     Raises:
       InputError (a ``ValueError``): for inputs that do not fit, in one line naming them.
@@ -129,7 +133,14 @@ def analyze_activations(
     )
     source = inputs.key["data"]
     analysis = analyze_graphs(
-        graphs, inputs, source=source, epoch=None, n_wrong=n_wrong, measures=measures
+        graphs,
+        inputs,
+        source=source,
+        epoch=None,
+        n_wrong=n_wrong,
+        measures=measures,
+        solver=solver,
+        resampling=Resampling(resamples=resamples, level=level),
     )
     analysis = analysis._replace(
         tokens=tokens if any(had_tokens) else None, layer_selection=selection
@@ -157,6 +168,8 @@ def analyze_grams(
     source: str = "grams",
     tokens: str | None = None,
     layer_selection: str | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
 ) -> CheckpointAnalysis:
     """The ``analyze`` result for a network given by its layers' Grams on n inputs, e.g.
     those of ``torch_activation_grams``::
@@ -186,6 +199,10 @@ def analyze_grams(
       tokens, layer_selection: how the Grams' token layers were pooled and their layers
         chosen (``activation_grams(..., tokens=, layers=)``), for the report and
         ``metrics.json``; None when not said.
+      resamples: subsamples of half the inputs on which every layer is solved again, for
+        the intervals beside every number (``result.intervals``, ``x_ci`` in
+        ``metrics.json``; docs/statistics.md); 0 turns them off.
+      level: the intervals' level.
 
     Raises:
       InputError (a ``ValueError``): for inputs that do not fit, in one line naming them.
@@ -202,7 +219,14 @@ def analyze_grams(
     )
     graphs = solved_graphs(names, grams, inputs, probs, solver=solver, progress=progress)
     analysis = analyze_graphs(
-        graphs, inputs, source=source, epoch=None, n_wrong=n_wrong, measures=measures
+        graphs,
+        inputs,
+        source=source,
+        epoch=None,
+        n_wrong=n_wrong,
+        measures=measures,
+        solver=solver,
+        resampling=Resampling(resamples=resamples, level=level),
     )._replace(tokens=tokens, layer_selection=layer_selection)
     if out is not None:
         write_analysis(analysis, out, solver=solver)
@@ -262,6 +286,8 @@ def analyze_torch(
     progress: bool = True,
     out: str | Path | None = None,
     source: str = "torch model",
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
 ) -> CheckpointAnalysis:
     """The ``analyze`` result for a ``torch.nn.Module`` on n inputs, from one forward pass
     per group of layers: its layers' Grams, the labels its batches carry and its logits::
@@ -274,8 +300,8 @@ def analyze_torch(
         :func:`ssc_jax.nets.torch_capture.torch_activation_grams` (the batches must carry the
         labels: (inputs, labels) tuples or a mapping's ``labels``).
       images: (n, H, W, C) or (n, C, H, W) inputs in the batches' order, shown in Fig 9.
-      class_names, solver, n_wrong, measures, progress, out, source: as for
-        :func:`analyze_grams`.
+      class_names, solver, n_wrong, measures, progress, out, source, resamples, level: as
+        for :func:`analyze_grams`.
     """
     from ssc_jax.nets.torch_capture import torch_activation_grams
 
@@ -296,6 +322,8 @@ def analyze_torch(
         measures=measures,
         progress=progress,
         source=source,
+        resamples=resamples,
+        level=level,
     )
     result = result._replace(tokens=grams.tokens, layer_selection=grams.selection)
     if out is not None:
@@ -316,6 +344,8 @@ def compare_models(
     measures: Sequence[str] | None = None,
     progress: bool = True,
     out: str | Path | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
 ) -> Comparison:
     """Several torch models on the same inputs, as ``python -m ssc_jax.run compare`` sets
     saved networks side by side: each one's SSC-CKA and linear CKA (and any other selected
@@ -331,7 +361,8 @@ def compare_models(
       models: {name: ``torch.nn.Module``}, at least two, the first compared to the others.
       inputs, tokens, labels, batch_size, device: as for ``save_torch_activations``.
       layers: one selection for every model, or {model name: selection}.
-      solver, measures, progress: as for :func:`analyze_grams`.
+      solver, measures, progress, resamples, level: as for :func:`analyze_grams`; the
+        intervals of the cross-network measures pair the same subsampled inputs.
       out: when given, the usual ``compare`` output folder is written there.
     """
     if len(models) < 2:
@@ -360,6 +391,7 @@ def compare_models(
             solver=solver,
             measures=measures,
             progress=progress,
+            resampling=Resampling(resamples=resamples, level=level),
         )
         if out is not None:
             publish(

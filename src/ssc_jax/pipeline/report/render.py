@@ -39,6 +39,16 @@ TABLE1_HEADERS = {
 }
 
 
+def interval_text(ci) -> str:
+    """An interval (low, high) as "[low, high]"."""
+    low, high = (float(v) for v in ci)
+    return f"[{low:.3g}, {high:.3g}]"
+
+
+def _interval_heading(result: CheckpointAnalysis) -> str:
+    return f"{result.resampling.level:.0%} interval"
+
+
 def _kind(similarity: Mapping[str, np.ndarray]) -> str:
     """The colour bar's label of heatmaps of ``similarity``: "CKA" when every measure is a
     CKA, else "similarity"."""
@@ -115,17 +125,24 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
         f"Table 1: SSC labels of the last analysed layer ({layers[-1]}) vs. the network"
     )
     t = result.table1
+    ci = result.intervals
     table1.table(
         [TABLE1_HEADERS[name] for name in t],
-        [list(t.values())],
-        caption="SSC label: the class with the largest summed affinity (neighbours' true labels).",
+        [
+            list(t.values()),
+            *([[interval_text(ci[name + "_ci"]) for name in t]] if ci else []),
+        ],
+        caption="SSC label: the class with the largest summed affinity (neighbours' true labels)."
+        + (f" Second row: the {_interval_heading(result)}s (docs/statistics.md)." if ci else ""),
     )
 
     modularity = Section("Modularity of each layer's SSC graph (class labels as communities)")
     modularity.figure(
         "modularity_by_layer",
         plots.plot_modularity_by_layer(
-            {tag: (layers, result.modularity)}, title=f"Modularity per layer, {tag}"
+            {tag: (layers, result.modularity)},
+            title=f"Modularity per layer, {tag}",
+            intervals={tag: ci["modularity_ci"]} if ci else None,
         ),
     )
     solver = solver_columns(result.graphs.diagnostics)
@@ -141,6 +158,24 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
             "objective's relative distance from the optimum) and the objective."
         ),
     )
+    uncertainty = {}
+    if ci:
+        uncertainty[_interval_heading(result)] = [interval_text(c) for c in ci["modularity_ci"]]
+    if result.modularity_p is not None:
+        uncertainty["p (permuted labels)"] = [float(p) for p in result.modularity_p]
+    if uncertainty:
+        modularity.table(
+            ["layer", "modularity", *uncertainty],
+            [
+                [name, float(q), *row]
+                for name, q, *row in zip(
+                    layers, result.modularity, *uncertainty.values(), strict=True
+                )
+            ],
+            caption="How far each modularity would move with another sample of as many "
+            "inputs (its interval), and how often labels unrelated to the graph would "
+            "separate it as well (its p-value against permuted labels); docs/statistics.md.",
+        )
     missed = result.metrics["unconverged_layers"]
     if missed:
         modularity.text(
@@ -161,18 +196,28 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
         ),
     )
     if len(layers) > 1:
+        bounds = [ci[name + "_ci"] for name in result.similarity] if ci else []
         similarity.table(
-            ["layer", "next layer", *(title_of(name) for name in result.similarity)],
+            [
+                "layer",
+                "next layer",
+                *(title_of(name) for name in result.similarity),
+                *(
+                    f"{title_of(name)} {_interval_heading(result)}"
+                    for name in (result.similarity if ci else ())
+                ),
+            ],
             [
                 [
                     layers[i],
                     layers[i + 1],
                     *(float(m[i, i + 1]) for m in result.similarity.values()),
+                    *(interval_text(b[i, i + 1]) for b in bounds),
                 ]
                 for i in range(len(layers) - 1)
             ],
             caption="Each measure between consecutive layers (the first off-diagonal of the "
-            "heatmaps).",
+            "heatmaps), and its interval where computed.",
         )
 
     embeddings = Section("Spectral embeddings of the SSC graphs (Fig 8)")
@@ -340,7 +385,10 @@ def render_comparison(result: Comparison) -> list[Section]:
     depth = Section("Modularity against depth")
     depth.figure(
         "compare_modularity",
-        plots.plot_modularity_by_layer({r.name: (r.layers, r.modularity) for r in runs}),
+        plots.plot_modularity_by_layer(
+            {r.name: (r.layers, r.modularity) for r in runs},
+            intervals={r.name: r.intervals["modularity_ci"] for r in runs if r.intervals},
+        ),
     )
     sections = [table, heatmaps, depth]
     if result.cross:
@@ -376,12 +424,14 @@ def render_cross(cross) -> Section:
         headers = [f"layer of {c.a}"]
         for name in c.similarity:
             headers += [f"most similar layer of {c.b} ({title_of(name)})", title_of(name)]
+            headers += ["interval"] if c.intervals else []
         rows = []
         for i, layer in enumerate(c.layers_a):
             row = [layer]
             for name, m in c.similarity.items():
                 j = best[name][i]
                 row += [c.layers_b[j], float(m[i, j])]
+                row += [interval_text(c.intervals[name + "_ci"][i, j])] if c.intervals else []
             rows.append(row)
         section.table(headers, rows)
     return section
