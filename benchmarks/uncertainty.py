@@ -11,19 +11,23 @@ each layer or pair and pooled, and the two-sided 99% binomial range of that frac
 calibrated interval.
 
 ``cost``: ``analyze`` on a trained run with ``--resamples 0`` and with the default, timed one
-after the other in this run; the ratio is what intervals cost.
+after the other in this run, each solving the full graphs (the run's graph cache is emptied
+before each); the ratio is what intervals cost. The run's graph cache is deleted.
 
     flock /tmp/ssc_heavy.lock python benchmarks/uncertainty.py calibrate --sizes 200 1000
-    flock /tmp/ssc_heavy.lock python benchmarks/uncertainty.py cost --run /tmp/r18 --n 2000
+    flock /tmp/ssc_heavy.lock python benchmarks/uncertainty.py cost --run /tmp/r18 --n 2000 \\
+        --scratch /tmp/cost
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,7 +35,7 @@ from scipy import stats
 
 from ssc_jax.nets.synthetic import SyntheticNetwork
 from ssc_jax.pipeline.analysis.config import SolverSettings
-from ssc_jax.pipeline.analysis.layer_graphs import solve_layers
+from ssc_jax.pipeline.analysis.layer_graphs import CACHE_DIR, solve_layers
 from ssc_jax.pipeline.analysis.measures import select_measures
 from ssc_jax.pipeline.analysis.uncertainty import (
     Resampling,
@@ -97,13 +101,15 @@ def calibrate(args) -> None:
 
 def cost(args) -> None:
     base = [sys.executable, "-m", "ssc_jax.run", "analyze", args.run, "--n", str(args.n)]
-    base += ["--no-cache", "--out"]
+    base += ["--quiet", "--out"]
     times = {}
     for resamples in (0, None):
         label = "off" if resamples == 0 else "default"
-        command = [*base, f"/tmp/uncert31_cost_{label}"]
+        command = [*base, str(Path(args.scratch) / label)]
         if resamples is not None:
             command += ["--resamples", str(resamples)]
+        # Each run solves the full graphs too: none is read from the run's graph cache.
+        shutil.rmtree(Path(args.run) / CACHE_DIR, ignore_errors=True)
         start = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         times[label] = time.perf_counter() - start
@@ -127,6 +133,7 @@ def main() -> None:
     timed = commands.add_parser("cost")
     timed.add_argument("--run", required=True)
     timed.add_argument("--n", type=int, default=2000)
+    timed.add_argument("--scratch", required=True, help="folder for the two outputs")
     timed.set_defaults(action=cost)
     args = parser.parse_args()
     args.action(args)
