@@ -92,5 +92,5 @@ def test_analyze_torch_uses_the_logits_of_the_same_pass(data, tmp_path):
     assert result.table1["network_accuracy"] == pytest.approx(accuracy)
     assert result.graphs.layers == ["0", "2"]
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert metrics["tokens"] == "mean"
+    assert metrics["tokens"] is None  # no layer had a token axis
     assert metrics["layer_selection"] == "the 2 Conv2d layers"

@@ -77,6 +77,7 @@ def test_default_is_every_conv2d_in_forward_order(model, images):
     assert result.grams.shape == (2, N, N) and result.grams.dtype == np.float32
     assert_close(result.grams, by_hand(model, images, result.names))
     assert result.labels is None
+    assert result.tokens is None  # no output had a token axis
     with torch.no_grad():
         expected = model.eval()(images).argmax(dim=1).numpy()
     np.testing.assert_array_equal(result.predictions, expected)

@@ -38,8 +38,9 @@ class TorchGrams(NamedTuple):
     forward order; ``grams`` is float32 (L, n, n); ``labels`` (n,) int64 are those the
     batches carried (else None); ``logits`` (n, K) float32 are the model's class outputs of
     the same forward pass and ``predictions`` (n,) int64 their argmax (None when the model's
-    output is not (b, K)); ``tokens`` is the pooling of token outputs and ``selection`` one
-    line saying which layers were selected and why.
+    output is not (b, K)); ``tokens`` is the pooling of token outputs (None when no selected
+    output had a token axis) and ``selection`` one line saying which layers were selected and
+    why.
     """
 
     names: list[str]
@@ -47,7 +48,7 @@ class TorchGrams(NamedTuple):
     labels: np.ndarray | None
     predictions: np.ndarray | None
     logits: np.ndarray | None = None
-    tokens: str = DEFAULT_TOKENS
+    tokens: str | None = None
     selection: str = ""
 
 
@@ -121,6 +122,7 @@ def torch_activation_grams(
             device=device,
             selection=select_layers(model, layers),
             tokens=check_tokens(tokens),
+            token_layers=set(),
         )
         with torch.no_grad():
             return _capture(passes, budget=budget, spill_dir=spill_dir)
@@ -192,6 +194,6 @@ def _capture(passes: Passes, *, budget: int, spill_dir) -> TorchGrams:
         labels=found.labels,
         predictions=None if logits is None else logits.argmax(axis=1).astype(np.int64),
         logits=logits,
-        tokens=passes.tokens,
+        tokens=passes.tokens if passes.token_layers else None,
         selection=passes.selection.description,
     )

@@ -114,7 +114,8 @@ def fingerprint(batch: Batch) -> tuple:
 
 class Passes(NamedTuple):
     """How to run the model over every input: the model, its inputs (see :func:`as_inputs`),
-    their batching, the selected layers and the token pooling."""
+    their batching, the selected layers and the token pooling; ``token_layers`` collects the
+    names of the layers whose outputs had a token axis (b, T, D)."""
 
     model: object
     inputs: object
@@ -122,6 +123,7 @@ class Passes(NamedTuple):
     device: object
     selection: Selection
     tokens: str
+    token_layers: set
 
     def batches(self) -> Iterator[Batch]:
         import torch
@@ -147,15 +149,18 @@ class Passes(NamedTuple):
         del captured[MASK_KEY]
         if self.selection.hidden_states:
             for index, state in enumerate(_hidden_states(output)):
-                captured[f"hidden_states.{index}"] = _pooled(state, self.tokens, batch.mask)
+                name = f"hidden_states.{index}"
+                captured[name] = self.pooled(name, state, batch.mask)
         return output
 
+    def pooled(self, name: str, tensor, mask) -> np.ndarray:
+        """Layer ``name``'s output ``tensor`` as float32 (b, D) on the host, a copy."""
+        import torch
 
-def _pooled(tensor, tokens: str, mask) -> np.ndarray:
-    import torch
-
-    values = tensor.detach().to("cpu", torch.float32, copy=True).numpy()
-    return pool_tokens(values, tokens, mask).astype(np.float32, copy=False)
+        if tensor.ndim == 3:
+            self.token_layers.add(name)
+        values = tensor.detach().to("cpu", torch.float32, copy=True).numpy()
+        return pool_tokens(values, self.tokens, mask).astype(np.float32, copy=False)
 
 
 def _hidden_states(output) -> list:
@@ -209,7 +214,7 @@ def hooked(passes: Passes, modules: dict) -> Iterator[dict]:
         if tensor is None:
             kind = type(output).__name__
             raise ValueError(f"module {name!r} returns a {kind}, not a tensor; select another")
-        captured[name] = _pooled(tensor, passes.tokens, captured.get(MASK_KEY))
+        captured[name] = passes.pooled(name, tensor, captured.get(MASK_KEY))
 
     handles = [module.register_forward_hook(record) for module in modules]
     try:

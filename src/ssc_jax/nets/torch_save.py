@@ -146,6 +146,7 @@ def save_torch_activations(
             device=device,
             selection=select_layers(model, layers),
             tokens=check_tokens(tokens),
+            token_layers=set(),
         )
         with torch.no_grad():
             found = surveyed(passes)
@@ -157,7 +158,7 @@ def save_torch_activations(
             arrays = _layouts(found, given)
             metadata = {
                 "layers": json.dumps(list(found.dims)),
-                "tokens": passes.tokens,
+                "tokens": passes.tokens if passes.token_layers else "none",
                 "selection": passes.selection.description,
             }
             with _staged(path) as staged:
