@@ -268,3 +268,33 @@ def test_cross_network_intervals_pair_the_same_inputs(solved):
     found = intervals(estimates, [state, state], statistic, Resampling(resamples=3))
     diagonal = np.diagonal(found["ssc_cka_ci"], axis1=0, axis2=1)
     np.testing.assert_allclose(diagonal, 1.0, atol=1e-5)
+
+
+def test_analyze_writes_an_interval_beside_every_number(analyzed):
+    out, metrics = analyzed
+    layers = len(metrics["layers"])
+    assert np.shape(metrics["modularity_ci"]) == (layers, 2)
+    assert np.shape(metrics["modularity_p"]) == (layers,)
+    for name in ("ssc_cka", "linear_cka"):
+        ci = np.asarray(metrics[name + "_ci"])
+        assert ci.shape == (layers, layers, 2)
+        value = np.asarray(metrics[name])
+        assert np.all((ci[..., 0] <= value + 1e-9) & (value <= ci[..., 1] + 1e-9))
+    for name in ("ssc_label_accuracy", "network_accuracy", "agreement"):
+        assert np.shape(metrics[name + "_ci"]) == (2,)
+    assert metrics["interval_level"] == 0.9 and metrics["resamples"] == 8
+    assert metrics["findings"][0]["verdict"] in (
+        findings.HOLDS,
+        findings.DOES_NOT_HOLD,
+        findings.UNDECIDED,
+    )
+    assert "90% interval" in (out / "report.html").read_text()
+
+
+def test_a_bad_resample_count_is_one_clear_error(tiny_run, tmp_path, capsys):
+    from ssc_jax.pipeline.cli.main import main
+
+    argv = ["analyze", str(tiny_run), "--out", str(tmp_path / "x"), "--resamples", "1"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ssc-jax: error: --resamples/--level: resamples must be")
