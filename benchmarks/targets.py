@@ -5,9 +5,10 @@ ResNet-18), each a ratio, so that the figure travels between machines:
 
 * ``--layer-n``: the last conv layer's Gram on N stratified test images solved by the default
   solver to a certified relative gap of 1e-6, in units of one N x N x N float32 matmul;
-* ``--analyze-n``: ``python -m ssc_jax.run analyze RUN --n N`` over all conv layers (the
-  commands' defaults), in units of the same N inputs' Grams of those layers computed alone,
-  with the process's peak resident memory;
+* ``--analyze-n``: the SSC solve of all conv layers' Grams on N inputs at the commands'
+  settings, as ``analyze`` runs it, in units of the same Grams computed alone; with
+  ``--command``, the whole ``python -m ssc_jax.run analyze RUN --n N`` too (every other
+  measure of the report included), with its peak resident memory;
 * ``--peers-n``: the last conv layer's Gram at each N solved by ADMM (to its default gap and
   to the default solver's certified gap, within its default 5,000 iterations), the default
   solver, the paper's ADMM (NumPy float64, 100 iterations as released) and, where installed
@@ -21,6 +22,7 @@ ResNet-18), each a ratio, so that the figure travels between machines:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import resource
@@ -83,26 +85,40 @@ def layer_target(run: str, n: int) -> None:
     )
 
 
-def analyze_target(run: str, n: int) -> None:
+def analyze_target(run: str, n: int, command: bool) -> None:
     model, info = load_checkpoint(run)
     inputs = load_inputs(AnalysisSet(n=n), held_out_data(run_info(run)))
     images = preprocess(inputs.images, info)
     names = layer_names(model, "conv")
     activation_grams(model, images[:64], layers=names)  # compiles
     start = time.perf_counter()
-    jax.block_until_ready(activation_grams(model, images, layers=names)[1])
-    grams = time.perf_counter() - start
-    with tempfile.TemporaryDirectory(prefix="ssc_targets_") as out:
-        command = [sys.executable, "-m", "ssc_jax.run", "analyze", run, "--n", str(n)]
-        start = time.perf_counter()
-        subprocess.run([*command, "--out", out, "--quiet"], check=True)
-        seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    print("| N | layers | analyze s | Grams alone s | ratio | analyze peak RSS GiB |")
+    grams = jax.block_until_ready(activation_grams(model, images, layers=names)[1])
+    gram_seconds = time.perf_counter() - start
+    # The commands' solver: the default one at their --gap-tol, as analyze builds it.
+    solver = dataclasses.replace(DEFAULT_SOLVER, gap_tol=ADMM().gap_tol)
+    start = time.perf_counter()
+    result = jax.block_until_ready(ssc_gram(grams, solver=solver, progress=False))
+    ssc_seconds = time.perf_counter() - start
+    gaps = np.asarray(result.duality_gap)
+    print("| N | layers | Grams alone s | SSC of all layers s | (Grams + SSC) / Grams | gaps |")
     print("|---|---|---|---|---|---|")
     print(
-        f"| {n} | {len(names)} | {seconds:.1f} | {grams:.1f} | {seconds / grams:.2f} "
-        f"| {peak:.1f} |",
+        f"| {n} | {len(names)} | {gram_seconds:.1f} | {ssc_seconds:.1f} | "
+        f"{(gram_seconds + ssc_seconds) / gram_seconds:.2f} | {gaps.min():.1e} to "
+        f"{gaps.max():.1e} |",
+        flush=True,
+    )
+    if not command:
+        return
+    with tempfile.TemporaryDirectory(prefix="ssc_targets_") as out:
+        command_line = [sys.executable, "-m", "ssc_jax.run", "analyze", run, "--n", str(n)]
+        start = time.perf_counter()
+        subprocess.run([*command_line, "--out", out, "--quiet"], check=True)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(
+        f"analyze command: {seconds:.1f} s, {seconds / gram_seconds:.2f}x the Grams alone, "
+        f"peak RSS {peak:.1f} GiB",
         flush=True,
     )
 
@@ -193,6 +209,7 @@ def main() -> None:
     parser.add_argument("--analyze-n", type=int, nargs="*", default=[])
     parser.add_argument("--peers-n", type=int, nargs="*", default=[])
     parser.add_argument("--gap-tol", type=float, default=1e-6, help="the peers' gap")
+    parser.add_argument("--command", action="store_true", help="also time the analyze command")
     parser.add_argument(
         "--per-row-max-n", type=int, default=500, help="celer and SPAMS up to this N"
     )
@@ -204,7 +221,7 @@ def main() -> None:
     for n in args.layer_n:
         layer_target(args.run, n)
     for n in args.analyze_n:
-        analyze_target(args.run, n)
+        analyze_target(args.run, n, args.command)
     if args.peers_n:
         peers_target(args.run, args.peers_n, args.gap_tol, args.per_row_max_n)
 
