@@ -132,3 +132,11 @@ def test_an_unknown_measure_is_one_line(tiny_run, fast_analysis, tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("ssc-jax: error: --measures: unknown measure(s) nope")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_most_alike_layer_is_the_nearest_by_a_distance_and_the_largest_by_a_similarity():
+    from ssc_jax.pipeline.analysis.measures import most_alike
+
+    values = np.array([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]])
+    assert most_alike("linear_cka", values).tolist() == [1, 0]
+    assert most_alike("procrustes", values).tolist() == [0, 1]

@@ -243,6 +243,16 @@ def title_of(name: str) -> str:
     return _REGISTRY[name].title if name in _REGISTRY else name
 
 
+def most_alike(name: str, values: np.ndarray) -> np.ndarray:
+    """For each row of a measure's (L_a, L_b) ``values``, the column most alike: the
+    largest similarity, or the smallest distance."""
+    measure = _REGISTRY.get(name)
+    values = np.asarray(values)
+    return (
+        values.argmin(axis=1) if measure is not None and measure.distance else values.argmax(axis=1)
+    )
+
+
 class RowMoments:
     """What the centred Grams need besides the Grams: each input's feature sum (L, n) and
     each layer's feature count (L,), computed by ``compute()`` on first use only (for

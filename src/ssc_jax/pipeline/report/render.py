@@ -16,7 +16,7 @@ from ssc_jax.pipeline.analysis import findings
 from ssc_jax.pipeline.analysis.analyze import MIN_EMBEDDED, CheckpointAnalysis, WrongInput
 from ssc_jax.pipeline.analysis.compare import Comparison
 from ssc_jax.pipeline.analysis.dynamics import Dynamics
-from ssc_jax.pipeline.analysis.measures import title_of
+from ssc_jax.pipeline.analysis.measures import most_alike, title_of
 from ssc_jax.pipeline.analysis.summary import solver_columns
 from ssc_jax.pipeline.report import plots
 from ssc_jax.pipeline.report.html import Section
@@ -420,7 +420,7 @@ def render_cross(cross) -> Section:
             "a bright diagonal band means the two networks build their representations in "
             "the same order.",
         )
-        best = {name: np.asarray(m).argmax(axis=1) for name, m in c.similarity.items()}
+        best = {name: most_alike(name, m) for name, m in c.similarity.items()}
         headers = [f"layer of {c.a}"]
         for name in c.similarity:
             headers += [f"most similar layer of {c.b} ({title_of(name)})", title_of(name)]
