@@ -15,7 +15,7 @@ from lasso_reference import assert_same_optimum, certified, problem, stored_laye
 from ssc_jax.nets.activation_source import narrowed_mapping
 from ssc_jax.nets.external import grams_from_activations
 from ssc_jax.pipeline.analysis.activations import display_images, network_probabilities
-from ssc_jax.pipeline.analysis.config import AnalysisSet
+from ssc_jax.pipeline.analysis.config import COMMAND_SETTINGS, AnalysisSet
 from ssc_jax.pipeline.analysis.inputs import (
     InputError,
     held_out_data,
@@ -103,7 +103,7 @@ def test_cli_writes_the_usual_folder_and_agrees_with_the_api(network, tmp_path):
     assert (out / "figures" / "wrong_input_1.png").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["command"] == "activations" and metrics["n"] == 120
-    api = ssc_jax.analyze_activations(path, progress=False)
+    api = ssc_jax.analyze_activations(path, solver=COMMAND_SETTINGS, progress=False)
     np.testing.assert_allclose(metrics["ssc_cka"], api.similarity["ssc_cka"], atol=1e-6)
     np.testing.assert_allclose(metrics["linear_cka"], api.similarity["linear_cka"], atol=1e-6)
     html = (out / "report.html").read_text()

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from ssc_jax.pipeline.analysis import analyze
-from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.analysis.config import COMMAND_SETTINGS, AnalysisSet
 from ssc_jax.pipeline.cli.arguments import (
     TRAIN_OPTIONS,
     analysis_settings,
@@ -47,7 +47,8 @@ def test_options_take_defaults_and_help_from_the_dataclasses():
     parser = build_parser()
     analysis, solver = analysis_settings(parser.parse_args(["analyze", "run"]))
     assert analysis == AnalysisSet() and analysis.n == 1000
-    assert solver == SolverSettings() and solver.solver == DEFAULT_SOLVER
+    assert solver == COMMAND_SETTINGS and solver.solver.gap_tol == ADMM().gap_tol
+    assert dataclasses.replace(solver.working_set, gap_tol=DEFAULT_SOLVER.gap_tol) == DEFAULT_SOLVER
     analysis, solver = analysis_settings(parser.parse_args(["default"]))
     assert analysis == AnalysisSet(n=500)  # the digits' test split holds 540
     helps = {f.name: f.metadata["help"] for f in dataclasses.fields(ADMM)}

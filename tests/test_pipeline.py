@@ -14,7 +14,7 @@ from conftest import TINY_N
 from lasso_reference import assert_same_optimum, stored_layers
 from ssc_jax.nets.capture import predict
 from ssc_jax.pipeline.analysis.analyze import MIN_EMBEDDED, analyze_checkpoint, embedded_inputs
-from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
+from ssc_jax.pipeline.analysis.config import COMMAND_SETTINGS, AnalysisSet, SolverSettings
 from ssc_jax.pipeline.cli.main import main
 from ssc_jax.pipeline.store.graph_store import dense_stack, load_graphs
 from ssc_jax.solver.admm import ADMM
@@ -133,7 +133,11 @@ def test_computing_writes_nothing(tiny_run, analyzed, tmp_path, monkeypatch, fas
     before = sorted(p for p in tiny_run.rglob("*"))
     monkeypatch.chdir(tmp_path)
     result = analyze_checkpoint(
-        tiny_run, analysis=AnalysisSet(n=int(fast_analysis[1])), cache=False, progress=False
+        tiny_run,
+        analysis=AnalysisSet(n=int(fast_analysis[1])),
+        solver=COMMAND_SETTINGS,
+        cache=False,
+        progress=False,
     )
     assert list(tmp_path.iterdir()) == []
     assert sorted(p for p in tiny_run.rglob("*")) == before

@@ -112,3 +112,7 @@ def settings_record(
 
 DEFAULT_ANALYSIS = AnalysisSet()
 DEFAULT_SETTINGS = SolverSettings()
+# The commands' defaults: --gap-tol is shared by both solvers and defaults to ADMM's 2e-3,
+# coarser than the Python API's 1e-6 (a whole network at N = 10,000 in minutes); every
+# report states the gap each layer certified.
+COMMAND_SETTINGS = SolverSettings(working_set=WorkingSet(gap_tol=ADMM().gap_tol))
