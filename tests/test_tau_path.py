@@ -111,7 +111,7 @@ def test_the_command_reads_each_layer_over_tau(tiny_run, analyzed, tmp_path, fas
         np.testing.assert_allclose(nonzeros, row, rtol=1e-6)
     assert taus_stored == [5.0, 10.0, 20.0]
     assert (out / "figures" / "tau_path.png").stat().st_size > 1000
-    assert "Table 1 on the last conv layer" in (out / "report.html").read_text()
+    assert "Table 1 on the last analysed layer" in (out / "report.html").read_text()
 
 
 def test_the_command_names_a_bad_tau(tiny_run, tmp_path, fast_analysis, capsys):

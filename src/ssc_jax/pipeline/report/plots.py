@@ -76,7 +76,7 @@ def plot_modularity_by_layer(
 
     ``curves`` maps a label (a run, an epoch) to ``(layer_names, modularity)`` with one value
     per layer. With one curve the x ticks are the layer names; with several, whose depths may
-    differ, x is the layer's relative depth (0 = first conv layer, 1 = last). ``intervals``
+    differ, x is the layer's relative depth (0 = first analysed layer, 1 = last). ``intervals``
     maps a label of ``curves`` to its (L, 2) intervals (low, high), drawn as error bars.
     """
     fig = Figure(figsize=(7.0, 3.6), layout="constrained")
@@ -95,7 +95,7 @@ def plot_modularity_by_layer(
         if single:
             ticks = _layer_ticks(n, room_in=6.0)
             ax.set_xticks(ticks + 1, [layers[i] for i in ticks], rotation=60, ha="right")
-    ax.set_xlabel("layer" if single else "relative depth (first → last conv layer)")
+    ax.set_xlabel("layer" if single else "relative depth (first → last analysed layer)")
     ax.set_ylabel("modularity Q")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -80,7 +80,7 @@ def render_tau_path(result: TauPath) -> list[Section]:
             f"{result.reference:g}.",
         )
 
-    table1 = Section(f"Table 1 on the last conv layer ({result.layers[-1]}) per tau")
+    table1 = Section(f"Table 1 on the last analysed layer ({result.layers[-1]}) per tau")
     columns = np.column_stack(list(result.table1.values())).tolist()
     table1.table(
         ["tau", *(TABLE1_HEADERS[name] for name in result.table1)],
