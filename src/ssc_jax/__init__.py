@@ -67,6 +67,7 @@ _HOMES = {
         "class_probabilities",
         "create_model",
         "layer_names",
+        "layer_selection",
         "list_models",
         "predict",
     ),

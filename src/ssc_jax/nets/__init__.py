@@ -4,7 +4,13 @@ only when used)."""
 
 from ssc_jax.nets.activation_files import read_activations
 from ssc_jax.nets.activation_source import ActivationSource, class_probabilities
-from ssc_jax.nets.capture import activation_grams, capture_activations, layer_names, predict
+from ssc_jax.nets.capture import (
+    activation_grams,
+    capture_activations,
+    layer_names,
+    layer_selection,
+    predict,
+)
 from ssc_jax.nets.external import grams_from_activations, layer_gram
 from ssc_jax.nets.linen_capture import LinenModel
 from ssc_jax.nets.torch_capture import TorchGrams, torch_activation_grams
@@ -22,6 +28,7 @@ __all__ = [
     "grams_from_activations",
     "layer_gram",
     "layer_names",
+    "layer_selection",
     "list_models",
     "predict",
     "read_activations",
