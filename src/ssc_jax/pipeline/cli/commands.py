@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,27 +92,44 @@ def _computed(computation: Computation):
     return None
 
 
-def _publish_result(
-    args, result, render: Callable, *, title: Callable[[Any], str], inputs: list
+def _run_analysis(
+    args,
+    plan: Callable[..., Computation],
+    render: Callable,
+    *,
+    title: Callable[[Any], str],
+    sources: list,
 ) -> Path:
-    """Publish a computed ``result`` to ``args.out``, with the report's sections from
-    ``render(result)`` and its title from ``title(result)``; on the other processes of a job,
-    where ``result`` is None (they take part in the solves only), nothing."""
+    """The analysis commands of trained runs: claim ``args.out``, compute ``plan`` with the
+    settings the arguments give, and publish the result with the report's sections from
+    ``render(result)`` and its title from ``title(result)``. The other processes of a job take
+    part in the solves only, and publish nothing."""
     from ssc_jax.pipeline.publish.write import publish
 
-    if result is None:
-        return Path(args.out)
     analysis, solver = analysis_settings(args)
-    return publish(
-        args.out,
-        command=args.command,
-        inputs=inputs,
-        report=Report(title(result), render(result)),
-        metrics=result.metrics,
-        exports=result.exports,
-        analysis=analysis,
-        solver=solver,
-    )
+    inputs = [*sources, analysis.data]
+    with _claim_output(args.out, kind=args.command, inputs=inputs):
+        result = _computed(
+            plan(
+                analysis=analysis,
+                solver=solver,
+                measures=measure_names(args),
+                progress=not args.quiet,
+                resampling=resampling_settings(args),
+            )
+        )
+        if result is None:
+            return Path(args.out)
+        return publish(
+            args.out,
+            command=args.command,
+            inputs=inputs,
+            report=Report(title(result), render(result)),
+            metrics=result.metrics,
+            exports=result.exports,
+            analysis=analysis,
+            solver=solver,
+        )
 
 
 def cmd_train(args) -> Path:
@@ -128,87 +146,44 @@ def cmd_analyze(args) -> Path:
     from ssc_jax.pipeline.analysis import analyze
     from ssc_jax.pipeline.report.render import render_checkpoint
 
-    analysis, solver = analysis_settings(args)
-    inputs = [args.run, analysis.data]
-    with _claim_output(args.out, kind="analyze", inputs=inputs):
-        result = _computed(
-            analyze.plan(
-                args.run,
-                epoch=args.epoch,
-                analysis=analysis,
-                solver=solver,
-                n_wrong=args.wrong,
-                measures=measure_names(args),
-                progress=not args.quiet,
-                resampling=resampling_settings(args),
-            )
-        )
-        name = Path(args.run).name
-        return _publish_result(
-            args,
-            result,
-            render_checkpoint,
-            title=lambda r: f"ssc-jax analysis: {name}, epoch {r.epoch}",
-            inputs=inputs,
-        )
+    name = Path(args.run).name
+    return _run_analysis(
+        args,
+        partial(analyze.plan, args.run, epoch=args.epoch, n_wrong=args.wrong),
+        render_checkpoint,
+        title=lambda r: f"ssc-jax analysis: {name}, epoch {r.epoch}",
+        sources=[args.run],
+    )
 
 
 def cmd_dynamics(args) -> Path:
     from ssc_jax.pipeline.analysis import dynamics
     from ssc_jax.pipeline.report.render import render_dynamics
 
-    analysis, solver = analysis_settings(args)
-    inputs = [args.run, analysis.data]
-    with _claim_output(args.out, kind="dynamics", inputs=inputs):
-        result = _computed(
-            dynamics.plan(
-                args.run,
-                analysis=analysis,
-                solver=solver,
-                measures=measure_names(args),
-                epochs=args.checkpoints,
-                heatmap_epochs=args.heatmap_epochs,
-                progress=not args.quiet,
-                resampling=resampling_settings(args),
-            )
-        )
-        name = Path(args.run).name
-        return _publish_result(
-            args,
-            result,
-            render_dynamics,
-            title=lambda r: f"ssc-jax training dynamics: {name}",
-            inputs=inputs,
-        )
+    name = Path(args.run).name
+    return _run_analysis(
+        args,
+        partial(
+            dynamics.plan, args.run, epochs=args.checkpoints, heatmap_epochs=args.heatmap_epochs
+        ),
+        render_dynamics,
+        title=lambda r: f"ssc-jax training dynamics: {name}",
+        sources=[args.run],
+    )
 
 
 def cmd_tau_path(args) -> Path:
     from ssc_jax.pipeline.analysis import tau_path
     from ssc_jax.pipeline.report.render_tau_path import render_tau_path
 
-    analysis, solver = analysis_settings(args)
-    inputs = [args.run, analysis.data]
-    with _claim_output(args.out, kind="tau-path", inputs=inputs):
-        result = _computed(
-            tau_path.plan(
-                args.run,
-                args.taus,
-                epoch=args.epoch,
-                analysis=analysis,
-                solver=solver,
-                measures=measure_names(args),
-                progress=not args.quiet,
-                resampling=resampling_settings(args),
-            )
-        )
-        name = Path(args.run).name
-        return _publish_result(
-            args,
-            result,
-            render_tau_path,
-            title=lambda r: f"ssc-jax tau path: {name}, epoch {r.epoch}",
-            inputs=inputs,
-        )
+    name = Path(args.run).name
+    return _run_analysis(
+        args,
+        partial(tau_path.plan, args.run, args.taus, epoch=args.epoch),
+        render_tau_path,
+        title=lambda r: f"ssc-jax tau path: {name}, epoch {r.epoch}",
+        sources=[args.run],
+    )
 
 
 def cmd_compare(args) -> Path:
@@ -216,27 +191,13 @@ def cmd_compare(args) -> Path:
     from ssc_jax.pipeline.analysis.compare import parse_run
     from ssc_jax.pipeline.report.render import render_comparison
 
-    analysis, solver = analysis_settings(args)
-    inputs = [*(parse_run(spec)[0] for spec in args.runs), analysis.data]
-    with _claim_output(args.out, kind="compare", inputs=inputs):
-        result = _computed(
-            compare.plan(
-                args.runs,
-                names=args.names,
-                analysis=analysis,
-                solver=solver,
-                measures=measure_names(args),
-                progress=not args.quiet,
-                resampling=resampling_settings(args),
-            )
-        )
-        return _publish_result(
-            args,
-            result,
-            render_comparison,
-            title=lambda r: f"ssc-jax comparison of {len(r.runs)} runs",
-            inputs=inputs,
-        )
+    return _run_analysis(
+        args,
+        partial(compare.plan, args.runs, names=args.names),
+        render_comparison,
+        title=lambda r: f"ssc-jax comparison of {len(r.runs)} runs",
+        sources=[parse_run(spec)[0] for spec in args.runs],
+    )
 
 
 def cmd_activations(args) -> Path:

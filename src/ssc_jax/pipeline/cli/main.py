@@ -47,10 +47,30 @@ def _out_option(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--out", default=default, help="output folder (default: %(default)s)")
 
 
+def _quiet_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _wrong_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wrong", type=int, default=N_WRONG, help="confidently wrong inputs to show")
+
+
+def _checkpoint_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder written by `train`")
+    p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
+
+
 def _analysis_options(p: argparse.ArgumentParser, *, n: int = AnalysisSet.n) -> None:
     add_analysis_options(p, n=n)
     add_measures_option(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet_option(p)
+
+
+def _run_analysis_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The output folder, inputs, solver, measures and intervals of an analysis of runs."""
+    _out_option(p, f"ssc_out/{command}")
+    _analysis_options(p)
+    add_interval_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_options = changed(TRAIN_OPTIONS, model={"required": True}, dataset={"default": "cifar10"})
     add_options(p, TrainConfig, train_options)
     p.add_argument("--out", help="run folder (default: runs/MODEL-DATASET-sSEED)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet_option(p)
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser(
@@ -92,12 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         "modularity, pairwise SSC-CKA and linear CKA, spectral embeddings, SSC labels vs. the "
         "network (Table 1) and the confidently wrong inputs with their neighbours (Fig 9).",
     )
-    p.add_argument("run", help="run folder written by `train`")
-    p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
-    p.add_argument("--wrong", type=int, default=N_WRONG, help="confidently wrong inputs to show")
-    _out_option(p, "ssc_out/analyze")
-    _analysis_options(p)
-    add_interval_options(p)
+    _checkpoint_arguments(p)
+    _wrong_option(p)
+    _run_analysis_options(p, "analyze")
     p.set_defaults(func=commands.cmd_analyze)
 
     p = sub.add_parser(
@@ -110,12 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", help=".npz file, folder with manifest.json, or .safetensors")
     add_selection_options(p)
-    p.add_argument("--wrong", type=int, default=N_WRONG, help="confidently wrong inputs to show")
+    _wrong_option(p)
     _out_option(p, "ssc_out/activations")
     add_solver_options(p)
     add_measures_option(p)
     add_interval_options(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet_option(p)
     p.set_defaults(func=commands.cmd_activations)
 
     p = sub.add_parser(
@@ -139,9 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="epochs for pairwise heatmaps (default: 4 spread from first to last)",
     )
-    _out_option(p, "ssc_out/dynamics")
-    _analysis_options(p)
-    add_interval_options(p)
+    _run_analysis_options(p, "dynamics")
     p.set_defaults(func=commands.cmd_dynamics)
 
     p = sub.add_parser(
@@ -159,9 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with manifest.json, .safetensors) of the same inputs",
     )
     p.add_argument("--names", nargs="+", help="a label per run (default: folder@epoch)")
-    _out_option(p, "ssc_out/compare")
-    _analysis_options(p)
-    add_interval_options(p)
+    _run_analysis_options(p, "compare")
     p.set_defaults(func=commands.cmd_compare)
 
     p = sub.add_parser(
@@ -172,8 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "graph at the reference tau (the one nearest --tau); Table 1 per tau. The solves go "
         "from the smallest tau up, each warm-started from the one before.",
     )
-    p.add_argument("run", help="run folder written by `train`")
-    p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
+    _checkpoint_arguments(p)
     p.add_argument(
         "--taus",
         type=float,
@@ -182,9 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="values of tau (default: %(default)s); from tau = 50 up, the rows of a real "
         "CNN layer's early convolutions can outgrow the working set (--working-set-size)",
     )
-    _out_option(p, "ssc_out/tau-path")
-    _analysis_options(p)
-    add_interval_options(p)
+    _run_analysis_options(p, "tau-path")
     p.set_defaults(func=commands.cmd_tau_path)
 
     p = sub.add_parser(
@@ -197,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     torch_model.add_torch_options(p)
     add_interval_options(p)
-    p.add_argument("--wrong", type=int, default=N_WRONG, help="confidently wrong inputs to show")
+    _wrong_option(p)
     _out_option(p, "ssc_out/torch")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet_option(p)
     p.set_defaults(func=commands.cmd_torch)
     for command in sub.choices.values():
         launch.add_process_options(command)
