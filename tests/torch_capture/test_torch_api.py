@@ -11,7 +11,7 @@ pytest.importorskip("torch.nn")
 import torch
 from torch import nn
 
-from ssc_jax.pipeline.publish.api import analyze_torch, compare_models
+from ssc_jax.pipeline.publish.torch_api import analyze_torch, compare_models
 
 N, CLASSES = 36, 3
 

@@ -234,7 +234,8 @@ def cmd_torch(args) -> Path:
         layers_of,
         load_weights,
     )
-    from ssc_jax.pipeline.publish.api import analyze_torch, write_analysis
+    from ssc_jax.pipeline.publish.api import write_analysis
+    from ssc_jax.pipeline.publish.torch_api import analyze_torch
 
     analysis = AnalysisSet(**option_values(args, TORCH_ANALYSIS_OPTIONS))
     solver = solver_settings(args)
