@@ -1,41 +1,6 @@
-"""A working-set solver for SSC: exact LASSO rows on small working sets, certified.
+"""The working-set solver: its state, one round, and the answer it certifies.
 
-Row i of SSC is the LASSO ``min_c ||c||_1 + tau/2 ||x_i - X^T c||^2`` with ``c_i = 0``. Its
-solution has a few nonzeros, so each row is solved on a working set W_i of ``size``
-samples (celer's strategy, Massias et al. 2018, batched over the rows):
-
-1. the smooth part restricted to W_i is ``tau/2 c^T G_WW c - tau c^T G_Wi``: cyclic
-   coordinate descent on the (b, size, size) blocks of G solves all rows of a block at
-   once, to ``sweep_tol``;
-2. the correlations ``k = tau (e_i - c) G`` of the full residual give the certified duality
-   gap (``ssc_jax.solver.certificate``) and the KKT violations outside W_i;
-3. W_i is rebuilt from the current support (kept) and the samples of largest ``|k_j| /
-   ||x_j||`` (the dual side: the constraints ``|k_j| <= 1`` nearest to being violated).
-
-Rounds repeat until the block's certified relative gap is within ``gap_tol``. Each round
-costs one correlation pass and the coordinate sweeps, b s^2 flops each for working sets of s
-samples. Row i's residual ``e_i - c_i`` has at most s + 1 nonzeros, so from G the pass reads
-the rows of G on each row's support (``certificate.sparse_correlations``, b s n
-multiply-adds, not the b n^2 of a dense product); from a low-rank factor it is two
-(b, n) x (n, r) products, as one ADMM iteration.
-
-s climbs a ladder, ``size / 8`` (16 by default) to ``size``: each round takes the smallest
-rung that leaves a quarter of it free above the block's largest support, or one rung more
-where the typical row's support and KKT violations together ask for it (two from C = 0); one
-compiled program holds every rung (``lax.switch``). So the sparse rows of synthetic data run
-on 16-32 samples and the denser ones of real layers on up to ``size``, faster than a fixed
-64 samples in every round (see benchmarks/RESULTS.md, "Certified solvers"). A row whose
-support reaches ``size`` cannot grow its working set further, and its gap shows it. Under
-``vmap`` (problems side by side on an accelerator) a switch runs every rung, and every rung
-compiles, so a new problem shape compiles for longer than with one fixed size.
-
-On data of very low rank the coordinate descent is slow, and a working-set problem left
-unsolved gives the active-set steps a support they cannot verify: after each round whose gap
-fell by less than half, a round may take twice the sweeps (``sweep_cap``).
-
-A ``WorkingSet`` is a ``Solver`` (``ssc_jax.solver.result``) over a ``WorkingSetState``, one
-round a step, so it goes wherever an ``ADMM`` does (``ssc(X, solver=WorkingSet())``); it
-reads G's entries, and the drivers give it G itself (``reads_gram``).
+The method is described in the package's docstring (``ssc_jax.solver.working_set``).
 """
 
 from __future__ import annotations
@@ -57,6 +22,12 @@ from ssc_jax.solver.certificate import (
 )
 from ssc_jax.solver.factor import Factor, GramFactor, sample_count
 from ssc_jax.solver.result import RowSolution, Solver, Status
+from ssc_jax.solver.working_set.subproblems import (
+    active_set,
+    descend,
+    sweep_cap,
+    working_set_sizes,
+)
 
 Array = jax.Array
 
@@ -236,10 +207,8 @@ class WorkingSet(Solver):
                 usable = (index != rows[:, None]) & (jnp.diagonal(blocks, 0, 1, 2) > 0)
                 target = jnp.take_along_axis(problem.own, index, axis=1)
                 begin = jnp.where(usable, jnp.take_along_axis(state.coef, index, axis=1), 0)
-                values, change = _descend(
-                    blocks, target, begin, usable, tau, self.sweep_tol, sweeps
-                )
-                values = _active_set(blocks, target, values, usable, tau, self.newton_steps)
+                values, change = descend(blocks, target, begin, usable, tau, self.sweep_tol, sweeps)
+                values = active_set(blocks, target, values, usable, tau, self.newton_steps)
                 coef = jnp.zeros((b, n), dtype).at[lines, index].set(values)
                 if isinstance(factor, GramFactor):
                     squared, q = sparse_correlations(problem.gram, problem.own, rows, index, values)
@@ -342,113 +311,3 @@ def _violation(coef: Array, k: Array, diagonal: Array) -> Array:
     """() the largest ``|k_j| - 1`` off the support and the diagonal, 0 when none exceeds 1."""
     off = jnp.where((coef != 0) | diagonal, 0, jnp.abs(k))
     return jnp.maximum(jnp.max(off) - 1, 0)
-
-
-def sweep_cap(max_sweeps: int, gaps: Array) -> Array:
-    """() the coordinate sweeps a round may take: ``max_sweeps`` doubled for each round so
-    far whose relative gap was more than half the previous round's, at most four times;
-    ``gaps`` (max_rounds,) holds the rounds' relative gaps, -1 where none ran."""
-    ran = (gaps[1:] >= 0) & (gaps[:-1] >= 0)
-    slow = jnp.sum(ran & (gaps[1:] > 0.5 * gaps[:-1]))
-    return max_sweeps * 2 ** jnp.minimum(slow, 4)
-
-
-def working_set_sizes(size: int, n: int) -> list[int]:
-    """The working-set sizes a solve of n samples may use, ascending: ``size / 8``,
-    ``size / 4``, ``size / 2`` and ``size``, each at least 8 and at most n - 1."""
-    return sorted({min(max(s, 8), n - 1) for s in (size // 8, size // 4, size // 2, size)})
-
-
-def _active_set(
-    blocks: Array, target: Array, coef: Array, usable: Array, tau: Array, steps: int
-) -> Array:
-    """(b, s) the exact minimiser of the problem ``_descend`` solves, where a primal-dual
-    active-set step finds and verifies it; ``coef`` elsewhere.
-
-    Each step predicts the support S and signs sigma from the coordinate-descent map at the
-    current point, ``z = A_jj c_j + (g - A c)_j``: S where ``tau |z_j| > 1``, sigma the sign
-    of z; then solves ``A_SS c_S = g_S - sigma / tau`` by Cholesky (a singular A_SS gives non-finite
-    values, and the row keeps its point). A solution is kept where its signs
-    agree with sigma and no usable coordinate off S has ``tau |(g - A c)_j| > 1 +
-    sqrt(eps)`` (the KKT conditions); the next step starts from it either way. The steps stop
-    once every row's solution is verified.
-    """
-    size, dtype = blocks.shape[-1], coef.dtype
-    highest = lax.Precision.HIGHEST
-    scale = jnp.diagonal(blocks, 0, 1, 2)
-    slack = 1 + jnp.sqrt(jnp.finfo(dtype).eps)
-    eye = jnp.eye(size, dtype=dtype)
-
-    def step(carry):
-        point, best, verified, taken = carry
-        z = scale * point + target - jnp.einsum("bjl,bl->bj", blocks, point, precision=highest)
-        support, signs = usable & (tau * jnp.abs(z) > 1), jnp.sign(z)
-        system = jnp.where(support[:, :, None] & support[:, None, :], blocks, eye)
-        rhs = jnp.where(support, target - signs / tau, 0)
-        factor = jax.scipy.linalg.cho_factor(system)
-        solved = jax.scipy.linalg.cho_solve(factor, rhs[..., None])[..., 0]
-        values = jnp.where(support, solved, 0)
-        residual = target - jnp.einsum("bjl,bl->bj", blocks, values, precision=highest)
-        finite = jnp.all(jnp.isfinite(values), axis=1)
-        ok = (
-            finite
-            & jnp.all(~support | (jnp.sign(values) == signs), axis=1)
-            & jnp.all(~usable | support | (tau * jnp.abs(residual) <= slack), axis=1)
-        )
-        best = jnp.where((ok & ~verified)[:, None], values, best)
-        return jnp.where(finite[:, None], values, point), best, verified | ok, taken + 1
-
-    def running(carry) -> Array:
-        return (carry[3] < steps) & ~jnp.all(carry[2])
-
-    verified = jnp.zeros(coef.shape[:1], bool)
-    start = (coef, coef, verified, jnp.asarray(0, jnp.int32))
-    return lax.while_loop(running, step, start)[1]
-
-
-def _descend(
-    blocks: Array,
-    target: Array,
-    coef: Array,
-    usable: Array,
-    tau: Array,
-    tol: Array,
-    max_sweeps: Array,
-) -> tuple[Array, Array]:
-    """Cyclic coordinate descent on ``min ||c||_1 + tau/2 c^T A c - tau c^T g`` for a batch:
-    ``blocks`` A (b, s, s), ``target`` g (b, s), from ``coef`` (b, s); coordinates not
-    ``usable`` stay 0. Returns the coefficients and the last sweep's largest change.
-
-    Coordinate j minimises ``|c_j| + tau/2 (A_jj c_j^2 - 2 z c_j)`` with
-    ``z = g_j - sum_{l != j} A_jl c_l``: ``c_j = S_{1/tau}(z) / A_jj``. The residual
-    ``g - A c`` is updated with column j at each step.
-    """
-    size = blocks.shape[-1]
-    scale = jnp.diagonal(blocks, 0, 1, 2)
-    safe = jnp.where(usable, scale, 1)
-    residual = target - jnp.einsum("bjl,bl->bj", blocks, coef, precision=lax.Precision.HIGHEST)
-
-    def coordinate(j, carry):
-        coef, residual, change = carry
-        old, a = coef[:, j], safe[:, j]
-        z = residual[:, j] + a * old
-        new = jnp.where(usable[:, j], jnp.sign(z) * jnp.maximum(jnp.abs(z) - 1 / tau, 0) / a, 0)
-        delta = new - old
-        residual = residual - delta[:, None] * blocks[:, j, :]
-        change = jnp.maximum(change, jnp.max(jnp.abs(delta) * jnp.sqrt(a)))
-        return coef.at[:, j].set(new), residual, change
-
-    def sweep(carry):
-        coef, residual, _, sweeps = carry
-        coef, residual, change = lax.fori_loop(
-            0, size, coordinate, (coef, residual, jnp.zeros((), coef.dtype))
-        )
-        return coef, residual, change, sweeps + 1
-
-    inf = jnp.asarray(jnp.inf, coef.dtype)
-    coef, _, change, _ = lax.while_loop(
-        lambda c: (c[3] < max_sweeps) & (c[2] > tol),
-        sweep,
-        (coef, residual, inf, jnp.asarray(0, jnp.int32)),
-    )
-    return coef, change
