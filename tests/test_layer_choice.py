@@ -40,6 +40,15 @@ def test_composite_blocks_come_before_longer_runs_of_single_operations():
     assert repeated_blocks([*flat, *vit(2)]) == ["blocks.0", "blocks.1"]
 
 
+def test_a_lone_container_does_not_outrank_a_run_of_two_plain_layers():
+    # An MLP whose layers sit in one container beside two plain layers of its own.
+    modules = [entry("body", "Sequential"), entry("body.0", "Linear"), entry("body.1", "ReLU")]
+    modules += [entry("fc1", "Linear"), entry("fc2", "Linear")]
+    assert repeated_blocks(modules) == ["fc1", "fc2"]
+    # Alone, a container is still chosen over a lone plain layer.
+    assert repeated_blocks([entry("body", "Sequential"), entry("body.0", "Linear")]) == ["body"]
+
+
 def test_longest_run_then_shallowest_then_first():
     modules = [entry("stage", "Stage"), entry("stage.a", "Unit"), entry("stage.a.x", "Linear")]
     modules += [entry("stage.b", "Unit"), entry("stage.b.x", "Linear")]

@@ -50,10 +50,10 @@ def _runs(entries: Sequence[ModuleEntry]) -> list[list[ModuleEntry]]:
 def repeated_blocks(entries: Sequence[ModuleEntry]) -> list[str]:
     """Paths of the members of the model's longest run of same-class sibling modules.
 
-    Runs of modules that hold modules of their own (a transformer layer, a residual block)
-    come before runs of single operations (two ``Identity`` or ``Dropout`` in a row); among
-    those, the longest run, then the shallowest, then the first. Empty for a model without
-    modules.
+    A module alone repeats nothing, so runs of two or more come first; among them, runs of
+    modules that hold modules of their own (a transformer layer, a residual block) come before
+    runs of single operations (two ``Identity`` or ``Dropout`` in a row); then the longest
+    run, then the shallowest, then the first. Empty for a model without modules.
     """
     parents = {module.parent for module in entries}
     runs = _runs(entries)
@@ -64,7 +64,7 @@ def repeated_blocks(entries: Sequence[ModuleEntry]) -> list[str]:
         index, run = index_run
         composite = run[0].path in parents
         depth = run[0].path.count(".")
-        return (not composite, -len(run), depth, index)
+        return (len(run) < 2, not composite, -len(run), depth, index)
 
     _, best = min(enumerate(runs), key=rank)
     return [module.path for module in best]
