@@ -13,6 +13,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
+from conftest import TINY_N
 from ssc_jax.pipeline.analysis.analyze import analyze_checkpoint
 from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings, settings_record
 from ssc_jax.pipeline.analysis.dynamics import Dynamics
@@ -20,7 +21,8 @@ from ssc_jax.pipeline.analysis.inputs import AnalysisInputs, run_facts
 from ssc_jax.pipeline.publish.write import publish
 from ssc_jax.pipeline.report import plots
 from ssc_jax.pipeline.report.html import CSS_PX_PER_INCH, Report, Section, Table
-from ssc_jax.pipeline.report.render import render_checkpoint, render_dynamics, settings_section
+from ssc_jax.pipeline.report.render import render_checkpoint, settings_section
+from ssc_jax.pipeline.report.render_dynamics import render_dynamics
 from ssc_jax.pipeline.report.wording import (
     analysis_title,
     given_model_text,
@@ -450,7 +452,9 @@ def test_per_epoch_tables_fit_the_page(n_epochs, n_layers):
     )
     cells = sorted(v for t in tables for r in t.rows for v in r[1:] if isinstance(v, float))
     settled = [v[:-1].mean(axis=0) for v in result.to_final.values()]
+    per_epoch = [v.ravel() for v in result.to_final.values()]
     expected = [*result.network_accuracy, *result.modularity.ravel(), *np.ravel(settled)]
+    expected += [*np.ravel(per_epoch)]
     np.testing.assert_allclose(cells, sorted(expected))
 
 
@@ -559,3 +563,66 @@ def test_the_settings_table_of_given_activations_shows_what_applied():
     assert values["analysis.layers"] == "repeated blocks: the 4 Block modules"
     assert values["analysis.tokens"] == "none (no layer has a token axis)"
     assert settings_record(None, SolverSettings())["analysis"] == {}
+
+
+def _error_bars(figure) -> list[int]:
+    """How many error-bar sets each panel of ``figure`` draws."""
+    return [
+        sum(type(c).__name__ == "ErrorbarContainer" for c in ax.containers) for ax in figure.axes
+    ]
+
+
+def _first_figure(sections):
+    return next(b.figure for s in sections for b in s.blocks if hasattr(b, "figure"))
+
+
+def _interval_cells(sections, interval_name: str) -> list[str]:
+    """Every interval cell ("[low, high]") of the rows or columns that ``interval_name`` heads."""
+    cells = []
+    for block in (b for s in sections for b in s.blocks if isinstance(b, Table)):
+        for row in block.rows:
+            if str(row[0]).endswith(interval_name):
+                cells += row[1:]
+        for j, head in enumerate(block.headers):
+            if head.endswith(interval_name):
+                cells += [row[j] for row in block.rows]
+    return cells
+
+
+@pytest.mark.slow
+def test_dynamics_and_tau_path_reports_draw_and_tabulate_their_intervals(tiny_run):
+    from ssc_jax.pipeline.analysis.dynamics import training_dynamics
+    from ssc_jax.pipeline.analysis.tau_path import checkpoint_tau_path
+    from ssc_jax.pipeline.analysis.uncertainty import Resampling
+    from ssc_jax.pipeline.report.render import interval_text
+    from ssc_jax.pipeline.report.render_tau_path import render_tau_path
+
+    small = {
+        "analysis": AnalysisSet(n=TINY_N),
+        "resampling": Resampling(resamples=2, level=0.8, permutations=0),
+        "measures": ["ssc_cka"],
+        "cache": False,
+        "progress": False,
+    }
+    dynamics = training_dynamics(tiny_run, **small)
+    tau = checkpoint_tau_path(tiny_run, [5.0, 10.0], **small)
+    assert dynamics.metrics["interval_level"] == tau.metrics["interval_level"] == 0.8
+    for result, sections, per, versus in (
+        (dynamics, render_dynamics(dynamics), "modularity_per_epoch", "ssc_cka_to_final"),
+        (tau, render_tau_path(tau), "modularity_per_tau", "ssc_cka_to_reference_tau"),
+    ):
+        figure = _first_figure(sections)
+        n_layers = len(result.layers)
+        # An error bar per layer on the modularity and the measure's panels, none on sparsity.
+        assert _error_bars(figure)[:2] == [n_layers, n_layers]
+        cells = _interval_cells(sections, "80% interval")
+        expected = [result.intervals[per + "_ci"], result.intervals[versus + "_ci"]]
+        expected = {interval_text(ci) for values in expected for ci in values.reshape(-1, 2)}
+        assert expected <= set(cells)
+    table1 = {interval_text(ci) for ci in tau.intervals["network_accuracy_per_tau_ci"]}
+    assert table1 <= set(_interval_cells(render_tau_path(tau), "80% interval"))
+
+    without = _dynamics("unused", 3, 4)
+    sections = render_dynamics(without, opening=False)
+    assert "interval_level" not in without.metrics and not _interval_cells(sections, "interval")
+    assert _error_bars(_first_figure(sections))[:2] == [0, 0]

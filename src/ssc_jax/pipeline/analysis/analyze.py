@@ -62,6 +62,7 @@ from ssc_jax.pipeline.analysis.uncertainty import (
     layer_modularity_p,
     modularity_rise,
     replicate_intervals,
+    resampling_keys,
     resolved,
 )
 
@@ -115,9 +116,7 @@ class CheckpointAnalysis(NamedTuple):
     METRICS = metrics.layout(
         intervals=metrics.spread(),
         modularity_p=lambda p, _: {} if p is None else {"modularity_p": p},
-        resampling=lambda r, _: (
-            {} if r is None else {"interval_level": r.level, "resamples": r.resamples}
-        ),
+        resampling=resampling_keys,
         inputs=metrics.INPUTS,
         graphs=metrics.graphs_keys,
         probs=None,

@@ -58,6 +58,7 @@ from ssc_jax.pipeline.analysis.uncertainty import (
     Subsample,
     paired_statistic,
     replicate_intervals,
+    resampling_keys,
     resolved,
     summary_statistic,
 )
@@ -73,7 +74,8 @@ class Dynamics(NamedTuple):
     its source; ``metrics`` gives the ``metrics.json`` entries (JSON types only).
     ``intervals`` holds the intervals (..., 2) of ``modularity_per_epoch`` (E, L), of the
     final epoch's ``modularity`` (L,) and measures (L, L) and of each ``<measure>_to_final``
-    (E, L), under ``name + "_ci"`` (docs/statistics.md).
+    (E, L), under ``name + "_ci"`` (docs/statistics.md), computed as ``resampling`` says
+    (None without intervals).
     """
 
     run: str
@@ -89,11 +91,13 @@ class Dynamics(NamedTuple):
     exports: dict[str, GraphSource]
     trained: RunFacts | None = None
     intervals: Mapping[str, np.ndarray] = NO_INTERVALS
+    resampling: Resampling | None = None
 
     METRICS = metrics.layout(
         inputs=None,
         trained=None,
         intervals=metrics.spread(),
+        resampling=resampling_keys,
         modularity=lambda m, _: {"modularity": m[-1], "modularity_per_epoch": m},
         heatmaps=lambda h, r: {
             **h[r.epochs[-1]],
@@ -208,7 +212,8 @@ def plan(
             )
             rows.append(row)
         result = _dynamics(str(run_dir), chosen, final_graphs.layers, inputs, rows, chosen_measures)
-        return result._replace(intervals=_stacked_intervals(rows))
+        intervals = _stacked_intervals(rows)
+        return result._replace(intervals=intervals, resampling=resampling if intervals else None)
 
     return Computation(solves(), summary)
 

@@ -104,10 +104,15 @@ def _interval_text(name: str, value: float, interval) -> str:
     return f"; {name} {value:.3g} [{low:.3g}, {high:.3g}]"
 
 
+def verdict_of(finding: Finding) -> str:
+    """The finding's verdict: decided on its interval where it has one, else on ``holds``."""
+    return finding.verdict or decided(finding.holds)
+
+
 def as_rows(findings: list[Finding]) -> list[list]:
     """Report-table rows: claim, verdict, evidence."""
-    return [[f.claim, f.verdict or decided(f.holds), f.evidence] for f in findings]
+    return [[f.claim, verdict_of(f), f.evidence] for f in findings]
 
 
 def as_json(findings: list[Finding]) -> list[dict]:
-    return [{**f._asdict(), "verdict": f.verdict or decided(f.holds)} for f in findings]
+    return [{**f._asdict(), "verdict": verdict_of(f)} for f in findings]

@@ -61,6 +61,7 @@ from ssc_jax.pipeline.analysis.uncertainty import (
     modularity_rise,
     paired_statistic,
     replicate_intervals,
+    resampling_keys,
     resolved,
 )
 from ssc_jax.pipeline.store.graph_store import DIAGNOSTICS
@@ -79,7 +80,8 @@ class TauPath(NamedTuple):
     solver diagnostic to (T, L). ``exports`` maps each tau's graph file in the output folder
     to its source; ``metrics`` gives the ``metrics.json`` entries. ``intervals`` holds the
     intervals (..., 2) of ``modularity_per_tau``, each ``<measure>_to_reference_tau`` and
-    each ``<Table 1 number>_per_tau`` under ``name + "_ci"`` (docs/statistics.md).
+    each ``<Table 1 number>_per_tau`` under ``name + "_ci"`` (docs/statistics.md), computed
+    as ``resampling`` says (None without intervals).
     """
 
     run: str
@@ -97,9 +99,11 @@ class TauPath(NamedTuple):
     exports: dict[str, GraphSource]
     trained: RunFacts | None = None
     intervals: Mapping[str, np.ndarray] = NO_INTERVALS
+    resampling: Resampling | None = None
 
     METRICS = metrics.layout(
         intervals=metrics.spread(),
+        resampling=resampling_keys,
         inputs=metrics.inputs_keys("n", "data", "split"),
         reference="reference_tau",
         modularity="modularity_per_tau",
@@ -196,7 +200,7 @@ def plan(
             graphs.append(next(solved))
             subsamples.append(list(islice(solved, resampling.resamples)))
         result = _summarise(str(run_dir), epoch, inputs, values, reference, graphs, on_graphs)
-        return _with_intervals(result, graphs, subsamples, on_graphs, resampling.level)
+        return _with_intervals(result, graphs, subsamples, on_graphs, resampling)
 
     return Computation(solves(), summary)
 
@@ -268,7 +272,7 @@ def _with_intervals(
     solved: list[LayerGraphs],
     subsamples: list[list],
     measures: Sequence[Measure],
-    level: float,
+    resampling: Resampling,
 ) -> TauPath:
     """``result`` with the intervals of each tau's numbers, from its graphs on
     ``subsamples`` (one list per tau, the same inputs at every tau); each tau's finding on
@@ -296,7 +300,7 @@ def _with_intervals(
             (idx, [sub, ref])
             for (idx, (sub,)), (_, (ref,)) in zip(subsamples[t], at_reference, strict=True)
         ]
-        ci = replicate_intervals(estimates, joint, statistic, len(labels), level)
+        ci = replicate_intervals(estimates, joint, statistic, len(labels), resampling.level)
         rise = ci.pop(RISE + CI_SUFFIX)
         found.append([findings.modularity_grows(result.layers, q, rise), *result.findings[t][1:]])
         per_tau.append(ci)
@@ -307,4 +311,4 @@ def _with_intervals(
         )
         for name in per_tau[0]
     }
-    return result._replace(intervals=intervals, findings=found)
+    return result._replace(intervals=intervals, findings=found, resampling=resampling)

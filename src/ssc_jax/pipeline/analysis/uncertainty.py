@@ -88,6 +88,14 @@ DEFAULT_RESAMPLING = Resampling()
 NO_RESAMPLING = Resampling(resamples=0, permutations=0)
 
 
+def resampling_keys(resampling: Resampling | None, _result=None) -> dict:
+    """The ``metrics.json`` entries saying how a result's intervals were computed: their
+    level and number of subsamples (none for a result without intervals)."""
+    if resampling is None:
+        return {}
+    return {"interval_level": resampling.level, "resamples": resampling.resamples}
+
+
 class SolvedState(NamedTuple):
     """One network, epoch or tau solved on the N inputs: its (L, N, N) Grams (array or
     memmap), its L CSR (N, N) coefficients and the settings they were solved with."""

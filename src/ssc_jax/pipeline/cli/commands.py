@@ -158,7 +158,7 @@ def cmd_analyze(args) -> Path:
 
 def cmd_dynamics(args) -> Path:
     from ssc_jax.pipeline.analysis import dynamics
-    from ssc_jax.pipeline.report.render import render_dynamics
+    from ssc_jax.pipeline.report.render_dynamics import render_dynamics
 
     name = Path(args.run).name
     return _run_analysis(
@@ -277,7 +277,8 @@ def cmd_default(args) -> Path:
     from ssc_jax.pipeline.analysis.analyze import analyze_checkpoint
     from ssc_jax.pipeline.analysis.dynamics import training_dynamics
     from ssc_jax.pipeline.publish.write import publish
-    from ssc_jax.pipeline.report.render import render_checkpoint, render_dynamics
+    from ssc_jax.pipeline.report.render import render_checkpoint
+    from ssc_jax.pipeline.report.render_dynamics import render_dynamics
 
     analysis, solver = analysis_settings(args)
     progress = not args.quiet

@@ -104,12 +104,18 @@ def plot_modularity_by_layer(
     return fig
 
 
-def _layer_lines(ax, x, values, layers, ylabel: str, title: str, xlabel: str = "epoch") -> None:
+def _layer_lines(
+    ax, x, values, layers, ylabel: str, title: str, xlabel: str = "epoch", intervals=None
+) -> None:
     """One Fig 1/2 style panel: a line per layer over ``x`` (epochs, or taus on a log
-    scale), coloured shallow → deep."""
+    scale), coloured shallow → deep; ``intervals`` (len(x), L, 2), when given, as error bars."""
     values = np.asarray(values, dtype=float)
     for j, colour in enumerate(_depth_colours(values.shape[1])):
         ax.plot(x, values[:, j], color=colour, marker="o", markersize=3, label=layers[j])
+        if intervals is not None:
+            ci = np.asarray(intervals, dtype=float)[:, j]
+            bars = np.stack([values[:, j] - ci[:, 0], ci[:, 1] - values[:, j]])
+            ax.errorbar(x, values[:, j], yerr=bars, fmt="none", ecolor=colour, capsize=2)
     ax.set_xlabel(xlabel)
     if xlabel == "epoch":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -143,16 +149,33 @@ def plot_dynamics(
     to_final: Mapping[str, np.ndarray],
     *,
     title: str = "",
+    intervals: Mapping[str, np.ndarray] | None = None,
 ) -> Figure:
     """Fig 1/2: per-epoch modularity, then for each measure (by its title in ``to_final``)
     each layer's similarity to its final state. Each array has shape (n_epochs, n_layers);
-    the legend names the layers."""
+    the legend names the layers. ``intervals`` maps ``"modularity"`` and titles of
+    ``to_final`` to their (n_epochs, n_layers, 2) intervals, drawn as error bars."""
+    intervals = intervals or {}
     fig = Figure(figsize=(MAX_WIDTH_IN, 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, 1 + len(to_final)))
-    _layer_lines(axes[0], epochs, modularity, layers, "modularity Q", "(a) SSC graph modularity")
+    _layer_lines(
+        axes[0],
+        epochs,
+        modularity,
+        layers,
+        "modularity Q",
+        "(a) SSC graph modularity",
+        intervals=intervals.get("modularity"),
+    )
     for letter, ax, (name, values) in zip("bcdefghij", axes[1:], to_final.items(), strict=False):
         _layer_lines(
-            ax, epochs, values, layers, f"{name} to final epoch", f"({letter}) {name} vs. final"
+            ax,
+            epochs,
+            values,
+            layers,
+            f"{name} to final epoch",
+            f"({letter}) {name} vs. final",
+            intervals=intervals.get(name),
         )
         _unit_range(ax, values)
     _layer_legend(fig, axes[0], len(layers))
@@ -177,14 +200,25 @@ def plot_tau_path(
     *,
     reference: float,
     title: str = "",
+    intervals: Mapping[str, np.ndarray] | None = None,
 ) -> Figure:
     """One checkpoint over tau: per-layer modularity, for each measure of the graphs (by its
     title in ``similarity``) the similarity to the graph at ``reference``, and the mean
-    nonzeros per row of C. Each array has shape (n_taus, n_layers)."""
+    nonzeros per row of C. Each array has shape (n_taus, n_layers). ``intervals`` maps
+    ``"modularity"`` and titles of ``similarity`` to their (n_taus, n_layers, 2) intervals,
+    drawn as error bars."""
+    intervals = intervals or {}
     fig = Figure(figsize=(MAX_WIDTH_IN, 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, 2 + len(similarity)))
     _layer_lines(
-        axes[0], taus, modularity, layers, "modularity Q", "(a) SSC graph modularity", "tau"
+        axes[0],
+        taus,
+        modularity,
+        layers,
+        "modularity Q",
+        "(a) SSC graph modularity",
+        "tau",
+        intervals=intervals.get("modularity"),
     )
     letters = iter("bcdefghij")
     for ax, (name, values) in zip(axes[1:], similarity.items(), strict=False):
@@ -197,6 +231,7 @@ def plot_tau_path(
             ylabel,
             f"({next(letters)}) {name} vs. the reference tau",
             "tau",
+            intervals=intervals.get(name),
         )
         _unit_range(ax, values)
     _layer_lines(

@@ -7,7 +7,6 @@ matplotlib figures, which ``pipeline.publish`` writes out, or a notebook shows.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -15,7 +14,6 @@ from matplotlib.figure import Figure
 from ssc_jax.pipeline.analysis import findings
 from ssc_jax.pipeline.analysis.analyze import MIN_EMBEDDED, CheckpointAnalysis, WrongInput
 from ssc_jax.pipeline.analysis.compare import Comparison
-from ssc_jax.pipeline.analysis.dynamics import Dynamics
 from ssc_jax.pipeline.analysis.measures import most_alike, title_of
 from ssc_jax.pipeline.analysis.summary import solver_columns
 from ssc_jax.pipeline.report import plots
@@ -27,7 +25,6 @@ from ssc_jax.pipeline.report.wording import (
     layers_text,
     model_text,
     setting_text,
-    split_columns,
     tokens_text,
 )
 
@@ -45,8 +42,40 @@ def interval_text(ci) -> str:
     return f"[{low:.3g}, {high:.3g}]"
 
 
-def _interval_heading(result: CheckpointAnalysis) -> str:
+def interval_heading(result) -> str:
+    """The heading of the intervals of a result computed with resampling: "90% interval"."""
     return f"{result.resampling.level:.0%} interval"
+
+
+def with_interval_rows(
+    rows: Sequence[tuple[str, Sequence[float], np.ndarray | None]], interval_name: str
+) -> list[list]:
+    """Table rows ``[name, *values]``, each followed by ``[name interval_name, *intervals]``
+    where its (len(values), 2) intervals are given (not None)."""
+    table = []
+    for name, values, ci in rows:
+        table.append([name, *values])
+        if ci is not None:
+            table.append([f"{name} {interval_name}", *map(interval_text, ci)])
+    return table
+
+
+def curve_intervals(
+    intervals: Mapping[str, np.ndarray], modularity: str, suffix: str
+) -> dict[str, np.ndarray]:
+    """The error bars of a figure of curves over epochs or taus, keyed as its panels are:
+    ``"modularity"`` (from the key ``modularity + "_ci"``) and each measure's title (from
+    the keys ``measure + suffix + "_ci"``); empty without intervals."""
+    if not intervals:
+        return {}
+    bars = {"modularity": intervals[modularity + "_ci"]}
+    end = suffix + "_ci"
+    bars |= {
+        title_of(key.removesuffix(end)): value
+        for key, value in intervals.items()
+        if key.endswith(end)
+    }
+    return bars
 
 
 def _kind(similarity: Mapping[str, np.ndarray]) -> str:
@@ -133,7 +162,7 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
             *([[interval_text(ci[name + "_ci"]) for name in t]] if ci else []),
         ],
         caption="SSC label: the class with the largest summed affinity (neighbours' true labels)."
-        + (f" Second row: the {_interval_heading(result)}s (docs/statistics.md)." if ci else ""),
+        + (f" Second row: the {interval_heading(result)}s (docs/statistics.md)." if ci else ""),
     )
 
     modularity = Section("Modularity of each layer's SSC graph (class labels as communities)")
@@ -160,7 +189,7 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
     )
     uncertainty = {}
     if ci:
-        uncertainty[_interval_heading(result)] = [interval_text(c) for c in ci["modularity_ci"]]
+        uncertainty[interval_heading(result)] = [interval_text(c) for c in ci["modularity_ci"]]
     if result.modularity_p is not None:
         uncertainty["p (permuted labels)"] = [float(p) for p in result.modularity_p]
     if uncertainty:
@@ -203,7 +232,7 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
                 "next layer",
                 *(title_of(name) for name in result.similarity),
                 *(
-                    f"{title_of(name)} {_interval_heading(result)}"
+                    f"{title_of(name)} {interval_heading(result)}"
                     for name in (result.similarity if ci else ())
                 ),
             ],
@@ -255,104 +284,6 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
             "8 strongest neighbours (class, affinity).",
         )
     return [head, found, table1, modularity, similarity, embeddings, wrong]
-
-
-def _per_epoch_tables(section: Section, result: Dynamics) -> None:
-    """Network accuracy and modularity per layer and epoch, as tables a page wide: epochs as
-    rows when they are more than the layers, else as columns."""
-    accuracy = result.network_accuracy.tolist()
-    if len(result.epochs) > len(result.layers):
-        headers = ["epoch", "network accuracy", *(f"Q {name}" for name in result.layers)]
-        q = result.modularity.tolist()
-        rows = [[e, a, *row] for e, a, row in zip(result.epochs, accuracy, q, strict=True)]
-    else:
-        headers = ["", *(f"epoch {e}" for e in result.epochs)]
-        rows = [["network accuracy", *accuracy]]
-        rows += [
-            [f"Q {name}", *column]
-            for name, column in zip(result.layers, result.modularity.T.tolist(), strict=True)
-        ]
-    for part_headers, part_rows in split_columns(headers, rows):
-        section.table(
-            part_headers,
-            part_rows,
-            caption="Network accuracy on the analysis inputs and modularity Q per layer and epoch.",
-        )
-
-
-def render_dynamics(result: Dynamics, *, opening: bool = True) -> list[Section]:
-    """The sections of ``dynamics``: an overview (unless ``opening`` is off, for a report
-    that already has one), findings, Fig 1/2 with its table, and Fig 6."""
-    layers = result.layers
-    first, last = result.network_accuracy[0], result.network_accuracy[-1]
-    sections = []
-    if opening:
-        e0, e1 = result.epochs[0], result.epochs[-1]
-        sections.append(
-            overview(
-                [
-                    ("model", model_text(result.trained.config)),
-                    (
-                        "epochs",
-                        f"{len(result.epochs)} checkpoints, epochs {e0} to {e1} ({result.run})",
-                    ),
-                    ("analysis inputs", inputs_text(result.inputs)),
-                    ("network accuracy", f"{first:.3f} at epoch {e0}, {last:.3f} at epoch {e1}"),
-                    ("layers", layers_text(layers)),
-                ]
-            )
-        )
-    if result.findings:
-        found = Section("The paper's findings on this run's training")
-        found.table(FINDING_HEADERS, findings.as_rows(result.findings))
-        sections.append(found)
-
-    curves = Section("Training dynamics (Fig 1/2)")
-    curves.figure(
-        "dynamics",
-        plots.plot_dynamics(
-            result.epochs,
-            layers,
-            result.modularity,
-            {title_of(name): values for name, values in result.to_final.items()},
-            title=f"{Path(result.run).name}: each layer over training, against its final state",
-        ),
-    )
-    _per_epoch_tables(curves, result)
-    if len(result.epochs) > 1:
-        curves.table(
-            ["layer", *(title_of(name) for name in result.to_final)],
-            [
-                [layer, *(float(np.mean(v[:-1, i])) for v in result.to_final.values())]
-                for i, layer in enumerate(layers)
-            ],
-            caption="Each layer's similarity to its final state, averaged over the epochs "
-            "before the last: the lower, the later the layer settles.",
-        )
-
-    heatmaps = Section("Pairwise similarity at chosen epochs (Fig 6)")
-    for name in result.to_final:
-        panels = [
-            (
-                f"epoch {e} (acc {result.network_accuracy[result.epochs.index(e)]:.2f})",
-                m[name],
-                layers,
-            )
-            for e, m in result.heatmaps.items()
-        ]
-        title = title_of(name)
-        heatmaps.figure(
-            f"epoch_heatmaps_{name}",
-            plots.plot_cka_heatmaps(panels, title=f"{title} between layers", colorbar_label=title),
-        )
-    iterations = result.diagnostics["iterations"]
-    not_converged = int(np.sum(~result.diagnostics["converged"].astype(bool)))
-    heatmaps.text(
-        f"Solver: {result.modularity.size} problems, {not_converged} did not converge; "
-        f"iterations {int(iterations.min())}-{int(iterations.max())}.",
-        note=True,
-    )
-    return [*sections, curves, heatmaps]
 
 
 def render_comparison(result: Comparison) -> list[Section]:

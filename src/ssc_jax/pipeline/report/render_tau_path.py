@@ -6,19 +6,34 @@ from pathlib import Path
 
 import numpy as np
 
+from ssc_jax.pipeline.analysis import findings
 from ssc_jax.pipeline.analysis.measures import title_of
 from ssc_jax.pipeline.analysis.tau_path import TauPath
 from ssc_jax.pipeline.report import plots
 from ssc_jax.pipeline.report.html import Section
-from ssc_jax.pipeline.report.render import TABLE1_HEADERS, overview
+from ssc_jax.pipeline.report.render import (
+    TABLE1_HEADERS,
+    curve_intervals,
+    interval_heading,
+    interval_text,
+    overview,
+    with_interval_rows,
+)
 from ssc_jax.pipeline.report.wording import inputs_text, layers_text, model_text, split_columns
 
 
 def render_tau_path(result: TauPath) -> list[Section]:
     """An overview, the paper's findings per tau, the figure (modularity, each graph
     measure's similarity to the reference tau and sparsity per layer over tau), Table 1 per
-    tau, and the solver's work per tau."""
+    tau, and the solver's work per tau; every number with its interval where computed."""
     taus = [f"{t:g}" for t in result.taus]
+    ci = result.intervals
+    interval_name = interval_heading(result) if ci else ""
+    with_ci = f", each followed by its {interval_name} (docs/statistics.md)" if ci else ""
+
+    def along(key: str, j: int) -> np.ndarray | None:
+        return ci[key][:, j] if ci else None
+
     accuracy = result.table1["network_accuracy"][0]
     head = overview(
         [
@@ -37,10 +52,12 @@ def render_tau_path(result: TauPath) -> list[Section]:
     found.table(
         ["finding", *(f"tau {t}" for t in taus)],
         [
-            [claim.claim, *(at_tau[i].holds for at_tau in result.findings)]
+            [claim.claim, *(findings.verdict_of(at_tau[i]) for at_tau in result.findings)]
             for i, claim in enumerate(result.findings[0])
         ],
-        caption="Whether each finding holds on the graphs solved at that tau.",
+        caption="Whether each finding holds on the graphs solved at that tau"
+        + (", decided on the interval of the difference it compares" if ci else "")
+        + ".",
     )
     curves = Section("The graphs over tau")
     curves.figure(
@@ -53,39 +70,50 @@ def render_tau_path(result: TauPath) -> list[Section]:
             result.nonzeros,
             reference=result.reference,
             title=f"{Path(result.run).name}, epoch {result.epoch}: each layer's graph over tau",
+            intervals=curve_intervals(ci, "modularity_per_tau", "_to_reference_tau"),
         ),
         caption=(
             "A larger tau weighs the data fit more against sparsity, so each input is rebuilt "
             "from more others. A similarity near 1 means the layer's graph, and what is read "
             f"from it, hardly depends on tau around {result.reference:g}."
+            + (f" Error bars: each number's {interval_name} (docs/statistics.md)." if ci else "")
         ),
     )
     headers = ["", *(f"tau {t}" for t in taus)]
-    rows = [
-        [f"Q {name}", *column]
-        for name, column in zip(result.layers, result.modularity.T.tolist(), strict=True)
-    ]
-    for part_headers, part_rows in split_columns(headers, rows):
-        curves.table(part_headers, part_rows, caption="Modularity Q per layer and tau.")
-    rows = [
-        [f"{title_of(name)} {layer}", *column]
-        for name, values in result.similarity.items()
-        for layer, column in zip(result.layers, values.T.tolist(), strict=True)
-    ]
-    for part_headers, part_rows in split_columns(headers, rows):
-        curves.table(
-            part_headers,
-            part_rows,
-            caption=f"Each measure of a layer's graph against its graph at tau = "
-            f"{result.reference:g}.",
-        )
+    tables = {
+        "Modularity Q per layer and tau": [
+            (f"Q {name}", result.modularity[:, j].tolist(), along("modularity_per_tau_ci", j))
+            for j, name in enumerate(result.layers)
+        ],
+        f"Each measure of a layer's graph against its graph at tau = {result.reference:g}": [
+            (
+                f"{title_of(name)} {layer}",
+                values[:, j].tolist(),
+                along(f"{name}_to_reference_tau_ci", j),
+            )
+            for name, values in result.similarity.items()
+            for j, layer in enumerate(result.layers)
+        ],
+    }
+    for caption, quantities in tables.items():
+        rows = with_interval_rows(quantities, interval_name)
+        for part_headers, part_rows in split_columns(headers, rows):
+            curves.table(part_headers, part_rows, caption=caption + with_ci + ".")
 
     table1 = Section(f"Table 1 on the last analysed layer ({result.layers[-1]}) per tau")
-    columns = np.column_stack(list(result.table1.values())).tolist()
+    headers, columns = ["tau"], []
+    for name, values in result.table1.items():
+        headers.append(TABLE1_HEADERS[name])
+        columns.append([float(v) for v in values])
+        if ci:
+            headers.append(interval_name)
+            columns.append([interval_text(c) for c in ci[f"{name}_per_tau_ci"]])
     table1.table(
-        ["tau", *(TABLE1_HEADERS[name] for name in result.table1)],
-        [[t, *row] for t, row in zip(taus, columns, strict=True)],
-        caption="SSC label: the class with the largest summed affinity (neighbours' true labels).",
+        headers,
+        [[t, *row] for t, *row in zip(taus, *columns, strict=True)],
+        caption="SSC label: the class with the largest summed affinity (neighbours' true labels)"
+        + with_ci
+        + ".",
     )
 
     work = Section("The solver along the path")
