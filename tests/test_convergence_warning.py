@@ -38,6 +38,7 @@ def test_a_round_cap_names_the_working_set_settings(digits):
         ssc_jax.ssc(digits, solver=WorkingSet(max_rounds=1))
     message = only_warning(record)
     assert "WorkingSet" in message and "max_rounds = 1" in message
+    assert "raise max_rounds" in message
 
 
 def test_a_batch_warns_once_with_the_count_and_the_largest_gap(digits):
@@ -65,3 +66,29 @@ def test_a_converged_solve_is_silent(digits):
         warnings.simplefilter("error")
         result = ssc_jax.ssc(digits[:120], solver=WorkingSet())
     assert bool(result.converged)
+
+
+def relu_samples(n=500, d=30, seed=0):
+    """Nonnegative, correlated rows, as a ReLU layer's: float32 rounds stall just above 1e-6."""
+    return np.maximum(np.random.default_rng(seed).normal(size=(n, d)), 0).astype(np.float32)
+
+
+def test_the_float32_floor_of_the_gap_is_finished_in_float64_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = ssc_jax.ssc(relu_samples())
+    # The rounds stalled above gap_tol (their own float32 gaps, in errors) and stopped early;
+    # the float64 finish certifies the answer.
+    rounds = int(result.iterations)
+    assert rounds < WorkingSet().max_rounds
+    assert float(np.asarray(result.errors)[rounds - 1, 2]) > WorkingSet().gap_tol
+    assert bool(result.converged) and float(result.duality_gap) <= WorkingSet().gap_tol
+
+
+def test_a_stall_that_float64_does_not_fix_says_so():
+    # At a gap_tol below the float64 finish's reach the rounds stall and still warn, with the
+    # precision, not the rounds, named as the remedy.
+    with pytest.warns(ConvergenceWarning) as record:
+        ssc_jax.ssc(relu_samples(), gap_tol=1e-10)
+    message = only_warning(record)
+    assert "rounds stalled after" in message and "float64" in message

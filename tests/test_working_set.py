@@ -7,7 +7,17 @@ import pytest
 from sklearn.datasets import load_digits
 
 import ssc_jax
-from lasso_reference import TAU, assert_same_optimum, exact_ssc, problem, unit_rows
+from lasso_reference import (
+    TAU,
+    assert_same_optimum,
+    exact_ssc,
+    float64_gram,
+    normalized_gram,
+    problem,
+    rounding_allowance,
+    row_certificates,
+    unit_rows,
+)
 from ssc_jax.solver import certificate, chunks
 from ssc_jax.solver.factor import GramFactor
 from ssc_jax.solver.synthetic import union_of_subspaces
@@ -188,3 +198,30 @@ def test_the_sweep_cap_doubles_after_each_round_that_stalls():
     assert int(sweep_cap(30, gaps)) == 30 * 2**2
     assert int(sweep_cap(30, jnp.full(10, 0.9))) == 30 * 2**4
     assert int(sweep_cap(30, -jnp.ones(10))) == 30
+
+
+@pytest.mark.parametrize("source", ["samples", "gram"])
+def test_the_float64_finish_reports_the_float64_certificate(source):
+    """A solve capped short of gap_tol is finished in float64 (``float64_finish``): its
+    reported gap is the float64 certificate of its coefficients, rounded up to float32."""
+    x = np.maximum(np.random.default_rng(1).normal(size=(200, 30)), 0).astype(np.float32)
+    # The problem is what the solve was given: the samples, or their float32 Gram.
+    gram = float64_gram(x) if source == "samples" else x @ x.T
+    with pytest.warns(ssc_jax.ConvergenceWarning):
+        if source == "samples":
+            capped = ssc_jax.ssc(x, max_rounds=1)
+        else:
+            capped = ssc_jax.ssc_gram(gram, max_rounds=1)
+    objective, gap = row_certificates(normalized_gram(gram), capped.coef, TAU)
+    relative = gap.sum() / objective.sum()
+    # The reference and the finish take the same float64 sums in another order: they agree
+    # to float64's rounding of the gap's terms, and the report is rounded up to float32.
+    allowance = rounding_allowance(capped.coef, np.float64).sum() / objective.sum()
+    reported = float(capped.duality_gap)
+    assert (
+        relative - allowance
+        <= reported
+        <= relative * (1 + 2 * np.finfo(np.float32).eps) + allowance
+    )
+    assert not bool(capped.converged) and reported > WorkingSet().gap_tol
+    np.testing.assert_allclose(float(capped.objective), objective.sum(), rtol=1e-6)

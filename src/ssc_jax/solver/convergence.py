@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ssc_jax.solver.admm import ADMM
-from ssc_jax.solver.result import SSCResult
+from ssc_jax.solver.result import SSCResult, Status
 from ssc_jax.solver.working_set import WorkingSet
 
 
@@ -24,24 +24,36 @@ def warn_unconverged(
     """One ``ConvergenceWarning`` when any problem of ``results`` (one call's solves, which
     share ``solver``'s caps) did not converge; none for results held on another process
     (fields ``None``)."""
-    converged = [np.asarray(r.converged, bool).ravel() for r in results if r.converged is not None]
-    if not converged:
+    held = [r for r in results if r.converged is not None]
+    if not held:
         return
-    gaps = [np.asarray(r.duality_gap, float).ravel() for r in results if r.converged is not None]
-    converged, gaps = np.concatenate(converged), np.concatenate(gaps)
+
+    def joined(field: str) -> np.ndarray:
+        return np.concatenate([np.asarray(getattr(r, field)).ravel() for r in held])
+
+    converged, gaps = joined("converged").astype(bool), joined("duality_gap").astype(float)
     missed = int(np.sum(~converged))
     if not missed:
         return
     gap = np.max(np.where(np.isfinite(gaps[~converged]), gaps[~converged], np.inf))
     if isinstance(solver, WorkingSet):
-        cap, remedy = f"max_rounds = {solver.max_rounds}", "max_rounds (or the working-set size)"
+        cap, advice = (
+            f"max_rounds = {solver.max_rounds}",
+            "raise max_rounds (or the working-set size)",
+        )
+        rounds, status = joined("iterations")[~converged], joined("status")[~converged]
+        if np.all((rounds < solver.max_rounds) & (status == Status.MAX_ITERATIONS)):
+            # ``WorkingSetState.stalled``: more rounds repeat the last, and the float64
+            # finish did not reach gap_tol either.
+            cap += f" (its rounds stalled after {int(np.max(rounds))})"
+            advice = "solve in float64 (under jax.enable_x64(True))"
     else:
-        cap, remedy = f"max_iterations = {solver.max_iterations}", "max_iterations"
+        cap, advice = f"max_iterations = {solver.max_iterations}", "raise max_iterations"
     warnings.warn(
         f"SSC ({type(solver).__name__}) did not converge on {missed} of {converged.size} "
         f"problem{'s' if converged.size > 1 else ''} within {cap}: "
         f"largest certified relative gap {gap:.3g}, against gap_tol {solver.gap_tol:.3g}; "
-        f"raise {remedy}, or gap_tol if that gap is close enough",
+        f"{advice}, or raise gap_tol if that gap is close enough",
         ConvergenceWarning,
         stacklevel=stacklevel + 1,
     )

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssc_jax.core import checks
+from ssc_jax.core.memory import default_memory_budget
 from ssc_jax.solver.chunks import solve_chunks
 from ssc_jax.solver.convergence import warn_unconverged
 from ssc_jax.solver.distributed import GATHER_MODES
@@ -35,6 +36,13 @@ from ssc_jax.solver.factor import (
 )
 from ssc_jax.solver.options import SolverOptions, resolve
 from ssc_jax.solver.result import Solver, SSCResult
+from ssc_jax.solver.working_set import WorkingSet
+from ssc_jax.solver.working_set.float64_finish import (
+    Float64Gram,
+    finish_unconverged,
+    from_gram,
+    from_samples,
+)
 
 Array = jax.Array
 
@@ -123,6 +131,8 @@ def ssc(
         batch_shape=(),
         init=_initial(init, (), n),
     )
+    if options.rank is None or options.rank >= d:  # else the problem is X's rank-r part
+        result = _finished(result, solver, options, lambda p: from_samples(X, options.normalize))
     warn_unconverged([result], solver, stacklevel=2)
     return result
 
@@ -212,8 +222,29 @@ def ssc_gram(
         batch_shape=np.shape(G)[:-2],
         init=_initial(init, np.shape(G)[:-2], n),
     )
+    result = _finished(result, solver, options, lambda p: from_gram(stack[p], options.normalize))
     warn_unconverged([result], solver, stacklevel=2)
     return result
+
+
+def _finished(
+    result: SSCResult,
+    solver: Solver,
+    options: SolverOptions,
+    problem: Callable[[int], Float64Gram],
+) -> SSCResult:
+    """A working-set ``result`` whose float32 problems that stopped short of ``gap_tol`` are
+    finished in float64 on the host (``float64_finish``); ``problem(p)`` is problem p's Gram."""
+    if not isinstance(solver, WorkingSet):
+        return result
+    budget = options.memory_budget_bytes
+    return finish_unconverged(
+        result,
+        problem,
+        tau=solver.tau,
+        gap_tol=solver.gap_tol,
+        memory_budget_bytes=default_memory_budget() if budget is None else int(budget),
+    )
 
 
 def _gram_factor(gram: Array, options: SolverOptions) -> GramFactor:

@@ -65,6 +65,16 @@ class WorkingSetState(NamedTuple):
         objective, gap = jnp.sum(self.objective), jnp.sum(self.gap)
         return jnp.where(objective > 0, gap / objective, gap)
 
+    @property
+    def stalled(self) -> Array:
+        """() whether the last round left the relative gap exactly as the round before it
+        did, with no KKT violation: its working sets and their solutions were the same, so
+        more rounds in this precision repeat it (the gap's floor in float32,
+        ``float64_finish``)."""
+        last = self.errors[jnp.maximum(self.rounds - 1, 0)]
+        before = self.errors[jnp.maximum(self.rounds - 2, 0)]
+        return (self.rounds >= 2) & (last[2] == before[2]) & (last[0] == 0)
+
 
 class WorkingSetDiagnostics(NamedTuple):
     """The working set's own diagnostics of a solve (``RowSolution.diagnostics``,
@@ -108,7 +118,9 @@ class WorkingSet(Solver):
       tau: weight of the data fit, > 0.
       gap_tol: stop once the certified relative duality gap of a block of rows is within it;
         1e-6 by default, an exact solution for every purpose (the commands pass their own
-        ``--gap-tol``, 2e-3 unless given, and report the gap they certify).
+        ``--gap-tol``, 2e-3 unless given, and report the gap they certify). A float32 solve
+        that stops short of it, out of rounds or ``stalled``, is finished in float64 on the
+        host by ``ssc`` and ``ssc_gram`` (``float64_finish``).
       sweep_tol: a working-set problem is solved when no coefficient moved more than this
         (scaled by its sample's norm) in a sweep.
       size: the most samples per working set, so the largest support a row can have; a
@@ -246,8 +258,10 @@ class WorkingSet(Solver):
         return measured._replace(errors=state.errors.at[state.rounds].set(row))
 
     def terminate(self, state: WorkingSetState) -> Array:
-        """Whether the run stops at ``state``: within ``gap_tol``, or out of rounds."""
-        return ~((state.rounds < self.max_rounds) & (state.relative_gap > self.gap_tol))
+        """Whether the run stops at ``state``: within ``gap_tol``, out of rounds, or
+        ``stalled``."""
+        running = (state.rounds < self.max_rounds) & (state.relative_gap > self.gap_tol)
+        return ~(running & ~state.stalled)
 
     def postprocess(
         self,
