@@ -23,13 +23,16 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fast_analysis() -> list[str]:
-    """Small, fast analysis options shared by the tests: N = 80 inputs, no progress bars."""
-    return ["--n", str(TINY_N), "--quiet"]
+    """Small, fast analysis options shared by the tests: N = 80 inputs, no progress bars and
+    no intervals (each of their subsamples is solved again; the tests of intervals, and
+    `analyzed`, keep the default)."""
+    return ["--n", str(TINY_N), "--quiet", "--resamples", "0"]
 
 
 @pytest.fixture(scope="session")
-def analyzed(tiny_run, fast_analysis, tmp_path_factory):
-    """(output folder, metrics) of `analyze` on the tiny run's last checkpoint."""
+def analyzed(tiny_run, tmp_path_factory):
+    """(output folder, metrics) of `analyze` on the tiny run's last checkpoint, with the
+    default intervals."""
     out = tmp_path_factory.mktemp("outputs") / "analyze"
-    assert main(["analyze", str(tiny_run), "--out", str(out), *fast_analysis]) == 0
+    assert main(["analyze", str(tiny_run), "--out", str(out), "--n", str(TINY_N), "--quiet"]) == 0
     return out, json.loads((out / "metrics.json").read_text())

@@ -98,6 +98,8 @@ def test_analyze(tiny_run, analyzed):
     assert metrics["command"] == "analyze" and metrics["epoch"] == 2
     assert set(metrics) >= ANALYZE_KEYS
     _check_layer_metrics(metrics)
+    # intervals by default
+    assert np.shape(metrics["modularity_ci"]) == (len(metrics["layers"]), 2)
     stored = load_graphs(out / metrics["graph_file"])
     recomputed = _recomputed_table1(tiny_run, metrics, stored)
     for key, value in recomputed.items():
@@ -185,8 +187,7 @@ def test_later_commands_reuse_stored_graphs(
 
     monkeypatch.setattr(graphs_module, "ssc_gram", no_solving)
     out = tmp_path / "again"
-    # Without intervals, whose subsamples are solved anew each time.
-    fast_analysis = [*fast_analysis, "--resamples", "0"]
+    # fast_analysis has no intervals, whose subsamples are solved anew each time.
     assert main(["analyze", str(tiny_run), "--out", str(out), *fast_analysis]) == 0
     again = json.loads((out / "metrics.json").read_text())
     # the stored graphs, read back exactly: the same metrics to the last bit
@@ -245,6 +246,8 @@ def test_offline_default(tmp_path, capsys):
     assert metrics["command"] == "default"
     assert set(metrics) >= ANALYZE_KEYS
     _check_layer_metrics(metrics)
+    # intervals by default
+    assert np.shape(metrics["modularity_ci"]) == (len(metrics["layers"]), 2)
     assert metrics["dynamics"]["epochs"] == [1, 2]
     assert metrics["run"] == metrics["dynamics"]["run"] == str(run.absolute())
     _check_report(out, ["modularity_by_layer", "cka_heatmaps", "dynamics"])
