@@ -10,11 +10,13 @@ ResNet-18), each a ratio, so that the figure travels between machines:
   ``--command``, the whole ``python -m ssc_jax.run analyze RUN --n N`` too (every other
   measure of the report included), with its peak resident memory;
 * ``--peers-n``: the last conv layer's Gram at each N solved by ADMM (to its default gap and
-  to the default solver's certified gap, within its default 5,000 iterations), the default
-  solver, the paper's ADMM (NumPy float64, 100 iterations as released) and, where installed
-  and N is at most ``--per-row-max-n``, celer and SPAMS one row at a time (features from the
-  Gram's eigendecomposition), each with its certified relative gap recomputed in float64
-  from its coefficients.
+  to the default solver's certified gap, within ``--admm-iterations``, one cap per N), the
+  default solver, the paper's ADMM (NumPy float64, 100 iterations as released; above
+  N = 2,000 not run, its time scaled from the smaller N's by N^3) and, where installed,
+  celer and SPAMS one row at a time on ``--per-row-rows`` random rows (features from the
+  Gram's eigendecomposition; their time scaled by N / rows), each with its certified relative
+  gap recomputed in float64 from its coefficients (the sampled rows' own, for the per-row
+  peers).
 
     python benchmarks/targets.py RUN --layer-n 2000 --analyze-n 4000 --peers-n 2000
 """
@@ -131,75 +133,118 @@ def features(gram: np.ndarray) -> np.ndarray:
     return vectors * np.sqrt(np.maximum(values, 0))
 
 
-def per_row(gram: np.ndarray, fit) -> np.ndarray:
-    """C from one Lasso per row on ``features(gram)``: ``fit(A, y, alpha)`` returns the
-    row's coefficients on the other samples."""
-    x = features(gram)
+def rows_gap(gram: np.ndarray, coef: np.ndarray, rows: np.ndarray) -> float:
+    """The certified relative gap of the rows ``rows`` of C alone, ``coef`` (len(rows), n)
+    their coefficients, in float64."""
+    with jax.enable_x64(True):
+        unit = normalize_gram(jnp.asarray(gram, jnp.float64))
+        objective, gap = certificate.row_certificates(
+            GramFactor(unit), jnp.asarray(coef, jnp.float64), jnp.asarray(rows), jnp.float64(TAU)
+        )
+        return float(jnp.sum(gap) / jnp.sum(objective))
+
+
+def per_row(x: np.ndarray, rows: np.ndarray, fit) -> np.ndarray:
+    """(len(rows), n) the rows ``rows`` of C, one Lasso each on the features ``x`` (n, d):
+    ``fit(A, y, alpha)`` returns the row's coefficients on the other samples."""
     n, d = x.shape
-    coef = np.zeros((n, n))
-    for i in range(n):
+    coef = np.zeros((len(rows), n))
+    for k, i in enumerate(rows):
         others = np.delete(np.arange(n), i)
-        coef[i, others] = fit(x[others].T, x[i], 1 / (TAU * d))
+        coef[k, others] = fit(x[others].T, x[i], 1 / (TAU * d))
     return coef
 
 
-def peer_methods(gap_tol: float, per_row: bool):
-    methods = {
-        "ADMM 2e-3": lambda g: ssc_gram(g, solver=ADMM(), progress=False).coef,
-        f"ADMM {gap_tol:g}": lambda g: (
-            ssc_gram(g, solver=ADMM(gap_tol=gap_tol), progress=False).coef
-        ),
-        f"default ({type(DEFAULT_SOLVER).__name__} {gap_tol:g})": lambda g: (
-            ssc_gram(g, solver=WorkingSet(gap_tol=gap_tol), progress=False).coef
-        ),
-        "paper ADMM, 100 it (f64)": lambda g: paper_admm(features(g)),
-    }
-    if not per_row:
-        return methods
+def per_row_fits() -> dict:
+    """celer and SPAMS, each a ``fit(A, y, alpha)`` of one row's Lasso, where installed."""
+    fits = {}
     try:
         from celer import Lasso as CelerLasso
 
         def celer_fit(a, y, alpha):
-            model = CelerLasso(alpha=alpha, fit_intercept=False, tol=1e-10)
-            return model.fit(a, y).coef_
+            return CelerLasso(alpha=alpha, fit_intercept=False, tol=1e-7).fit(a, y).coef_
 
-        methods["celer per row (f64)"] = lambda g: per_row(g, celer_fit)
+        fits["celer per row (f64)"] = celer_fit
     except ImportError:
         print("celer is not installed: skipped")
     try:
         import spams
 
         def spams_fit(a, y, alpha):
-            lam = alpha * len(y)
             out = spams.lasso(
-                np.asfortranarray(y[:, None]), D=np.asfortranarray(a), lambda1=lam, mode=2
+                np.asfortranarray(y[:, None]),
+                D=np.asfortranarray(a),
+                lambda1=alpha * len(y),
+                mode=2,
             )
             return np.asarray(out.todense()).ravel()
 
-        methods["SPAMS per row (f64)"] = lambda g: per_row(g, spams_fit)
+        fits["SPAMS per row (f64)"] = spams_fit
     except ImportError:
         print("spams is not installed: skipped")
-    return methods
+    return fits
 
 
-def peers_target(run: str, sizes: list[int], gap_tol: float, per_row_max_n: int) -> None:
+def timed(method, *args) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = jax.block_until_ready(method(*args))
+    return time.perf_counter() - start, out
+
+
+def peers_target(
+    run: str, sizes: list[int], gap_tol: float, sampled_rows: int, admm_caps: list[int]
+) -> None:
+    """The peers on the last conv layer at each N: the whole-problem solvers on all rows,
+    ADMM capped at ``admm_caps`` (one per N, the last repeated); the per-row ones on
+    ``sampled_rows`` random rows, their time scaled by N / rows; the paper's ADMM where
+    N <= 2,000, above that its time scaled by N^3 from the last N it ran at."""
     model, _ = load_checkpoint(run)
     layer = layer_names(model, "conv")[-1]
-    for n in sizes:
+    paper_at, default = None, WorkingSet(gap_tol=gap_tol)
+    for k, n in enumerate(sizes):
+        admm_iterations = admm_caps[min(k, len(admm_caps) - 1)]
         gram = layer_problem(run, None, layer, n).gram
+        rows = np.sort(np.random.default_rng(0).choice(n, min(sampled_rows, n), replace=False))
         print(f"\n{layer}, N = {n}")
-        print("| method | seconds | / default | certified gap (f64) |")
-        print("|---|---|---|---|")
-        rows = []
-        for name, method in peer_methods(gap_tol, n <= per_row_max_n).items():
-            if name.startswith(("ADMM", "default")):
-                jax.block_until_ready(method(gram))  # compiles
-            start = time.perf_counter()
-            coef = np.asarray(jax.block_until_ready(method(gram)))
-            rows.append((name, time.perf_counter() - start, relative_gap(gram, coef)))
-        base = next(s for name, s, _ in rows if name.startswith("default"))
-        for name, seconds, gap in rows:
-            print(f"| {name} | {seconds:.2f} | {seconds / base:.2f} | {gap:.1e} |", flush=True)
+        print("| method | seconds | / default | certified gap (f64) | how |")
+        print("|---|---|---|---|---|")
+        table = []
+        ssc_gram(gram, solver=default, progress=False)  # compiles
+        seconds, result = timed(lambda g: ssc_gram(g, solver=default, progress=False), gram)
+        table.append(
+            (
+                f"default (WorkingSet {gap_tol:g})",
+                seconds,
+                relative_gap(gram, result.coef),
+                f"{int(result.iterations)} rounds",
+            )
+        )
+        for name, solver in (("ADMM 2e-3", ADMM()), (f"ADMM {gap_tol:g}", ADMM(gap_tol=gap_tol))):
+            solver = dataclasses.replace(solver, max_iterations=admm_iterations)
+            # The same program (the tolerances are traced), stopping at its first check.
+            loose = dataclasses.replace(solver, abs_tol=1e9, rel_tol=1e9, gap_tol=1e9)
+            ssc_gram(gram, solver=loose, progress=False)
+            seconds, result = timed(lambda g, s=solver: ssc_gram(g, solver=s, progress=False), gram)
+            how = f"{int(result.iterations)} iterations (cap {admm_iterations})"
+            table.append((name, seconds, relative_gap(gram, result.coef), how))
+        if n <= 2000:
+            seconds, coef = timed(paper_admm, features(gram))
+            table.append(("paper ADMM, 100 it (f64)", seconds, relative_gap(gram, coef), "run"))
+            paper_at = (n, seconds)
+        elif paper_at is not None:
+            scaled = paper_at[1] * (n / paper_at[0]) ** 3
+            how = f"not run: N = {paper_at[0]}'s time x (N / {paper_at[0]})^3"
+            table.append(("paper ADMM, 100 it (f64)", scaled, float("nan"), how))
+        x = features(gram)
+        for name, fit in per_row_fits().items():
+            seconds, coef = timed(per_row, x, rows, fit)
+            how = f"{len(rows)} random rows, time x N / {len(rows)}"
+            table.append((name, seconds * n / len(rows), rows_gap(gram, coef, rows), how))
+        base = table[0][1]
+        for name, seconds, gap, how in table:
+            print(
+                f"| {name} | {seconds:.1f} | {seconds / base:.1f} | {gap:.1e} | {how} |", flush=True
+            )
 
 
 def main() -> None:
@@ -211,7 +256,14 @@ def main() -> None:
     parser.add_argument("--gap-tol", type=float, default=1e-6, help="the peers' gap")
     parser.add_argument("--command", action="store_true", help="also time the analyze command")
     parser.add_argument(
-        "--per-row-max-n", type=int, default=500, help="celer and SPAMS up to this N"
+        "--per-row-rows", type=int, default=100, help="rows celer and SPAMS solve at each N"
+    )
+    parser.add_argument(
+        "--admm-iterations",
+        type=int,
+        nargs="+",
+        default=[5000],
+        help="ADMM's cap among the peers, one per --peers-n (the last repeated)",
     )
     args = parser.parse_args()
     print(
@@ -223,7 +275,7 @@ def main() -> None:
     for n in args.analyze_n:
         analyze_target(args.run, n, args.command)
     if args.peers_n:
-        peers_target(args.run, args.peers_n, args.gap_tol, args.per_row_max_n)
+        peers_target(args.run, args.peers_n, args.gap_tol, args.per_row_rows, args.admm_iterations)
 
 
 if __name__ == "__main__":
