@@ -11,6 +11,9 @@ from scipy import linalg, stats
 import ssc_jax
 from ssc_jax.pipeline.cli.main import main
 from ssc_jax.similarity.peers import (
+    LOW_RANK_START,
+    column_centred_gram,
+    low_rank_factor,
     mutual_knn_gram,
     procrustes_gram,
     row_centred_gram,
@@ -188,3 +191,28 @@ def test_a_command_writes_the_peer_measures(tmp_path):
     assert main([*argv, "--measures", "rsa"]) == 0
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     assert one["rsa"][0][1] == pytest.approx(ssc_jax.rsa(nets[0]["a"], nets[0]["b"]), abs=1e-4)
+
+
+def test_a_low_rank_gram_is_factored_from_a_subspace_with_the_full_answer():
+    """A layer narrower than n takes the O(n^2 r) route: its factor rebuilds the centred
+    Gram, and procrustes of the Grams equals netrep's definition on the activations, in
+    float64 and within float32's rounding; a full-rank layer is refused by that route and
+    takes the full eigendecomposition, with the same answer."""
+    rng = np.random.default_rng(7)
+    n = 2 * (LOW_RANK_START + 20)
+    X = rng.normal(size=(n, 24))
+    Y = np.maximum(X @ rng.normal(size=(24, 40)), 0) + 0.3 * rng.normal(size=(n, 40))
+    wide = np.maximum(X @ rng.normal(size=(24, n + 50)), 0) + rng.normal(size=(n, n + 50))
+    eps = np.finfo(np.float64).eps
+    centred = column_centred_gram(X @ X.T)
+    factor = low_rank_factor(centred, 32, eps)
+    assert factor.shape == (n, 24)
+    # Products of O(n) float64 terms of the Gram's scale.
+    np.testing.assert_allclose(factor @ factor.T, centred, atol=n * eps * np.abs(centred).max())
+    assert low_rank_factor(column_centred_gram(wide @ wide.T), LOW_RANK_START, eps) is None
+    for A, B in ((X, Y), (Y, wide)):
+        expected = _netrep_angular_procrustes(A, B)
+        assert procrustes_gram(A @ A.T, B @ B.T) == pytest.approx(expected, abs=1e-9)
+        # As test_gram_forms_agree_with_activation_forms: rounding of float32 entries.
+        got = procrustes_gram((A @ A.T).astype(np.float32), (B @ B.T).astype(np.float32))
+        assert got == pytest.approx(expected, abs=float(np.sqrt(n * np.finfo(np.float32).eps)))
