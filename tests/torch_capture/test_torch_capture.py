@@ -216,3 +216,25 @@ def test_outputs_are_captured_before_later_in_place_operations(images):
     result = torch_activation_grams(model, images, layers=list(outputs), batch_size=7)
     assert result.names == list(outputs)
     assert_close(result.grams, expected)
+
+
+class Stacks(nn.Module):
+    """Two ``nn.ModuleList`` side by side, two blocks each: the lists themselves never run."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoders = nn.ModuleList([nn.Sequential(nn.Linear(4, 4), nn.ReLU()) for _ in "ab"])
+        self.decoders = nn.ModuleList([nn.Sequential(nn.Linear(4, 4), nn.ReLU()) for _ in "ab"])
+
+    def forward(self, x):
+        for stage in [*self.encoders, *self.decoders]:
+            x = stage(x)
+        return x
+
+
+def test_containers_without_a_forward_are_not_blocks():
+    model = Stacks()
+    inputs = torch.randn(N, 4, generator=torch.Generator().manual_seed(2))
+    result = torch_activation_grams(model, inputs)
+    assert result.names == ["encoders.0", "encoders.1"]
+    assert_close(result.grams, by_hand(model, inputs, result.names))

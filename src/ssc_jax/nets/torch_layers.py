@@ -34,8 +34,16 @@ class Selection(NamedTuple):
 
 
 def module_entries(model) -> list:
-    """The model's modules (the model itself left out) as framework-neutral entries."""
-    return [entry(name, type(module).__name__) for name, module in model.named_modules() if name]
+    """The model's modules that run, as framework-neutral entries: the model itself and
+    containers without a forward of their own (``nn.ModuleList``, ``nn.ModuleDict``) are left
+    out, since they give no output to capture."""
+    from torch import nn
+
+    return [
+        entry(name, type(module).__name__)
+        for name, module in model.named_modules()
+        if name and type(module).forward is not nn.Module.forward
+    ]
 
 
 def _blocks(model, reason: str) -> Selection:
