@@ -38,11 +38,11 @@ def active_set(
 
     Each step predicts the support S and signs sigma from the coordinate-descent map at the
     current point, ``z = A_jj c_j + (g - A c)_j``: S where ``tau |z_j| > 1``, sigma the sign
-    of z; then solves ``A_SS c_S = g_S - sigma / tau`` by Cholesky (a singular A_SS gives non-finite
-    values, and the row keeps its point). A solution is kept where its signs
-    agree with sigma and no usable coordinate off S has ``tau |(g - A c)_j| > 1 +
-    sqrt(eps)`` (the KKT conditions); the next step starts from it either way. The steps stop
-    once every row's solution is verified.
+    of z; then solves ``A_SS c_S = g_S - sigma / tau`` by Cholesky (a singular A_SS gives
+    non-finite values, and the row keeps its point). A solution is kept where its signs agree
+    with sigma and no usable coordinate off S has ``tau |(g - A c)_j| > 1 + sqrt(eps)`` (the
+    KKT conditions); the next step starts from it either way. The steps stop once every row's
+    solution is verified.
     """
     size, dtype = blocks.shape[-1], coef.dtype
     highest = lax.Precision.HIGHEST
@@ -98,16 +98,19 @@ def descend(
     scale = jnp.diagonal(blocks, 0, 1, 2)
     safe = jnp.where(usable, scale, 1)
     residual = target - jnp.einsum("bjl,bl->bj", blocks, coef, precision=lax.Precision.HIGHEST)
+    # Coordinate-major layouts, so that each step reads and writes contiguous rows: the
+    # columns A_j (s, s, b), and the coefficients and residuals (s, b).
+    columns, usable_t, safe_t = jnp.transpose(blocks, (1, 2, 0)), usable.T, safe.T
 
     def coordinate(j, carry):
         coef, residual, change = carry
-        old, a = coef[:, j], safe[:, j]
-        z = residual[:, j] + a * old
-        new = jnp.where(usable[:, j], jnp.sign(z) * jnp.maximum(jnp.abs(z) - 1 / tau, 0) / a, 0)
+        old, a = coef[j], safe_t[j]
+        z = residual[j] + a * old
+        new = jnp.where(usable_t[j], jnp.sign(z) * jnp.maximum(jnp.abs(z) - 1 / tau, 0) / a, 0)
         delta = new - old
-        residual = residual - delta[:, None] * blocks[:, j, :]
+        residual = residual - delta[None, :] * columns[j]
         change = jnp.maximum(change, jnp.max(jnp.abs(delta) * jnp.sqrt(a)))
-        return coef.at[:, j].set(new), residual, change
+        return coef.at[j].set(new), residual, change
 
     def sweep(carry):
         coef, residual, _, sweeps = carry
@@ -120,6 +123,6 @@ def descend(
     coef, _, change, _ = lax.while_loop(
         lambda c: (c[3] < max_sweeps) & (c[2] > tol),
         sweep,
-        (coef, residual, inf, jnp.asarray(0, jnp.int32)),
+        (coef.T, residual.T, inf, jnp.asarray(0, jnp.int32)),
     )
-    return coef, change
+    return coef.T, change
