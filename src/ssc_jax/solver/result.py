@@ -157,7 +157,9 @@ class SSCResult(NamedTuple):
       duality_gap: (...) the certified relative duality gap ``(P - D) / P`` of C (the
         ``gap_tol`` test), with D the dual objective of a feasible dual point: the objective
         is within this fraction of the optimum, ``(P - P*) / P <= duality_gap``, up to the
-        rounding of the dtype it is computed in.
+        rounding of the dtype it is computed in; for a float32 working-set solve that stopped
+        short of ``gap_tol``, computed in float64 after the float64 finish
+        (``working_set.float64_finish``), rounded up.
       mu: (...) final ADMM penalty; NaN for another solver.
       verified: (...) the fraction of rows proven right: with ``ADMM.polish``, those whose
         polished solution passed the KKT test and replaced ADMM's iterate (0 without
