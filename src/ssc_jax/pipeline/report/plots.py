@@ -110,12 +110,14 @@ def _layer_lines(
     """One Fig 1/2 style panel: a line per layer over ``x`` (epochs, or taus on a log
     scale), coloured shallow → deep; ``intervals`` (len(x), L, 2), when given, as error bars."""
     values = np.asarray(values, dtype=float)
+    shifts = _dodge(x, values.shape[1], log=xlabel != "epoch") if intervals is not None else None
     for j, colour in enumerate(_depth_colours(values.shape[1])):
-        ax.plot(x, values[:, j], color=colour, marker="o", markersize=3, label=layers[j])
+        at = x if shifts is None else shifts[j]
+        ax.plot(at, values[:, j], color=colour, marker="o", markersize=3, label=layers[j])
         if intervals is not None:
             ci = np.asarray(intervals, dtype=float)[:, j]
             bars = np.stack([values[:, j] - ci[:, 0], ci[:, 1] - values[:, j]])
-            ax.errorbar(x, values[:, j], yerr=bars, fmt="none", ecolor=colour, capsize=2)
+            ax.errorbar(at, values[:, j], yerr=bars, fmt="none", ecolor=colour, capsize=2)
     ax.set_xlabel(xlabel)
     if xlabel == "epoch":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -126,6 +128,18 @@ def _layer_lines(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+
+
+def _dodge(x, n_lines: int, *, log: bool, share: float = 0.2) -> np.ndarray:
+    """(n_lines, len(x)) positions that spread ``n_lines`` lines' points at each of ``x``
+    over ``share`` of the narrowest gap between the ``x`` (a ratio on a log axis), so that
+    their error bars do not hide each other."""
+    x = np.asarray(x, dtype=float)
+    axis = np.log(x) if log else x
+    gap = np.min(np.diff(np.sort(axis))) if len(x) > 1 else 1.0
+    offsets = share * gap * (np.linspace(-0.5, 0.5, n_lines) if n_lines > 1 else np.zeros(1))
+    moved = axis[None, :] + offsets[:, None]
+    return np.exp(moved) if log else moved
 
 
 def _layer_legend(fig: Figure, ax, n_layers: int) -> None:
