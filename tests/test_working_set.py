@@ -205,8 +205,8 @@ def test_the_float64_finish_reports_the_float64_certificate(source):
     """A solve that stops short of gap_tol is finished in float64 (``float64_finish``): its
     reported gap is the float64 certificate of its coefficients, rounded up to float32. At
     1e-10, below what float32 coefficients certify, the rounds stall and the finish stops
-    short too. (150, 64) and (150, 150): the shapes the tests above compiled."""
-    x = np.maximum(np.random.default_rng(1).normal(size=(150, 64)), 0).astype(np.float32)
+    short too. 60 samples: the Gram shape the tests above compiled."""
+    x = np.maximum(np.random.default_rng(1).normal(size=(60, 64)), 0).astype(np.float32)
     # The problem is what the solve was given: the samples, or their float32 Gram.
     gram = float64_gram(x) if source == "samples" else x @ x.T
     with pytest.warns(ssc_jax.ConvergenceWarning, match="stalled"):
