@@ -32,6 +32,6 @@ def test_readme_torch_examples_run(tmp_path, monkeypatch):
     assert cross.similarity["linear_cka"].shape == (4, 4)
     assert (tmp_path / "ssc_out" / "cnn_vs_vit" / "report.html").exists()
     saved = session["ssc_jax"].read_activations(tmp_path / "vit.safetensors")
-    assert saved.names == [f"blocks.{i}" for i in range(4)] and saved.predictions is not None
+    assert list(saved.names) == [f"blocks.{i}" for i in range(4)] and saved.predictions is not None
     bert = json.loads((tmp_path / "ssc_out" / "my_bert" / "metrics.json").read_text())
     assert bert["layers"] == [f"hidden_states.{i}" for i in range(4)]
