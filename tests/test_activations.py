@@ -234,8 +234,15 @@ def test_two_saved_networks_compared_layer_by_layer(network, tmp_path):
     np.savez(first, **network)
     np.savez(second, conv=network["conv2"], labels=network["labels"])
     out = tmp_path / "out"
-    assert main(["compare", str(first), str(first), str(second), "--out", str(out), "--quiet"]) == 0
+    argv = ["compare", str(first), str(first), str(second), "--out", str(out), "--quiet"]
+    assert main([*argv, "--resamples", "0"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    # the settings that applied: the files' own inputs and layers, not the runs' defaults
+    n = len(network["labels"])
+    assert metrics["n"] == n
+    assert metrics["settings"]["analysis"] == {"n": n, "layers": "every layer given"}
+    page = (out / "report.html").read_text()
+    assert "comparison of 3 networks" in page and "<td>analysis.data</td>" not in page
     itself, other = metrics["cross"]
     np.testing.assert_allclose(itself["ssc_cka"], metrics["runs"][0]["ssc_cka"], atol=1e-6)
     assert np.shape(other["ssc_cka"]) == (2, 1) and other["layers_b"] == ["conv"]

@@ -107,13 +107,14 @@ class CrossSimilarity(NamedTuple):
 
 
 class Comparison(NamedTuple):
-    """The compared networks, and the first against each other one (``cross``);
-    ``exports`` maps the path of each network's graph file in the output folder to its
-    source; ``metrics`` gives the ``metrics.json`` entries (JSON types only)."""
+    """The compared networks, and the first against each other one (``cross``), on the same
+    ``n`` inputs; ``exports`` maps the path of each network's graph file in the output folder
+    to its source; ``metrics`` gives the ``metrics.json`` entries (JSON types only)."""
 
     runs: list[RunSummary]
     cross: list[CrossSimilarity]
     exports: dict[str, GraphSource]
+    n: int
 
     METRICS = metrics.layout(exports=None)
 
@@ -250,15 +251,19 @@ def plan(
                     for (idx, (a,)), (_, (b,)) in zip(first_subsamples, subsamples, strict=True)
                 ]
                 statistic = cross_statistic(chosen, first.moments, graphs.moments)
-                n = len(network.inputs.labels)
                 cross.append(
                     pair._replace(
                         intervals=replicate_intervals(
-                            pair.similarity, joint, statistic, n, resampling.level
+                            pair.similarity,
+                            joint,
+                            statistic,
+                            len(network.inputs.labels),
+                            resampling.level,
                         )
                     )
                 )
-        return Comparison(runs=summaries, cross=cross, exports=exports)
+        n = len(network.inputs.labels)
+        return Comparison(runs=summaries, cross=cross, exports=exports, n=n)
 
     return Computation(solves(), summary)
 

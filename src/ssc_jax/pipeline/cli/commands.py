@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ssc_jax.pipeline.analysis.computation import Computation
+from ssc_jax.pipeline.analysis.config import AnalysisSet
 from ssc_jax.pipeline.analysis.inputs import InputError
 from ssc_jax.pipeline.cli.arguments import (
     DEFAULT_TRAIN_OPTIONS,
@@ -99,11 +100,13 @@ def _run_analysis(
     *,
     title: Callable[[Any], str],
     sources: list,
+    applied: Callable[[Any, AnalysisSet], AnalysisSet | dict] = lambda result, chosen: chosen,
 ) -> Path:
     """The analysis commands of trained runs: claim ``args.out``, compute ``plan`` with the
     settings the arguments give, and publish the result with the report's sections from
-    ``render(result)`` and its title from ``title(result)``. The other processes of a job take
-    part in the solves only, and publish nothing."""
+    ``render(result)``, its title from ``title(result)`` and the analysis settings that
+    ``applied(result, chosen)`` says applied. The other processes of a job take part in the
+    solves only, and publish nothing."""
     from ssc_jax.pipeline.publish.write import publish
 
     analysis, solver = analysis_settings(args)
@@ -127,7 +130,7 @@ def _run_analysis(
             report=Report(title(result), render(result)),
             metrics=result.metrics,
             exports=result.exports,
-            analysis=analysis,
+            analysis=applied(result, analysis),
             solver=solver,
         )
 
@@ -191,12 +194,19 @@ def cmd_compare(args) -> Path:
     from ssc_jax.pipeline.analysis.compare import parse_run
     from ssc_jax.pipeline.report.render import render_comparison
 
+    def applied(result, chosen: AnalysisSet) -> AnalysisSet | dict:
+        # The chosen inputs apply to training runs; saved activations bring their own.
+        if any(run.epoch is not None for run in result.runs):
+            return chosen
+        return {"n": result.n, "layers": "every layer given"}
+
     return _run_analysis(
         args,
         partial(compare.plan, args.runs, names=args.names),
         render_comparison,
-        title=lambda r: f"ssc-jax comparison of {len(r.runs)} runs",
+        title=lambda r: f"ssc-jax comparison of {len(r.runs)} networks",
         sources=[parse_run(spec)[0] for spec in args.runs],
+        applied=applied,
     )
 
 
@@ -225,7 +235,6 @@ def cmd_activations(args) -> Path:
 def cmd_torch(args) -> Path:
     import torch
 
-    from ssc_jax.pipeline.analysis.config import AnalysisSet
     from ssc_jax.pipeline.analysis.inputs import load_inputs
     from ssc_jax.pipeline.cli.torch_model import (
         TORCH_ANALYSIS_OPTIONS,
