@@ -24,9 +24,9 @@ from ssc_jax.core.checks import check_positive
 from ssc_jax.core.memory import default_memory_budget
 from ssc_jax.nets.external import layer_gram
 from ssc_jax.nets.layer_choice import warn_if_one_layer
-from ssc_jax.nets.tokens import DEFAULT_TOKENS, check_tokens
-from ssc_jax.nets.torch_layers import Layers, select_layers
-from ssc_jax.nets.torch_passes import Passes, Survey, as_inputs, full_pass, survey
+from ssc_jax.nets.tokens import DEFAULT_TOKENS
+from ssc_jax.nets.torch_layers import Layers
+from ssc_jax.nets.torch_passes import Passes, Survey, full_pass, survey
 
 SOURCE = "torch model"
 
@@ -115,14 +115,8 @@ def torch_activation_grams(
     budget = default_memory_budget() if memory_budget_bytes is None else memory_budget_bytes
     check_positive("memory_budget_bytes", budget)
     with evaluating(model, device) as torch:
-        passes = Passes(
-            model=model,
-            inputs=as_inputs(inputs),
-            batch_size=int(batch_size),
-            device=device,
-            selection=select_layers(model, layers),
-            tokens=check_tokens(tokens),
-            token_layers=set(),
+        passes = Passes.of(
+            model, inputs, layers=layers, tokens=tokens, batch_size=batch_size, device=device
         )
         with torch.no_grad():
             return _capture(passes, budget=budget, spill_dir=spill_dir)

@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ssc_jax.nets.tokens import pool_tokens
-from ssc_jax.nets.torch_layers import Selection
+from ssc_jax.nets.tokens import check_tokens, pool_tokens
+from ssc_jax.nets.torch_layers import Layers, Selection, select_layers
 
 LABEL_KEYS = ("labels", "label")
 MASK_KEY = "attention_mask"
@@ -124,6 +124,20 @@ class Passes(NamedTuple):
     selection: Selection
     tokens: str
     token_layers: set
+
+    @classmethod
+    def of(cls, model, inputs, *, layers: Layers, tokens: str, batch_size: int, device) -> Passes:
+        """The passes of ``model`` over ``inputs`` (see :func:`as_inputs`) that capture the
+        ``layers`` :func:`select_layers` chooses, pooling token layers by ``tokens``."""
+        return cls(
+            model=model,
+            inputs=as_inputs(inputs),
+            batch_size=int(batch_size),
+            device=device,
+            selection=select_layers(model, layers),
+            tokens=check_tokens(tokens),
+            token_layers=set(),
+        )
 
     def batches(self) -> Iterator[Batch]:
         import torch

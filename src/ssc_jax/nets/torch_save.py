@@ -26,10 +26,10 @@ import numpy as np
 from ssc_jax.core.checks import check_positive
 from ssc_jax.nets.activation_files import MANIFEST
 from ssc_jax.nets.activation_source import RESERVED
-from ssc_jax.nets.tokens import DEFAULT_TOKENS, check_tokens
+from ssc_jax.nets.tokens import DEFAULT_TOKENS
 from ssc_jax.nets.torch_capture import evaluating, surveyed
-from ssc_jax.nets.torch_layers import Layers, select_layers
-from ssc_jax.nets.torch_passes import Passes, Survey, as_inputs, full_pass
+from ssc_jax.nets.torch_layers import Layers
+from ssc_jax.nets.torch_passes import Passes, Survey, full_pass
 
 _SAFETENSORS_CODES = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64"}
 # safetensors aligns the start of its data to 8 bytes.
@@ -139,14 +139,8 @@ def save_torch_activations(
     check_positive("batch_size", batch_size)
     path = Path(path)
     with evaluating(model, device) as torch:
-        passes = Passes(
-            model=model,
-            inputs=as_inputs(inputs),
-            batch_size=int(batch_size),
-            device=device,
-            selection=select_layers(model, layers),
-            tokens=check_tokens(tokens),
-            token_layers=set(),
+        passes = Passes.of(
+            model, inputs, layers=layers, tokens=tokens, batch_size=batch_size, device=device
         )
         with torch.no_grad():
             found = surveyed(passes)
