@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("torch.nn")
 
 import torch
+from hooks_by_hand import outputs_by_hand
 
 from ssc_jax.nets.torch_capture import torch_activation_grams
 
@@ -18,23 +19,9 @@ UNIT = 2.0**-24  # float32 unit roundoff
 
 
 def copied_outputs(model, names, call) -> tuple[dict[str, np.ndarray], object]:
-    """The named modules' output tensors on one forward pass ``call()`` in eval mode, copied
-    to float64 (the first of a tuple), and what the call returned."""
-    named, outputs = dict(model.named_modules()), {}
-
-    def keep(name):
-        def hook(module, args, out):
-            outputs[name] = (out[0] if isinstance(out, tuple) else out).double().numpy().copy()
-
-        return hook
-
-    handles = [named[name].register_forward_hook(keep(name)) for name in names]
-    model.eval()
-    with torch.no_grad():
-        result = call()
-    for handle in handles:
-        handle.remove()
-    return outputs, result
+    """``outputs_by_hand`` in float64 NumPy."""
+    outputs, result = outputs_by_hand(model, names, call)
+    return {name: out.double().numpy() for name, out in outputs.items()}, result
 
 
 def assert_grams(grams: np.ndarray, pooled: list[np.ndarray], spread: list[np.ndarray], terms):

@@ -10,6 +10,7 @@ pytest.importorskip("transformers")
 
 import torch
 import transformers
+from hooks_by_hand import outputs_by_hand
 
 from ssc_jax.nets.torch_capture import torch_activation_grams
 
@@ -22,25 +23,6 @@ def masked_mean(tokens: torch.Tensor, mask: np.ndarray | None) -> np.ndarray:
     if mask is None:
         return values.mean(axis=1)
     return np.stack([v[m.astype(bool)].mean(axis=0) for v, m in zip(values, mask, strict=True)])
-
-
-def outputs_by_hand(model, names, call) -> dict[str, torch.Tensor]:
-    """The named modules' first output tensors on one forward pass ``call()``, in eval mode."""
-    named, outputs = dict(model.named_modules()), {}
-
-    def keep(name):
-        def hook(module, args, out):
-            outputs[name] = (out[0] if isinstance(out, tuple) else out).clone()
-
-        return hook
-
-    handles = [named[name].register_forward_hook(keep(name)) for name in names]
-    model.eval()
-    with torch.no_grad():
-        result = call()
-    for handle in handles:
-        handle.remove()
-    return outputs, result
 
 
 def assert_grams(grams, pooled: list[np.ndarray]):
