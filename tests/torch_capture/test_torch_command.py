@@ -130,3 +130,20 @@ def test_preprocessing_scales_resizes_and_normalises():
     assert x.shape == (2, 3, 8, 8) and x.dtype == torch.float32
     np.testing.assert_allclose(x[0, 1].numpy(), 2.0, rtol=1e-6)
     np.testing.assert_allclose(x[1, 0].numpy(), -1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--resamples", "1"], "--resamples/--level:"),
+        (["--level", "1.5"], "--resamples/--level:"),
+        (["--measures", "no_such_measure"], "--measures:"),
+    ],
+)
+def test_bad_settings_are_refused_before_the_model_is_imported(setup, capsys, option, message):
+    argv = ["torch", "no_such_package.models:net", "--data", str(setup / "images")]
+    argv += ["--out", str(setup / "out"), *option]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"ssc-jax: error: {message}") and "\n" not in error
+    assert not (setup / "out").exists()

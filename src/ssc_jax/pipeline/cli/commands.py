@@ -248,6 +248,8 @@ def cmd_torch(args) -> Path:
 
     analysis = AnalysisSet(**option_values(args, TORCH_ANALYSIS_OPTIONS))
     solver = solver_settings(args)
+    resampling = resampling_settings(args)
+    measures = measure_names(args)
     inputs = [analysis.data, args.weights]
     with _claim_output(args.out, kind="activations", inputs=inputs):
         model = build_model(args.model, args.model_args)
@@ -268,11 +270,11 @@ def cmd_torch(args) -> Path:
                 device=args.device,
                 solver=solver,
                 n_wrong=args.wrong,
-                measures=measure_names(args),
+                measures=measures,
                 progress=not args.quiet,
                 source=args.model,
-                resamples=args.resamples,
-                level=args.level,
+                resamples=resampling.resamples,
+                level=resampling.level,
             )
         except ValueError as err:  # the model's layers or outputs do not fit the analysis
             raise InputError(str(err)) from None
