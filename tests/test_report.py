@@ -19,7 +19,7 @@ from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings, settin
 from ssc_jax.pipeline.analysis.dynamics import Dynamics
 from ssc_jax.pipeline.analysis.inputs import AnalysisInputs, run_facts
 from ssc_jax.pipeline.publish.write import publish
-from ssc_jax.pipeline.report import plots
+from ssc_jax.pipeline.report import plots, plots_inputs
 from ssc_jax.pipeline.report.html import CSS_PX_PER_INCH, Report, Section, Table
 from ssc_jax.pipeline.report.render import render_checkpoint, settings_section
 from ssc_jax.pipeline.report.render_dynamics import render_dynamics
@@ -161,10 +161,10 @@ def _twenty_layer_figures():
         ),
         "4 heatmaps": plots.plot_cka_heatmaps(panels, title="SSC-CKA"),
         "3 heatmaps": plots.plot_cka_heatmaps(panels[:3], title="SSC-CKA"),
-        "embeddings": plots.plot_spectral_embeddings(
+        "embeddings": plots_inputs.plot_spectral_embeddings(
             [(name, rng.normal(size=(30, 2))) for name in layers[:6]], np.arange(30) % 10, names
         ),
-        "wrong input": plots.plot_wrong_input(
+        "wrong input": plots_inputs.plot_wrong_input(
             images[0], "true: a\npredicted: b", rng.random(10), names, images[1:], names[:8]
         ),
     }
@@ -211,7 +211,7 @@ def test_embedding_and_wrong_input_figures():
     rng = np.random.default_rng(2)
     points = [rng.normal(size=(20, 2)), rng.normal(size=(20, 2))]
     labels = np.arange(20) % 3
-    fig = plots.plot_spectral_embeddings(
+    fig = plots_inputs.plot_spectral_embeddings(
         [("conv1", points[0]), ("conv3", points[1])], labels, ["a", "b", "c"]
     )
     assert [ax.get_title() for ax in fig.axes] == ["conv1", "conv3"]
@@ -220,7 +220,7 @@ def test_embedding_and_wrong_input_figures():
         expected = np.concatenate([xy[labels == c] for c in range(3)])
         np.testing.assert_array_equal(drawn, expected)
     scores = np.array([0.2, 0.6, 0.2])
-    fig = plots.plot_wrong_input(
+    fig = plots_inputs.plot_wrong_input(
         rng.integers(0, 255, (8, 8, 1), dtype=np.uint8),
         "true a, predicted b (0.97)",
         scores,

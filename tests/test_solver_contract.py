@@ -13,7 +13,8 @@ import pytest
 import ssc_jax
 from lasso_reference import assert_same_optimum
 from ssc_jax.solver import chunks
-from ssc_jax.solver.admm import ADMM, ADMMDiagnostics, ADMMState
+from ssc_jax.solver.admm import ADMM
+from ssc_jax.solver.admm_state import ADMMDiagnostics, ADMMState
 from ssc_jax.solver.certificate import correlations, diagonal_mask, row_certificates
 from ssc_jax.solver.factor import DenseFactor, GramFactor
 from ssc_jax.solver.result import RowSolution, Solver, Status

@@ -16,7 +16,7 @@ from ssc_jax.pipeline.analysis.analyze import MIN_EMBEDDED, CheckpointAnalysis, 
 from ssc_jax.pipeline.analysis.compare import Comparison
 from ssc_jax.pipeline.analysis.measures import most_alike, title_of
 from ssc_jax.pipeline.analysis.summary import solver_columns
-from ssc_jax.pipeline.report import plots
+from ssc_jax.pipeline.report import plots, plots_inputs
 from ssc_jax.pipeline.report.html import Section
 from ssc_jax.pipeline.report.wording import (
     given_model_text,
@@ -129,7 +129,7 @@ def wrong_input_figure(result: CheckpointAnalysis, wrong: WrongInput) -> Figure:
         f"{names[result.inputs.labels[j]]} ({a:.2f})"
         for j, a in zip(wrong.neighbours, wrong.weights, strict=True)
     ]
-    return plots.plot_wrong_input(
+    return plots_inputs.plot_wrong_input(
         images[wrong.index],
         caption,
         wrong.class_scores,
@@ -262,7 +262,7 @@ def render_checkpoint(result: CheckpointAnalysis) -> list[Section]:
         embedded = f"the {result.embedded.size} correctly classified inputs, as in the paper"
     embeddings.figure(
         "spectral_embeddings",
-        plots.plot_spectral_embeddings(
+        plots_inputs.plot_spectral_embeddings(
             result.embeddings, labels[result.embedded], result.inputs.class_names
         ),
         f"Top two eigenvectors of each layer's affinity graph restricted to {embedded}, "
