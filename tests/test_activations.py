@@ -53,7 +53,7 @@ def network():
 def test_in_memory_analysis_matches_the_same_numbers_computed_by_hand(network):
     layers = {k: network[k] for k in ("conv1", "conv2")}
     result = ssc_jax.analyze_activations(
-        layers, network["labels"], logits=network["logits"], progress=False
+        layers, network["labels"], logits=network["logits"], progress=False, resamples=0
     )
     flat = [layers[k].reshape(len(network["labels"]), -1).astype(np.float64) for k in layers]
     for x, gram in zip(flat, result.graphs.grams, strict=True):
@@ -87,7 +87,7 @@ def test_in_memory_analysis_matches_the_same_numbers_computed_by_hand(network):
 
 def test_without_predictions_table1_has_the_ssc_labels_alone(network):
     layers = {k: network[k] for k in ("conv1", "conv2")}
-    result = ssc_jax.analyze_activations(layers, network["labels"], progress=False)
+    result = ssc_jax.analyze_activations(layers, network["labels"], progress=False, resamples=0)
     assert set(result.table1) == {"ssc_label_accuracy"}
     assert result.probs is None and result.wrong == []
     assert result.embedded.size == network["labels"].size
@@ -98,19 +98,20 @@ def test_cli_writes_the_usual_folder_and_agrees_with_the_api(network, tmp_path):
     path = tmp_path / "acts.npz"
     np.savez(path, **network)
     out = tmp_path / "report"
-    assert main(["activations", str(path), "--out", str(out), "--quiet"]) == 0
+    quick = ["--quiet", "--resamples", "0"]
+    assert main(["activations", str(path), "--out", str(out), *quick]) == 0
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "figures", "graphs", "report.html"}
     assert (out / "figures" / "wrong_input_1.png").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["command"] == "activations" and metrics["n"] == 120
-    api = ssc_jax.analyze_activations(path, solver=COMMAND_SETTINGS, progress=False)
+    api = ssc_jax.analyze_activations(path, solver=COMMAND_SETTINGS, progress=False, resamples=0)
     np.testing.assert_allclose(metrics["ssc_cka"], api.similarity["ssc_cka"], atol=1e-6)
     np.testing.assert_allclose(metrics["linear_cka"], api.similarity["linear_cka"], atol=1e-6)
     html = (out / "report.html").read_text()
     assert "given activations" in html and "conv2" in html
     # a rerun replaces its own output; a folder holding the input is refused
-    assert main(["activations", str(path), "--out", str(out), "--quiet"]) == 0
-    assert main(["activations", str(path), "--out", str(tmp_path), "--quiet"]) == 2
+    assert main(["activations", str(path), "--out", str(out), *quick]) == 0
+    assert main(["activations", str(path), "--out", str(tmp_path), *quick]) == 2
 
 
 def test_write_analysis_from_grams_as_a_torch_user_would(network, tmp_path):
@@ -123,6 +124,7 @@ def test_write_analysis_from_grams_as_a_torch_user_would(network, tmp_path):
         images=network["images"],
         class_names=["a", "b", "c", "d"],
         progress=False,
+        resamples=0,
         out=tmp_path / "out",
     )
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -172,7 +174,9 @@ def test_saved_activations_of_a_zoo_checkpoint_give_the_analyze_numbers(
     """The zoo door (`analyze`) and the file door (`activations`) on the same activations."""
     _, metrics = analyzed
     out = tmp_path / "out"
-    assert main(["activations", str(zoo_npz), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["activations", str(zoo_npz), "--out", str(out), "--quiet", "--resamples", "0"]) == 0
+    )
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["layers"] == metrics["layers"]
     # The two doors form the Grams of the same float32 activations in other orders, so they
@@ -208,7 +212,8 @@ def test_a_run_compared_with_its_own_saved_activations(tiny_run, zoo_npz, analyz
     _, metrics = analyzed
     out = tmp_path / "compare"
     argv = ["compare", str(tiny_run), str(zoo_npz), "--names", "run", "file"]
-    assert main([*argv, "--n", str(metrics["n"]), "--out", str(out), "--quiet"]) == 0
+    argv += ["--n", str(metrics["n"]), "--resamples", "0"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
     compared = json.loads((out / "metrics.json").read_text())
     (cross,) = compared["cross"]
     assert cross["layers_a"] == cross["layers_b"] == metrics["layers"]
@@ -354,9 +359,10 @@ def test_token_layers_are_pooled_over_their_real_tokens(token_network, tmp_path,
     layers, labels, mask = token_network
     path = tmp_path / "tokens.npz"
     np.savez(path, **layers, labels=labels, attention_mask=mask)
-    from_file = ssc_jax.analyze_activations(path, select="blocks", tokens=how, progress=False)
+    quick = {"progress": False, "resamples": 0}
+    from_file = ssc_jax.analyze_activations(path, select="blocks", tokens=how, **quick)
     in_memory = ssc_jax.analyze_activations(
-        layers, labels, select=["blocks.*"], tokens=how, mask=mask, progress=False
+        layers, labels, select=["blocks.*"], tokens=how, mask=mask, **quick
     )
     assert (
         from_file.graphs.layers == in_memory.graphs.layers == ["blocks.0", "blocks.1", "blocks.2"]
@@ -378,7 +384,7 @@ def test_token_layers_are_pooled_over_their_real_tokens(token_network, tmp_path,
 def test_flattened_tokens_and_no_token_layers_record_what_applied(token_network):
     layers, labels, _ = token_network
     flat = ssc_jax.analyze_activations(
-        layers, labels, select="blocks", tokens="flatten", progress=False
+        layers, labels, select="blocks", tokens="flatten", progress=False, resamples=0
     )
     x = layers["blocks.1"].reshape(labels.size, -1).astype(np.float64)
     norms = np.linalg.norm(x, axis=1)
@@ -397,7 +403,7 @@ def test_cli_layers_and_tokens_reach_metrics_and_the_report(token_network, tmp_p
     np.savez(path, **layers, labels=labels, attention_mask=mask)
     out = tmp_path / "out"
     args = ["activations", str(path), "--layers", "blocks.*", "--tokens", "last"]
-    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    assert main([*args, "--out", str(out), "--quiet", "--resamples", "0"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["layers"] == ["blocks.0", "blocks.1", "blocks.2"]
     assert metrics["tokens"] == "last" and metrics["layer_selection"] == "named: blocks.*"

@@ -40,6 +40,7 @@ from ssc_jax.pipeline.analysis.analyze import analyze_checkpoint
 from ssc_jax.pipeline.analysis.config import AnalysisSet, SolverSettings
 from ssc_jax.pipeline.analysis.inputs import InputError, load_inputs, resolve_epoch
 from ssc_jax.pipeline.analysis.layer_graphs import checkpoint_graphs
+from ssc_jax.pipeline.analysis.uncertainty import Resampling
 from ssc_jax.pipeline.cli.main import main
 from ssc_jax.pipeline.store.graph_store import GraphFileError, dense_stack, load_graphs
 from ssc_jax.pipeline.store.locks import folder_lock, lock_holder, lock_path
@@ -336,18 +337,17 @@ def test_half_precision_input_is_a_value_error(dtype):
     ],
 )
 def test_an_iteration_cap_warns_and_marks_the_layers(two_epoch_run, capped, cap):
-    analysis = AnalysisSet(n=40)
+    options = {"analysis": AnalysisSet(n=40), "cache": False, "progress": False}
+    options["resampling"] = Resampling(resamples=0)
     with pytest.warns(RuntimeWarning, match=rf"SSC did not converge on \d+ of \d+ .*{cap}"):
-        result = analyze_checkpoint(
-            two_epoch_run[0], analysis=analysis, solver=capped, cache=False, progress=False
-        )
+        result = analyze_checkpoint(two_epoch_run[0], solver=capped, **options)
     converged = result.graphs.diagnostics["converged"].astype(bool)
     assert not converged.all()
     expected = [name for name, ok in zip(result.graphs.layers, converged, strict=True) if not ok]
     assert result.metrics["unconverged_layers"] == expected
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        fine = analyze_checkpoint(two_epoch_run[0], analysis=analysis, cache=False, progress=False)
+        fine = analyze_checkpoint(two_epoch_run[0], **options)
     assert fine.metrics["unconverged_layers"] == []
 
 
@@ -391,7 +391,7 @@ def test_analyze_killed_at_random_points_leaves_nothing_partial(two_epoch_run, t
     shutil.copytree(two_epoch_run[0], run)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "ssc_jax.run", "analyze", str(run), "--out", str(out)]
-    argv += ["--n", "40", "--quiet"]
+    argv += ["--n", "40", "--quiet", "--resamples", "0"]
     src = str(Path(ssc_jax.__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     delay = float(np.random.default_rng(17).uniform(1, 10))
@@ -444,7 +444,8 @@ def test_a_run_trained_on_a_relative_path_is_analysed_from_anywhere(tmp_path, mo
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     out = elsewhere / "out"
-    assert main(["analyze", str(home / "run"), "--n", "20", "--out", str(out), "--quiet"]) == 0
+    argv = ["analyze", str(home / "run"), "--n", "20", "--resamples", "0"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
     assert (out / "metrics.json").exists()
 
 
@@ -547,7 +548,8 @@ def test_a_full_disk_while_writing_an_output_keeps_the_previous_one(
     saved_activations, tmp_path, capsys, monkeypatch
 ):
     out = tmp_path / "out"
-    argv = ["activations", str(saved_activations / "acts.npz"), "--out", str(out), "--quiet"]
+    given = ["activations", str(saved_activations / "acts.npz"), "--quiet", "--resamples", "0"]
+    argv = [*given, "--out", str(out)]
     assert main(argv) == 0
     previous = digests(out)
     capsys.readouterr()
@@ -561,7 +563,7 @@ def test_a_full_disk_while_writing_an_output_keeps_the_previous_one(
     )
     assert digests(out) == previous and _hidden_beside(out) == []
     fresh = tmp_path / "fresh"
-    _fails_cleanly([*argv[:-3], "--out", str(fresh), "--quiet"], capsys, fresh)
+    _fails_cleanly([*given, "--out", str(fresh)], capsys, fresh)
 
 
 TRAIN_TINY = ["train", "--model", "small_cnn", "--dataset", "digits", "--width", "0.25"]

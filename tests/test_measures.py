@@ -51,7 +51,8 @@ def test_a_user_measure_matches_its_own_pairwise_values(registered):
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 20)
     layers = {f"l{i}": rng.normal(size=(60, 6)) + i * labels[:, None] for i in range(3)}
-    result = ssc_jax.analyze_activations(layers, labels, measures=registered, progress=False)
+    quick = {"progress": False, "resamples": 0}
+    result = ssc_jax.analyze_activations(layers, labels, measures=registered, **quick)
     assert list(result.similarity) == registered
     A = result.graphs.affinity
     expected = [[overlap(a, b) for b in A] for a in A]
@@ -59,7 +60,7 @@ def test_a_user_measure_matches_its_own_pairwise_values(registered):
     grams = result.graphs.grams
     expected = [[gram_correlation(g, h) for h in grams] for g in grams]
     np.testing.assert_array_equal(result.similarity["gram_corr"], expected)
-    paper = ssc_jax.analyze_activations(layers, labels, progress=False)
+    paper = ssc_jax.analyze_activations(layers, labels, **quick)
     assert list(paper.similarity) == ["ssc_cka", "linear_cka"]
     np.testing.assert_array_equal(paper.similarity["ssc_cka"], result.similarity["ssc_cka"])
 
@@ -89,7 +90,8 @@ def test_every_command_writes_draws_and_reports_a_registered_measure(
     np.savez(saved, a=rng.normal(size=(60, 5)) + labels[:, None], b=rng.normal(size=(60, 4)))
     np.savez(saved, **dict(np.load(saved)), labels=labels)
     out = runs / "activations"
-    assert main(["activations", str(saved), "--out", str(out), *chosen, "--quiet"]) == 0
+    argv = ["activations", str(saved), "--out", str(out), *chosen]
+    assert main([*argv, "--quiet", "--resamples", "0"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.shape(metrics["edge_overlap"]) == np.shape(metrics["gram_corr"]) == (2, 2)
     assert "edge overlap" in report_and_figures(out)[0]

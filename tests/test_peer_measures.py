@@ -173,7 +173,7 @@ def test_a_command_writes_the_peer_measures(tmp_path):
         files.append(tmp_path / f"net{seed}.npz")
         np.savez(files[-1], labels=labels, **nets[-1])
     out = tmp_path / "out"
-    argv = ["compare", *map(str, files), "--out", str(out), "--quiet"]
+    argv = ["compare", *map(str, files), "--out", str(out), "--quiet", "--resamples", "0"]
     assert main([*argv, "--measures", "mutual_knn,rsa,procrustes"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     cross = metrics["cross"][0]
@@ -191,6 +191,11 @@ def test_a_command_writes_the_peer_measures(tmp_path):
     assert main([*argv, "--measures", "rsa"]) == 0
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     assert one["rsa"][0][1] == pytest.approx(ssc_jax.rsa(nets[0]["a"], nets[0]["b"]), abs=1e-4)
+    # and, with the default resampling, its interval: (low, high) around each cell
+    low, high = np.moveaxis(np.asarray(one["rsa_ci"]), -1, 0)
+    assert (
+        low.shape == (2, 2) and np.all(low <= np.asarray(one["rsa"])) and np.all(one["rsa"] <= high)
+    )
 
 
 def test_a_low_rank_gram_is_factored_from_a_subspace_with_the_full_answer():
