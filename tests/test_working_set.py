@@ -225,3 +225,42 @@ def test_the_float64_finish_reports_the_float64_certificate(source):
     # Finished below the float32 default's tolerance, though not to 1e-10.
     assert not bool(stopped.converged) and 1e-10 < reported <= WorkingSet().gap_tol
     np.testing.assert_allclose(float(stopped.objective), objective.sum(), rtol=1e-6)
+
+
+def test_each_row_takes_its_own_rung():
+    from ssc_jax.solver.working_set.subproblems import row_levels
+
+    # Rungs 16, 32, 64, 128 leave a quarter free up to 12, 24, 48 and 96 nonzeros.
+    supports = jnp.asarray([0, 0, 10, 30, 30, 100])
+    violated = jnp.asarray([0, 50, 2, 0, 40, 0])
+    levels = row_levels(supports, violated, [16, 32, 64, 128])
+    np.testing.assert_array_equal(levels, [0, 2, 0, 2, 3, 3])
+
+
+def test_rows_in_chunks_of_several_rungs_reach_the_optimum(problems):
+    """150 rows in chunks of 16: rows sorted by rung, chunks of different rungs, a padded
+    last chunk, rows settling at different rounds; the same optimum as the whole block."""
+    x, exact = problems["subspaces"]
+    x32 = x.astype(np.float32)
+    for gap_tol in (2e-3, 1e-5):
+        solver = WorkingSet(gap_tol=gap_tol, chunk_rows=16)
+        result = ssc_jax.ssc_gram(x32 @ x32.T, solver=solver)
+        assert bool(result.converged) and float(result.duality_gap) <= gap_tol
+        assert_same_optimum(x @ x.T, result, exact)
+    assert_same_optimum(x @ x.T, result, exact, coef=True)
+
+
+def test_settled_rows_keep_their_coefficients(problems):
+    """A warm start whose rows are each within a hundredth of gap_tol, but for 40 rows set
+    to zero: those 40 are solved again, the others stay as they were, to the bit."""
+    x = problems["subspaces"][0].astype(np.float32)
+    start = np.array(ssc_jax.ssc_gram(x @ x.T, solver=WorkingSet(gap_tol=1e-7)).coef)
+    objective, gap = row_certificates(normalized_gram(x @ x.T), start, TAU)
+    gap_tol = 1e-3
+    assert np.all(gap <= 0.01 * gap_tol * objective)
+    start[:40] = 0
+    result = ssc_jax.ssc_gram(x @ x.T, solver=WorkingSet(gap_tol=gap_tol), init=start)
+    coef = np.asarray(result.coef)
+    assert bool(result.converged) and int(result.iterations) >= 1
+    np.testing.assert_array_equal(coef[40:], start[40:])
+    assert np.all(np.any(coef[:40] != 0, axis=1))

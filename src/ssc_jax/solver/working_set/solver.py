@@ -25,11 +25,16 @@ from ssc_jax.solver.result import RowSolution, Solver, Status
 from ssc_jax.solver.working_set.subproblems import (
     active_set,
     descend,
+    row_levels,
     sweep_cap,
     working_set_sizes,
 )
 
 Array = jax.Array
+# A row whose own certified relative gap is within this fraction of gap_tol is settled: its
+# coefficients stay as they are. Settled rows add at most this fraction of gap_tol to the
+# block's relative gap, so the rounds go on for the others.
+_SETTLED = 0.1
 
 
 class WorkingSetState(NamedTuple):
@@ -76,6 +81,18 @@ class WorkingSetState(NamedTuple):
         return (self.rounds >= 2) & (last[2] == before[2]) & (last[0] == 0)
 
 
+class _Chunk(NamedTuple):
+    """A chunk of c rows of a round: their sample indices ``rows`` (c,), n for padding; their
+    coefficients, scaled correlations and own rows of G, ``coef``, ``k`` and ``own`` (c, n);
+    the (c, n) mask of their diagonal entries."""
+
+    rows: Array
+    coef: Array
+    k: Array
+    own: Array
+    diagonal: Array
+
+
 class WorkingSetDiagnostics(NamedTuple):
     """The working set's own diagnostics of a solve (``RowSolution.diagnostics``,
     ``SSCResult.diagnostics``).
@@ -106,7 +123,7 @@ class _Problem(NamedTuple):
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    meta_fields=("size", "max_rounds", "max_sweeps", "newton_steps"),
+    meta_fields=("size", "max_rounds", "max_sweeps", "newton_steps", "chunk_rows"),
     data_fields=("tau", "gap_tol", "sweep_tol"),
 )
 @dataclass(frozen=True)
@@ -134,6 +151,10 @@ class WorkingSet(Solver):
         unsolved leaves the active-set steps a support they cannot verify.
       newton_steps: primal-dual active-set steps per round after the sweeps, each a batched
         (b, size, size) solve that finds the exact solution once the support is near.
+      chunk_rows: rows a round solves together: the rows of a block, sorted by rung, are
+        solved in chunks of this many, each chunk at its densest row's rung and its sweeps
+        and active-set steps stopping with its own rows; enough rows to keep the batched
+        steps efficient, few enough that most chunks hold rows of one rung.
 
     Example:
       >>> import numpy as np, ssc_jax
@@ -151,6 +172,7 @@ class WorkingSet(Solver):
     max_rounds: int = field(default=30, metadata={"help": "cap on working-set rounds"})
     max_sweeps: int = field(default=30, metadata={"help": "cap on coordinate sweeps a round"})
     newton_steps: int = field(default=4, metadata={"help": "active-set steps a round"})
+    chunk_rows: int = field(default=512, metadata={"help": "rows a round solves together"})
 
     reads_gram = True
     # Sharded over several devices its loop stalls, every thread waiting (seen on 4 forced
@@ -196,66 +218,99 @@ class WorkingSet(Solver):
         rows: Array,
         axis_name: str | None = None,
     ) -> WorkingSetState:
-        """One round: the working sets at the rung the supports ask for, their exact
-        solution, and the certificate of the new coefficients. ``axis_name`` is accepted
-        for the contract's sake; nothing here needs it."""
+        """One round: each unsettled row's working set at the rung its support asks for,
+        its exact solution, and the certificate of the new coefficients. The rows are sorted
+        by rung and solved in chunks of ``chunk_rows``, each at its densest row's rung; a
+        row whose own relative gap is within ``_SETTLED`` of ``gap_tol`` keeps its
+        coefficients. ``axis_name`` is accepted for the contract's sake; nothing here needs
+        it."""
         del axis_name
         n, dtype = sample_count(factor), state.coef.dtype
         b, tau = rows.shape[0], jnp.asarray(self.tau, dtype)
         problem = _problem(factor, state.gram, rows)
-        lines = jnp.arange(b)[:, None]
-
-        def working_sets(size: int) -> Array:
-            """(b, size) the support, then the samples nearest to a KKT violation."""
-            scaled = jnp.abs(state.k) / jnp.where(problem.norms > 0, problem.norms, 1)
-            score = jnp.where(state.coef != 0, jnp.inf, scaled)
-            score = jnp.where(problem.diagonal | (problem.norms == 0)[None, :], -jnp.inf, score)
-            return lax.top_k(score, size)[1]
-
-        def solve_on(size: int):
-            def solved() -> tuple[Array, Array]:
-                index = working_sets(size)
-                blocks = problem.gram[index[:, :, None], index[:, None, :]]
-                usable = (index != rows[:, None]) & (jnp.diagonal(blocks, 0, 1, 2) > 0)
-                target = jnp.take_along_axis(problem.own, index, axis=1)
-                begin = jnp.where(usable, jnp.take_along_axis(state.coef, index, axis=1), 0)
-                values, change = descend(blocks, target, begin, usable, tau, self.sweep_tol, sweeps)
-                values = active_set(blocks, target, values, usable, tau, self.newton_steps)
-                coef = jnp.zeros((b, n), dtype).at[lines, index].set(values)
-                if isinstance(factor, GramFactor):
-                    squared, q = sparse_correlations(problem.gram, problem.own, rows, index, values)
-                else:
-                    squared, q = correlations(factor, coef, rows)
-                return coef, change, squared, q
-
-            return solved
-
-        sweeps = sweep_cap(self.max_sweeps, state.errors[:, 2])
         sizes = working_set_sizes(self.size, n)
-        # A size is used while the block's largest support leaves a quarter of it free.
-        limits = jnp.asarray([s - s // 4 for s in sizes])
+        sweeps = sweep_cap(self.max_sweeps, state.errors[:, 2])
         supports = jnp.sum(state.coef != 0, axis=1)
         violated = jnp.sum((state.coef == 0) & ~problem.diagonal & (jnp.abs(state.k) > 1), axis=1)
-        need = jnp.sum(jnp.max(supports) > limits)
-        # The typical row's violations (a few rows correlate with almost every sample) may
-        # lift the rung by one above what the largest support needs, by two from C = 0,
-        # where no support says anything yet.
-        wanted = jnp.sum(jnp.median(supports + violated) > limits)
-        lift = jnp.where(jnp.max(supports) == 0, 2, 1)
-        level = jnp.minimum(jnp.clip(wanted, need, need + lift), len(sizes) - 1)
-        coef, change, squared, q = lax.switch(level, [solve_on(s) for s in sizes])
-        objective, gap = row_gaps(coef, squared, q, problem.diagonal, tau)
+        levels = row_levels(supports, violated, sizes)
+        settled = state.gap <= _SETTLED * self.gap_tol * state.objective
+        # Unsettled rows first, by rung and then support, so that a chunk's rung and its
+        # correlation pass (to its largest support) fit its rows; settled rows last.
+        key = jnp.where(settled, len(sizes), levels) * (n + 1) + supports
+        chunk = min(b, self.chunk_rows)
+        count = -(-b // chunk)
+        order = jnp.concatenate(
+            [jnp.argsort(key, stable=True), jnp.full((count * chunk - b,), b, jnp.int32)]
+        )
+        running = -(-jnp.sum(~settled) // chunk)
+
+        def solve_chunk(t: Array, carry: tuple) -> tuple:
+            coef, k, objective, gap, change = carry
+            position = lax.dynamic_slice(order, (t * chunk,), (chunk,))
+            at = jnp.minimum(position, b - 1)
+            # Padding and settled rows in the chunk are solved as all-zero problems, and
+            # not written back.
+            kept = (position < b) & ~settled[at]
+            sub = _Chunk(
+                rows=jnp.where(kept, rows[at], n),
+                coef=jnp.where(kept[:, None], state.coef[at], 0),
+                k=jnp.where(kept[:, None], state.k[at], 0),
+                own=jnp.where(kept[:, None], problem.own[at], 0),
+                diagonal=problem.diagonal[at] & kept[:, None],
+            )
+            level = jnp.max(jnp.where(kept, levels[at], 0))
+            solvers = [
+                functools.partial(self._solve_chunk, factor, problem, sub, sweeps, s) for s in sizes
+            ]
+            new, moved, squared, q = lax.switch(level, solvers)
+            new_objective, new_gap = row_gaps(new, squared, q, sub.diagonal, tau)
+            write = jnp.where(kept, position, b)
+            return (
+                coef.at[write].set(new, mode="drop"),
+                k.at[write].set(tau * q, mode="drop"),
+                objective.at[write].set(new_objective, mode="drop"),
+                gap.at[write].set(new_gap, mode="drop"),
+                jnp.maximum(change, moved),
+            )
+
+        start = (state.coef, state.k, state.objective, state.gap, jnp.zeros((), dtype))
+        coef, k, objective, gap, change = lax.fori_loop(0, running, solve_chunk, start)
         measured = state._replace(
             coef=coef,
-            k=tau * q,
+            k=k,
             objective=objective,
             gap=gap,
             rounds=state.rounds + 1,
-            kkt_violation=_violation(coef, tau * q, problem.diagonal),
+            kkt_violation=_violation(coef, k, problem.diagonal),
             change=change,
         )
         row = jnp.stack([measured.kkt_violation, change, measured.relative_gap])
         return measured._replace(errors=state.errors.at[state.rounds].set(row))
+
+    def _solve_chunk(
+        self, factor: Factor, problem: _Problem, sub: _Chunk, sweeps: Array, size: int
+    ) -> tuple[Array, Array, Array, Array]:
+        """The chunk's rows solved on working sets of ``size`` samples (their support, then
+        the samples nearest to a KKT violation): (c, n) coefficients, the largest change,
+        and their residuals' (c,) squared norms and (c, n) correlations."""
+        c, n = sub.coef.shape
+        dtype, tau = sub.coef.dtype, jnp.asarray(self.tau, sub.coef.dtype)
+        scaled = jnp.abs(sub.k) / jnp.where(problem.norms > 0, problem.norms, 1)
+        score = jnp.where(sub.coef != 0, jnp.inf, scaled)
+        score = jnp.where(sub.diagonal | (problem.norms == 0)[None, :], -jnp.inf, score)
+        index = lax.top_k(score, size)[1]
+        blocks = problem.gram[index[:, :, None], index[:, None, :]]
+        usable = (index != sub.rows[:, None]) & (jnp.diagonal(blocks, 0, 1, 2) > 0)
+        target = jnp.take_along_axis(sub.own, index, axis=1)
+        begin = jnp.where(usable, jnp.take_along_axis(sub.coef, index, axis=1), 0)
+        values, change = descend(blocks, target, begin, usable, tau, self.sweep_tol, sweeps)
+        values = active_set(blocks, target, values, usable, tau, self.newton_steps)
+        coef = jnp.zeros((c, n), dtype).at[jnp.arange(c)[:, None], index].set(values)
+        if isinstance(factor, GramFactor):
+            squared, q = sparse_correlations(problem.gram, sub.own, sub.rows, index, values)
+        else:
+            squared, q = correlations(factor, coef, sub.rows)
+        return coef, change, squared, q
 
     def terminate(self, state: WorkingSetState) -> Array:
         """Whether the run stops at ``state``: within ``gap_tol``, out of rounds, or

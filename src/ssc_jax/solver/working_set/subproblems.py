@@ -3,7 +3,8 @@ far (the sweep cap, the ladder of working-set sizes).
 
 On a working set W of s samples, row i's LASSO is ``min ||c||_1 + tau/2 c^T A c - tau c^T g``
 with A = G_WW (b, s, s) and g = G_Wi (b, s): cyclic coordinate descent (``descend``) brings
-it near, primal-dual active-set steps (``active_set``) find and verify its exact minimiser.
+it near, primal-dual active-set steps (``active_set``) find and verify its exact minimiser;
+each row takes its own rung of working-set sizes (``row_levels``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ def working_set_sizes(size: int, n: int) -> list[int]:
     """The working-set sizes a solve of n samples may use, ascending: ``size / 8``,
     ``size / 4``, ``size / 2`` and ``size``, each at least 8 and at most n - 1."""
     return sorted({min(max(s, 8), n - 1) for s in (size // 8, size // 4, size // 2, size)})
+
+
+def row_levels(supports: Array, violated: Array, sizes: list[int]) -> Array:
+    """(b,) each row's rung of ``sizes``: the smallest that leaves a quarter of it free above
+    the row's support (``supports``, (b,)), lifted by one where the support and the KKT
+    violations (``violated``, (b,)) together ask for more, by two from C = 0, where no
+    support says anything yet."""
+    limits = jnp.asarray([s - s // 4 for s in sizes])
+    need = jnp.sum(supports[:, None] > limits, axis=1)
+    wanted = jnp.sum((supports + violated)[:, None] > limits, axis=1)
+    lift = jnp.where(supports == 0, 2, 1)
+    return jnp.minimum(jnp.clip(wanted, need, need + lift), len(sizes) - 1)
 
 
 def active_set(
