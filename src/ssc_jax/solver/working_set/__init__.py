@@ -19,12 +19,14 @@ the rows of G on each row's support (``certificate.sparse_correlations``, b s n
 multiply-adds, not the b n^2 of a dense product); from a low-rank factor it is two
 (b, n) x (n, r) products, as one ADMM iteration.
 
-s climbs a ladder, ``size / 8`` (16 by default) to ``size``: each round takes the smallest
-rung that leaves a quarter of it free above the block's largest support, or one rung more
-where the typical row's support and KKT violations together ask for it (two from C = 0); one
-compiled program holds every rung (``lax.switch``). So the sparse rows of synthetic data run
-on 16-32 samples and the denser ones of real layers on up to ``size``, faster than a fixed
-64 samples in every round (see benchmarks/RESULTS.md, "Certified solvers"). A row whose
+s climbs a ladder, ``size / 8`` (16 by default) to ``size``: in each round every row takes
+the smallest rung that leaves a quarter of it free above its support, or one rung more where
+its support and KKT violations together ask for it (two from C = 0) (``row_levels``); the
+rows, sorted by rung, are solved in chunks of ``chunk_rows``, each at its densest row's rung,
+and one compiled program holds every rung (``lax.switch``). So the sparse rows of synthetic
+data run on 16-32 samples and the denser ones of real layers on up to ``size``, and a few
+dense rows do not set the size for the rest. A row whose own relative gap is within a tenth
+of ``gap_tol`` is settled: later rounds keep its coefficients. A row whose
 support reaches ``size`` cannot grow its working set further, and its gap shows it. Under
 ``vmap`` (problems side by side on an accelerator) a switch runs every rung, and every rung
 compiles, so a new problem shape compiles for longer than with one fixed size.
