@@ -22,11 +22,13 @@ _HOMES = {
         "ConvergenceWarning",
         "SSCResult",
         "SolverOptions",
+        "SparseSSCResult",
         "Status",
         "WorkingSet",
         "affinity",
         "ssc",
         "ssc_gram",
+        "ssc_sparse",
         "tau_path",
     ),
     "similarity": (

@@ -11,16 +11,19 @@ from ssc_jax.solver.path import tau_path
 from ssc_jax.solver.result import SSCResult
 from ssc_jax.solver.solve import affinity, ssc, ssc_gram
 from ssc_jax.solver.working_set import WorkingSet
+from ssc_jax.solver.working_set.from_features import SparseSSCResult, ssc_sparse
 
 __all__ = [
     "ADMM",
     "ConvergenceWarning",
     "SSCResult",
     "SolverOptions",
+    "SparseSSCResult",
     "Status",
     "WorkingSet",
     "affinity",
     "ssc",
     "ssc_gram",
+    "ssc_sparse",
     "tau_path",
 ]
