@@ -39,8 +39,11 @@ def test_same_optimum_as_the_gram_route_on_a_union_of_subspaces():
     x = union_of_subspaces(80, 5, 4, 40, noise=0.05, seed=1)[0]
     x[7] = 0  # a zero sample is rebuilt from nothing and rebuilds nothing
     # A budget of a few slabs' rows, so that the passes and the problems run in blocks.
-    sparse = ssc_sparse(x, gap_tol=1e-6, memory_budget_bytes=200_000, progress=False)
-    gram = ssc(x, gap_tol=1e-6, low_rank=False)
+    # Working sets of at most 32 samples (supports here are far smaller), so that both
+    # routes compile fewer rungs.
+    settings = dict(gap_tol=1e-6, size=32)
+    sparse = ssc_sparse(x, memory_budget_bytes=200_000, progress=False, **settings)
+    gram = ssc(x, low_rank=False, **settings)
     assert sparse.converged and sparse.duality_gap <= 1e-6
     assert_same_optimum(float64_gram(x), solved(sparse), gram, coef=True)
     coef = sparse.coef
@@ -64,9 +67,11 @@ def test_same_optimum_as_the_gram_route_on_a_resnet_layer():
     x = x.reshape(len(x), -1)  # (500, 1024)
     # 1e-5: float32's floor of the gap is near 1e-6 here, which only the Gram route's
     # float64 finish goes below.
-    sparse = ssc_sparse(x, gap_tol=1e-5)
-    gram = ssc(x, gap_tol=1e-5)
+    settings = dict(gap_tol=1e-5, size=64)  # supports of at most 48 samples suffice here
+    sparse = ssc_sparse(x, **settings)
+    gram = ssc(x, **settings)
     assert sparse.converged and bool(gram.converged)
+    assert np.max(np.diff(sparse.coef.indptr)) < 48
     assert_same_optimum(float64_gram(x), solved(sparse), gram)
 
 
