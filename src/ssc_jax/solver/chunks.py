@@ -119,6 +119,9 @@ def solve_chunks(
         mesh = None
     problems, width = plan.problems, 1
     if mesh is None:
+        # As many chunks as the plan needs, of equal sizes, so that the last chunk's padding
+        # (copies, solved in full) is the least: 20 problems in two chunks of 10, not 15 + 15.
+        problems = -(-batch // -(-batch // problems))
         place = _unplaced
     elif batch > 1:
         # Whole problems per device; the chunk is padded to a multiple of the device count.
