@@ -130,18 +130,6 @@ def full_pass(
     return Measured(objective, gap, safe, violated, kkt, ranked.astype(jnp.int32), best >= 0)
 
 
-def levels(values: np.ndarray, violated: np.ndarray, sizes: list[int]) -> np.ndarray:
-    """(n,) each row's rung of ``sizes``, as the ``WorkingSet`` picks one for a block of
-    rows: the smallest that leaves a quarter free above the support, lifted by one where
-    the support and KKT violations together ask for more (by two from C = 0)."""
-    supports = np.sum(values != 0, axis=1)
-    limits = np.asarray([s - s // 4 for s in sizes])
-    need = np.sum(supports[:, None] > limits, axis=1)
-    wanted = np.sum((supports + violated)[:, None] > limits, axis=1)
-    lift = np.where(supports == 0, 2, 1)
-    return np.minimum(np.clip(wanted, need, need + lift), len(sizes) - 1)
-
-
 def solve_rows(
     x: Array,
     supports: Supports,

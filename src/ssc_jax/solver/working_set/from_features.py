@@ -18,10 +18,9 @@ A pass costs one n x n x d product for all rows, as forming G does, so the round
 they can: a row whose own relative gap is within half of ``gap_tol`` keeps its coefficients,
 whose correlations, and so whose certificate, are then those of the last pass; each round
 solves and measures the other rows alone. Memory: X, a (b, n) slab and the supports: at
-n = 50,000 and d = 2,048, 400 MB for X where G would take 10 GB. Unlike the ``WorkingSet``,
-each row takes its own rung of working-set sizes (``working_set_sizes``) from its own
-support and KKT violations, and rows of one rung are solved together, so a few dense rows
-do not set the size for the rest.
+n = 50,000 and d = 2,048, 400 MB for X where G would take 10 GB. As in the ``WorkingSet``,
+each row takes its own rung of working-set sizes (``subproblems.row_levels``), and rows of
+one rung are solved together, so a few dense rows do not set the size for the rest.
 """
 
 from __future__ import annotations
@@ -45,12 +44,11 @@ from ssc_jax.solver.working_set.feature_rounds import (
     blocks,
     empty_supports,
     full_pass,
-    levels,
     slab_rows,
     solve_rows,
 )
 from ssc_jax.solver.working_set.solver import WorkingSet
-from ssc_jax.solver.working_set.subproblems import sweep_cap, working_set_sizes
+from ssc_jax.solver.working_set.subproblems import row_levels, sweep_cap, working_set_sizes
 
 Array = jax.Array
 
@@ -154,7 +152,9 @@ def ssc_sparse(
         sweeps = sweep_cap(solver.max_sweeps, jnp.asarray(gaps))
         # Rows within half of gap_tol keep their coefficients and certificates.
         open_rows = measured.gap > solver.gap_tol / 2 * measured.objective
-        rungs = np.where(open_rows, levels(supports.values, measured.violated, sizes), -1)
+        counts = jnp.asarray(np.sum(supports.values != 0, axis=1))
+        own_rungs = np.asarray(row_levels(counts, jnp.asarray(measured.violated), sizes))
+        rungs = np.where(open_rows, own_rungs, -1)
         (supports, per_size), solving = _timed(
             solve_rows, x, supports, measured, rungs, sizes, solver, sweeps, budget
         )
