@@ -109,8 +109,8 @@ def ssc_sparse(
       X: (n, d) data, one sample per row; n >= 2.
       solver: a ``WorkingSet`` (the default's settings): its tau, gap_tol, sizes and caps.
       options: ``SolverOptions``; ``normalize``, ``memory_budget_bytes`` and ``progress``
-        (a bar over each round's correlation pass, its gap beside it; ``None`` shows it
-        from n = 10,000 on) apply, the others concern the dense drivers.
+        (a bar over each round's correlation pass and a line with the gap it certified;
+        ``None`` shows them from n = 10,000 on) apply, the others concern the dense drivers.
       **settings: keyword overrides of fields of either, as in ``ssc``.
 
     Returns:
@@ -165,6 +165,11 @@ def ssc_sparse(
             *(_updated(a, solved, b) for a, b in zip(measured, remeasured, strict=True))
         )
         history.append(_record(measured, per_size, solving, seconds))
+        if show:
+            tqdm.write(
+                f"SSC round {rounds + 1}: {solved.size} rows solved, certified relative gap "
+                f"{history[-1].relative_gap:.2e} (gap_tol {solver.gap_tol:.2e})"
+            )
     result = _result(supports, measured, tuple(history), solver.gap_tol)
     if not result.converged:
         rounds = result.rounds
