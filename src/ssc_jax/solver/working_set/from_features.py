@@ -80,7 +80,8 @@ class SparseSSCResult(NamedTuple):
       objective: ``||C||_1 + tau/2 ||X - C X||_F^2`` on the (normalised) samples.
       duality_gap: the certified relative duality gap ``(P - D) / P`` (as ``SSCResult``'s).
       converged: whether ``duality_gap <= gap_tol``.
-      rounds: working-set rounds taken (each solves every row once).
+      rounds: working-set rounds taken (each solves the rows not yet certified within half
+        of ``gap_tol``).
       verified: the fraction of rows whose every zero gap-safe screening proves zero at the
         optimum (as ``SSCResult.verified`` for the ``WorkingSet``).
       history: a ``RoundRecord`` per round, the pass at C = 0 first.
