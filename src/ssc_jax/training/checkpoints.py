@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from ssc_jax.nets.zoo import create_model
+from ssc_jax.training.checksums import checksum_path, file_sums, first_mismatch, recorded_sums
 
 _TEMP_PREFIX = ".tmp_"
 _OLD_LAYOUT = re.compile(r"epoch_\d+")
@@ -136,41 +136,6 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[int]:
     return sorted(step for step in steps if (folder / str(step) / marker).is_file())
 
 
-def _checksum_path(run_dir: str | os.PathLike, epoch: int) -> Path:
-    return Path(run_dir).resolve() / "checksums" / f"{epoch}.json"
-
-
-def _file_sums(step: Path) -> dict[str, list]:
-    """``relative path -> [size, sha256]`` of every file under ``step``."""
-    sums = {}
-    for path in sorted(p for p in step.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        sums[path.relative_to(step).as_posix()] = [path.stat().st_size, digest.hexdigest()]
-    return sums
-
-
-def _mismatch(step: Path, recorded: dict[str, list], items: Sequence[str]) -> str | None:
-    """The first file of ``items`` in ``step`` that differs from ``recorded``, described;
-    None if all match."""
-    found = {}
-    for item in items:
-        found.update({f"{item}/{name}": sums for name, sums in _file_sums(step / item).items()})
-    for name, (size, digest) in recorded.items():
-        if name.split("/")[0] not in items:
-            continue
-        shown = step / name
-        if name not in found:
-            return f"{shown} is missing"
-        if found[name][0] != size:
-            return f"{shown} has {found[name][0]} bytes, {size} when saved"
-        if found[name][1] != digest:
-            return f"{shown} has changed since it was saved"
-    return None
-
-
 def _trial_restore(run_dir: str | os.PathLike, epoch: int, items: Sequence[str]) -> str | None:
     """The error reading ``items`` of a checkpoint that has no checksums; None if they read."""
     restores = {
@@ -200,22 +165,10 @@ def checkpoint_problem(
     """What is wrong with ``items`` of the listed checkpoint of ``epoch``, naming the file,
     or None when they are intact: their files match the checksums recorded when it was
     saved or, for a step saved without them, they read."""
-    recorded = _recorded_sums(run_dir, epoch)
+    recorded = recorded_sums(run_dir, epoch)
     if recorded is None:
         return _trial_restore(run_dir, epoch, items)
-    return _mismatch(_checkpoints_dir(run_dir) / str(epoch), recorded, items)
-
-
-def _recorded_sums(run_dir: str | os.PathLike, epoch: int) -> dict[str, list] | None:
-    """The checksums recorded for ``epoch``: None when there are none or they are damaged."""
-    try:
-        recorded = json.loads(_checksum_path(run_dir, epoch).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(recorded, dict):
-        return None
-    pairs = (isinstance(sums, list) and len(sums) == 2 for sums in recorded.values())
-    return recorded if all(pairs) else None
+    return first_mismatch(_checkpoints_dir(run_dir) / str(epoch), recorded, items)
 
 
 def _damaged(epoch: int, problem: str) -> CheckpointError:
@@ -259,7 +212,7 @@ def _pure(node) -> dict:
 def _checkpoint_bytes(run_dir, epoch: int, model, optimizer) -> int:
     """What the checkpoint of ``epoch`` will take on disk: as much as the one before it (its
     files in whole blocks), or its arrays and a margin for orbax's metadata."""
-    previous = _recorded_sums(run_dir, epoch - 1)
+    previous = recorded_sums(run_dir, epoch - 1)
     if previous:
         return sum(-(-size // _BLOCK) * _BLOCK for size, _ in previous.values())
     leaves = jax.tree.leaves((_pure(model), _pure(optimizer)))
@@ -298,7 +251,7 @@ def save_checkpoint(
     try:
         with _orbax_errors_raised_only(), _manager(run_dir, writable=True) as manager:
             if epoch in manager.all_steps():
-                _checksum_path(run_dir, epoch).unlink(missing_ok=True)
+                checksum_path(run_dir, epoch).unlink(missing_ok=True)
                 manager.delete(epoch)
             items = ocp.args.Composite(
                 model=ocp.args.StandardSave(_pure(model)),
@@ -312,9 +265,9 @@ def save_checkpoint(
         if os.strerror(errno.ENOSPC) in str(err):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(step)) from None
         raise
-    sums = _checksum_path(run_dir, epoch)
+    sums = checksum_path(run_dir, epoch)
     sums.parent.mkdir(exist_ok=True)
-    write_json(sums, _file_sums(step))
+    write_json(sums, file_sums(step))
     return step
 
 
