@@ -96,6 +96,23 @@ def test_grams_equal_xxt_of_captured_activations(budget):
         np.testing.assert_allclose(gram, flat @ flat.T, rtol=1e-4, atol=1e-4 * np.abs(gram).max())
 
 
+@pytest.mark.parametrize("gram", [capture._host_gram, capture._device_gram])
+def test_gram_blocks_are_within_float32_rounding_of_float64(gram):
+    """Each entry of a float32 a b^T, in any order of summation, is within gamma_d |a| |b|^T
+    of the exact one (Higham, Accuracy and Stability, 3.5), gamma_d = d u / (1 - d u)."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(2, 60, 700)).astype(np.float32)
+    unit = np.finfo(np.float32).eps / 2
+    gamma = 700 * unit / (1 - 700 * unit)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    for got, exact, bound in (
+        (gram(a), a64 @ a64.T, gamma * np.abs(a64) @ np.abs(a64).T),
+        (gram(a, b[:45]), a64 @ b64[:45].T, gamma * np.abs(a64) @ np.abs(b64[:45]).T),
+    ):
+        assert got.dtype == np.float32 and got.shape == exact.shape
+        assert np.all(np.abs(got - exact) <= bound)
+
+
 @pytest.mark.parametrize("budget", [None, 20_000])
 def test_the_progress_bar_counts_every_input_passed_through_the_model(budget, monkeypatch, capsys):
     from ssc_jax.nets import capture

@@ -242,9 +242,24 @@ def _features(
 
 
 def _gram(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """a b^T, or a a^T, in float32 at full precision (no TF32 on GPUs): (m, d), (k, d) -> (m, k).
+    """a b^T, or a a^T, in float32: (m, d), (k, d) -> (m, k). On a CPU by NumPy's BLAS
+    (``_host_gram``), elsewhere by XLA on the device (``_device_gram``)."""
+    if jax.default_backend() == "cpu":
+        return _host_gram(a, b)
+    return _device_gram(a, b)
 
-    Each operand is moved to the device once."""
+
+def _host_gram(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """a b^T, or a a^T, in float32 by NumPy's BLAS: a a^T is one symmetric rank-k update
+    (syrk), half the multiply-adds of a general product, which XLA's CPU matmul does not
+    take."""
+    a = np.asarray(a, np.float32)
+    return a @ (a if b is None else np.asarray(b, np.float32)).T
+
+
+def _device_gram(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """a b^T, or a a^T, in float32 at full precision (no TF32 on GPUs) by XLA on the default
+    device, each operand moved there once."""
     a = jnp.asarray(a)
     b = a if b is None else jnp.asarray(b)
     return np.asarray(jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST))
@@ -272,9 +287,13 @@ def _fill_grams(
 
     for a in starts:
         xa = features(a)
-        for name, x in xa.items():
+        later = starts[starts.index(a) + 1 :]
+        for name in list(xa):
+            # Without later blocks a layer's features are done with once its Gram is formed.
+            x = xa[name] if later else xa.pop(name)
             grams[name][a : a + rows, a : a + rows] = _gram(x)
-        for b in starts[starts.index(a) + 1 :]:
+            del x
+        for b in later:
             xb = features(b)
             for name, x in xa.items():
                 block = _gram(x, xb[name])
