@@ -8,10 +8,12 @@ import pytest
 
 from ssc_jax.pipeline.analysis import analyze
 from ssc_jax.pipeline.analysis.config import COMMAND_SETTINGS, AnalysisSet
+from ssc_jax.pipeline.analysis.uncertainty import Resampling
 from ssc_jax.pipeline.cli.arguments import (
     TRAIN_OPTIONS,
     analysis_settings,
     option_values,
+    resampling_settings,
     solver_settings,
 )
 from ssc_jax.pipeline.cli.main import build_parser, main
@@ -57,6 +59,23 @@ def test_options_take_defaults_and_help_from_the_dataclasses():
     n_help = dataclasses.fields(AnalysisSet)[2].metadata["help"]
     assert _help_of("dynamics", "--n") == n_help + " (default: %(default)s)"
     assert parser.parse_args(["train", "--model", "m"]).epochs == 100
+
+
+@pytest.mark.parametrize("command", ["default", "analyze", "dynamics", "compare"])
+def test_every_analysis_takes_the_interval_options(command):
+    argv = [command] if command == "default" else [command, "run"]
+    parser = build_parser()
+    assert resampling_settings(parser.parse_args(argv)) == Resampling()
+    chosen = parser.parse_args([*argv, "--resamples", "0", "--level", "0.8"])
+    assert resampling_settings(chosen) == Resampling(resamples=0, level=0.8)
+
+
+def test_the_default_checks_its_interval_options_before_training(tmp_path, capsys):
+    out = tmp_path / "default"
+    assert main(["default", "--out", str(out), "--resamples", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ssc-jax: error: --resamples/--level: resamples must be")
+    assert not out.exists()
 
 
 def test_options_set_the_settings():

@@ -292,6 +292,7 @@ def cmd_default(args) -> Path:
     from ssc_jax.pipeline.report.render_dynamics import render_dynamics
 
     analysis, solver = analysis_settings(args)
+    resampling = resampling_settings(args)
     progress = not args.quiet
     start = time.perf_counter()
     run, out = Path(args.out).absolute() / "run", Path(args.out).absolute() / "report"
@@ -302,12 +303,9 @@ def cmd_default(args) -> Path:
         )
         _train(config, run, progress=progress)
         measures = measure_names(args)
-        result = analyze_checkpoint(
-            run, analysis=analysis, solver=solver, measures=measures, progress=progress
-        )
-        dynamics = training_dynamics(
-            run, analysis=analysis, solver=solver, measures=measures, progress=progress
-        )
+        settings = dict(analysis=analysis, solver=solver, measures=measures, progress=progress)
+        result = analyze_checkpoint(run, resampling=resampling, **settings)
+        dynamics = training_dynamics(run, resampling=resampling, **settings)
         intro = Section()
         intro.text(
             f"small_cnn trained for {len(dynamics.epochs)} epochs on the digits training split "

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(p, TrainConfig, DEFAULT_TRAIN_OPTIONS)
     _out_option(p, DEFAULT_OUT)
     _analysis_options(p, n=DIGITS_N)
+    add_interval_options(p)
     p.set_defaults(func=commands.cmd_default)
 
     p = sub.add_parser(
