@@ -17,7 +17,10 @@ its gap: a support that the rounds had not found is not found here.
 
 The float64 rows of the problem's normalised Gram come from a ``Float64Gram``: from the samples
 X (``from_samples``) or from a Gram matrix (``from_gram``), a block of rows at a time, so that
-the finish holds at most ``memory_budget_bytes`` of them.
+the finish holds at most ``memory_budget_bytes`` of them. ``ssc_sparse``, which holds no G
+and C as each row's support, finishes without them (``finish_supports``): each row's
+``G_SS`` and ``G_Si`` from the float64 samples on its support, and its certificate from its
+residual's correlations ``X r_i``, in float64 row blocks.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from ssc_jax.solver.certificate import row_gaps, safe_zeros
 from ssc_jax.solver.result import SSCResult, Status
@@ -44,14 +48,21 @@ class Float64Gram(NamedTuple):
     norms: np.ndarray
 
 
-def from_samples(x: np.ndarray, normalize: bool) -> Float64Gram:
-    """The Gram of the samples ``x`` (n, d), scaled to unit norm where ``normalize`` (a zero
-    sample stays zero)."""
+def float64_samples(x: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) the samples ``x`` in float64, scaled to unit norm where ``normalize`` (a zero
+    sample stays zero), and their (n,) norms."""
     x = np.asarray(x, np.float64)
     norms = np.linalg.norm(x, axis=1)
     if normalize:
         x = np.divide(x, norms[:, None], out=np.zeros_like(x), where=norms[:, None] > 0)
         norms = (norms > 0).astype(np.float64)
+    return x, norms
+
+
+def from_samples(x: np.ndarray, normalize: bool) -> Float64Gram:
+    """The Gram of the samples ``x`` (n, d), scaled to unit norm where ``normalize`` (a zero
+    sample stays zero)."""
+    x, norms = float64_samples(x, normalize)
     return Float64Gram(rows=lambda index: x[index] @ x.T, norms=norms)
 
 
@@ -170,6 +181,111 @@ def _finish_block(
     return kept, objective, gap, safe
 
 
+class FinishedSupports(NamedTuple):
+    """Supports finished in float64 (``finish_supports``): the (n, w) ``values`` in their
+    dtype, and each row's (n,) float64 ``objective``, ``gap`` and screening verdict
+    ``safe``."""
+
+    values: np.ndarray
+    objective: np.ndarray
+    gap: np.ndarray
+    safe: np.ndarray
+
+
+def finish_supports(
+    x: np.ndarray,
+    norms: np.ndarray,
+    index: np.ndarray,
+    values: np.ndarray,
+    reported: np.ndarray,
+    *,
+    tau: float,
+    budget: int,
+    progress: bool = False,
+) -> FinishedSupports:
+    """The finish of a problem held as supports, for ``ssc_sparse``: without G, from the
+    float64 samples ``x`` (n, d) and their (n,) ``norms`` (``float64_samples``).
+
+    Row i's coefficients are ``values[i]`` (n, w) at ``index[i]``, nonzeros first. Each row is
+    re-solved on its support as ``finish_problem`` does (``G_SS`` and ``G_Si`` from ``X_S``),
+    rounded to the values' dtype, and certified in float64 from its residual's correlations
+    ``X r_i``, one (b, d) x (d, n) product a block of rows within ``budget`` bytes. A row
+    whose refined gap exceeds ``reported`` (n,), its gap as the rounds certified it, has its
+    old coefficients certified in float64 too, and keeps the better: one pass over all rows
+    and a second over those few; ``progress`` shows a bar over the first.
+    """
+    refined = _refined_supports(x, index, values, tau)
+    objective, gap, safe = _certified_supports(
+        x, norms, np.arange(len(x)), index, refined, tau, budget, progress
+    )
+    changed = np.any(refined != values, axis=1)
+    doubtful = np.flatnonzero(changed & (gap > reported))
+    old = _certified_supports(x, norms, doubtful, index, values, tau, budget)
+    back = old[1] < gap[doubtful]
+    reverted = doubtful[back]
+    refined[reverted] = values[reverted]
+    for field, from_old in zip((objective, gap, safe), old, strict=True):
+        field[reverted] = from_old[back]
+    return FinishedSupports(refined, objective, gap, safe)
+
+
+def _refined_supports(
+    x: np.ndarray, index: np.ndarray, values: np.ndarray, tau: float
+) -> np.ndarray:
+    """(n, w) each row's values solved in float64 on its support with its signs, rounded to
+    their dtype; a row whose solve fails, or changes a sign or rounds a value to 0, keeps its
+    own."""
+    refined = values.copy()
+    counts = np.sum(values != 0, axis=1)
+    for row in np.flatnonzero(counts):
+        support = index[row, : counts[row]]
+        signs = np.sign(values[row, : counts[row]]).astype(np.float64)
+        inside = x[support]
+        try:
+            solved = np.linalg.solve(inside @ inside.T, inside @ x[row] - signs / tau)
+        except np.linalg.LinAlgError:
+            continue
+        rounded = solved.astype(values.dtype)
+        if np.all(np.isfinite(solved)) and np.all(np.sign(rounded) == signs):
+            refined[row, : counts[row]] = rounded
+    return refined
+
+
+def _certified_supports(
+    x: np.ndarray,
+    norms: np.ndarray,
+    rows: np.ndarray,
+    index: np.ndarray,
+    values: np.ndarray,
+    tau: float,
+    budget: int,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(m,) float64 objectives, gaps and screening verdicts of the rows ``rows`` (m,) with
+    supports ``index[rows]``, ``values[rows]``, in blocks of rows within ``budget`` bytes,
+    with a bar where ``progress``."""
+    n = x.shape[0]
+    # (b, n) float64 arrays in flight: q, the dense coefficients and the certificate's copies.
+    block = int(np.clip(budget // (8 * 8 * n), 1, 1024))
+    objective, gap, safe = np.empty(len(rows)), np.empty(len(rows)), np.empty(len(rows), bool)
+    bar = tqdm(total=len(rows), desc="SSC float64 finish", unit="row", disable=not progress)
+    for first in range(0, len(rows), block):
+        part = rows[first : first + block]
+        coef = values[part].astype(np.float64)
+        residual = x[part].copy()
+        for t in range(int(np.max(np.sum(coef != 0, axis=1), initial=0))):
+            residual -= coef[:, t, None] * x[index[part, t]]
+        dense = np.zeros((len(part), n))
+        np.put_along_axis(dense, index[part], coef, axis=1)
+        squared = np.sum(residual**2, axis=1)
+        certified = _float64_certificate(dense, part, squared, residual @ x.T, norms, tau)
+        done = slice(first, first + len(part))
+        objective[done], gap[done], safe[done] = certified
+        bar.update(len(part))
+    bar.close()
+    return objective, gap, safe
+
+
 def _certified(
     coef: np.ndarray,
     rows: np.ndarray,
@@ -181,7 +297,6 @@ def _certified(
     """(b,) float64 objectives, gaps and screening verdicts of the (b, n) ``coef`` of rows
     ``rows``, from the gathered float64 Gram rows (``at`` maps a sample to its row there) and
     the samples' (n,) ``norms``."""
-    n = coef.shape[1]
     own = gathered[[at[r] for r in rows]]
     q = own.copy()
     for i, c in enumerate(coef):
@@ -190,6 +305,20 @@ def _certified(
     residual = -coef.astype(np.float64)
     residual[np.arange(len(rows)), rows] += 1
     squared = np.sum(q * residual, axis=1)
+    return _float64_certificate(coef, rows, squared, q, norms, tau)
+
+
+def _float64_certificate(
+    coef: np.ndarray,
+    rows: np.ndarray,
+    squared: np.ndarray,
+    q: np.ndarray,
+    norms: np.ndarray,
+    tau: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(b,) float64 objectives, gaps and screening verdicts of the (b, n) ``coef`` of rows
+    ``rows``, from their residuals' (b,) squared norms and (b, n) float64 correlations ``q``."""
+    n = coef.shape[1]
     diagonal = rows[:, None] == np.arange(n)[None, :]
     with jax.enable_x64(True), jax.default_device(jax.devices("cpu")[0]):
         coef64 = np.asarray(coef, np.float64)

@@ -47,6 +47,7 @@ from ssc_jax.solver.working_set.feature_rounds import (
     slab_rows,
     solve_rows,
 )
+from ssc_jax.solver.working_set.float64_finish import finish_supports, float64_samples
 from ssc_jax.solver.working_set.solver import WorkingSet
 from ssc_jax.solver.working_set.subproblems import row_levels, sweep_cap, working_set_sizes
 
@@ -85,6 +86,9 @@ class SparseSSCResult(NamedTuple):
       verified: the fraction of rows whose every zero gap-safe screening proves zero at the
         optimum (as ``SSCResult.verified`` for the ``WorkingSet``).
       history: a ``RoundRecord`` per round, the pass at C = 0 first.
+      finish_seconds: the seconds of the float64 finish (``float64_finish.finish_supports``)
+        that certified the answer, None where none ran: the rounds reached ``gap_tol``, or
+        X was float64.
     """
 
     coef: Any
@@ -94,6 +98,7 @@ class SparseSSCResult(NamedTuple):
     rounds: int
     verified: float
     history: tuple[RoundRecord, ...]
+    finish_seconds: float | None = None
 
 
 def ssc_sparse(
@@ -116,10 +121,11 @@ def ssc_sparse(
 
     Returns:
       A ``SparseSSCResult``, C as a SciPy sparse array, certified as ``ssc`` certifies the
-      same problem: the same optimum within the gaps. There is no float64 finish (it would
-      read G in float64): a float32 solve stalls near a relative gap of 1e-6 on real
-      activations (``float64_finish``), and warns; float64 X under
-      ``jax.enable_x64(True)`` goes further.
+      same problem: the same optimum within the gaps. A float32 solve stalls near a
+      relative gap of 1e-6 on real activations; one whose rounds stop short of ``gap_tol``
+      is finished in float64, as ``ssc`` finishes it, without G: each row re-solved on its
+      support, certified from its residual's float64 correlations with X, one (b, d) x
+      (d, n) float64 product a block of rows (``float64_finish.finish_supports``).
 
     Warns:
       ConvergenceWarning: when the certified gap does not reach ``gap_tol``.
@@ -171,19 +177,36 @@ def ssc_sparse(
                 f"SSC round {rounds + 1}: {solved.size} rows solved, certified relative gap "
                 f"{history[-1].relative_gap:.2e} (gap_tol {solver.gap_tol:.2e})"
             )
-    result = _result(supports, measured, tuple(history), solver.gap_tol)
-    if not result.converged:
-        rounds = result.rounds
-        stalled = rounds < solver.max_rounds
-        why, advice = (
-            (f"its rounds stalled after {rounds}", "solve float64 X under jax.enable_x64(True)")
-            if stalled
-            else (f"max_rounds = {solver.max_rounds}", "raise max_rounds")
+    certified = (measured.objective, measured.gap, measured.safe)
+    finish_seconds = None
+    if history[-1].relative_gap > solver.gap_tol and x.dtype != jnp.float64:
+        x64, norms64 = float64_samples(X, options.normalize)
+        finished, finish_seconds = _timed(
+            finish_supports,
+            x64,
+            norms64,
+            supports.index,
+            supports.values,
+            measured.gap,
+            tau=float(solver.tau),
+            budget=budget,
+            progress=show,
         )
+        supports = Supports(supports.index, finished.values)
+        certified = finished[1:]
+    result = _result(supports, *certified, tuple(history), solver.gap_tol, finish_seconds)
+    if show and finish_seconds is not None:
+        tqdm.write(
+            f"SSC float64 finish: certified relative gap {result.duality_gap:.2e} "
+            f"(gap_tol {solver.gap_tol:.2e})"
+        )
+    if not result.converged:
+        after = " and a float64 finish" if finish_seconds is not None else ""
         warnings.warn(
-            f"ssc_sparse did not converge within {why}: certified relative gap "
-            f"{result.duality_gap:.3g}, against gap_tol {solver.gap_tol:.3g}; {advice}, or "
-            "raise gap_tol if that gap is close enough",
+            f"ssc_sparse did not converge: certified relative gap {result.duality_gap:.3g} "
+            f"after {result.rounds} rounds{after}, against gap_tol {solver.gap_tol:.3g}; "
+            f"raise max_rounds (now {solver.max_rounds}), or gap_tol if that gap is close "
+            "enough",
             ConvergenceWarning,
             stacklevel=2,
         )
@@ -220,9 +243,9 @@ def _prepared(X, normalize: bool) -> tuple[Array, Array]:
     return jnp.asarray(x, dtype), jnp.asarray(norms, dtype)
 
 
-def _timed(function, *args):
+def _timed(function, *args, **keywords):
     start = time.perf_counter()
-    value = function(*args)
+    value = function(*args, **keywords)
     return value, time.perf_counter() - start
 
 
@@ -265,22 +288,30 @@ class _Measure(NamedTuple):
 
 
 def _result(
-    supports: Supports, measured: Measured, history: tuple[RoundRecord, ...], gap_tol: float
+    supports: Supports,
+    objective: np.ndarray,
+    gap: np.ndarray,
+    safe: np.ndarray,
+    history: tuple[RoundRecord, ...],
+    gap_tol: float,
+    finish_seconds: float | None,
 ) -> SparseSSCResult:
-    """The ``SparseSSCResult`` of the final supports and their certificate."""
+    """The ``SparseSSCResult`` of the final supports and their rows' (n,) certificates."""
     import scipy.sparse  # only the sparse answer needs SciPy
 
     n = supports.index.shape[0]
     nonzero = supports.values != 0
     line = np.repeat(np.arange(n), nonzero.sum(axis=1))
     entries = (supports.values[nonzero], (line, supports.index[nonzero]))
-    gap = history[-1].relative_gap
+    total = float(np.sum(objective))
+    relative = float(np.sum(gap)) / total if total > 0 else float(np.sum(gap))
     return SparseSSCResult(
         coef=scipy.sparse.csr_array(entries, shape=(n, n)),
-        objective=float(np.sum(measured.objective)),
-        duality_gap=gap,
-        converged=gap <= gap_tol,
+        objective=total,
+        duality_gap=relative,
+        converged=relative <= gap_tol,
         rounds=len(history) - 1,
-        verified=float(np.mean(measured.safe)),
+        verified=float(np.mean(safe)),
         history=history,
+        finish_seconds=finish_seconds,
     )
