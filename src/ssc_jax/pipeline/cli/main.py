@@ -1,5 +1,5 @@
 """The command line: ``python -m ssc_jax.run [default|train|analyze|activations|dynamics|
-compare|tau-path|torch]``.
+compare|tau-path|torch|sparse]``.
 
 With no command it runs the offline default: train a small CNN on scikit-learn's digits with
 per-epoch checkpoints, analyse every conv layer, run the training dynamics and write one
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ssc_jax.pipeline.analysis.config import N_WRONG, AnalysisSet
 from ssc_jax.pipeline.analysis.inputs import InputError
-from ssc_jax.pipeline.cli import commands, launch, torch_model
+from ssc_jax.pipeline.cli import commands, launch, sparse_layer, torch_model
 from ssc_jax.pipeline.cli.arguments import (
     DEFAULT_TRAIN_OPTIONS,
     TRAIN_OPTIONS,
@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     _out_option(p, "ssc_out/torch")
     _quiet_option(p)
     p.set_defaults(func=commands.cmd_torch)
+    sparse_layer.add_sparse_parser(sub)
     for command in sub.choices.values():
         launch.add_process_options(command)
     return parser
@@ -243,8 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable = args.func
     try:
-        if args.command in _TRAINING and (args.processes or 1) > 1:
-            raise InputError(f"`{args.command}` trains in one process; drop --processes")
+        if args.command in (*_TRAINING, "sparse") and (args.processes or 1) > 1:
+            does = "trains" if args.command in _TRAINING else "solves"
+            raise InputError(f"`{args.command}` {does} in one process; drop --processes")
         if launch.spawns(args):
             return launch.spawn([sys.executable, "-m", "ssc_jax.run", *argv], args.processes)
         launch.join(args)
@@ -255,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(err).split())
         print(f"ssc-jax: error: {message}", file=sys.stderr)
         return 2
-    if args.command != "train" and is_writer():
+    if args.command not in ("train", "sparse") and is_writer():
         print(f"report: {(out / 'report.html').absolute()}")
     return 0
 
