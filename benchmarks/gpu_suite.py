@@ -1,5 +1,6 @@
-"""GPU suite: the solver, a batch, ``cka_matrix``, a ResNet-18 epoch and the certificate's
-float32 check, in one markdown table, sized for under 8 minutes on one H100 or H200.
+"""GPU suite: the solver, the sparse route, a batch, ``cka_matrix``, a ResNet-18 epoch and the
+certificate's float32 check, in one markdown table, sized for under 8 minutes on one H100 or
+H200.
 
 Rows (``--sizes full``; ``--sizes tiny`` scales each down to run in about a minute on a CPU):
 
@@ -7,7 +8,12 @@ Rows (``--sizes full``; ``--sizes tiny`` scales each down to run in about a minu
    d = 2N dimensions, dense path: first call (compilation and the float64 eigendecomposition
    included) and warm seconds, iterations, the certified duality gap, and the warm time in
    units of one N x N x N float32 matmul timed in the same run (its own row); then the
-   same problem by the working-set solver (``WorkingSet``, rounds instead of iterations);
+   same problem by the working-set solver (``WorkingSet``, rounds instead of iterations),
+   and by ``ssc_sparse`` from the samples (no Gram, C sparse);
+   then, at the same N, ReLU features (rank 64 in d = 512, whose rows, like a real conv
+   layer's, have supports of 20 to 50 samples and take several rungs of working-set sizes)
+   by the working set through ``ssc_gram`` and by ``ssc_sparse``, the rows per rung in the
+   notes;
 2. a batch of 16 such problems at N = 4,000 in one ``ssc_gram`` call;
 3. ``cka_matrix`` over 20 (N x N) float32 graphs at N = 10,000 (7.5 GiB of input);
 4. one epoch of ResNet-18 at width 1 (batch 128, augmentation on) with the trainer's jitted
@@ -62,6 +68,7 @@ from training import time_steps
 
 TAU = 10.0
 BATCH = 128
+FEATURE_RANK, FEATURE_DIM = 64, 512
 # The float64 reference: tolerances that float64 meets, so that P* is the optimum to ~1e-9.
 REFERENCE = dict(rel_tol=1e-8, abs_tol=1e-14, gap_tol=1e-9, max_iterations=20_000)
 
@@ -70,6 +77,7 @@ class Sizes(NamedTuple):
     """Problem sizes of one profile."""
 
     solver_n: int
+    features_n: int
     batch: int
     batch_n: int
     graphs: int
@@ -81,8 +89,8 @@ class Sizes(NamedTuple):
 
 
 SIZES = {
-    "full": Sizes(10_000, 16, 4_000, 20, 10_000, 1.0, None, None, 4_000),
-    "tiny": Sizes(200, 4, 100, 20, 200, 0.25, 256, 2, 100),
+    "full": Sizes(10_000, 10_000, 16, 4_000, 20, 10_000, 1.0, None, None, 4_000),
+    "tiny": Sizes(200, 200, 4, 100, 20, 200, 0.25, 256, 2, 100),
 }
 COLUMNS = (
     "item",
@@ -147,6 +155,20 @@ def samples(n: int, seed: int) -> np.ndarray:
     return x
 
 
+def relu_features(n: int, seed: int) -> np.ndarray:
+    """(n, 512) float32 ReLU features of rank 64: max(0, Z W), Z (n, 64) and W (64, 512)
+    Gaussian."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, FEATURE_RANK)) @ rng.normal(size=(FEATURE_RANK, FEATURE_DIM))
+    return np.maximum(z, 0).astype(np.float32)
+
+
+def supports(coef) -> str:
+    """The median and largest nonzeros of a row of C (dense or SciPy sparse)."""
+    counts = np.diff(coef.indptr) if hasattr(coef, "indptr") else np.sum(coef != 0, axis=1)
+    return f"nonzeros a row: median {np.median(counts):g}, largest {np.max(counts)}"
+
+
 @jax.jit
 def gram_of(x: jax.Array) -> jax.Array:
     return x @ x.T
@@ -196,6 +218,52 @@ def solver_row(n: int, unit: float, precision: str, working_set: bool = False) -
         gap=float(result.duality_gap),
         notes=f"converged: {bool(result.converged)}; "
         + ("rounds, no factorisation" if working_set else "float64 eigendecomposition included"),
+    )
+
+
+def sparse_row(x: np.ndarray, what: str, unit: float, precision: str) -> Row:
+    """``ssc_sparse`` on the samples ``x`` (n, d): its rounds, the rows each solved at each
+    working-set size, and the float64 finish where one ran."""
+    n, d = x.shape
+    solve = lambda: ssc_jax.ssc_sparse(x, tau=TAU, progress=False)
+    first = time_calls(solve, warmup=0)
+    warm = time_calls(solve, warmup=0)
+    result = warm.result
+    rungs = "; ".join(
+        f"round {i}: {record.rows_per_size}" for i, record in enumerate(result.history[1:], 1)
+    )
+    finish = "none" if result.finish_seconds is None else f"{result.finish_seconds:.3g} s"
+    return Row(
+        f"`ssc_sparse`, {what}",
+        f"N={n}, d={d}, from X",
+        precision,
+        first=first.best,
+        warm=warm.best,
+        matmuls=warm.best / unit,
+        iterations=str(result.rounds),
+        gap=result.duality_gap,
+        notes=f"converged: {result.converged}; float64 finish: {finish}; rows per "
+        f"working-set size: {rungs}; {supports(result.coef)}",
+    )
+
+
+def features_row(n: int, unit: float, precision: str) -> Row:
+    """The working set through ``ssc_gram`` on ReLU features, rows at several rungs."""
+    gram = gram_of(jnp.asarray(relu_features(n, seed=0)))
+    solve = lambda: ssc_jax.ssc_gram(gram, solver=ssc_jax.WorkingSet(tau=TAU))
+    first = time_calls(solve, warmup=0)
+    warm = time_calls(solve, warmup=0)
+    result = warm.result
+    return Row(
+        "`ssc_gram`, working set, ReLU features",
+        f"N={n}, d={FEATURE_DIM}, rank {FEATURE_RANK}, Gram",
+        precision,
+        first=first.best,
+        warm=warm.best,
+        matmuls=warm.best / unit,
+        iterations=str(int(result.iterations)),
+        gap=float(result.duality_gap),
+        notes=f"converged: {bool(result.converged)}; {supports(np.asarray(result.coef))}",
     )
 
 
@@ -385,13 +453,30 @@ def main(argv: list[str] | None = None) -> int:
 
     print(header(args) + markdown([]), end="", flush=True)
     units = {}
-    for n in dict.fromkeys((sizes.solver_n, sizes.batch_n, sizes.cka_n)):
+    for n in dict.fromkeys((sizes.solver_n, sizes.features_n, sizes.batch_n, sizes.cka_n)):
         add(lambda n=n: matmul_row(n, precision), "matmul (the unit)")
         units[n] = rows[-1].warm or float("nan")
     add(lambda: solver_row(sizes.solver_n, units[sizes.solver_n], precision), "`ssc_gram`")
     add(
         lambda: solver_row(sizes.solver_n, units[sizes.solver_n], precision, working_set=True),
         "`ssc_gram`, working set",
+    )
+    add(
+        lambda: sparse_row(
+            samples(sizes.solver_n, seed=0).astype(np.float32),
+            "union of subspaces",
+            units[sizes.solver_n],
+            precision,
+        ),
+        "`ssc_sparse`",
+    )
+    features_unit = units[sizes.features_n]
+    add(lambda: features_row(sizes.features_n, features_unit, precision), "ReLU features")
+    add(
+        lambda: sparse_row(
+            relu_features(sizes.features_n, seed=0), "ReLU features", features_unit, precision
+        ),
+        "`ssc_sparse`, ReLU features",
     )
     add(
         lambda: batch_row(sizes.batch, sizes.batch_n, units[sizes.batch_n], precision),

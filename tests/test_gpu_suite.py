@@ -34,6 +34,15 @@ REQUIRED = {
         "/ N^3 matmul",
         "certified gap",
     ),
+    "`ssc_sparse`, union of subspaces": (
+        "first call (s)",
+        "warm (s)",
+        "/ N^3 matmul",
+        "iterations",
+        "certified gap",
+    ),
+    "`ssc_gram`, working set, ReLU features": ("first call (s)", "warm (s)", "certified gap"),
+    "`ssc_sparse`, ReLU features": ("first call (s)", "warm (s)", "iterations", "certified gap"),
     "`ssc_gram`, a batch of 4": ("first call (s)", "warm (s)", "/ N^3 matmul", "certified gap"),
     "`cka_matrix` over 20 graphs": ("first call (s)", "warm (s)", "/ N^3 matmul"),
     "ResNet-18 training, 2 steps": ("first call (s)", "warm (s)", "iterations"),
@@ -79,14 +88,21 @@ def test_a_failed_row_says_why_and_the_suite_goes_on(tmp_path, monkeypatch):
         raise RuntimeError("RESOURCE_EXHAUSTED | out of\nmemory")
 
     monkeypatch.setattr(gpu_suite, "solver_row", fail)
-    for name in ("batch_row", "cka_row", "training_row", "check_rows"):
+    for name in (
+        "sparse_row",
+        "features_row",
+        "batch_row",
+        "cka_row",
+        "training_row",
+        "check_rows",
+    ):
         row = gpu_suite.Row(name, "small", "highest", warm=1.0)
         monkeypatch.setattr(gpu_suite, name, lambda *args, row=row: row)
     out = tmp_path / "table.md"
     assert gpu_suite.main(["--sizes", "tiny", "--out", str(out)]) == 1
     rows = table_rows(out.read_text())
     items = ["matmul (the unit)"] * 2 + ["`ssc_gram`", "`ssc_gram`, working set"]
-    items += ["batch_row", "cka_row", "training_row"]
+    items += ["sparse_row", "features_row", "sparse_row", "batch_row", "cka_row", "training_row"]
     assert [row["item"] for row in rows] == [*items, "check_rows"]
     assert rows[2]["notes"] == "FAILED: RuntimeError: RESOURCE_EXHAUSTED / out of memory"
     assert rows[3]["notes"] == rows[2]["notes"] and rows[4]["warm (s)"] == "1"

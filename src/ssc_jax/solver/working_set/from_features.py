@@ -15,9 +15,9 @@ they read formed from X (n, d) when it is read, and C held sparse, as each row's
   off-support samples of largest ``|q_j| / ||x_j||``.
 
 A pass costs one n x n x d product for all rows, as forming G does, so the rounds skip what
-they can: a row whose own relative gap is within half of ``gap_tol`` keeps its coefficients,
-whose correlations, and so whose certificate, are then those of the last pass; each round
-solves and measures the other rows alone. Memory: X, a (b, n) slab and the supports: at
+they can: a row whose own relative gap is within ``SETTLED`` (half) of ``gap_tol`` keeps its
+coefficients, whose correlations, and so whose certificate, are then those of the last pass;
+each round solves and measures the other rows alone. Memory: X, a (b, n) slab and the supports: at
 n = 50,000 and d = 2,048, 400 MB for X where G would take 10 GB. As in the ``WorkingSet``,
 each row takes its own rung of working-set sizes (``subproblems.row_levels``), and rows of
 one rung are solved together, so a few dense rows do not set the size for the rest.
@@ -52,6 +52,9 @@ from ssc_jax.solver.working_set.solver import WorkingSet
 from ssc_jax.solver.working_set.subproblems import row_levels, sweep_cap, working_set_sizes
 
 Array = jax.Array
+SETTLED = 0.5
+"""A row whose own certified relative gap is within this fraction of ``gap_tol`` is settled:
+later rounds keep its coefficients and its certificate."""
 
 
 class RoundRecord(NamedTuple):
@@ -157,8 +160,7 @@ def ssc_sparse(
         rounds = len(history) - 1
         gaps[rounds - 1] = history[-1].relative_gap if rounds else -1
         sweeps = sweep_cap(solver.max_sweeps, jnp.asarray(gaps))
-        # Rows within half of gap_tol keep their coefficients and certificates.
-        open_rows = measured.gap > solver.gap_tol / 2 * measured.objective
+        open_rows = measured.gap > SETTLED * solver.gap_tol * measured.objective
         counts = jnp.asarray(np.sum(supports.values != 0, axis=1))
         own_rungs = np.asarray(row_levels(counts, jnp.asarray(measured.violated), sizes))
         rungs = np.where(open_rows, own_rungs, -1)
