@@ -9,6 +9,9 @@ ResNet-18), each a ratio, so that the figure travels between machines:
   settings, as ``analyze`` runs it, in units of the same Grams computed alone; with
   ``--command``, the whole ``python -m ssc_jax.run analyze RUN --n N`` too (every other
   measure of the report included), with its peak resident memory;
+* ``--grams-n``: the Grams of all conv layers on N inputs from the same captured features,
+  by XLA's matmul on the default device (how they were formed before) and by ``_gram`` (on a
+  CPU, NumPy's BLAS: a symmetric rank-k update, half the multiply-adds);
 * ``--peers-n``: the last conv layer's Gram at each N solved by ADMM (to its default gap and
   to the default solver's certified gap, within ``--admm-iterations``, one cap per N), the
   default solver, the paper's ADMM (NumPy float64, 100 iterations as released; above
@@ -19,6 +22,7 @@ ResNet-18), each a ratio, so that the figure travels between machines:
   peers).
 
     python benchmarks/targets.py RUN --layer-n 2000 --analyze-n 4000 --peers-n 2000
+    python benchmarks/targets.py RUN --grams-n 10000
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ from ssc_jax import (
     ADMM,
     WorkingSet,
     activation_grams,
+    capture_activations,
     layer_names,
     load_checkpoint,
     ssc_gram,
 )
+from ssc_jax.nets import capture
 from ssc_jax.pipeline.analysis.config import AnalysisSet
 from ssc_jax.pipeline.analysis.inputs import held_out_data, load_inputs, preprocess, run_info
 from ssc_jax.solver import certificate
@@ -121,6 +127,40 @@ def analyze_target(run: str, n: int, command: bool) -> None:
     print(
         f"analyze command: {seconds:.1f} s, {seconds / gram_seconds:.2f}x the Grams alone, "
         f"peak RSS {peak:.1f} GiB",
+        flush=True,
+    )
+
+
+def grams_target(run: str, n: int) -> None:
+    """Each conv layer's Gram on n inputs, from one capture of their features, by XLA's
+    matmul (``capture._device_gram``) and by ``capture._gram``, each timed over all layers;
+    their largest difference relative to the Gram's largest entry."""
+    model, info = load_checkpoint(run)
+    inputs = load_inputs(AnalysisSet(n=n), held_out_data(run_info(run)))
+    images = preprocess(inputs.images, info)
+    acts = capture_activations(model, images, layer_names(model, "conv"))
+    flat = [a.reshape(n, -1) for a in acts.values()]
+    del acts
+    methods = {"XLA matmul (before)": capture._device_gram, "_gram (now)": capture._gram}
+    for gram in methods.values():
+        gram(flat[-1][:64])  # compiles
+    seconds = dict.fromkeys(methods, 0.0)
+    difference = 0.0
+    for x in flat:
+        results = []
+        for name, gram in methods.items():
+            start = time.perf_counter()
+            results.append(gram(x))
+            seconds[name] += time.perf_counter() - start
+        scale = float(np.max(np.abs(results[0])))
+        difference = max(difference, float(np.max(np.abs(results[0] - results[1]))) / scale)
+        del results
+    before, now = seconds.values()
+    print("| N | layers | features | XLA matmul s | _gram s | ratio | largest difference |")
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| {n} | {len(flat)} | {sum(x.shape[1] for x in flat):,} | {before:.1f} | {now:.1f} | "
+        f"{before / now:.2f} | {difference:.1e} |",
         flush=True,
     )
 
@@ -252,6 +292,7 @@ def main() -> None:
     parser.add_argument("run", help="training run folder (a CIFAR-10 ResNet-18)")
     parser.add_argument("--layer-n", type=int, nargs="*", default=[])
     parser.add_argument("--analyze-n", type=int, nargs="*", default=[])
+    parser.add_argument("--grams-n", type=int, nargs="*", default=[])
     parser.add_argument("--peers-n", type=int, nargs="*", default=[])
     parser.add_argument("--gap-tol", type=float, default=1e-6, help="the peers' gap")
     parser.add_argument("--command", action="store_true", help="also time the analyze command")
@@ -272,6 +313,8 @@ def main() -> None:
     )
     for n in args.layer_n:
         layer_target(args.run, n)
+    for n in args.grams_n:
+        grams_target(args.run, n)
     for n in args.analyze_n:
         analyze_target(args.run, n, args.command)
     if args.peers_n:
