@@ -11,6 +11,7 @@ import scipy.sparse
 from lasso_reference import TAU, Solved, assert_same_optimum, float64_gram, rounding_allowance
 from ssc_jax import capture_activations, create_model, normalize_images, ssc
 from ssc_jax.solver import ADMM
+from ssc_jax.solver.convergence import ConvergenceWarning
 from ssc_jax.solver.synthetic import union_of_subspaces
 from ssc_jax.solver.working_set.float64_finish import (
     finish_problem,
@@ -108,6 +109,10 @@ def test_the_finish_from_the_samples_is_the_finish_from_the_gram():
     assert np.all(np.abs(by_samples.gap - by_gram[2]) <= allowance)
     assert int(np.sum(by_samples.safe)) == by_gram[3]
     assert np.sum(by_samples.gap) / np.sum(by_samples.objective) < start.duality_gap / 10
+    # Below what float32 coefficients certify, the rounds stall and the finish says so.
+    with pytest.warns(ConvergenceWarning, match="its rounds stalled"):
+        stopped = ssc_sparse(x, gap_tol=1e-12, size=32, progress=False)
+    assert stopped.finish_seconds is not None and 1e-12 < stopped.duality_gap < 1e-7
 
 
 def test_bad_input_and_another_solver_are_named():

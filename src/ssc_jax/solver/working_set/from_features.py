@@ -204,11 +204,13 @@ def ssc_sparse(
         )
     if not result.converged:
         after = " and a float64 finish" if finish_seconds is not None else ""
+        out_of_rounds = result.rounds >= solver.max_rounds
+        why = f"max_rounds = {solver.max_rounds}" if out_of_rounds else "its rounds stalled"
+        advice = "raise max_rounds, or gap_tol" if out_of_rounds else "raise gap_tol"
         warnings.warn(
-            f"ssc_sparse did not converge: certified relative gap {result.duality_gap:.3g} "
-            f"after {result.rounds} rounds{after}, against gap_tol {solver.gap_tol:.3g}; "
-            f"raise max_rounds (now {solver.max_rounds}), or gap_tol if that gap is close "
-            "enough",
+            f"ssc_sparse did not converge ({why}): certified relative gap "
+            f"{result.duality_gap:.3g} after {result.rounds} rounds{after}, against gap_tol "
+            f"{solver.gap_tol:.3g}; {advice} if that gap is close enough",
             ConvergenceWarning,
             stacklevel=2,
         )
