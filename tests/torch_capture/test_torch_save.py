@@ -122,3 +122,20 @@ def test_tensors_without_labels_need_labels(model, tmp_path):
         save_torch_activations(model, images, tmp_path / "a.safetensors")
     path = save_torch_activations(model, images, tmp_path / "b", labels=np.arange(N) % 2)
     np.testing.assert_array_equal(read_activations(path).labels, np.arange(N) % 2)
+
+
+@pytest.mark.parametrize("name", ["acts.safetensors", "acts"])
+def test_class_names_are_saved_for_the_file_door(model, loader, tmp_path, name):
+    names = ("ant", "bee", "cow")
+    path = save_torch_activations(model, loader, tmp_path / name, class_names=names)
+    assert read_activations(path).class_names == names
+
+
+def test_class_names_that_do_not_fit_are_refused_before_writing(model, loader, tmp_path):
+    path = tmp_path / "acts.safetensors"
+    with pytest.raises(ValueError, match=r"2 class names for logits of 3 classes") as error:
+        save_torch_activations(model, loader, path, class_names=["ant", "bee"])
+    assert str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=r"'class_names' repeats \['ant'\]"):
+        save_torch_activations(model, loader, path, class_names=["ant", "bee", "ant"])
+    assert list(tmp_path.iterdir()) == []

@@ -7,9 +7,9 @@ whose ``layers`` mapping reads a layer only when it is asked for:
     One array (n, ...) per layer, in the order they were saved (``np.savez(path, conv1=...,
     conv2=..., labels=...)``), plus the reserved keys ``labels`` (required, integers (n,)),
     ``predictions`` (integers (n,)) or ``logits`` ((n, classes); the predictions are then
-    their argmax), ``images`` ((n, ...)) and ``attention_mask`` ((n, T), the padding mask
-    of token layers (n, T, D), nonzero for real tokens). A member is loaded whole when its
-    layer is read.
+    their argmax), ``images`` ((n, ...)), ``attention_mask`` ((n, T), the padding mask
+    of token layers (n, T, D), nonzero for real tokens) and ``class_names`` (strings (K,),
+    ``np.array(names)``). A member is loaded whole when its layer is read.
 A folder with ``manifest.json``
     The manifest names ``.npy`` files in the folder (read memory-mapped, so a layer larger
     than RAM is fine)::
@@ -18,7 +18,8 @@ A folder with ``manifest.json``
          "labels": "labels.npy",
          "predictions": "predictions.npy",           # optional; or "logits": "logits.npy"
          "images": "images.npy",                     # optional
-         "attention_mask": "mask.npy"}               # optional, for token layers
+         "attention_mask": "mask.npy",               # optional, for token layers
+         "class_names": ["cat", "dog"]}              # optional, one name per class
 
     ``"layers"`` may instead be an object {layer name: file name}, in forward order.
 ``.safetensors``
@@ -27,8 +28,13 @@ A folder with ``manifest.json``
     and name, so the forward order is lost; give it as a JSON list in the metadata,
     ``save_file(tensors, path, metadata={"layers": json.dumps(names)})`` (in a folder, each
     file lists its own layers, and the files' lists are joined in file order). Without it
-    the header's order (sorted) is used. Each layer is read in
-    slices, never whole. bfloat16 and float8 cannot be read by NumPy: save them as float32.
+    the header's order (sorted) is used. The class names, if given, are a JSON list in the
+    metadata too, ``"class_names": json.dumps(names)``. Each layer is read in slices, never
+    whole. bfloat16 and float8 cannot be read by NumPy: save them as float32.
+
+The class names (optional in every layout) are distinct strings, one per logit column, or
+without logits at least one per class the labels and predictions reach; the report then
+names the classes by them instead of ``"0"`` .. ``"K-1"``.
 
 Every problem is a one-line ``ValueError`` naming the file and the array; a file that is
 truncated or damaged says so, with the reader's complaint.
@@ -60,6 +66,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from ssc_jax.nets.activation_source import (
+    CLASS_NAMES,
     RESERVED,
     ActivationSource,
     Layer,
@@ -165,6 +172,14 @@ def _read_npz(path: Path) -> ActivationSource:
                 shape, dtype = _npz_header(path, archive, key)
             except _NUMPY_ERRORS as error:
                 raise _damaged(path, f"array {key!r}", error) from None
+            if key == CLASS_NAMES:
+                if dtype.hasobject:  # pickled, which is never loaded
+                    raise ValueError(
+                        f"{path}: array {key!r} holds Python objects; save the names as "
+                        "np.array(names), an array of strings"
+                    )
+                extras[key] = (str(path), load)
+                continue
             opener = lambda load=load: contextlib.nullcontext(load())
             layers[key] = Layer(file=str(path), shape=shape, dtype=dtype, open=opener)
     return assemble_source(path, layers, extras)
@@ -198,6 +213,8 @@ def _read_manifest(folder: Path) -> ActivationSource:
         for key in RESERVED
         if key in manifest
     }
+    if CLASS_NAMES in manifest:
+        extras[CLASS_NAMES] = (str(where), lambda: manifest[CLASS_NAMES])
     return assemble_source(where, layers, extras)
 
 
@@ -254,6 +271,17 @@ def _safetensors_slices(path: Path, name: str, dtype: np.dtype):
         yield _Slices(file.get_slice(name), dtype)
 
 
+def _metadata_list(file: Path, metadata: dict[str, str], key: str) -> list:
+    """The JSON list under ``key`` of a safetensors file's metadata."""
+    try:
+        listed = json.loads(metadata[key])
+    except json.JSONDecodeError:
+        listed = None
+    if not isinstance(listed, list):
+        raise ValueError(f"{file}: metadata {key!r} must be a JSON list of names")
+    return listed
+
+
 def _read_safetensors(path: Path, files: list[Path]) -> ActivationSource:
     layers: dict[str, Layer] = {}
     extras = {}
@@ -262,13 +290,15 @@ def _read_safetensors(path: Path, files: list[Path]) -> ActivationSource:
         header = _header(file)
         metadata = header.pop("__metadata__", None) or {}
         if "layers" in metadata:
-            try:
-                listed = json.loads(metadata["layers"])
-            except json.JSONDecodeError:
-                listed = None
-            if not isinstance(listed, list):
-                raise ValueError(f"{file}: metadata 'layers' must be a JSON list of names")
-            order = [*(order or []), *listed]
+            order = [*(order or []), *_metadata_list(file, metadata, "layers")]
+        if CLASS_NAMES in metadata:
+            names = _metadata_list(file, metadata, CLASS_NAMES)
+            if CLASS_NAMES in extras and extras[CLASS_NAMES][1]() != names:
+                raise ValueError(
+                    f"{file}: metadata {CLASS_NAMES!r} differs from that of "
+                    f"{extras[CLASS_NAMES][0]}; give the same names, or give them once"
+                )
+            extras.setdefault(CLASS_NAMES, (str(file), lambda names=names: names))
         for name, info in header.items():
             if name in layers or name in extras:
                 raise ValueError(f"{file}: array {name!r} is also in another file")
@@ -301,13 +331,14 @@ def _read_safetensors(path: Path, files: list[Path]) -> ActivationSource:
 def read_activations(path: str | Path) -> ActivationSource:
     """Open saved activations (``.npz``, a folder with ``manifest.json``, or safetensors).
 
-    Only headers and the small reserved arrays (labels, predictions, images) are read now;
-    layers are read when used. See the module docstring for the layouts.
+    Only headers, the small reserved arrays (labels, predictions, images) and the class
+    names are read now; layers are read when used. See the module docstring for the layouts.
 
     Raises:
       ValueError: naming the file and the array, for a missing file or ``labels``, labels of
         the wrong length or not integers, layers with differing numbers of rows, a
-        non-numeric or empty array, or no layer arrays at all.
+        non-numeric or empty array, no layer arrays at all, or class names that are not
+        strings, repeat, or are fewer than the classes.
     """
     path = Path(path)
     if path.is_dir():

@@ -27,6 +27,9 @@ from ssc_jax.nets.tokens import check_tokens, pool_tokens
 
 MASK = "attention_mask"
 RESERVED = ("labels", "predictions", "logits", "images", MASK)
+# The classes' names: an array of strings in .npz, a list in manifest.json, a JSON list in
+# the safetensors metadata.
+CLASS_NAMES = "class_names"
 # Inputs pooled at a time when a stored token layer (n, T, D) is read.
 _POOLED_ROWS = 1024
 
@@ -76,7 +79,8 @@ class ActivationSource(NamedTuple):
     ``names`` and ``shapes`` (per input, i.e. without the leading n) are in forward order;
     ``labels`` and ``predictions`` are int64 (n,); ``logits`` is float (n, classes) or None
     (the predictions are then their argmax); ``images`` is (n, ...) or None; ``mask`` is the
-    padding mask (n, T) of token layers, saved as ``attention_mask``, or None.
+    padding mask (n, T) of token layers, saved as ``attention_mask``, or None;
+    ``class_names`` the K names of the classes, or None.
     """
 
     path: str
@@ -88,6 +92,7 @@ class ActivationSource(NamedTuple):
     logits: np.ndarray | None
     images: np.ndarray | None
     mask: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
 
 
 def check_numeric(where: str, name: str, dtype: np.dtype) -> None:
@@ -126,9 +131,35 @@ def check_labels(where: str, name: str, values: np.ndarray, n: int) -> np.ndarra
     return values.astype(np.int64)
 
 
+def checked_class_names(where: str, names, *, seen: int, width: int | None) -> tuple[str, ...]:
+    """``names`` (a list or 1-D array of strings) as the K class names of a network whose
+    labels and predictions lie in 0..``seen``-1 and whose logits, if any, have ``width``
+    columns; one-line ``ValueError`` naming ``where`` unless they fit."""
+    if isinstance(names, np.ndarray) and names.dtype.kind == "U" and names.ndim == 1:
+        names = names.tolist()
+    if not isinstance(names, list | tuple) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{where}: {CLASS_NAMES!r} must be a list of strings, one per class")
+    if "" in names:
+        raise ValueError(f"{where}: {CLASS_NAMES!r} holds an empty name")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{where}: {CLASS_NAMES!r} repeats {repeated}; name each class once")
+    if width is not None and len(names) != width:
+        raise ValueError(
+            f"{where}: {len(names)} class names for logits of {width} classes; "
+            "give one name per logit column"
+        )
+    if len(names) < seen:
+        raise ValueError(
+            f"{where}: {len(names)} class names, but the labels or predictions reach class "
+            f"{seen - 1}; give one name per class"
+        )
+    return tuple(names)
+
+
 def assemble_source(path: Path, layers: dict[str, Layer], extras: dict[str, tuple[str, Callable]]):
     """Check and assemble the source read from ``path``: ``layers`` in forward order, and
-    ``extras``, reserved names -> (file, loader of the array)."""
+    ``extras``, reserved names (and ``class_names``) -> (file, loader of the value)."""
     where = str(path)
     if not layers:
         raise ValueError(f"{where}: no layer arrays (only reserved names {sorted(extras)})")
@@ -166,6 +197,12 @@ def assemble_source(path: Path, layers: dict[str, Layer], extras: dict[str, tupl
         mask = np.asarray(load())
         if mask.ndim != 2 or len(mask) != n:
             raise ValueError(f"{file}: array {MASK!r} has shape {mask.shape}, not ({n}, T)")
+    class_names = None
+    if CLASS_NAMES in extras:
+        file, load = extras[CLASS_NAMES]
+        seen = 1 + int(max(labels.max(), -1 if predictions is None else predictions.max()))
+        width = None if logits is None else logits.shape[1]
+        class_names = checked_class_names(file, load(), seen=seen, width=width)
     return ActivationSource(
         path=where,
         names=tuple(layers),
@@ -176,6 +213,7 @@ def assemble_source(path: Path, layers: dict[str, Layer], extras: dict[str, tupl
         logits=logits,
         images=images,
         mask=mask,
+        class_names=class_names,
     )
 
 
@@ -275,8 +313,8 @@ def class_probabilities(source: ActivationSource, *, num_classes: int | None = N
     """The network's class probabilities (n, K) float32 on the source's inputs: the softmax
     of its ``logits`` when they were saved, else the one-hot rows of its ``predictions``.
 
-    ``num_classes`` K defaults to the logits' width, or to one more than the largest label
-    or prediction.
+    ``num_classes`` K defaults to the logits' width, or to the number of saved class names,
+    or to one more than the largest label or prediction.
 
     Raises:
       ValueError: when the source has neither logits nor predictions, or ``num_classes``
@@ -292,7 +330,8 @@ def class_probabilities(source: ActivationSource, *, num_classes: int | None = N
     if source.predictions is None:
         raise ValueError(f"{source.path}: no 'logits' or 'predictions' to give probabilities")
     largest = int(max(source.labels.max(), source.predictions.max()))
-    classes = largest + 1 if num_classes is None else int(num_classes)
+    named = largest + 1 if source.class_names is None else len(source.class_names)
+    classes = named if num_classes is None else int(num_classes)
     if classes <= largest or min(source.labels.min(), source.predictions.min()) < 0:
         raise ValueError(
             f"{source.path}: classes must lie in 0..{classes - 1}; the labels and predictions "

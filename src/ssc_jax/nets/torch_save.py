@@ -5,10 +5,10 @@ The model runs once over its inputs (after a first batch that sizes the layers):
 pooled (b, D) outputs go straight into their rows of the file, so memory holds one batch of
 activations at a time, whatever n. Rows are the inputs in the order they were given, with
 their labels and the model's logits beside them. ``.safetensors``: one file, its header
-written first (the forward order and the pooling in its metadata), each tensor then filled in
-place. Otherwise a folder of ``.npy`` files with ``manifest.json``. The output is written
-under a temporary name beside ``path`` and renamed when complete, so it is never seen
-half-written.
+written first (the forward order, the pooling and any class names in its metadata), each
+tensor then filled in place. Otherwise a folder of ``.npy`` files with ``manifest.json``. The
+output is written under a temporary name beside ``path`` and renamed when complete, so it is
+never seen half-written.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ssc_jax.core.checks import check_positive
 from ssc_jax.nets.activation_files import MANIFEST
-from ssc_jax.nets.activation_source import RESERVED
+from ssc_jax.nets.activation_source import CLASS_NAMES, RESERVED, checked_class_names
 from ssc_jax.nets.tokens import DEFAULT_TOKENS
 from ssc_jax.nets.torch_capture import evaluating, surveyed
 from ssc_jax.nets.torch_layers import Layers
@@ -49,10 +49,14 @@ def _layouts(found: Survey, labels: np.ndarray) -> dict[str, tuple[tuple, np.dty
     return arrays
 
 
-def _safetensors_arrays(path: Path, arrays: dict, metadata: dict[str, str]) -> dict:
-    """Create the ``.safetensors`` file at ``path`` for ``arrays`` {name: (shape, dtype)}
-    and return {name: writable memory map} of each tensor's bytes."""
-    header: dict = {"__metadata__": metadata}
+def _safetensors_arrays(
+    path: Path, arrays: dict, metadata: dict[str, str], class_names: tuple[str, ...] | None
+) -> dict:
+    """Create the ``.safetensors`` file at ``path`` for ``arrays`` {name: (shape, dtype)},
+    the class names (if any) a JSON list in its metadata, and return {name: writable memory
+    map} of each tensor's bytes."""
+    named = {} if class_names is None else {CLASS_NAMES: json.dumps(class_names)}
+    header: dict = {"__metadata__": {**metadata, **named}}
     offset = 0
     for name, (shape, dtype) in arrays.items():
         size = math.prod(shape) * dtype.itemsize
@@ -78,12 +82,16 @@ def _safetensors_arrays(path: Path, arrays: dict, metadata: dict[str, str]) -> d
     }
 
 
-def _npy_arrays(folder: Path, arrays: dict, metadata: dict[str, str]) -> dict:
-    """Create ``folder`` with a ``.npy`` file per array and ``manifest.json``; return
-    {name: writable memory map}."""
+def _npy_arrays(
+    folder: Path, arrays: dict, metadata: dict[str, str], class_names: tuple[str, ...] | None
+) -> dict:
+    """Create ``folder`` with a ``.npy`` file per array and ``manifest.json`` (with the class
+    names, if any); return {name: writable memory map}."""
     folder.mkdir()
     layers = {name: f"{name}.npy" for name in arrays if name not in RESERVED}
     manifest = {"layers": layers, **{k: f"{k}.npy" for k in arrays if k in RESERVED}}
+    if class_names is not None:
+        manifest[CLASS_NAMES] = list(class_names)
     (folder / MANIFEST).write_text(json.dumps({**manifest, "metadata": metadata}, indent=1))
     return {
         name: np.lib.format.open_memmap(folder / f"{name}.npy", "w+", dtype, shape)
@@ -115,6 +123,7 @@ def save_torch_activations(
     layers: Layers = None,
     tokens: str = DEFAULT_TOKENS,
     labels=None,
+    class_names: Sequence[str] | None = None,
     batch_size: int = 256,
     device="cpu",
 ) -> Path:
@@ -124,17 +133,20 @@ def save_torch_activations(
     ``.npy`` files with ``manifest.json``; either is what ``read_activations``, ``python -m
     ssc_jax.run activations`` and ``compare`` read. Each layer is saved as float32 (n, D),
     token outputs pooled by ``tokens``, with ``labels`` (n,) and, when the model outputs
-    (b, K) logits, ``logits`` (n, K), rows in the inputs' order.
+    (b, K) logits, ``logits`` (n, K), rows in the inputs' order, and ``class_names`` when
+    given, which the report then names the classes by.
 
     Args:
       model, inputs, layers, tokens, batch_size, device: as for
         :func:`ssc_jax.nets.torch_capture.torch_activation_grams`.
       labels: (n,) integer classes; default those the batches carry (a DataLoader's (inputs,
         labels) tuples, a mapping's ``labels``).
+      class_names: the K names of the classes (strings, each once): one per logit, or
+        without logits at least one per class the labels reach.
 
     Raises:
-      ValueError: in one line, when ``path`` exists, no labels are known, or as
-        ``torch_activation_grams`` does.
+      ValueError: in one line, when ``path`` exists, no labels are known, the class names do
+        not fit, or as ``torch_activation_grams`` does.
     """
     check_positive("batch_size", batch_size)
     path = Path(path)
@@ -150,6 +162,11 @@ def save_torch_activations(
             if given.shape != (found.n,):
                 raise ValueError(f"labels have shape {given.shape}, the inputs n = {found.n}")
             arrays = _layouts(found, given)
+            if class_names is not None:
+                seen = int(given.max()) + 1
+                class_names = checked_class_names(
+                    str(path), class_names, seen=seen, width=found.classes
+                )
             metadata = {
                 "layers": json.dumps(list(found.dims)),
                 "tokens": passes.tokens if passes.token_layers else "none",
@@ -157,7 +174,7 @@ def save_torch_activations(
             }
             with _staged(path) as staged:
                 create = _safetensors_arrays if path.suffix == ".safetensors" else _npy_arrays
-                files = create(staged, arrays, metadata)
+                files = create(staged, arrays, metadata, class_names)
                 files["labels"][:] = given
                 _fill(passes, found, files)
                 for array in files.values():

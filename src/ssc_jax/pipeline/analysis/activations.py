@@ -122,8 +122,9 @@ def given_inputs(
         n_classes = max(n_classes, np.shape(logits if probs is None else probs)[-1])
     if class_names is None:
         class_names = [str(k) for k in range(n_classes)]
-    elif len(class_names) != n_classes:
+    elif len(class_names) < n_classes:
         raise InputError(f"got {len(class_names)} class names for {n_classes} classes")
+    n_classes = len(class_names)  # classes with no inputs among these keep their names
     if n <= n_classes:
         raise InputError(
             f"N = {n} inputs for {n_classes} classes cannot show class structure; "
@@ -199,6 +200,8 @@ def activation_network(
             outputs[saved] = getattr(layers, saved)
         if outputs.get("images") is None:
             outputs["images"] = layers.images
+        if outputs.get("class_names") is None:
+            outputs["class_names"] = layers.class_names
     if labels is None:
         raise InputError("labels are required: pass one integer class per input")
     try:

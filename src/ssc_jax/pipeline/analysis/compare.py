@@ -291,7 +291,23 @@ def _same_inputs(inputs, given, path: Path):
             f"({len(given.labels)} against {len(inputs.labels)} inputs); save the activations "
             "of the same inputs in the same order"
         )
+    ours, theirs = given.class_names, inputs.class_names
+    if _named(given) and _named(inputs) and ours != theirs:
+        pairs = [(k, a, b) for k, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b]
+        where = (
+            f"class {pairs[0][0]} is {pairs[0][1]!r} against {pairs[0][2]!r}"
+            if pairs
+            else f"{len(ours)} names against {len(theirs)}"
+        )
+        raise InputError(
+            f"{path}: its class names differ from those of the inputs compared on ({where})"
+        )
     return inputs
+
+
+def _named(inputs) -> bool:
+    """Whether ``inputs`` have class names of their own, not the default "0" .. "K-1"."""
+    return inputs.class_names != [str(k) for k in range(len(inputs.class_names))]
 
 
 def _summary(
