@@ -1,20 +1,22 @@
-"""Intervals by subsampling: their calibration on a synthetic network, and their cost on a
-trained ResNet-18.
+"""Intervals from halves of the inputs: their calibration on a synthetic network, and their
+cost on a trained ResNet-18.
 
 ``calibrate``: a ``SyntheticNetwork`` (a fixed union of subspaces through a fixed random
-3-layer ReLU network) is sampled ``--draws`` times independently at each N of ``--sizes``.
-Each draw's modularity (L,) and SSC-CKA and linear CKA between layers (the L (L - 1) / 2
-pairs) are computed on its N inputs, with their intervals from ``--resamples`` subsamples of
-N / 2. The truth is each statistic's mean over the draws (its expectation at N, known to
-``sd / sqrt(draws)``); the table gives the fraction of draws whose interval covers it, for
-each layer or pair and pooled, and the two-sided 99% binomial range of that fraction for a
-calibrated interval.
+ReLU network, of layer widths ``--widths``) is sampled ``--draws`` times independently at
+each N of ``--sizes``. Each draw's modularity (L,) and SSC-CKA and linear CKA between layers
+(the L (L - 1) / 2 pairs) are computed on its N inputs, with their intervals from
+``--resamples`` halves (``--resamples / 2`` random splits of the N inputs). The truth is
+each statistic's mean over the draws (its expectation at N, known to ``sd / sqrt(draws)``);
+the table gives the fraction of draws whose interval covers it, for each layer or pair and
+pooled, and the two-sided 99% binomial range of that fraction for a calibrated interval.
 
 ``cost``: ``analyze`` on a trained run with ``--resamples 0`` and with the default, timed one
 after the other in this run, each solving the full graphs (the run's graph cache is emptied
 before each); the ratio is what intervals cost. The run's graph cache is deleted.
 
     flock /tmp/ssc_heavy.lock python benchmarks/uncertainty.py calibrate --sizes 200 1000
+    flock /tmp/ssc_heavy.lock python benchmarks/uncertainty.py calibrate --sizes 200 \
+        --widths 32 32 32 32 32 32 32 16
     flock /tmp/ssc_heavy.lock python benchmarks/uncertainty.py cost --run /tmp/r18 --n 2000 \\
         --scratch /tmp/cost
 """
@@ -70,10 +72,11 @@ def entries(name: str, value: np.ndarray) -> np.ndarray:
 
 
 def calibrate(args) -> None:
-    net = SyntheticNetwork()
+    net = SyntheticNetwork(widths=args.widths)
     resampling = Resampling(resamples=args.resamples, level=args.level)
     low, high = stats.binom.ppf([0.005, 0.995], args.draws, args.level) / args.draws
-    print(f"# {platform.node()}: {args.draws} draws, {args.resamples} subsamples of N/2, ")
+    print(f"# {platform.node()}: widths {args.widths}, {args.draws} draws, ")
+    print(f"# {args.resamples} halves ({args.resamples // 2} splits of the N inputs), ")
     print(f"# level {args.level}; 99% binomial range of a calibrated coverage {low:.3f}-{high:.3f}")
     print("| N | statistic | entries | coverage per entry | pooled | mean width | sd over draws |")
     print("|---|---|---|---|---|---|---|")
@@ -127,6 +130,7 @@ def main() -> None:
     cal = commands.add_parser("calibrate")
     cal.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
     cal.add_argument("--draws", type=int, default=200)
+    cal.add_argument("--widths", type=int, nargs="+", default=[32, 32, 16])
     cal.add_argument("--resamples", type=int, default=Resampling().resamples)
     cal.add_argument("--level", type=float, default=Resampling().level)
     cal.set_defaults(action=calibrate)

@@ -1,5 +1,6 @@
-"""Intervals by subsampling and permutation p-values: the scale factor exactly, coverage and
-validity by simulation with binomial bounds, and the pipeline's intervals on SSC graphs."""
+"""Intervals from complementary halves and permutation p-values: the half-sample variance
+exactly and against statistics of known rate, coverage and validity by simulation with
+binomial bounds, and the pipeline's intervals on SSC graphs."""
 
 import itertools
 
@@ -17,11 +18,10 @@ from ssc_jax.graphs.permutation import (
     relabel,
 )
 from ssc_jax.graphs.resampling import (
+    half_pairs,
+    half_sample_interval,
+    half_sample_variance,
     subsample_bias,
-    subsample_indices,
-    subsample_interval,
-    subsample_scale,
-    subsample_size,
 )
 from ssc_jax.pipeline.analysis import findings
 from ssc_jax.pipeline.analysis.config import SolverSettings
@@ -47,47 +47,68 @@ def binomial_range(draws: int, p: float) -> tuple[float, float]:
     return low / draws, high / draws
 
 
-@pytest.mark.parametrize("m", [3, 5, 7])
-def test_scale_turns_the_subsample_spread_of_a_mean_into_its_spread_at_n(m):
-    # Over all C(N, m) subsamples the variance of their means is S^2 (N - m) / (N m), so
-    # scale^2 times it is S^2 / N, the variance estimate of the mean of N inputs.
-    x = np.random.default_rng(m).normal(size=10)
-    means = np.array([x[list(s)].mean() for s in itertools.combinations(range(10), m)])
-    scaled = subsample_scale(10, m) ** 2 * means.var()
-    np.testing.assert_allclose(scaled, x.var(ddof=1) / 10, rtol=1e-12)
+def test_half_sample_variance_of_a_mean_is_its_variance_estimate_at_n():
+    # Over all splits of N values into halves, (mean_1 - mean_2) / 2 is mean_1 minus the
+    # mean of all N, whose variance over the C(N, N / 2) halves is S^2 / N (the finite
+    # population correction at m = N / 2): the variance estimate of the mean of N inputs.
+    x = np.random.default_rng(0).normal(size=10)
+    replicates = []
+    for first in itertools.combinations(range(10), 5):
+        second = sorted(set(range(10)) - set(first))
+        replicates += [x[list(first)].mean(), x[second].mean()]
+    np.testing.assert_allclose(
+        half_sample_variance(np.array(replicates)), x.var(ddof=1) / 10, rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("rate", [1, 2])
+def test_half_sample_variance_estimates_the_variance_at_half_n_over_two(rate):
+    # Statistics of Gaussian inputs whose variance is known: the mean (var 1 / n, rate 1)
+    # and the square of the mean (var 2 / n^2, rate 2). The estimate is var(theta_{n/2}) / 2:
+    # the variance at n for rate 1, twice it for rate 2.
+    n, pairs, draws = 40, 4, 4000
+    x = np.random.default_rng(rate).normal(size=(draws, n))
+    idx = half_pairs(n, pairs, seed=rate)
+    estimates = half_sample_variance(np.moveaxis(x[:, idx].mean(axis=-1) ** rate, 1, 0))
+    at_half_n = (1 / (n / 2) if rate == 1 else 2 / (n / 2) ** 2) / 2
+    at_n = 1 / n if rate == 1 else 2 / n**2
+    assert abs(estimates.mean() - at_half_n) < 4 * estimates.std(ddof=1) / np.sqrt(draws)
+    np.testing.assert_allclose(at_half_n / at_n, 2 ** (rate - 1))
 
 
 def test_interval_is_centred_on_the_estimate_with_the_student_half_width():
     rng = np.random.default_rng(0)
     replicates = rng.normal(size=(6, 3, 2))
     estimate = rng.normal(size=(3, 2))
-    ci = subsample_interval(estimate, replicates, n=50, m=20, level=0.8)
-    half = stats.t.ppf(0.9, 5) * np.sqrt(20 / 30) * replicates.std(axis=0, ddof=1)
+    ci = half_sample_interval(estimate, replicates, level=0.8)
+    difference = (replicates[0::2] - replicates[1::2]) / 2
+    half = stats.t.ppf(0.9, 3) * np.sqrt(np.mean(difference**2, axis=0))
     assert ci.shape == (3, 2, 2)
     np.testing.assert_allclose(ci[..., 0], estimate - half, rtol=1e-12)
     np.testing.assert_allclose(ci[..., 1], estimate + half, rtol=1e-12)
-    flat = subsample_interval(1.0, np.ones(4), n=10, m=5)
+    flat = half_sample_interval(1.0, np.ones(4))
     assert tuple(flat) == (1.0, 1.0)
 
 
 def test_bad_interval_inputs_raise_one_clear_error():
-    with pytest.raises(ValueError, match="at least 2 subsamples"):
-        subsample_interval(0.0, np.zeros(1), n=10, m=5)
+    with pytest.raises(ValueError, match="pairs of complementary halves"):
+        half_sample_interval(0.0, np.zeros(3))
     with pytest.raises(ValueError, match="level"):
-        subsample_interval(0.0, np.zeros(3), n=10, m=5, level=1.0)
+        half_sample_interval(0.0, np.zeros(4), level=1.0)
     with pytest.raises(ValueError, match="replicates"):
-        subsample_interval(np.zeros(2), np.zeros((3, 4)), n=10, m=5)
-    with pytest.raises(ValueError, match="at least 3 inputs"):
-        subsample_size(2)
-    with pytest.raises(ValueError, match="resamples"):
-        Resampling(resamples=1)
+        half_sample_interval(np.zeros(2), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="at least 2 inputs"):
+        half_pairs(1, 4)
+    with pytest.raises(ValueError, match="even number"):
+        Resampling(resamples=3)
 
 
-def test_subsamples_are_distinct_inputs():
-    idx = subsample_indices(30, 15, 5, seed=1)
-    assert idx.shape == (5, 15)
-    assert all(len(set(row)) == 15 and row.max() < 30 for row in idx)
-    assert subsample_size(81) == 40
+@pytest.mark.parametrize("n", [30, 31])
+def test_each_split_is_two_disjoint_halves(n):
+    idx = half_pairs(n, 5, seed=1)
+    assert idx.shape == (10, n // 2)
+    for first, second in zip(idx[0::2], idx[1::2], strict=True):
+        assert len(set(first) | set(second)) == 2 * (n // 2) and max(*first, *second) < n
 
 
 def _linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -110,15 +131,15 @@ def _cka_draw(rng, n, signal):
 @pytest.mark.parametrize("signal", [1.0, 0.0])
 def test_intervals_cover_the_expectation_at_n_of_an_n_dependent_statistic(signal):
     rng = np.random.default_rng(3)
-    n, m, resamples, draws, truth_draws = 40, 20, 10, 200, 1000
+    n, resamples, draws, truth_draws = 40, 10, 200, 1000
     truth = np.mean([_cka_draw(rng, n, signal)[0] for _ in range(truth_draws)])
-    at_m = [_cka_draw(rng, m, signal)[0] for _ in range(truth_draws)]
+    at_m = [_cka_draw(rng, n // 2, signal)[0] for _ in range(truth_draws)]
     covered, bias = [], []
     for _ in range(draws):
         estimate, x, y = _cka_draw(rng, n, signal)
-        idx = subsample_indices(n, m, resamples, seed=int(rng.integers(2**31)))
+        idx = half_pairs(n, resamples // 2, seed=int(rng.integers(2**31)))
         reps = np.array([_linear_cka(x[i], y[i]) for i in idx])
-        low, high = subsample_interval(estimate, reps, n, m, level=0.9)
+        low, high = half_sample_interval(estimate, reps, level=0.9)
         covered.append(low <= truth <= high)
         bias.append(subsample_bias(estimate, reps))
     low, high = binomial_range(draws, 0.9)
@@ -126,10 +147,10 @@ def test_intervals_cover_the_expectation_at_n_of_an_n_dependent_statistic(signal
         assert low <= np.mean(covered) <= high
     else:
         # At a degenerate point (independent representations) the statistic's spread
-        # shrinks like 1 / n, not 1 / sqrt(n): the sqrt scaling overstates it, so the
-        # interval is conservative.
+        # shrinks like 1 / n, not 1 / sqrt(n): the halves overstate it, so the interval is
+        # conservative.
         assert np.mean(covered) >= low
-    # The replicates sit near mu_m, not mu_N: their mean's offset estimates mu_m - mu_N.
+    # The halves sit near mu_{n/2}, not mu_N: their mean's offset estimates mu_{n/2} - mu_N.
     offset_error = np.std(bias, ddof=1) / np.sqrt(draws) + np.std(at_m) / np.sqrt(truth_draws)
     assert abs(np.mean(bias) - (np.mean(at_m) - truth)) < 4 * offset_error
     assert np.mean(at_m) - truth > 4 * offset_error
@@ -242,7 +263,7 @@ def test_every_number_of_an_analysis_gets_an_interval_around_it(solved):
     affinity = [sp.csr_array(abs(c) + abs(c).T) for c in coef]
     estimates = statistic(np.arange(36), [Subsample(affinity, grams)])
     found = intervals(
-        estimates, [SolvedState(grams, coef, solver)], statistic, Resampling(resamples=3)
+        estimates, [SolvedState(grams, coef, solver)], statistic, Resampling(resamples=4)
     )
     assert set(found) == {name + "_ci" for name in estimates}
     assert found["modularity_ci"].shape == (2, 2)
@@ -265,7 +286,7 @@ def test_cross_network_intervals_pair_the_same_inputs(solved):
     affinity = [sp.csr_array(abs(c) + abs(c).T) for c in coef]
     statistic = cross_statistic(select_measures(None))
     estimates = statistic(np.arange(36), [Subsample(affinity, grams)] * 2)
-    found = intervals(estimates, [state, state], statistic, Resampling(resamples=3))
+    found = intervals(estimates, [state, state], statistic, Resampling(resamples=4))
     diagonal = np.diagonal(found["ssc_cka_ci"], axis1=0, axis2=1)
     np.testing.assert_allclose(diagonal, 1.0, atol=1e-5)
 

@@ -1,10 +1,11 @@
-"""Intervals for every number an analysis reports, by solving again on subsamples of its
-inputs (``ssc_jax.graphs.resampling`` says what the interval is of, and why subsampling).
+"""Intervals for every number an analysis reports, by solving again on halves of its
+inputs (``ssc_jax.graphs.resampling`` says what the interval is of, and why halves).
 
-One resample draws m of the N inputs, shared by every network, epoch or tau the command
-reads (so cross-network and epoch-to-epoch measures pair the same inputs), takes each
-layer's sub-Gram ``G[idx][:, idx]``, solves its SSC again warm-started from the full
-solution restricted to the subsample, and recomputes every statistic from the new graphs.
+The resamples are the two halves of random splits of the N inputs. Each half, shared by
+every network, epoch or tau the command reads (so cross-network and epoch-to-epoch measures
+pair the same inputs), takes each layer's sub-Gram ``G[idx][:, idx]``, solves its SSC
+again warm-started from the full solution restricted to the half, and recomputes every
+statistic from the new graphs.
 """
 
 from __future__ import annotations
@@ -26,13 +27,7 @@ from ssc_jax.graphs.permutation import (
     permutations,
     relabel,
 )
-from ssc_jax.graphs.resampling import (
-    DEFAULT_FRACTION,
-    DEFAULT_LEVEL,
-    subsample_indices,
-    subsample_interval,
-    subsample_size,
-)
+from ssc_jax.graphs.resampling import DEFAULT_LEVEL, half_pairs, half_sample_interval
 from ssc_jax.pipeline.analysis.config import SolverSettings
 from ssc_jax.pipeline.analysis.layer_graphs import solve_layers
 from ssc_jax.pipeline.analysis.measures import (
@@ -60,26 +55,29 @@ def modularity_rise(modularity: np.ndarray) -> float:
 class Resampling:
     """How the intervals and p-values are computed.
 
-    ``resamples`` subsamples of ``fraction`` of the N inputs each (0: no intervals),
-    intervals at ``level``; ``permutations`` label permutations for ``modularity_p``
-    (0: none)."""
+    ``resamples`` subsamples, the two halves of ``resamples / 2`` random splits of the N
+    inputs (0: no intervals), intervals at ``level``; ``permutations`` label permutations
+    for ``modularity_p`` (0: none)."""
 
     resamples: int = field(
         default=DEFAULT_RESAMPLES,
-        metadata={"help": "subsamples the intervals are estimated from (0: no intervals)"},
+        metadata={
+            "help": "subsamples the intervals are estimated from, the two halves of each of "
+            "resamples / 2 splits of the inputs (0: no intervals)"
+        },
     )
     level: float = field(default=DEFAULT_LEVEL, metadata={"help": "level of the intervals"})
-    fraction: float = DEFAULT_FRACTION
     seed: int = 0
     permutations: int = DEFAULT_PERMUTATIONS
 
     def __post_init__(self):
-        if self.resamples < 0 or self.resamples == 1:
-            raise ValueError(f"resamples must be 0 (off) or at least 2; got {self.resamples}")
+        if self.resamples < 0 or self.resamples % 2:
+            raise ValueError(
+                "resamples must be 0 (off) or an even number, the halves of resamples / 2 "
+                f"splits; got {self.resamples}"
+            )
         if not 0.0 < self.level < 1.0:
             raise ValueError(f"the interval level must be in (0, 1); got {self.level}")
-        if not 0.0 < self.fraction < 1.0:
-            raise ValueError(f"the subsample fraction must be in (0, 1); got {self.fraction}")
         if self.permutations < 0:
             raise ValueError(f"permutations must be >= 0; got {self.permutations}")
 
@@ -131,14 +129,13 @@ def resolved(
     states: Sequence[SolvedState], resampling: Resampling, *, progress: bool = False
 ) -> Iterator[tuple[np.ndarray, list[Subsample]]]:
     """(idx, one ``Subsample`` per state) for each of the ``resampling.resamples``
-    subsamples, solved as they are asked for (every process of a ``jax.distributed`` job
-    takes part in the solves; none without resamples)."""
+    subsamples, the halves of `half_pairs` in their order, solved as they are asked for
+    (every process of a ``jax.distributed`` job takes part in the solves; none without
+    resamples)."""
     if resampling.resamples == 0:
         return
     n = states[0].grams.shape[-1]
-    draws = subsample_indices(
-        n, subsample_size(n, resampling.fraction), resampling.resamples, resampling.seed
-    )
+    draws = half_pairs(n, resampling.resamples // 2, resampling.seed)
     for idx in tqdm(draws, desc="intervals", unit="subsample", disable=not progress):
         yield idx, [resolve(state, idx) for state in states]
 
@@ -152,17 +149,22 @@ def replicate_intervals(
 ) -> dict[str, np.ndarray]:
     """``{name + "_ci": (..., 2)}``, the (low, high) interval at ``level`` of each of
     ``estimates`` {name: (...)}, the numbers ``statistic`` gives on all n inputs, from its
-    values on ``subsamples`` (those of `resolved`); empty without subsamples."""
+    values on ``subsamples`` (those of `resolved`: pairs of complementary halves of the n
+    inputs); empty without subsamples.
+
+    Raises:
+      ValueError: for a subsample that is not a half of the n inputs.
+    """
     found: dict[str, list] = {}
-    m = None
     for idx, subsample in subsamples:
-        m = len(idx)
+        if len(idx) != n // 2:
+            raise ValueError(f"intervals need halves of the {n} inputs; got {len(idx)} of them")
         for name, value in statistic(idx, subsample).items():
             found.setdefault(name, []).append(np.asarray(value, np.float64))
-    if m is None:
+    if not found:
         return {}
     return {
-        name + CI_SUFFIX: subsample_interval(estimates[name], np.stack(found[name]), n, m, level)
+        name + CI_SUFFIX: half_sample_interval(estimates[name], np.stack(found[name]), level)
         for name in estimates
     }
 

@@ -230,8 +230,9 @@ def add_interval_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=Resampling.resamples,
         metavar="R",
-        help="subsamples of half the inputs on which every layer is solved again, for an "
-        "interval beside every number (docs/statistics.md); 0: none (default: %(default)s)",
+        help="halves of the inputs (both halves of R / 2 random splits, so R is even) on "
+        "which every layer is solved again, for an interval beside every number "
+        "(docs/statistics.md); 0: none (default: %(default)s)",
     )
     parser.add_argument(
         "--level",

@@ -222,9 +222,10 @@ def analyze_grams(
       tokens, layer_selection: how the Grams' token layers were pooled and their layers
         chosen (``activation_grams(..., tokens=, layers=)``), for the report and
         ``metrics.json``; None when not said.
-      resamples: subsamples of half the inputs on which every layer is solved again, for
-        the intervals beside every number (``result.intervals``, ``x_ci`` in
-        ``metrics.json``; docs/statistics.md); 0 turns them off.
+      resamples: halves of the inputs (both halves of resamples / 2 random splits, so an
+        even number) on which every layer is solved again, for the intervals beside every
+        number (``result.intervals``, ``x_ci`` in ``metrics.json``; docs/statistics.md); 0
+        turns them off.
       level: the intervals' level.
 
     Raises:
