@@ -60,7 +60,8 @@ def test_same_optimum_as_the_gram_route_on_a_union_of_subspaces():
     first, rounds = sparse.history[0], sparse.history[1:]
     assert first.rows_per_size == {} and rounds[-1].relative_gap == sparse.duality_gap
     assert sparse.rounds == len(rounds) and all(r.rows_per_size for r in rounds)
-    # Rows certified within half of gap_tol keep their coefficients: later rounds solve fewer.
+    # Rows certified within a tenth of gap_tol keep their coefficients: later rounds solve
+    # fewer.
     counts = [sum(r.rows_per_size.values()) for r in rounds]
     assert counts[0] == 399 and counts[-1] < counts[0]
 
