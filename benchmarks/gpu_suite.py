@@ -55,7 +55,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +63,7 @@ import numpy as np
 
 import ssc_jax
 from ssc_jax.solver.synthetic import union_of_subspaces
-from timing import time_calls
+from timing import Timing, time_calls
 from training import time_steps
 
 TAU = 10.0
@@ -200,12 +200,16 @@ def matmul_row(n: int, precision: str) -> Row:
     )
 
 
+def first_and_warm(solve: Callable[[], Any]) -> tuple[Timing, Timing]:
+    """The first call of ``solve`` (compiling included), then a second, warm one."""
+    return time_calls(solve, warmup=0), time_calls(solve, warmup=0)
+
+
 def solver_row(n: int, unit: float, precision: str, working_set: bool = False) -> Row:
     gram = float32_gram(n, seed=0)
     solver = ssc_jax.WorkingSet(tau=TAU) if working_set else ssc_jax.ADMM(tau=TAU)
     solve = lambda: ssc_jax.ssc_gram(gram, solver=solver, low_rank=False)
-    first = time_calls(solve, warmup=0)
-    warm = time_calls(solve, warmup=0)
+    first, warm = first_and_warm(solve)
     result = warm.result
     return Row(
         f"`ssc_gram`, {'working set' if working_set else 'ADMM'}, one problem",
@@ -226,8 +230,7 @@ def sparse_row(x: np.ndarray, what: str, unit: float, precision: str) -> Row:
     working-set size, and the float64 finish where one ran."""
     n, d = x.shape
     solve = lambda: ssc_jax.ssc_sparse(x, tau=TAU, progress=False)
-    first = time_calls(solve, warmup=0)
-    warm = time_calls(solve, warmup=0)
+    first, warm = first_and_warm(solve)
     result = warm.result
     rungs = "; ".join(
         f"round {i}: {record.rows_per_size}" for i, record in enumerate(result.history[1:], 1)
@@ -251,8 +254,7 @@ def features_row(n: int, unit: float, precision: str) -> Row:
     """The working set through ``ssc_gram`` on ReLU features, rows at several rungs."""
     gram = gram_of(jnp.asarray(relu_features(n, seed=0)))
     solve = lambda: ssc_jax.ssc_gram(gram, solver=ssc_jax.WorkingSet(tau=TAU))
-    first = time_calls(solve, warmup=0)
-    warm = time_calls(solve, warmup=0)
+    first, warm = first_and_warm(solve)
     result = warm.result
     return Row(
         "`ssc_gram`, working set, ReLU features",
@@ -270,8 +272,7 @@ def features_row(n: int, unit: float, precision: str) -> Row:
 def batch_row(batch: int, n: int, unit: float, precision: str) -> Row:
     stack = jnp.stack([float32_gram(n, seed=seed) for seed in range(batch)])
     solve = lambda: ssc_jax.ssc_gram(stack, solver=ssc_jax.ADMM(), tau=TAU, low_rank=False)
-    first = time_calls(solve, warmup=0)
-    warm = time_calls(solve, warmup=0)
+    first, warm = first_and_warm(solve)
     result = warm.result
     iterations = np.asarray(result.iterations)
     converged = int(np.sum(np.asarray(result.converged)))
@@ -385,8 +386,7 @@ def check_rows(n: int, precisions: tuple[str, ...]) -> list[Row]:
     for precision in precisions:
         with precision_scope(precision):
             solve = lambda: ssc_jax.ssc_gram(gram32, solver=ssc_jax.ADMM(), tau=TAU, low_rank=False)
-            first = time_calls(solve, warmup=0)
-            warm = time_calls(solve, warmup=0)
+            first, warm = first_and_warm(solve)
         result = warm.result
         gap, true_gap = float(result.duality_gap), (objective(x, result.coef) - optimum) / optimum
         rows.append(
