@@ -205,23 +205,43 @@ def first_and_warm(solve: Callable[[], Any]) -> tuple[Timing, Timing]:
     return time_calls(solve, warmup=0), time_calls(solve, warmup=0)
 
 
-def solver_row(n: int, unit: float, precision: str, working_set: bool = False) -> Row:
-    gram = float32_gram(n, seed=0)
-    solver = ssc_jax.WorkingSet(tau=TAU) if working_set else ssc_jax.ADMM(tau=TAU)
-    solve = lambda: ssc_jax.ssc_gram(gram, solver=solver, low_rank=False)
+def one_problem_row(
+    what: str,
+    shape: str,
+    precision: str,
+    solve: Callable[[], Any],
+    unit: float,
+    notes: Callable[[Any], str],
+) -> Row:
+    """The row of ``solve``, an ``ssc_gram`` call on one problem: its first and warm times,
+    its iterations and gap, and ``notes(result)`` after whether it converged."""
     first, warm = first_and_warm(solve)
     result = warm.result
     return Row(
-        f"`ssc_gram`, {'working set' if working_set else 'ADMM'}, one problem",
-        f"N={n}, d={2 * n}, dense",
+        what,
+        shape,
         precision,
         first=first.best,
         warm=warm.best,
         matmuls=warm.best / unit,
         iterations=str(int(result.iterations)),
         gap=float(result.duality_gap),
-        notes=f"converged: {bool(result.converged)}; "
-        + ("rounds, no factorisation" if working_set else "float64 eigendecomposition included"),
+        notes=f"converged: {bool(result.converged)}; {notes(result)}",
+    )
+
+
+def solver_row(n: int, unit: float, precision: str, working_set: bool = False) -> Row:
+    gram = float32_gram(n, seed=0)
+    solver = ssc_jax.WorkingSet(tau=TAU) if working_set else ssc_jax.ADMM(tau=TAU)
+    return one_problem_row(
+        f"`ssc_gram`, {'working set' if working_set else 'ADMM'}, one problem",
+        f"N={n}, d={2 * n}, dense",
+        precision,
+        lambda: ssc_jax.ssc_gram(gram, solver=solver, low_rank=False),
+        unit,
+        lambda result: (
+            "rounds, no factorisation" if working_set else "float64 eigendecomposition included"
+        ),
     )
 
 
@@ -253,19 +273,13 @@ def sparse_row(x: np.ndarray, what: str, unit: float, precision: str) -> Row:
 def features_row(n: int, unit: float, precision: str) -> Row:
     """The working set through ``ssc_gram`` on ReLU features, rows at several rungs."""
     gram = gram_of(jnp.asarray(relu_features(n, seed=0)))
-    solve = lambda: ssc_jax.ssc_gram(gram, solver=ssc_jax.WorkingSet(tau=TAU))
-    first, warm = first_and_warm(solve)
-    result = warm.result
-    return Row(
+    return one_problem_row(
         "`ssc_gram`, working set, ReLU features",
         f"N={n}, d={FEATURE_DIM}, rank {FEATURE_RANK}, Gram",
         precision,
-        first=first.best,
-        warm=warm.best,
-        matmuls=warm.best / unit,
-        iterations=str(int(result.iterations)),
-        gap=float(result.duality_gap),
-        notes=f"converged: {bool(result.converged)}; {supports(np.asarray(result.coef))}",
+        lambda: ssc_jax.ssc_gram(gram, solver=ssc_jax.WorkingSet(tau=TAU)),
+        unit,
+        lambda result: supports(np.asarray(result.coef)),
     )
 
 
