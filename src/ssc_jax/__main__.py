@@ -2,6 +2,6 @@
 
 import sys
 
-from ssc_jax.pipeline.cli.main import main
+from ssc_jax.run import main
 
 sys.exit(main())
