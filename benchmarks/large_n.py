@@ -11,8 +11,8 @@ the same run, with the ratio of the solve to it::
     /usr/bin/time -v python benchmarks/large_n.py RUN --n 10000 20000
 
 Several ``--gap-tol`` solve the same activations at each tolerance in turn (the float64
-finish's cost: ``--gap-tol 2e-3 1e-6``); several ``--settled`` at each fraction of
-``gap_tol`` within which a row is settled (``from_features.SETTLED``).
+finish's cost: ``--gap-tol 2e-3 1e-6``); several ``--settled`` at each share of ``gap_tol``
+that the rows a round leaves as they are may hold (``subproblems.SETTLED_SHARE``).
 
 Peak memory is the process's (``ru_maxrss``, as ``/usr/bin/time -v`` reports it); with
 several N in one call it is the largest's.
@@ -33,7 +33,7 @@ import numpy as np
 from ssc_jax import capture_activations, load_checkpoint, load_dataset
 from ssc_jax.pipeline.analysis.config import COMMAND_SETTINGS
 from ssc_jax.pipeline.analysis.inputs import preprocess, run_info
-from ssc_jax.solver.working_set import from_features
+from ssc_jax.solver.working_set import from_features, subproblems
 from ssc_jax.training.datasets import analysis_indices
 
 SLAB_ROWS = 1024
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument(
         "--gap-tol", type=float, nargs="+", default=[COMMAND_SETTINGS.working_set.gap_tol]
     )
-    parser.add_argument("--settled", type=float, nargs="+", default=[from_features.SETTLED])
+    parser.add_argument("--settled", type=float, nargs="+", default=[subproblems.SETTLED_SHARE])
     parser.add_argument(
         "--warm-up",
         action="store_true",
@@ -99,7 +99,7 @@ def main() -> None:
             from_features.ssc_sparse(x, solver=COMMAND_SETTINGS.working_set, progress=False)
         for gap_tol, settled in itertools.product(args.gap_tol, args.settled):
             solver = dataclasses.replace(COMMAND_SETTINGS.working_set, gap_tol=gap_tol)
-            from_features.SETTLED = settled
+            subproblems.SETTLED_SHARE = settled
             start = time.perf_counter()
             result = from_features.ssc_sparse(x, solver=solver, progress=True)
             solve = time.perf_counter() - start

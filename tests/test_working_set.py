@@ -234,7 +234,18 @@ def test_each_row_takes_its_own_rung():
     supports = jnp.asarray([0, 0, 10, 30, 30, 100])
     violated = jnp.asarray([0, 50, 2, 0, 40, 0])
     levels = row_levels(supports, violated, [16, 32, 64, 128])
-    np.testing.assert_array_equal(levels, [0, 2, 0, 2, 3, 3])
+    np.testing.assert_array_equal(levels, [0, 1, 0, 2, 3, 3])
+
+
+def test_the_rows_of_smallest_gap_within_the_settled_share_are_settled():
+    from ssc_jax.solver.working_set.subproblems import SETTLED_SHARE, settled_rows
+
+    gap = jnp.asarray([4.0, 0.5, 1.0, 0.0, 2.0])
+    objective = jnp.full(5, 200.0)
+    # The four smallest gaps add up to 3.5, with the fifth to 7.5.
+    for allowed, expected in ((3.6, [0, 1, 1, 1, 1]), (3.4, [0, 1, 1, 1, 0])):
+        settled = settled_rows(gap, objective, allowed / (SETTLED_SHARE * 1000))
+        np.testing.assert_array_equal(settled, np.asarray(expected, bool))
 
 
 def test_rows_in_chunks_of_several_rungs_reach_the_optimum(problems):

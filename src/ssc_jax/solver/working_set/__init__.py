@@ -21,13 +21,13 @@ multiply-adds, not the b n^2 of a dense product); from a low-rank factor it is t
 
 s climbs a ladder, ``size / 8`` (16 by default) to ``size``: in each round every row takes
 the smallest rung that leaves a quarter of it free above its support, or one rung more where
-its support and KKT violations together ask for it (two from C = 0) (``row_levels``); the
-rows, sorted by rung, are solved in chunks of ``chunk_rows``, each at its densest row's rung,
-and one compiled program holds every rung (``lax.switch``). So the sparse rows of synthetic
-data run on 16-32 samples and the denser ones of real layers on up to ``size``, and a few
-dense rows do not set the size for the rest. A row whose own relative gap is within a tenth
-of ``gap_tol`` is settled: later rounds keep its coefficients. A row whose
-support reaches ``size`` cannot grow its working set further, and its gap shows it. Under
+its support and KKT violations together ask for it (``row_levels``); the rows, sorted by
+rung, are solved in chunks of ``chunk_rows``, each at its densest row's rung, and one
+compiled program holds every rung (``lax.switch``). So the sparse rows of synthetic data run
+on 16-32 samples and the denser ones of real layers on up to ``size``, and a few dense rows
+do not set the size for the rest. The rows of smallest gap that together hold at most half
+of ``gap_tol`` are settled: the round keeps their coefficients (``settled_rows``). A row
+whose support reaches ``size`` cannot grow its working set further, and its gap shows it. Under
 ``vmap`` (problems side by side on an accelerator) a switch runs every rung, and every rung
 compiles, so a new problem shape compiles for longer than with one fixed size.
 

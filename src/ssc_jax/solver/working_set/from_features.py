@@ -15,13 +15,13 @@ they read formed from X (n, d) when it is read, and C held sparse, as each row's
   off-support samples of largest ``|q_j| / ||x_j||``.
 
 A pass costs one n x n x d product for all rows, as forming G does, so the rounds skip what
-they can: a row whose own relative gap is within ``SETTLED`` (a tenth, as in the
-``WorkingSet``) of ``gap_tol`` keeps its coefficients, whose correlations, and so whose
-certificate, are then those of the last pass; each round solves and measures the other rows
-alone. Memory: X, a (b, n) slab and the supports: at n = 50,000 and d = 2,048, 400 MB for X
-where G would take 10 GB. As in the ``WorkingSet``, each row takes its own rung of
-working-set sizes (``subproblems.row_levels``), and rows of one rung are solved together, so
-a few dense rows do not set the size for the rest.
+they can: the rows ``subproblems.settled_rows`` picks, as in the ``WorkingSet``, keep their
+coefficients, whose correlations, and so whose certificate, are then those of the last pass;
+each round solves and measures the other rows alone. Memory: X, a (b, n) slab and the
+supports: at n = 50,000 and d = 2,048, 400 MB for X where G would take 10 GB. As in the
+``WorkingSet``, each row takes its own rung of working-set sizes
+(``subproblems.row_levels``), and rows of one rung are solved together, so a few dense rows
+do not set the size for the rest.
 """
 
 from __future__ import annotations
@@ -50,13 +50,14 @@ from ssc_jax.solver.working_set.feature_rounds import (
 )
 from ssc_jax.solver.working_set.float64_finish import finish_supports, float64_samples
 from ssc_jax.solver.working_set.solver import WorkingSet
-from ssc_jax.solver.working_set.subproblems import row_levels, sweep_cap, working_set_sizes
+from ssc_jax.solver.working_set.subproblems import (
+    row_levels,
+    settled_rows,
+    sweep_cap,
+    working_set_sizes,
+)
 
 Array = jax.Array
-SETTLED = 0.1
-"""A row whose own certified relative gap is within this fraction of ``gap_tol`` is settled:
-later rounds keep its coefficients and its certificate. The ``WorkingSet``'s fraction: half
-solved the same rounds in the same time on a real layer (benchmarks/RESULTS.md)."""
 
 
 class RoundRecord(NamedTuple):
@@ -86,8 +87,8 @@ class SparseSSCResult(NamedTuple):
       objective: ``||C||_1 + tau/2 ||X - C X||_F^2`` on the (normalised) samples.
       duality_gap: the certified relative duality gap ``(P - D) / P`` (as ``SSCResult``'s).
       converged: whether ``duality_gap <= gap_tol``.
-      rounds: working-set rounds taken (each solves the rows not yet certified within
-        ``SETTLED`` of ``gap_tol``).
+      rounds: working-set rounds taken (each solves the rows that ``settled_rows`` leaves
+        open).
       verified: the fraction of rows whose every zero gap-safe screening proves zero at the
         optimum (as ``SSCResult.verified`` for the ``WorkingSet``).
       history: a ``RoundRecord`` per round, the pass at C = 0 first.
@@ -162,7 +163,9 @@ def ssc_sparse(
         rounds = len(history) - 1
         gaps[rounds - 1] = history[-1].relative_gap if rounds else -1
         sweeps = sweep_cap(solver.max_sweeps, jnp.asarray(gaps))
-        open_rows = measured.gap > SETTLED * solver.gap_tol * measured.objective
+        open_rows = ~np.asarray(
+            settled_rows(jnp.asarray(measured.gap), jnp.asarray(measured.objective), solver.gap_tol)
+        )
         counts = jnp.asarray(np.sum(supports.values != 0, axis=1))
         own_rungs = np.asarray(row_levels(counts, jnp.asarray(measured.violated), sizes))
         rungs = np.where(open_rows, own_rungs, -1)

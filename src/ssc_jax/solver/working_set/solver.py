@@ -26,15 +26,12 @@ from ssc_jax.solver.working_set.subproblems import (
     active_set,
     descend,
     row_levels,
+    settled_rows,
     sweep_cap,
     working_set_sizes,
 )
 
 Array = jax.Array
-# A row whose own certified relative gap is within this fraction of gap_tol is settled: its
-# coefficients stay as they are. Settled rows add at most this fraction of gap_tol to the
-# block's relative gap, so the rounds go on for the others.
-_SETTLED = 0.1
 
 
 class WorkingSetState(NamedTuple):
@@ -220,10 +217,9 @@ class WorkingSet(Solver):
     ) -> WorkingSetState:
         """One round: each unsettled row's working set at the rung its support asks for,
         its exact solution, and the certificate of the new coefficients. The rows are sorted
-        by rung and solved in chunks of ``chunk_rows``, each at its densest row's rung; a
-        row whose own relative gap is within ``_SETTLED`` of ``gap_tol`` keeps its
-        coefficients. ``axis_name`` is accepted for the contract's sake; nothing here needs
-        it."""
+        by rung and solved in chunks of ``chunk_rows``, each at its densest row's rung; the
+        rows ``settled_rows`` picks keep their coefficients. ``axis_name`` is accepted for
+        the contract's sake; nothing here needs it."""
         del axis_name
         n, dtype = sample_count(factor), state.coef.dtype
         b, tau = rows.shape[0], jnp.asarray(self.tau, dtype)
@@ -233,7 +229,7 @@ class WorkingSet(Solver):
         supports = jnp.sum(state.coef != 0, axis=1)
         violated = jnp.sum((state.coef == 0) & ~problem.diagonal & (jnp.abs(state.k) > 1), axis=1)
         levels = row_levels(supports, violated, sizes)
-        settled = state.gap <= _SETTLED * self.gap_tol * state.objective
+        settled = settled_rows(state.gap, state.objective, jnp.asarray(self.gap_tol, dtype))
         # Unsettled rows first, by rung and then support, so that a chunk's rung and its
         # correlation pass (to its largest support) fit its rows; settled rows last.
         key = jnp.where(settled, len(sizes), levels) * (n + 1) + supports

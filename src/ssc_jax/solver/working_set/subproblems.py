@@ -25,6 +25,21 @@ def sweep_cap(max_sweeps: int, gaps: Array) -> Array:
     return max_sweeps * 2 ** jnp.minimum(slow, 4)
 
 
+SETTLED_SHARE = 0.5
+"""The share of ``gap_tol`` that the rows a round leaves as they are may hold together
+(`settled_rows`)."""
+
+
+def settled_rows(gap: Array, objective: Array, gap_tol: Array) -> Array:
+    """(b,) the rows a round keeps as they are: those of smallest certified gap ``gap``
+    (b,) that add up to at most ``SETTLED_SHARE * gap_tol`` of the block's objective
+    (``objective``, (b,)). The round solves the rows that hold the rest of the block's gap,
+    as few as can hold it."""
+    order = jnp.argsort(gap)
+    held = jnp.cumsum(gap[order]) <= SETTLED_SHARE * gap_tol * jnp.sum(objective)
+    return jnp.zeros(gap.shape, bool).at[order].set(held)
+
+
 def working_set_sizes(size: int, n: int) -> list[int]:
     """The working-set sizes a solve of n samples may use, ascending: ``size / 8``,
     ``size / 4``, ``size / 2`` and ``size``, each at least 8 and at most n - 1."""
@@ -34,13 +49,13 @@ def working_set_sizes(size: int, n: int) -> list[int]:
 def row_levels(supports: Array, violated: Array, sizes: list[int]) -> Array:
     """(b,) each row's rung of ``sizes``: the smallest that leaves a quarter of it free above
     the row's support (``supports``, (b,)), lifted by one where the support and the KKT
-    violations (``violated``, (b,)) together ask for more, by two from C = 0, where no
-    support says anything yet."""
+    violations (``violated``, (b,)) together ask for more. From C = 0 every row starts a rung
+    above the first: its support then is the samples of largest correlation, and the rounds
+    after it, which re-solve most rows, climb the ladder where a support asks for it."""
     limits = jnp.asarray([s - s // 4 for s in sizes])
     need = jnp.sum(supports[:, None] > limits, axis=1)
     wanted = jnp.sum((supports + violated)[:, None] > limits, axis=1)
-    lift = jnp.where(supports == 0, 2, 1)
-    return jnp.minimum(jnp.clip(wanted, need, need + lift), len(sizes) - 1)
+    return jnp.minimum(jnp.clip(wanted, need, need + 1), len(sizes) - 1)
 
 
 def active_set(
