@@ -92,3 +92,16 @@ def test_a_stall_that_float64_does_not_fix_says_so():
         ssc_jax.ssc(relu_samples(), gap_tol=1e-10)
     message = only_warning(record)
     assert "rounds stalled after" in message and "float64" in message
+
+
+def test_rounds_that_repeat_with_a_kkt_violation_left_stop_and_say_so():
+    # Working sets of 8 samples cannot hold these rows' supports: the KKT violations the
+    # rounds leave are real, yet every round repeats the last, so the rounds stop.
+    with pytest.warns(ConvergenceWarning) as record:
+        result = ssc_jax.ssc(relu_samples(n=300, d=60), solver=WorkingSet(tau=100.0, size=8))
+    rounds = int(result.iterations)
+    assert rounds < WorkingSet().max_rounds
+    assert float(result.diagnostics.kkt_violation) > 1
+    gaps = np.asarray(result.errors)[:rounds, 2]
+    assert gaps[-1] == gaps[-2]
+    assert "rounds stalled after" in only_warning(record)

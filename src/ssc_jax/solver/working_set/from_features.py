@@ -224,9 +224,7 @@ def ssc_sparse(
 
 def _done(history: list[RoundRecord], solver: WorkingSet) -> bool:
     """Whether the last pass certified ``gap_tol``, the rounds ran out, or the last two
-    certified the same gap: the round repeated the one before, as the rounds do at float32's
-    floor of the gap, whatever KKT violation float32's rounding leaves (about 1e-6 on real
-    activations, which ``WorkingSetState.stalled`` would not call stalled)."""
+    certified the same gap: the round repeated the one before (``WorkingSetState.stalled``)."""
     gap = history[-1].relative_gap
     stalled = len(history) > 2 and gap == history[-2].relative_gap
     return gap <= solver.gap_tol or len(history) > solver.max_rounds or stalled
