@@ -7,9 +7,10 @@ float64 on the host, for two kinds of input:
   ``<HKH, HLH>_F = sum(K * L) - (r_K . r_L + c_K . c_L) / n + s_K s_L / n^2``, all
   O(nnz); the elementwise sums of every pair are one sparse product of the flattened
   matrices. Nothing n x n is ever made dense.
-- Dense array-likes, such as the layers of an ``np.memmap`` on disk (activation Grams):
-  read in blocks of rows, each block centered (shifted by one of its matrix's entries,
-  as in `ssc_jax.similarity.hsic`) and multiplied into the running (L1, L2) sums.
+- Dense array-likes, such as the layers of an ``np.memmap`` on disk (activation Grams): the
+  same sums, each matrix read once in blocks of rows, shifted by one of its entries (as in
+  `ssc_jax.similarity.hsic`) into float64, the blocks of all matrices multiplied into the
+  running sums of their elementwise products.
 
 The unbiased estimator is not offered here; `ssc_jax.cka_matrix` has it for stacks that
 fit in memory.
@@ -24,7 +25,7 @@ import scipy.sparse as sp
 
 from ssc_jax.similarity.hsic import ZERO_ULPS, check_samples
 
-# Bytes of the float64 centered row blocks held at once by the dense path.
+# Bytes of the float64 row blocks held at once by the dense path.
 DEFAULT_BLOCK_BYTES = 2**28
 _ZERO = (ZERO_ULPS * np.finfo(np.float64).eps) ** 2
 
@@ -35,10 +36,10 @@ def streamed_cka_matrix(
     """Biased CKA between every pair of a sequence, or across two, of n x n matrices.
 
     Peak memory besides the inputs: sparse inputs, O(total nnz) (the flattened copies and
-    the pairwise products); dense inputs, ``(L1 + L2) * b * n`` float64 centered entries
-    plus ``2 * b * n`` for one block being read and O((L1 + L2) * n) column statistics,
-    with ``b = max(1, block_bytes // (8 * (L1 + L2) * n))`` rows per block (a 2**28-byte
-    default: b = 167 rows at n = 10,000 and L1 + L2 = 20). Each dense input is read twice.
+    the pairwise products); dense inputs, ``(L1 + L2) * b * n`` float64 shifted entries plus
+    ``b * n`` for one block being read and O((L1 + L2) * n) row and column sums, with
+    ``b = max(1, block_bytes // (8 * (L1 + L2) * n))`` rows per block (a 2**28-byte
+    default: b = 167 rows at n = 10,000 and L1 + L2 = 20). Each dense input is read once.
 
     Args:
       Ks: L1 matrices (n, n): all ``scipy.sparse`` matrices or arrays, or all dense
@@ -113,54 +114,39 @@ def _sparse_hsic(groups: list[list], n: int) -> tuple[np.ndarray, list[np.ndarra
 
 
 def _dense_hsic(groups: list[list], n: int, block_bytes: int) -> tuple[np.ndarray, list]:
-    """As `_sparse_hsic` for dense array-likes, streamed in blocks of rows."""
+    """As `_sparse_hsic` for dense array-likes, by the same sums, read once in blocks of
+    rows: each matrix is shifted by one of its entries (centering removes a constant, as in
+    `ssc_jax.similarity.hsic`) into a float64 block, whose row and column sums and products
+    with the others' blocks are added up."""
     mats = [m for group in groups for m in group]
-    sizes = [len(group) for group in groups]
-    stats = [_column_stats(m, n, block_bytes) for m in mats]
-    b = max(1, min(n, block_bytes // (8 * len(mats) * n)))
-    products = np.zeros((len(mats), len(mats)) if len(groups) == 1 else (sizes[0], sizes[1]))
-    squares = np.zeros(len(mats))
-    row_energy = np.zeros(len(mats))
-    block = np.empty((len(mats), b * n))
+    count = len(mats)
+    shifts = [float(m[0, 1]) for m in mats]
+    b = max(1, min(n, block_bytes // (8 * count * n)))
+    products = np.zeros((count, count))
+    rows, cols = np.zeros((count, n)), np.zeros((count, n))
+    block = np.empty((count, b * n))
     for start in range(0, n, b):
         stop = min(n, start + b)
         size = (stop - start) * n
-        for i, (m, (shift, col, grand)) in enumerate(zip(mats, stats, strict=True)):
-            rows = np.asarray(m[start:stop], dtype=np.float64) - shift
-            row = rows.mean(axis=1)
-            row_energy[i] += np.sum(row**2)
-            block[i, :size] = (rows - row[:, None] - col[None, :] + grand).ravel()
+        for i, (m, shift) in enumerate(zip(mats, shifts, strict=True)):
+            part = block[i, :size].reshape(stop - start, n)
+            np.subtract(m[start:stop], shift, out=part, dtype=np.float64)
+            rows[i, start:stop] = part.sum(axis=1)
+            cols[i] += part.sum(axis=0)
         live = block[:, :size]
-        if len(groups) == 1:
-            products += live @ live.T
-        else:
-            products += live[: sizes[0]] @ live[sizes[0] :].T
-            squares += np.einsum("ij,ij->i", live, live)
-    if len(groups) == 1:
-        squares = np.diagonal(products).copy()
-    removed = np.array(
-        [
-            n * n * g**2 + n * (r + np.sum(c**2))
-            for (_, c, g), r in zip(stats, row_energy, strict=True)
-        ]
-    )
-    live = squares > _ZERO * removed
-    bounds = [slice(0, sizes[0]), slice(sizes[0], None)] if len(groups) == 2 else [slice(None)]
-    return _masked(products, [squares[s] for s in bounds], [live[s] for s in bounds])
-
-
-def _column_stats(m, n: int, block_bytes: int) -> tuple[float, np.ndarray, float]:
-    """(shift, column means of ``m - shift`` (n,), their mean) of a dense n x n matrix,
-    read in row blocks of about ``block_bytes``; raise on NaN or Inf."""
-    shift = float(m[0, 1])
-    col = np.zeros(n)
-    b = max(1, min(n, block_bytes // (8 * n)))
-    for start in range(0, n, b):
-        col += np.sum(np.asarray(m[start : start + b], dtype=np.float64) - shift, axis=0)
-    if not np.all(np.isfinite(col)):
+        products += live @ live.T
+    if not np.all(np.isfinite(rows)):
         raise ValueError("the matrices must be finite; got NaN or Inf")
-    col /= n
-    return shift, col, float(col.mean())
+    totals = rows.sum(axis=1)
+    aligned = products - (rows @ rows.T + cols @ cols.T) / n + np.outer(totals, totals) / n**2
+    bounds = [slice(0, len(group)) for group in groups]
+    if len(groups) == 2:
+        bounds[1] = slice(len(groups[0]), count)
+    cross = aligned[bounds[0], bounds[-1]]
+    selfs = [np.diagonal(aligned)[s] for s in bounds]
+    energy = np.diagonal(products)
+    live = [s > _ZERO * energy[where] for s, where in zip(selfs, bounds, strict=True)]
+    return _masked(cross, selfs, live)
 
 
 def _masked(cross: np.ndarray, selfs: list, live: list) -> tuple[np.ndarray, list[np.ndarray]]:
