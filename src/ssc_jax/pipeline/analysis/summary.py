@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ssc_jax.graphs.communities import modularity
+from ssc_jax.graphs.permutation import label_modularity
 from ssc_jax.pipeline.analysis.measures import Measure, RowMoments, layer_similarity
 from ssc_jax.pipeline.store.graph_store import OWN
 
@@ -19,11 +19,10 @@ SHARED_DIAGNOSTICS = {
 
 
 def layer_modularity(A: Sequence, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Modularity (L,) of each of the L sparse affinity graphs in A, one made dense at a
-    time (n^2 entries)."""
-    return np.asarray(
-        [float(modularity(a.toarray(), labels, n_classes=n_classes)) for a in A], np.float32
-    )
+    """Modularity (L,) of each of the L non-negative sparse affinity graphs in A, from its
+    nonzeros (``permutation.label_modularity``)."""
+    labels = np.asarray(labels)[None]
+    return np.asarray([label_modularity(a, labels, n_classes)[0] for a in A], np.float32)
 
 
 def graph_summary(
