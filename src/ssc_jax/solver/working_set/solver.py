@@ -249,12 +249,15 @@ class WorkingSet(Solver):
             # Padding and settled rows in the chunk are solved as all-zero problems, and
             # not written back.
             kept = (position < b) & ~settled[at]
+            # A row is read and written by its own chunk alone, so the carry still holds its
+            # state's values; reading them there lets the loop update coef and k in place.
+            chunk_rows = jnp.where(kept, rows[at], n)
             sub = _Chunk(
-                rows=jnp.where(kept, rows[at], n),
-                coef=jnp.where(kept[:, None], state.coef[at], 0),
-                k=jnp.where(kept[:, None], state.k[at], 0),
-                own=jnp.where(kept[:, None], problem.own[at], 0),
-                diagonal=problem.diagonal[at] & kept[:, None],
+                rows=chunk_rows,
+                coef=jnp.where(kept[:, None], coef[at], 0),
+                k=jnp.where(kept[:, None], k[at], 0),
+                own=jnp.where(kept[:, None], problem.gram[jnp.minimum(chunk_rows, n - 1)], 0),
+                diagonal=chunk_rows[:, None] == jnp.arange(n)[None, :],
             )
             level = jnp.max(jnp.where(kept, levels[at], 0))
             solvers = [
