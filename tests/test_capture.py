@@ -113,6 +113,16 @@ def test_gram_blocks_are_within_float32_rounding_of_float64(gram):
         assert np.all(np.abs(got - exact) <= bound)
 
 
+def test_a_gram_written_into_a_block_of_a_larger_array_is_the_same():
+    a = np.random.default_rng(4).normal(size=(30, 200)).astype(np.float32)
+    whole = np.zeros((2, 50, 50), np.float32)
+    written = capture._gram(a, out=whole[1, 10:40, 5:35])
+    assert np.shares_memory(written, whole)
+    np.testing.assert_array_equal(whole[1, 10:40, 5:35], capture._gram(a))
+    whole[1, 10:40, 5:35] = 0
+    assert not np.any(whole)
+
+
 @pytest.mark.parametrize("budget", [None, 20_000])
 def test_the_progress_bar_counts_every_input_passed_through_the_model(budget, monkeypatch, capsys):
     from ssc_jax.nets import capture

@@ -241,20 +241,24 @@ def _features(
     return out
 
 
-def _gram(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """a b^T, or a a^T, in float32: (m, d), (k, d) -> (m, k). On a CPU by NumPy's BLAS
-    (``_host_gram``), elsewhere by XLA on the device (``_device_gram``)."""
+def _gram(a: np.ndarray, b: np.ndarray | None = None, *, out: np.ndarray | None = None):
+    """a b^T, or a a^T, in float32: (m, d), (k, d) -> (m, k), written into ``out`` where
+    given. On a CPU by NumPy's BLAS (``_host_gram``), elsewhere by XLA on the device
+    (``_device_gram``)."""
     if jax.default_backend() == "cpu":
-        return _host_gram(a, b)
-    return _device_gram(a, b)
+        return _host_gram(a, b, out=out)
+    if out is None:
+        return _device_gram(a, b)
+    out[...] = _device_gram(a, b)
+    return out
 
 
-def _host_gram(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+def _host_gram(a: np.ndarray, b: np.ndarray | None = None, *, out: np.ndarray | None = None):
     """a b^T, or a a^T, in float32 by NumPy's BLAS: a a^T is one symmetric rank-k update
     (syrk), half the multiply-adds of a general product, which XLA's CPU matmul does not
-    take."""
+    take. Written straight into ``out`` where given, with no (m, k) temporary."""
     a = np.asarray(a, np.float32)
-    return a @ (a if b is None else np.asarray(b, np.float32)).T
+    return np.matmul(a, (a if b is None else np.asarray(b, np.float32)).T, out=out)
 
 
 def _device_gram(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
@@ -291,7 +295,7 @@ def _fill_grams(
         for name in list(xa):
             # Without later blocks a layer's features are done with once its Gram is formed.
             x = xa[name] if later else xa.pop(name)
-            grams[name][a : a + rows, a : a + rows] = _gram(x)
+            _gram(x, out=grams[name][a : a + rows, a : a + rows])
             del x
         for b in later:
             xb = features(b)
