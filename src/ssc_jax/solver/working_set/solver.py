@@ -72,9 +72,8 @@ class WorkingSetState(NamedTuple):
         """() whether the last round left the relative gap exactly as the round before it
         did: its working sets and their solutions were the same, so more rounds in this
         precision repeat it. The rounds stall so at the gap's floor in float32
-        (``float64_finish``), whatever KKT violation float32's rounding leaves (about 1e-7
-        of tau |q_j| on real activations), and where a row's support fills the largest
-        working set."""
+        (``float64_finish``), whatever KKT violation float32's rounding leaves (about 5e-7
+        on real activations), and where a row's support fills the largest working set."""
         last = self.errors[jnp.maximum(self.rounds - 1, 0)]
         before = self.errors[jnp.maximum(self.rounds - 2, 0)]
         return (self.rounds >= 2) & (last[2] == before[2])
